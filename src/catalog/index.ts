@@ -1,0 +1,3 @@
+export { CatalogIndex, EMPTY_CATALOG, DEFAULT_POLICY } from "./catalog-index.js";
+export { validateCatalog } from "./validate.js";
+export { parseCatalogText, catalogToText } from "./file.js";

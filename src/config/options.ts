@@ -1,0 +1,97 @@
+import { parseArgs } from "node:util";
+import { InvalidArgumentError } from "../errors/index.js";
+
+/**
+ * Every service option is both a `--flag` and a `PROOFGATE_*` environment variable, derived from
+ * one declaration so the two cannot drift. Precedence: flag, then environment, then default.
+ */
+export interface Option<T> {
+  readonly description: string;
+  readonly default: T;
+  readonly parse: (raw: string, name: string) => T;
+}
+
+export type OptionSpec = Record<string, Option<unknown>>;
+export type OptionValues<S extends OptionSpec> = { [K in keyof S]: S[K] extends Option<infer T> ? T : never };
+
+export const string = (description: string, def = ""): Option<string> => ({
+  description,
+  default: def,
+  parse: (raw) => raw,
+});
+
+export const integer = (description: string, def: number, min = 0): Option<number> => ({
+  description,
+  default: def,
+  parse: (raw, name) => {
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(name, `must be an integer >= ${min}, got "${raw}"`);
+    return n;
+  },
+});
+
+export const boolean = (description: string, def = false): Option<boolean> => ({
+  description,
+  default: def,
+  parse: (raw, name) => {
+    if (["1", "true", "yes", "on"].includes(raw.toLowerCase())) return true;
+    if (["0", "false", "no", "off", ""].includes(raw.toLowerCase())) return false;
+    throw new InvalidArgumentError(name, `must be true or false, got "${raw}"`);
+  },
+});
+
+export function oneOf<const T extends string>(description: string, values: readonly T[], def: T): Option<T> {
+  return {
+    description,
+    default: def,
+    parse: (raw, name) => {
+      if ((values as readonly string[]).includes(raw)) return raw as T;
+      throw new InvalidArgumentError(name, `must be one of ${values.join(", ")}, got "${raw}"`);
+    },
+  };
+}
+
+/** Durations as `250ms`, `30s`, `5m`, `2h`, `7d`; a bare number is milliseconds. */
+export function parseDuration(raw: string, name: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(raw.trim());
+  if (!m?.[1]) throw new InvalidArgumentError(name, `must be a duration like 500ms, 30s, 5m, 2h or 7d, got "${raw}"`);
+  const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? "ms") as "ms"];
+  return Math.round(Number(m[1]) * unit);
+}
+
+export const duration = (description: string, def: number): Option<number> => ({ description, default: def, parse: parseDuration });
+
+const flagName = (key: string): string => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+const envName = (key: string): string => `PROOFGATE_${flagName(key).replace(/-/g, "_").toUpperCase()}`;
+
+export function loadOptions<S extends OptionSpec>(
+  spec: S,
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): OptionValues<S> {
+  const { values } = parseArgs({
+    args: [...argv],
+    strict: true,
+    allowPositionals: false,
+    options: Object.fromEntries(Object.keys(spec).map((k) => [flagName(k), { type: "string" as const }])),
+  });
+  const out: Record<string, unknown> = {};
+  for (const [key, option] of Object.entries(spec)) {
+    const flag = values[flagName(key)];
+    const fromEnv = env[envName(key)];
+    if (typeof flag === "string") out[key] = option.parse(flag, `--${flagName(key)}`);
+    else if (fromEnv !== undefined) out[key] = option.parse(fromEnv, envName(key));
+    else out[key] = option.default;
+  }
+  return out as OptionValues<S>;
+}
+
+/** `--help` text: one line per option with its flag, variable and default. */
+export function describeOptions(spec: OptionSpec): string {
+  return Object.entries(spec)
+    .map(([key, o]) => {
+      const def = o.default === "" ? "" : ` (default: ${JSON.stringify(o.default)})`;
+      return `  --${flagName(key)} / ${envName(key)}\n      ${o.description}${def}`;
+    })
+    .join("\n");
+}

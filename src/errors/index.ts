@@ -1,0 +1,56 @@
+import { status } from "@grpc/grpc-js";
+
+/**
+ * Errors that cross a service boundary. Each carries the gRPC status it maps to, so transport
+ * code translates them in one place (`transport/grpc.ts`) and domain code never imports grpc.
+ */
+export class ProofgateError extends Error {
+  constructor(
+    message: string,
+    readonly code: status,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** Bad input. The message names the field, e.g. `payment.period_end: must be after period_start`. */
+export class InvalidArgumentError extends ProofgateError {
+  constructor(
+    readonly field: string,
+    problem: string,
+  ) {
+    super(`${field}: ${problem}`, status.INVALID_ARGUMENT);
+  }
+}
+
+export class NotFoundError extends ProofgateError {
+  constructor(message: string) {
+    super(message, status.NOT_FOUND);
+  }
+}
+
+/** The request is valid but the system is not in a state to serve it (e.g. no catalog yet). */
+export class FailedPreconditionError extends ProofgateError {
+  constructor(message: string) {
+    super(message, status.FAILED_PRECONDITION);
+  }
+}
+
+/** A dependency (NATS, the ledger) is not reachable right now; retrying may succeed. */
+export class UnavailableError extends ProofgateError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, status.UNAVAILABLE, options);
+  }
+}
+
+export class DeadlineExceededError extends ProofgateError {
+  constructor(message: string) {
+    super(message, status.DEADLINE_EXCEEDED);
+  }
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

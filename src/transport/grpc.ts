@@ -1,0 +1,125 @@
+import { fileURLToPath } from "node:url";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { HealthImplementation } from "grpc-health-check";
+import { ReflectionService } from "@grpc/reflection";
+import { ProofgateError } from "../errors/index.js";
+import type { Logger } from "../observability/logger.js";
+
+/** `proto/` at the package root; the same relative path from `src/transport` and `dist/transport`. */
+export const PROTO_DIR = fileURLToPath(new URL("../../proto", import.meta.url));
+
+export interface ServiceBinding {
+  /** Fully qualified name, e.g. `proofgate.v1.CheckService`, used for health status. */
+  readonly name: string;
+  readonly definition: grpc.ServiceDefinition;
+  readonly implementation: grpc.UntypedServiceImplementation;
+}
+
+/**
+ * The one place where errors become gRPC statuses: a `ProofgateError` keeps its code and message;
+ * anything else is a bug, logged with its stack and answered as INTERNAL without details.
+ */
+export function toServiceError(err: unknown, logger: Logger): Partial<grpc.StatusObject> {
+  if (err instanceof ProofgateError) return { code: err.code, details: err.message };
+  logger.error({ err }, "unexpected error in gRPC handler");
+  return { code: grpc.status.INTERNAL, details: "internal error" };
+}
+
+/** Adapts a (possibly async) function to a grpc-js unary handler with the error mapping above. */
+export function unary<Req, Res>(
+  logger: Logger,
+  fn: (request: Req, call: grpc.ServerUnaryCall<Req, Res>) => Res | Promise<Res>,
+): grpc.handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    let result: Res | Promise<Res>;
+    try {
+      result = fn(call.request, call);
+    } catch (err) {
+      callback(toServiceError(err, logger));
+      return;
+    }
+    // Synchronous results (Check) answer without a promise hop.
+    if (result instanceof Promise) {
+      result.then(
+        (value) => callback(null, value),
+        (err: unknown) => callback(toServiceError(err, logger)),
+      );
+      return;
+    }
+    callback(null, result);
+  };
+}
+
+let reflectionDefinition: protoLoader.PackageDefinition | undefined;
+function loadReflection(): protoLoader.PackageDefinition {
+  reflectionDefinition ??= protoLoader.loadSync(
+    readdirSync(join(PROTO_DIR, "proofgate/v1")).map((f) => `proofgate/v1/${f}`),
+    { includeDirs: [PROTO_DIR] },
+  );
+  return reflectionDefinition;
+}
+
+/** A grpc-js server with `grpc.health.v1.Health` and server reflection, bound to one or more addresses. */
+export class GrpcServer {
+  private constructor(
+    private readonly server: grpc.Server,
+    private readonly health: HealthImplementation,
+    private readonly serviceNames: readonly string[],
+    /** Bound addresses with ephemeral ports resolved, e.g. `127.0.0.1:41234` or `unix:/run/pg.sock`. */
+    readonly addresses: readonly string[],
+  ) {}
+
+  /** Addresses: `host:port` (port 0 = ephemeral) or `unix:/path`. Health starts NOT_SERVING. */
+  static async start(services: readonly ServiceBinding[], addresses: readonly string[]): Promise<GrpcServer> {
+    const server = new grpc.Server({
+      "grpc.max_receive_message_length": 16 * 1024 * 1024,
+      "grpc.keepalive_permit_without_calls": 1,
+    });
+    for (const s of services) server.addService(s.definition, s.implementation);
+    const names = services.map((s) => s.name);
+    const initial: Record<string, "NOT_SERVING"> = { "": "NOT_SERVING" };
+    for (const n of names) initial[n] = "NOT_SERVING";
+    const health = new HealthImplementation(initial);
+    health.addToServer(server);
+    new ReflectionService(loadReflection()).addToServer(server);
+    const bound: string[] = [];
+    for (const address of addresses) {
+      const port = await new Promise<number>((resolve, reject) => {
+        server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) => {
+          if (err) {
+            reject(new Error(`cannot listen on ${address}: ${err.message}`));
+            return;
+          }
+          resolve(p);
+        });
+      });
+      bound.push(address.startsWith("unix:") ? address : address.replace(/:\d+$/, `:${port}`));
+    }
+    return new GrpcServer(server, health, names, bound);
+  }
+
+  setServing(serving: boolean): void {
+    const s = serving ? "SERVING" : "NOT_SERVING";
+    this.health.setStatus("", s);
+    for (const n of this.serviceNames) this.health.setStatus(n, s);
+  }
+
+  /** Stops accepting calls, lets in-flight ones finish for up to `graceMs`, then cuts the rest. */
+  async close(graceMs = 5_000): Promise<void> {
+    this.setServing(false);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      timer.unref();
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}
