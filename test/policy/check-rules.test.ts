@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { PaymentResult as P, RecoveryResult as R } from "../../src/gen/proofgate/v1/billing.js";
+import { PaymentResult as P, PaymentSession, RecoveryResult as R } from "../../src/gen/proofgate/v1/billing.js";
 import { AccessStatus } from "../../src/gen/proofgate/v1/check.js";
-import { DisputePolicy } from "../../src/gen/proofgate/v1/catalog.js";
+import { DisputePolicy, StalePolicy } from "../../src/gen/proofgate/v1/catalog.js";
 import { OverrideEffect } from "../../src/gen/proofgate/v1/document.js";
 import { CatalogIndex } from "../../src/catalog/index.js";
 import { evaluate, statusName } from "../../src/policy/index.js";
@@ -84,7 +84,7 @@ const cases: [string, Step[]][] = [
     "renewal failed → grace → recovered",
     [
       step((s) => s.subscribe("premium").pay(P.PAYMENT_RESULT_SUCCEEDED).advance(30)),
-      step((s) => s.pay(P.PAYMENT_RESULT_FAILED, { invoiceId: s.newInvoice(), session: 2 }).recovery("in_2", R.RECOVERY_RESULT_RETRY_SCHEDULED, new Date(s.now + 3 * DAY))),
+      step((s) => s.pay(P.PAYMENT_RESULT_FAILED, { invoiceId: s.newInvoice(), session: PaymentSession.PAYMENT_SESSION_OFF_SESSION }).recovery("in_2", R.RECOVERY_RESULT_RETRY_SCHEDULED, new Date(s.now + 3 * DAY))),
       is("api-access", "GRACE_PERIOD", { reason: /Renewal failed \(card_declined\).*next attempt 2026-12-04/, validUntil: T0 + 37 * DAY }),
       step((s) => s.advance(3).pay(P.PAYMENT_RESULT_SUCCEEDED, { invoiceId: "in_2", periodStart: new Date(T0 + 30 * DAY), periodEnd: new Date(T0 + 60 * DAY) }).recovery("in_2", R.RECOVERY_RESULT_RECOVERED)),
       is("api-access", "GRANTED", { validUntil: T0 + 60 * DAY }),
@@ -123,7 +123,7 @@ const cases: [string, Step[]][] = [
   [
     "renewal requires authentication keeps paid access in grace",
     [
-      step((s) => s.subscribe("premium").pay(P.PAYMENT_RESULT_SUCCEEDED).advance(30).pay(P.PAYMENT_RESULT_REQUIRES_ACTION, { invoiceId: s.newInvoice(), session: 2 })),
+      step((s) => s.subscribe("premium").pay(P.PAYMENT_RESULT_SUCCEEDED).advance(30).pay(P.PAYMENT_RESULT_REQUIRES_ACTION, { invoiceId: s.newInvoice(), session: PaymentSession.PAYMENT_SESSION_OFF_SESSION })),
       is("api-access", "GRACE_PERIOD", { reason: /requires customer authentication/ }),
       step((s) => s.advance(8)),
       is("api-access", "PAYMENT_PENDING"),
@@ -152,7 +152,7 @@ const cases: [string, Step[]][] = [
     [
       step((s) => {
         const c = demoCatalog();
-        c.policy = { ...c.policy, gracePeriod: undefined, coherencyWindow: undefined, stalePolicy: 0, disputePolicy: DisputePolicy.DISPUTE_POLICY_KEEP_UNTIL_LOST };
+        c.policy = { ...c.policy, gracePeriod: undefined, coherencyWindow: undefined, stalePolicy: StalePolicy.STALE_POLICY_UNSPECIFIED, disputePolicy: DisputePolicy.DISPUTE_POLICY_KEEP_UNTIL_LOST };
         s.catalog = CatalogIndex.from(c);
         s.subscribe("premium").pay(P.PAYMENT_RESULT_SUCCEEDED).advance(5).pay(P.PAYMENT_RESULT_DISPUTE_OPENED);
       }),
@@ -284,7 +284,7 @@ describe("check rules", () => {
 
   it("the cases above cover every status", () => {
     const all = Object.values(AccessStatus)
-      .filter((v): v is AccessStatus => typeof v === "number" && v > 0)
+      .filter((v): v is AccessStatus => typeof v === "number" && v !== AccessStatus.ACCESS_STATUS_UNSPECIFIED)
       .map(statusName);
     expect(all.filter((s) => !covered.has(s))).toEqual([]);
   });

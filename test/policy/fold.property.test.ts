@@ -7,7 +7,7 @@ import {
   type BillingEvent,
 } from "../../src/gen/proofgate/v1/billing.js";
 import { AccessDocument, OverrideEffect, type Override } from "../../src/gen/proofgate/v1/document.js";
-import { DisputePolicy } from "../../src/gen/proofgate/v1/catalog.js";
+import { DisputePolicy, StalePolicy } from "../../src/gen/proofgate/v1/catalog.js";
 import { CatalogIndex } from "../../src/catalog/index.js";
 import { ALLOWED_STATUSES, evaluate, foldDocument } from "../../src/policy/index.js";
 import { DAY, T0, demoCatalog } from "./story.js";
@@ -19,7 +19,8 @@ const plan = fc.constantFrom("basic", "premium", "enterprise", "no-such-plan", "
 const addons = fc.subarray(["ai-assistant", "ai-assistant", "ghost"]);
 const sub = fc.constantFrom("sub_1", "sub_2");
 const invoice = fc.constantFrom("in_1", "in_2", "in_3", "in_4");
-const enumValue = (e: object) => fc.constantFrom(...Object.values(e).filter((v): v is number => typeof v === "number"));
+const enumValue = <T extends number>(e: Record<string, string | T>): fc.Arbitrary<T> =>
+  fc.constantFrom(...Object.values(e).filter((v): v is T => typeof v === "number"));
 
 const kind: fc.Arbitrary<BillingEvent["kind"]> = fc.oneof(
   fc.record({
@@ -133,7 +134,7 @@ describe("fold", () => {
 
   it("produces documents that evaluate without throwing, consistently, under both dispute policies", () => {
     const revoke = CatalogIndex.from(demoCatalog());
-    const keep = CatalogIndex.from({ ...demoCatalog(), policy: { gracePeriod: undefined, coherencyWindow: undefined, stalePolicy: 0, disputePolicy: DisputePolicy.DISPUTE_POLICY_KEEP_UNTIL_LOST } });
+    const keep = CatalogIndex.from({ ...demoCatalog(), policy: { gracePeriod: undefined, coherencyWindow: undefined, stalePolicy: StalePolicy.STALE_POLICY_UNSPECIFIED, disputePolicy: DisputePolicy.DISPUTE_POLICY_KEEP_UNTIL_LOST } });
     const features = [...revoke.featureKeys, "unknown-feature"];
     fc.assert(
       fc.property(events, overrides, time, fc.option(fc.integer({ min: 0, max: 60 }), { nil: undefined }), (es, os, now, quantity) => {

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { CatalogIndex, parseCatalogText } from "../../src/catalog/index.js";
 import {
   PaymentResult,
+  PaymentSession,
   RecoveryResult,
   SubscriptionStatus,
   type BillingEvent,
@@ -99,7 +100,7 @@ export class Story {
       planId: "premium",
       addonIds: [],
       quantity: 1,
-      session: 0,
+      session: PaymentSession.PAYMENT_SESSION_UNSPECIFIED,
       amountMinor: 4900,
       currency: "EUR",
       failureReason: result === PaymentResult.PAYMENT_RESULT_FAILED ? "card_declined" : "",

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { validateEvent, decodeEvent } from "../../src/billing/index.js";
 import { CatalogIndex, parseCatalogText, validateCatalog } from "../../src/catalog/index.js";
 import { InvalidArgumentError } from "../../src/errors/index.js";
-import { BillingEvent, PaymentResult, SubscriptionStatus } from "../../src/gen/proofgate/v1/billing.js";
+import { BillingEvent, PaymentResult, PaymentSession, RecoveryResult, SubscriptionStatus } from "../../src/gen/proofgate/v1/billing.js";
 import { FeatureType } from "../../src/gen/proofgate/v1/catalog.js";
 import { demoCatalog } from "./story.js";
 
@@ -23,7 +23,7 @@ const base = (): BillingEvent => ({
       planId: "premium",
       addonIds: [],
       quantity: 1,
-      session: 1,
+      session: PaymentSession.PAYMENT_SESSION_ON_SESSION,
       amountMinor: 4900,
       currency: "EUR",
       failureReason: "",
@@ -61,7 +61,7 @@ describe("billing event validation names the field", () => {
     ["payment.addon_ids[0]", (e) => withPayment(e, { addonIds: ["ghost"] })],
     ["subscription.status", (e) => ({ ...e, kind: { $case: "subscription", value: { ...sub(), status: SubscriptionStatus.SUBSCRIPTION_STATUS_UNSPECIFIED } } })],
     ["subscription.plan_id", (e) => ({ ...e, kind: { $case: "subscription", value: { ...sub(), planId: "" } } })],
-    ["recovery.result", (e) => ({ ...e, kind: { $case: "recovery", value: { invoiceId: "in_1", result: 0, nextAttemptAt: undefined } } })],
+    ["recovery.result", (e) => ({ ...e, kind: { $case: "recovery", value: { invoiceId: "in_1", result: RecoveryResult.RECOVERY_RESULT_UNSPECIFIED, nextAttemptAt: undefined } } })],
   ];
   it.each(cases)("%s", (field, mutate) => {
     expect(fieldOf(() => validateEvent(mutate(base()), catalog))).toBe(field);
