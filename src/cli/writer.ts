@@ -1,6 +1,42 @@
+import { describeOptions, loadOptions } from "../config/options.js";
+import { createLogger } from "../observability/logger.js";
+import { errorMessage } from "../errors/index.js";
+import { faultHooksFromEnv, startWriter, writerOptionSpec } from "../writer/index.js";
+
 export const summary = "run the writer service";
 
-export async function run(_argv: string[]): Promise<number> {
-  await Promise.resolve();
-  throw new Error("proofgate writer: not built yet");
+const HELP = `usage: proofgate writer [options]
+
+The writer: consumes billing events (NATS PROOFGATE_BILLING and gRPC IngestService), keeps the
+SQLite ledger, and replicates access documents to PROOFGATE_STATE. See docs/writer.md.
+
+options (flag / environment variable):
+${describeOptions(writerOptionSpec)}`;
+
+export async function run(argv: string[]): Promise<number> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    console.log(HELP);
+    return 0;
+  }
+  let options;
+  try {
+    options = loadOptions(writerOptionSpec, argv);
+  } catch (err) {
+    console.error(`proofgate writer: ${errorMessage(err)}\n\n${HELP}`);
+    return 2;
+  }
+  const logger = createLogger({ level: options.logLevel, name: "proofgate-writer" });
+  const writer = await startWriter(options, logger, { hooks: faultHooksFromEnv() });
+  await new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals): void => {
+      logger.info({ signal }, "shutdown requested");
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      resolve();
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
+  await writer.close();
+  return 0;
 }

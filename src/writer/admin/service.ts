@@ -1,0 +1,267 @@
+import { randomBytes } from "node:crypto";
+import { MAX_ID_BYTES } from "../../billing/index.js";
+import { validateCatalog } from "../../catalog/index.js";
+import { typeWord } from "../../catalog/validate.js";
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../../errors/index.js";
+import {
+  AdminServiceService,
+  AuditKind,
+  type ApplyCatalogRequest,
+  type ApplyCatalogResponse,
+  type DeleteOverrideRequest,
+  type DeleteOverrideResponse,
+  type EraseCustomerRequest,
+  type EraseCustomerResponse,
+  type GetCatalogResponse,
+  type GetCustomerRequest,
+  type GetCustomerResponse,
+  type PutOverrideRequest,
+  type PutOverrideResponse,
+} from "../../gen/proofgate/v1/admin.js";
+import { FeatureType, type Catalog } from "../../gen/proofgate/v1/catalog.js";
+import { OverrideEffect, StateRecord, type Override } from "../../gen/proofgate/v1/document.js";
+import { evaluateAll, toEntitlement } from "../../policy/index.js";
+import { customerSubject, customerToken } from "../../replication/subjects.js";
+import { unary, type ServiceBinding } from "../../transport/grpc.js";
+import type { Logger } from "../../observability/logger.js";
+import type { WriterCore } from "../core.js";
+import type { OutboxPublisher } from "../outbox/publisher.js";
+
+export interface AdminDeps {
+  readonly core: WriterCore;
+  readonly publisher: OutboxPublisher;
+  readonly logger: Logger;
+  readonly publishTimeoutMs: number;
+  /** Wakes the publishers after a commit. */
+  readonly committed: () => void;
+  /** A catalog was applied (the billing consumer can start). */
+  readonly catalogApplied: () => void;
+}
+
+const OVERRIDE_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+
+function requireId(value: string, field: string): string {
+  if (!value) throw new InvalidArgumentError(field, "required");
+  if (Buffer.byteLength(value, "utf8") > MAX_ID_BYTES) throw new InvalidArgumentError(field, `longer than ${MAX_ID_BYTES} bytes`);
+  return value;
+}
+
+function requireText(value: string, field: string): string {
+  if (!value.trim()) throw new InvalidArgumentError(field, "required");
+  if (value.length > 1_000) throw new InvalidArgumentError(field, "longer than 1000 characters");
+  return value;
+}
+
+/** Prefixes the field of a validation error with where the value sits in the request. */
+function within<T>(prefix: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof InvalidArgumentError) throw new InvalidArgumentError(`${prefix}.${err.field}`, err.message.slice(err.field.length + 2));
+    throw err;
+  }
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+function describeOverride(o: Override): string {
+  const effect = o.effect === OverrideEffect.OVERRIDE_EFFECT_GRANT ? "GRANT" : "DENY";
+  const v = o.value?.kind;
+  const value = v ? ` = ${String(v.value)}` : "";
+  const window = [o.validFromMs ? `from ${iso(o.validFromMs)}` : "", o.validUntilMs ? `until ${iso(o.validUntilMs)}` : ""].filter(Boolean).join(" ");
+  return `override ${o.overrideId}: ${effect} ${o.feature}${value}${window ? ` ${window}` : ""}`;
+}
+
+/** The AdminService operations, each one ledger transaction; mutations wait for replication. */
+export class AdminOperations {
+  constructor(private readonly deps: AdminDeps) {}
+
+  private async visible(outboxId: number | undefined): Promise<number> {
+    this.deps.committed();
+    const p = this.deps.publisher;
+    return outboxId === undefined ? p.waitForCommitted(this.deps.publishTimeoutMs) : p.waitFor(outboxId, this.deps.publishTimeoutMs);
+  }
+
+  async applyCatalog(req: ApplyCatalogRequest): Promise<ApplyCatalogResponse> {
+    const catalog = req.catalog;
+    if (!catalog) throw new InvalidArgumentError("catalog", "required");
+    within("catalog", () => validateCatalog(catalog));
+    const { core } = this.deps;
+    let outboxId: number | undefined;
+    try {
+      outboxId = core.ledger.transaction(() => {
+        const id = core.putCatalog(catalog);
+        if (id !== undefined)
+          core.ledger.appendAudit(
+            { kind: AuditKind.AUDIT_KIND_CATALOG_APPLIED, actor: req.actor, reason: req.reason, detail: describeCatalog(catalog) },
+            core.now(),
+          );
+        return id;
+      });
+    } catch (err) {
+      core.reloadCatalog();
+      throw err;
+    }
+    this.deps.logger.info({ actor: req.actor, changed: outboxId !== undefined }, "catalog applied");
+    this.deps.catalogApplied();
+    return { revision: await this.visible(outboxId) };
+  }
+
+  getCatalog(): GetCatalogResponse {
+    const catalog = this.deps.core.ledger.catalog();
+    if (!catalog) throw new NotFoundError("no catalog applied yet");
+    return { catalog };
+  }
+
+  async putOverride(req: PutOverrideRequest): Promise<PutOverrideResponse> {
+    const { core } = this.deps;
+    const customerId = requireId(req.customerId, "customer_id");
+    const o = req.override;
+    if (!o) throw new InvalidArgumentError("override", "required");
+    const catalog = core.catalog;
+    if (!catalog) throw new FailedPreconditionError("no catalog yet: overrides name catalog features");
+    if (o.overrideId && !OVERRIDE_ID.test(o.overrideId))
+      throw new InvalidArgumentError("override.override_id", "must be 1-128 of A-Z a-z 0-9 . _ : - (or empty to have one assigned)");
+    if (o.effect !== OverrideEffect.OVERRIDE_EFFECT_GRANT && o.effect !== OverrideEffect.OVERRIDE_EFFECT_DENY)
+      throw new InvalidArgumentError("override.effect", "must be GRANT or DENY");
+    if (!o.feature) throw new InvalidArgumentError("override.feature", "required: a catalog feature key, or * (DENY only)");
+    if (o.feature === "*") {
+      if (o.effect !== OverrideEffect.OVERRIDE_EFFECT_DENY) throw new InvalidArgumentError("override.feature", "* (every feature) is only allowed for DENY");
+    } else {
+      const feature = catalog.feature(o.feature);
+      if (!feature) throw new InvalidArgumentError("override.feature", `unknown feature "${o.feature}"`);
+      const v = o.value?.kind;
+      if (v && o.effect === OverrideEffect.OVERRIDE_EFFECT_DENY) throw new InvalidArgumentError("override.value", "only GRANT overrides carry a value");
+      if (v) {
+        const ok =
+          (feature.type === FeatureType.FEATURE_TYPE_BOOLEAN && v.$case === "enabled") ||
+          (feature.type === FeatureType.FEATURE_TYPE_NUMERIC && v.$case === "limit" && Number.isSafeInteger(v.value) && v.value >= 0) ||
+          (feature.type === FeatureType.FEATURE_TYPE_STRING && v.$case === "text" && (feature.values.length === 0 || feature.values.includes(v.value)));
+        if (!ok) throw new InvalidArgumentError("override.value", `"${o.feature}" needs a ${typeWord(feature.type)} value${feature.values.length ? ` (one of ${feature.values.join(", ")})` : ""}`);
+      }
+    }
+    if (o.validFromMs < 0) throw new InvalidArgumentError("override.valid_from_ms", "must not be negative");
+    if (o.validUntilMs < 0) throw new InvalidArgumentError("override.valid_until_ms", "must not be negative");
+    if (o.validFromMs && o.validUntilMs && o.validUntilMs <= o.validFromMs) throw new InvalidArgumentError("override.valid_until_ms", "must be after valid_from_ms");
+    const actor = requireText(req.actor, "actor");
+    const reason = requireText(req.reason, "reason");
+    const now = core.now();
+    const override: Override = {
+      ...o,
+      overrideId: o.overrideId || `ovr_${randomBytes(8).toString("hex")}`,
+      actor,
+      reason,
+      createdAtMs: now,
+    };
+    const token = customerToken(customerId);
+    const outboxId = core.ledger.transaction(() => {
+      core.ledger.putOverride(customerId, override);
+      core.ledger.appendAudit(
+        { kind: AuditKind.AUDIT_KIND_OVERRIDE_PUT, customerId, customerToken: token, feature: override.feature, actor, reason, detail: describeOverride(override) },
+        now,
+      );
+      return core.refreshDocument(customerId, { actor });
+    });
+    this.deps.logger.info({ customer: token, overrideId: override.overrideId, actor }, "override put");
+    return { overrideId: override.overrideId, revision: await this.visible(outboxId) };
+  }
+
+  async deleteOverride(req: DeleteOverrideRequest): Promise<DeleteOverrideResponse> {
+    const { core } = this.deps;
+    const customerId = requireId(req.customerId, "customer_id");
+    const overrideId = requireId(req.overrideId, "override_id");
+    const actor = requireText(req.actor, "actor");
+    const reason = requireText(req.reason, "reason");
+    const token = customerToken(customerId);
+    const outboxId = core.ledger.transaction(() => {
+      const existing = core.ledger.overrides(customerId).find((o) => o.overrideId === overrideId);
+      if (!existing || !core.ledger.deleteOverride(customerId, overrideId)) throw new NotFoundError(`no override "${overrideId}" for this customer`);
+      core.ledger.appendAudit(
+        { kind: AuditKind.AUDIT_KIND_OVERRIDE_DELETED, customerId, customerToken: token, feature: existing.feature, actor, reason, detail: describeOverride(existing) },
+        core.now(),
+      );
+      return core.refreshDocument(customerId, { actor });
+    });
+    this.deps.logger.info({ customer: token, overrideId, actor }, "override deleted");
+    return { revision: await this.visible(outboxId) };
+  }
+
+  getCustomer(req: GetCustomerRequest): GetCustomerResponse {
+    const { core } = this.deps;
+    const customerId = requireId(req.customerId, "customer_id");
+    const document = core.currentDocument(customerId);
+    const facts = core.ledger.facts(customerId);
+    if (!document && facts.length === 0) throw new NotFoundError("unknown customer");
+    const token = customerToken(customerId);
+    const catalog = core.catalog;
+    const latest = core.ledger.latestForSubject(customerSubject(customerId));
+    return {
+      document,
+      facts,
+      timeline: core.ledger.timeline(token),
+      entitlements: catalog ? evaluateAll(document, catalog, core.now()).map(({ feature, decision }) => toEntitlement(feature, decision)) : [],
+      // Where the current document is visible: its outbox row's stream sequence, 0 while it is
+      // still on its way, or the head revision once the row has been pruned (long published).
+      revision: latest ? (latest.publishedSeq ?? 0) : this.deps.publisher.headRevision,
+    };
+  }
+
+  async eraseCustomer(req: EraseCustomerRequest): Promise<EraseCustomerResponse> {
+    const { core } = this.deps;
+    const customerId = requireId(req.customerId, "customer_id");
+    const actor = requireText(req.actor, "actor");
+    const reason = requireText(req.reason, "reason");
+    const token = customerToken(customerId);
+    const subject = customerSubject(customerId);
+    const ledger = core.ledger;
+    const outboxId = ledger.transaction(() => {
+      const facts = ledger.factCount(customerId);
+      const overrides = ledger.overrides(customerId).length;
+      const hadDocument = ledger.document(customerId) !== undefined;
+      if (!hadDocument && facts === 0 && overrides === 0) throw new NotFoundError("unknown customer");
+      const now = core.now();
+      ledger.deleteFacts(customerId);
+      ledger.deleteOverrides(customerId);
+      ledger.deleteDocument(customerId);
+      // Earlier outbox rows hold the customer's documents: drop them (pending ones are superseded
+      // by the tombstone anyway).
+      ledger.deleteOutboxForSubject(subject);
+      const id = ledger.enqueue(subject, StateRecord.encode({ record: { $case: "erased", value: { erasedAt: new Date(now) } } }).finish(), now);
+      ledger.anonymizeAudit(token);
+      ledger.appendAudit(
+        {
+          kind: AuditKind.AUDIT_KIND_CUSTOMER_ERASED,
+          customerToken: token,
+          actor,
+          reason,
+          detail: `erased ${facts} facts, ${overrides} overrides and the access document`,
+        },
+        now,
+      );
+      return id;
+    });
+    this.deps.logger.info({ customer: token, actor }, "customer erased");
+    return { revision: await this.visible(outboxId) };
+  }
+}
+
+function describeCatalog(c: Catalog): string {
+  return `${c.features.length} features, ${c.plans.length} plans (${c.plans.map((p) => p.id).join(", ")}), ${c.addons.length} add-ons`;
+}
+
+export function adminBinding(deps: AdminDeps): ServiceBinding {
+  const ops = new AdminOperations(deps);
+  const log = deps.logger;
+  return {
+    name: "proofgate.v1.AdminService",
+    definition: AdminServiceService,
+    implementation: {
+      applyCatalog: unary(log, (r: ApplyCatalogRequest) => ops.applyCatalog(r)),
+      getCatalog: unary(log, () => ops.getCatalog()),
+      putOverride: unary(log, (r: PutOverrideRequest) => ops.putOverride(r)),
+      deleteOverride: unary(log, (r: DeleteOverrideRequest) => ops.deleteOverride(r)),
+      getCustomer: unary(log, (r: GetCustomerRequest) => ops.getCustomer(r)),
+      eraseCustomer: unary(log, (r: EraseCustomerRequest) => ops.eraseCustomer(r)),
+    },
+  };
+}

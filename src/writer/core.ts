@@ -1,0 +1,153 @@
+import { CatalogIndex } from "../catalog/index.js";
+import { AuditKind } from "../gen/proofgate/v1/admin.js";
+import type { Catalog } from "../gen/proofgate/v1/catalog.js";
+import { AccessStatus } from "../gen/proofgate/v1/check.js";
+import { AccessDocument, StateRecord } from "../gen/proofgate/v1/document.js";
+import { CATALOG_SUBJECT, customerSubject, customerToken } from "../replication/subjects.js";
+import { evaluateAll, foldDocument } from "../policy/index.js";
+import type { Logger } from "../observability/logger.js";
+import type { Ledger } from "./ledger/ledger.js";
+
+/** Who or what caused a document change, copied into its ACCESS_CHANGED audit entries. */
+export interface ChangeCause {
+  readonly subscriptionId?: string;
+  readonly eventId?: string;
+  readonly correlationId?: string;
+  readonly actor?: string;
+}
+
+/** Test-only fault injection (see docs/writer.md); never set in production. */
+export interface FaultHooks {
+  /** Runs right after a ledger commit that applied billing events, before anything is published. */
+  readonly afterEventCommit?: () => void;
+  /** Runs after PubAcks arrive, before they are recorded in the ledger. */
+  readonly afterPublish?: () => void;
+}
+
+/** The crash hooks the test harness turns on through the environment of a child process. */
+export function faultHooksFromEnv(env: NodeJS.ProcessEnv = process.env): FaultHooks {
+  const crash = (): void => {
+    process.kill(process.pid, "SIGKILL");
+  };
+  return {
+    ...(env["PROOFGATE_TEST_CRASH_AFTER_COMMIT"] === "1" ? { afterEventCommit: crash } : {}),
+    ...(env["PROOFGATE_TEST_CRASH_AFTER_PUBLISH"] === "1" ? { afterPublish: crash } : {}),
+  };
+}
+
+const encode = (doc: AccessDocument): Uint8Array => AccessDocument.encode(doc).finish();
+
+/**
+ * `StateRecord{document}` around already-encoded document bytes: tag (field 1, length-delimited),
+ * varint length, then the bytes. Built by hand so the published document is byte for byte the
+ * stored one, with no decode/encode round trip.
+ */
+export function documentRecord(doc: Uint8Array): Uint8Array {
+  const len: number[] = [];
+  let n = doc.length;
+  while (n > 0x7f) {
+    len.push((n & 0x7f) | 0x80);
+    n >>>= 7;
+  }
+  len.push(n);
+  const out = new Uint8Array(1 + len.length + doc.length);
+  out[0] = 0x0a;
+  out.set(len, 1);
+  out.set(doc, 1 + len.length);
+  return out;
+}
+
+function bytesEqual(a: Uint8Array | undefined, b: Uint8Array): boolean {
+  return a !== undefined && Buffer.compare(a, b) === 0;
+}
+
+/**
+ * The writer's decision state over its ledger: the current catalog (indexed) and the one
+ * operation every change goes through, `refreshDocument`. Synchronous; callers run it inside
+ * a ledger transaction together with the rest of their change.
+ */
+export class WriterCore {
+  private catalogIndex: CatalogIndex | undefined;
+
+  constructor(
+    readonly ledger: Ledger,
+    readonly now: () => number,
+    readonly logger: Logger,
+    readonly hooks: FaultHooks = {},
+  ) {
+    const c = ledger.catalog();
+    this.catalogIndex = c ? CatalogIndex.from(c) : undefined;
+  }
+
+  /** The current catalog, or undefined before the first ApplyCatalog. */
+  get catalog(): CatalogIndex | undefined {
+    return this.catalogIndex;
+  }
+
+  /** Stores the catalog and enqueues it; returns the outbox id, or undefined if it did not change. */
+  putCatalog(catalog: Catalog): number | undefined {
+    const now = this.now();
+    const bytes = StateRecord.encode({ record: { $case: "catalog", value: catalog } }).finish();
+    const before = this.ledger.catalog();
+    if (before && bytesEqual(StateRecord.encode({ record: { $case: "catalog", value: before } }).finish(), bytes)) return undefined;
+    this.ledger.putCatalog(catalog, now);
+    const id = this.ledger.enqueue(CATALOG_SUBJECT, bytes, now);
+    this.catalogIndex = CatalogIndex.from(catalog);
+    return id;
+  }
+
+  /** Call when a transaction that ran putCatalog rolled back. */
+  reloadCatalog(): void {
+    const c = this.ledger.catalog();
+    this.catalogIndex = c ? CatalogIndex.from(c) : undefined;
+  }
+
+  currentDocument(customerId: string): AccessDocument | undefined {
+    const bytes = this.ledger.document(customerId);
+    return bytes ? AccessDocument.decode(bytes) : undefined;
+  }
+
+  /**
+   * Folds the customer's facts and overrides into a document. If its bytes differ from the stored
+   * one: stores it, enqueues it for the state stream, and audits one ACCESS_CHANGED entry per
+   * catalog feature whose status changed at the writer's current time. Returns the outbox id, or
+   * undefined when nothing changed.
+   */
+  refreshDocument(customerId: string, cause: ChangeCause): number | undefined {
+    const now = this.now();
+    const ledger = this.ledger;
+    const doc = foldDocument(customerId, ledger.facts(customerId), ledger.overrides(customerId));
+    const bytes = encode(doc);
+    const beforeBytes = ledger.document(customerId);
+    if (bytesEqual(beforeBytes, bytes)) return undefined;
+    const token = customerToken(customerId);
+    ledger.putDocument(customerId, token, bytes, now);
+    const id = ledger.enqueue(customerSubject(customerId), documentRecord(bytes), now);
+    const catalog = this.catalogIndex;
+    if (catalog) {
+      const before = evaluateAll(beforeBytes ? AccessDocument.decode(beforeBytes) : undefined, catalog, now);
+      const after = evaluateAll(doc, catalog, now);
+      after.forEach(({ feature, decision }, i) => {
+        const old = before[i]?.decision;
+        if (old?.status === decision.status) return;
+        ledger.appendAudit(
+          {
+            kind: AuditKind.AUDIT_KIND_ACCESS_CHANGED,
+            customerId,
+            customerToken: token,
+            subscriptionId: cause.subscriptionId ?? "",
+            feature,
+            fromStatus: old?.status ?? AccessStatus.ACCESS_STATUS_UNSPECIFIED,
+            toStatus: decision.status,
+            eventId: cause.eventId ?? "",
+            correlationId: cause.correlationId ?? "",
+            actor: cause.actor ?? "",
+            reason: decision.reason,
+          },
+          now,
+        );
+      });
+    }
+    return id;
+  }
+}

@@ -1,0 +1,155 @@
+import type { Registry } from "prom-client";
+import { createRegistry } from "../observability/metrics.js";
+import type { Logger } from "../observability/logger.js";
+import { GrpcServer } from "../transport/grpc.js";
+import { OpsServer, type RouteHandler } from "../transport/http.js";
+import { adminBinding } from "./admin/service.js";
+import { WriterCore, type FaultHooks } from "./core.js";
+import { BillingConsumer } from "./ingest/consumer.js";
+import { ingestBinding } from "./ingest/service.js";
+import { Ledger } from "./ledger/ledger.js";
+import { createWriterMetrics } from "./metrics.js";
+import { NatsLink } from "./nats-link.js";
+import { DeadLetterPublisher } from "./outbox/deadletters.js";
+import { OutboxPublisher } from "./outbox/publisher.js";
+import { HeartbeatSender } from "./heartbeat.js";
+import type { WriterOptions } from "./options.js";
+
+export { writerOptionSpec, writerOptions, type WriterOptions } from "./options.js";
+export { faultHooksFromEnv, type FaultHooks } from "./core.js";
+
+/** A running writer. */
+export interface Writer {
+  /** Bound gRPC address, ephemeral port resolved (e.g. `127.0.0.1:41234`). */
+  readonly grpcAddress: string;
+  /** Bound HTTP address (`/healthz`, `/readyz`, `/metrics`). */
+  readonly httpAddress: string;
+  /** Random id of the ledger file; the Proofgate-Ledger-Id header of everything it publishes. */
+  readonly ledgerId: string;
+  readonly registry: Registry;
+  /** The latest PROOFGATE_STATE sequence known to hold this writer's state. */
+  headRevision(): number;
+  /** Connected to NATS, streams in place, outbox reconciled, ledger open. */
+  ready(): boolean;
+  /** Graceful shutdown: stop consuming, flush the outbox briefly, close servers, drain NATS, close the ledger. */
+  close(): Promise<void>;
+}
+
+export interface WriterDeps {
+  /** The writer's clock (evaluation time for audit transitions and GetCustomer). Default Date.now. */
+  readonly now?: () => number;
+  /** Test-only fault injection. */
+  readonly hooks?: FaultHooks;
+  /** Extra HTTP routes on the ops server, e.g. `POST /webhooks/stripe`. */
+  readonly routes?: Readonly<Record<string, RouteHandler>>;
+}
+
+/** How long shutdown lets pending outbox rows go out. */
+const FLUSH_ON_CLOSE_MS = 2_000;
+
+export async function startWriter(options: WriterOptions, logger: Logger, deps: WriterDeps = {}): Promise<Writer> {
+  const now = deps.now ?? Date.now;
+  const log = logger.child({ component: "writer" });
+  const ledger = Ledger.open(options.ledger);
+  log.info({ ledger: options.ledger, ledgerId: ledger.ledgerId }, "ledger open");
+  let grpc: GrpcServer | undefined;
+  let ops: OpsServer | undefined;
+  try {
+    const core = new WriterCore(ledger, now, logger.child({ component: "ledger" }), deps.hooks ?? {});
+    const registry = createRegistry("writer");
+    const link = new NatsLink(options, logger.child({ component: "nats" }));
+    const ref: { publisher?: OutboxPublisher } = {};
+    const metrics = createWriterMetrics(registry, {
+      outbox: () => (ledger.open ? ledger.pendingStats() : { count: 0, oldestAtMs: undefined }),
+      headRevision: () => ref.publisher?.headRevision ?? 0,
+      natsConnected: () => link.ready !== undefined,
+      now,
+    });
+    const pub = new OutboxPublisher(ledger, link, {
+      now,
+      logger: logger.child({ component: "outbox" }),
+      metrics,
+      hooks: deps.hooks ?? {},
+      retentionMs: options.outboxRetention,
+    });
+    ref.publisher = pub;
+    const deadLetters = new DeadLetterPublisher(ledger, link, logger.child({ component: "deadletter" }), metrics);
+    const committed = (): void => {
+      pub.kick();
+      deadLetters.kick();
+    };
+    const consumer = new BillingConsumer(core, link, {
+      name: options.consumerName,
+      logger: logger.child({ component: "consumer" }),
+      metrics,
+      committed,
+    });
+    const common = { core, publisher: pub, publishTimeoutMs: options.publishTimeout, committed };
+    grpc = await GrpcServer.start(
+      [
+        ingestBinding({ ...common, metrics, logger: logger.child({ component: "ingest" }) }),
+        adminBinding({ ...common, logger: logger.child({ component: "admin" }), catalogApplied: () => consumer.attach() }),
+      ],
+      [options.grpcListen],
+    );
+    let closing = false;
+    const ready = (): boolean => !closing && ledger.open && pub.reconciled;
+    const grpcServer = grpc;
+    ops = await OpsServer.start(
+      options.httpListen,
+      { registry, healthy: () => !closing && ledger.open, ready, ...(deps.routes ? { routes: deps.routes } : {}) },
+      logger.child({ component: "http" }),
+    );
+    const opsServer = ops;
+    // gRPC health mirrors /readyz.
+    let serving = false;
+    const healthTimer = setInterval(() => {
+      const r = ready();
+      if (r !== serving) {
+        serving = r;
+        grpcServer.setServing(r);
+        log.info({ ready: r }, r ? "writer ready" : "writer not ready");
+      }
+    }, 100);
+    healthTimer.unref();
+    const heartbeat = new HeartbeatSender(link, options.writerId, options.heartbeatInterval, () => (pub.reconciled ? pub.headRevision : undefined), Date.now);
+
+    link.start();
+    pub.start();
+    deadLetters.start();
+    consumer.start();
+    heartbeat.start();
+    log.info({ grpc: grpc.addresses[0], http: ops.address, nats: options.natsUrl }, "writer started");
+
+    let closed: Promise<void> | undefined;
+    return {
+      grpcAddress: grpc.addresses[0] ?? options.grpcListen,
+      httpAddress: ops.address,
+      ledgerId: ledger.ledgerId,
+      registry,
+      headRevision: () => pub.headRevision,
+      ready,
+      close: () =>
+        (closed ??= (async () => {
+          closing = true;
+          log.info("writer shutting down");
+          clearInterval(healthTimer);
+          heartbeat.stop();
+          await consumer.stop();
+          // In-flight calls finish while the publisher still runs (they wait for their revision).
+          await grpcServer.close(options.publishTimeout + 1_000);
+          await pub.close(FLUSH_ON_CLOSE_MS);
+          await deadLetters.close();
+          await opsServer.close();
+          await link.close();
+          ledger.close();
+          log.info("writer stopped");
+        })()),
+    };
+  } catch (err) {
+    await grpc?.close(0);
+    await ops?.close();
+    ledger.close();
+    throw err;
+  }
+}

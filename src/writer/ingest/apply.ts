@@ -1,0 +1,137 @@
+import { validateEvent, describeEvent, MAX_ID_BYTES } from "../../billing/index.js";
+import { InvalidArgumentError, errorMessage } from "../../errors/index.js";
+import { AuditKind } from "../../gen/proofgate/v1/admin.js";
+import type { BillingEvent } from "../../gen/proofgate/v1/billing.js";
+import { DeadLetter } from "../../gen/proofgate/v1/document.js";
+import { IngestResult } from "../../gen/proofgate/v1/ingest.js";
+import { customerToken } from "../../replication/subjects.js";
+import type { WriterCore } from "../core.js";
+import type { EventOrigin, WriterMetrics } from "../metrics.js";
+
+/** One event as received: decoded, or the reason it could not be. */
+export interface Incoming {
+  /** The decoded event, or undefined when `decodeError` says why not. */
+  readonly event: BillingEvent | undefined;
+  readonly decodeError?: string;
+  /** Where it came from: the NATS subject, or "grpc". */
+  readonly origin: string;
+  /** The bytes as received (for the dead letter). */
+  readonly payload: Uint8Array;
+  readonly contentType: string;
+}
+
+export interface Applied {
+  readonly eventId: string;
+  /** ACCEPTED, DUPLICATE or REJECTED; UNSPECIFIED when the writer failed (a bug, logged): retry later. */
+  readonly result: IngestResult;
+  readonly reason: string;
+  /** The outbox row its effect rides on, when the document changed. */
+  readonly outboxId: number | undefined;
+}
+
+const LABEL: Record<number, "accepted" | "duplicate" | "rejected" | undefined> = {
+  [IngestResult.INGEST_RESULT_ACCEPTED]: "accepted",
+  [IngestResult.INGEST_RESULT_DUPLICATE]: "duplicate",
+  [IngestResult.INGEST_RESULT_REJECTED]: "rejected",
+};
+
+/**
+ * Applies events in order in ONE ledger transaction (one fsync for the batch), each in its own
+ * savepoint so a rejected or failing event leaves no trace but its rejection. Per event:
+ * duplicate event_id → DUPLICATE; invalid (or an unknown plan/add-on for the current catalog) →
+ * REJECTED, a dead letter and an EVENT_REJECTED audit entry; otherwise the fact is stored, the
+ * customer's document re-folded, and EVENT_APPLIED (plus ACCESS_CHANGED) audited.
+ * Requires a catalog (callers check first).
+ */
+export function applyEvents(core: WriterCore, items: readonly Incoming[], source: EventOrigin, metrics: WriterMetrics): Applied[] {
+  const ledger = core.ledger;
+  const results = ledger.transaction(() =>
+    items.map((item) => {
+      const start = performance.now();
+      const r = applyOne(core, item);
+      metrics.applySeconds.observe((performance.now() - start) / 1000);
+      return r;
+    }),
+  );
+  for (const r of results) {
+    const label = LABEL[r.result];
+    if (label) metrics.events.inc({ source, result: label });
+  }
+  return results;
+}
+
+function applyOne(core: WriterCore, item: Incoming): Applied {
+  const ledger = core.ledger;
+  const e = item.event;
+  const eventId = e?.eventId ?? "";
+  if (!e) return reject(core, item, undefined, item.decodeError ?? "payload: cannot be decoded");
+  if (eventId && ledger.isProcessed(eventId)) return { eventId, result: IngestResult.INGEST_RESULT_DUPLICATE, reason: "", outboxId: undefined };
+  try {
+    validateEvent(e, core.catalog);
+  } catch (err) {
+    if (err instanceof InvalidArgumentError) return reject(core, item, e, err.message);
+    throw err;
+  }
+  try {
+    return ledger.transaction(() => {
+      const now = core.now();
+      if (!ledger.insertFact(e, item.origin, now)) return { eventId, result: IngestResult.INGEST_RESULT_DUPLICATE, reason: "", outboxId: undefined };
+      ledger.appendAudit(
+        {
+          kind: AuditKind.AUDIT_KIND_EVENT_APPLIED,
+          customerId: e.customerId,
+          customerToken: customerToken(e.customerId),
+          subscriptionId: e.subscriptionId,
+          eventId,
+          correlationId: e.correlationId,
+          actor: e.source,
+          detail: describeEvent(e),
+        },
+        now,
+      );
+      const outboxId = core.refreshDocument(e.customerId, { subscriptionId: e.subscriptionId, eventId, correlationId: e.correlationId, actor: e.source });
+      return { eventId, result: IngestResult.INGEST_RESULT_ACCEPTED, reason: "", outboxId };
+    });
+  } catch (err) {
+    // A bug (the fold threw): the savepoint rolled back; the event is not rejected, since
+    // nothing is wrong with it. The caller retries it later.
+    core.logger.error({ err, eventId, customer: customerToken(e.customerId) }, "failed to apply an event");
+    return { eventId, result: IngestResult.INGEST_RESULT_UNSPECIFIED, reason: `internal error: ${errorMessage(err)}`, outboxId: undefined };
+  }
+}
+
+function reject(core: WriterCore, item: Incoming, e: BillingEvent | undefined, reason: string): Applied {
+  const now = core.now();
+  const ledger = core.ledger;
+  const eventId = e?.eventId ?? "";
+  ledger.enqueueDeadLetter(
+    DeadLetter.encode({
+      reason,
+      eventId,
+      origin: item.origin,
+      payload: Buffer.from(item.payload),
+      contentType: item.contentType,
+      receivedAt: new Date(now),
+    }).finish(),
+    now,
+  );
+  const customerId = e?.customerId ?? "";
+  if (customerId && Buffer.byteLength(customerId, "utf8") <= MAX_ID_BYTES) {
+    ledger.appendAudit(
+      {
+        kind: AuditKind.AUDIT_KIND_EVENT_REJECTED,
+        customerId,
+        customerToken: customerToken(customerId),
+        subscriptionId: e?.subscriptionId ?? "",
+        eventId,
+        correlationId: e?.correlationId ?? "",
+        actor: e?.source ?? "",
+        reason,
+        detail: e ? describeEvent(e) : "",
+      },
+      now,
+    );
+  }
+  core.logger.info({ eventId, origin: item.origin, reason }, "event rejected and dead-lettered");
+  return { eventId, result: IngestResult.INGEST_RESULT_REJECTED, reason, outboxId: undefined };
+}

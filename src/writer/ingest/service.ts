@@ -1,0 +1,66 @@
+import { FailedPreconditionError, InvalidArgumentError } from "../../errors/index.js";
+import { BillingEvent } from "../../gen/proofgate/v1/billing.js";
+import { IngestServiceService, type PublishRequest, type PublishResponse } from "../../gen/proofgate/v1/ingest.js";
+import { unary, type ServiceBinding } from "../../transport/grpc.js";
+import type { Logger } from "../../observability/logger.js";
+import type { WriterCore } from "../core.js";
+import type { WriterMetrics } from "../metrics.js";
+import type { OutboxPublisher } from "../outbox/publisher.js";
+import { applyEvents } from "./apply.js";
+
+export const MAX_EVENTS_PER_PUBLISH = 1_000;
+
+export interface IngestDeps {
+  readonly core: WriterCore;
+  readonly publisher: OutboxPublisher;
+  readonly metrics: WriterMetrics;
+  readonly logger: Logger;
+  readonly publishTimeoutMs: number;
+  /** Wakes the publishers after a commit. */
+  readonly committed: () => void;
+}
+
+/**
+ * IngestService.Publish: the events are applied in order, each on its own, in one ledger commit;
+ * the answer waits until their effects are on the state stream and returns that revision. If NATS
+ * is away the events stay committed and the call answers UNAVAILABLE after the publish timeout
+ * (a retry answers DUPLICATE and the revision once replicated).
+ */
+export async function publish(deps: IngestDeps, request: PublishRequest): Promise<PublishResponse> {
+  const { core } = deps;
+  if (request.events.length > MAX_EVENTS_PER_PUBLISH)
+    throw new InvalidArgumentError("events", `at most ${MAX_EVENTS_PER_PUBLISH} events per call, got ${request.events.length}`);
+  if (!core.catalog) throw new FailedPreconditionError("no catalog yet: apply one with AdminService.ApplyCatalog before publishing events");
+  const results = applyEvents(
+    core,
+    request.events.map((event) => ({
+      event,
+      origin: "grpc",
+      payload: BillingEvent.encode(event).finish(),
+      contentType: "application/protobuf",
+    })),
+    "grpc",
+    deps.metrics,
+  );
+  const outboxIds = results.flatMap((r) => (r.outboxId === undefined ? [] : [r.outboxId]));
+  if (outboxIds.length > 0) core.hooks.afterEventCommit?.();
+  deps.committed();
+  const revision =
+    outboxIds.length > 0
+      ? await deps.publisher.waitFor(Math.max(...outboxIds), deps.publishTimeoutMs)
+      : await deps.publisher.waitForCommitted(deps.publishTimeoutMs);
+  return {
+    results: results.map((r) => ({ eventId: r.eventId, result: r.result, reason: r.reason })),
+    revision,
+  };
+}
+
+export function ingestBinding(deps: IngestDeps): ServiceBinding {
+  return {
+    name: "proofgate.v1.IngestService",
+    definition: IngestServiceService,
+    implementation: {
+      publish: unary(deps.logger, (req: PublishRequest) => publish(deps, req)),
+    },
+  };
+}

@@ -1,0 +1,373 @@
+import { randomUUID } from "node:crypto";
+import Database from "better-sqlite3";
+import { BillingEvent } from "../../gen/proofgate/v1/billing.js";
+import { Catalog } from "../../gen/proofgate/v1/catalog.js";
+import { Override } from "../../gen/proofgate/v1/document.js";
+import type { AuditEntry, AuditKind } from "../../gen/proofgate/v1/admin.js";
+import type { AccessStatus } from "../../gen/proofgate/v1/check.js";
+import { migrate } from "./schema.js";
+
+export interface OutboxRow {
+  readonly id: number;
+  readonly subject: string;
+  readonly payload: Uint8Array;
+  readonly createdAtMs: number;
+}
+
+export interface AuditInput {
+  readonly kind: AuditKind;
+  readonly customerId?: string;
+  readonly customerToken?: string;
+  readonly subscriptionId?: string;
+  readonly feature?: string;
+  readonly fromStatus?: AccessStatus;
+  readonly toStatus?: AccessStatus;
+  readonly eventId?: string;
+  readonly correlationId?: string;
+  readonly actor?: string;
+  readonly reason?: string;
+  readonly detail?: string;
+}
+
+export interface StoredDocument {
+  readonly customerId: string;
+  readonly token: string;
+  readonly document: Uint8Array;
+}
+
+interface AuditRow {
+  seq: number;
+  at_ms: number;
+  kind: AuditKind;
+  customer_id: string;
+  subscription_id: string;
+  feature: string;
+  from_status: AccessStatus;
+  to_status: AccessStatus;
+  event_id: string;
+  correlation_id: string;
+  actor: string;
+  reason: string;
+  detail: string;
+}
+
+/**
+ * The writer's SQLite ledger: facts, documents, overrides, catalog, audit log, outbox and dead
+ * letters. WAL with synchronous=FULL, so a returned commit survives a crash or power loss. The
+ * file is locked exclusively: one writer per ledger. All methods are synchronous; callers group
+ * them with `transaction` (nested calls become savepoints).
+ */
+export class Ledger {
+  readonly ledgerId: string;
+  private readonly s;
+
+  private constructor(private readonly db: Database.Database) {
+    this.s = {
+      getMeta: db.prepare<[string], { value: string }>("SELECT value FROM meta WHERE key = ?"),
+      setMeta: db.prepare<[string, string]>("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"),
+      isProcessed: db.prepare<[string], { one: number }>("SELECT 1 AS one FROM processed_events WHERE event_id = ?"),
+      markProcessed: db.prepare<[string, number]>("INSERT OR IGNORE INTO processed_events (event_id, received_at_ms) VALUES (?, ?)"),
+      insertFact: db.prepare<[string, string, string, number, Uint8Array]>(
+        "INSERT INTO facts (event_id, customer_id, origin, received_at_ms, event) VALUES (?, ?, ?, ?, ?)",
+      ),
+      facts: db.prepare<[string], { event: Buffer }>("SELECT event FROM facts WHERE customer_id = ? ORDER BY seq"),
+      factCount: db.prepare<[string], { n: number }>("SELECT count(*) AS n FROM facts WHERE customer_id = ?"),
+      deleteFacts: db.prepare<[string]>("DELETE FROM facts WHERE customer_id = ?"),
+      document: db.prepare<[string], { document: Buffer }>("SELECT document FROM documents WHERE customer_id = ?"),
+      putDocument: db.prepare<[string, string, Uint8Array, number]>(
+        `INSERT INTO documents (customer_id, token, document, updated_at_ms) VALUES (?, ?, ?, ?)
+         ON CONFLICT (customer_id) DO UPDATE SET document = excluded.document, updated_at_ms = excluded.updated_at_ms`,
+      ),
+      deleteDocument: db.prepare<[string]>("DELETE FROM documents WHERE customer_id = ?"),
+      documentsPage: db.prepare<[string, number], { customer_id: string; token: string; document: Buffer }>(
+        "SELECT customer_id, token, document FROM documents WHERE customer_id > ? ORDER BY customer_id LIMIT ?",
+      ),
+      documentCount: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM documents"),
+      overrides: db.prepare<[string], { override: Buffer }>("SELECT override FROM overrides WHERE customer_id = ? ORDER BY override_id"),
+      putOverride: db.prepare<[string, string, Uint8Array]>(
+        "INSERT INTO overrides (customer_id, override_id, override) VALUES (?, ?, ?) ON CONFLICT (customer_id, override_id) DO UPDATE SET override = excluded.override",
+      ),
+      deleteOverride: db.prepare<[string, string]>("DELETE FROM overrides WHERE customer_id = ? AND override_id = ?"),
+      deleteOverrides: db.prepare<[string]>("DELETE FROM overrides WHERE customer_id = ?"),
+      catalog: db.prepare<[], { catalog: Buffer }>("SELECT catalog FROM catalog WHERE id = 1"),
+      putCatalog: db.prepare<[Uint8Array, number]>(
+        "INSERT INTO catalog (id, catalog, applied_at_ms) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET catalog = excluded.catalog, applied_at_ms = excluded.applied_at_ms",
+      ),
+      appendAudit: db.prepare<
+        [number, number, string, string, string, string, number, number, string, string, string, string, string]
+      >(
+        `INSERT INTO audit (at_ms, kind, customer_token, customer_id, subscription_id, feature, from_status, to_status,
+                            event_id, correlation_id, actor, reason, detail)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      timeline: db.prepare<[string], AuditRow>("SELECT * FROM audit WHERE customer_token = ? ORDER BY seq"),
+      anonymizeAudit: db.prepare<[string]>("UPDATE audit SET customer_id = '' WHERE customer_token = ?"),
+      enqueue: db.prepare<[string, Uint8Array, number]>("INSERT INTO outbox (subject, payload, created_at_ms) VALUES (?, ?, ?)"),
+      pending: db.prepare<[number], { id: number; subject: string; payload: Buffer; created_at_ms: number }>(
+        "SELECT id, subject, payload, created_at_ms FROM outbox WHERE published_seq IS NULL ORDER BY id LIMIT ?",
+      ),
+      markPublished: db.prepare<[number, number, number]>("UPDATE outbox SET published_seq = ?, published_at_ms = ? WHERE id = ? AND published_seq IS NULL"),
+      // Reconcile: rows up to the stream's last outbox id reached the stream, except those whose
+      // subject still has a pending row after it (they may have been coalesced into that row,
+      // which has not gone out yet; they are published together with it).
+      markPublishedThrough: db.prepare<[number, number, number, number]>(
+        `UPDATE outbox SET published_seq = ?, published_at_ms = ?
+         WHERE published_seq IS NULL AND id <= ?
+           AND NOT EXISTS (SELECT 1 FROM outbox later WHERE later.subject = outbox.subject AND later.id > ? AND later.published_seq IS NULL)`,
+      ),
+      firstPending: db.prepare<[], { id: number | null; at: number | null; n: number }>(
+        "SELECT min(id) AS id, min(created_at_ms) AS at, count(*) AS n FROM outbox WHERE published_seq IS NULL",
+      ),
+      maxOutboxId: db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'"),
+      latestForSubject: db.prepare<[string], { id: number; published_seq: number | null }>(
+        "SELECT id, published_seq FROM outbox WHERE subject = ? ORDER BY id DESC LIMIT 1",
+      ),
+      deleteOutboxForSubject: db.prepare<[string]>("DELETE FROM outbox WHERE subject = ?"),
+      prune: db.prepare<[number]>(
+        "DELETE FROM outbox WHERE published_seq IS NOT NULL AND published_at_ms < ? AND id < (SELECT max(id) FROM outbox WHERE published_seq IS NOT NULL)",
+      ),
+      enqueueDeadLetter: db.prepare<[Uint8Array, number]>("INSERT INTO deadletters (payload, created_at_ms) VALUES (?, ?)"),
+      pendingDeadLetters: db.prepare<[number], { id: number; payload: Buffer }>("SELECT id, payload FROM deadletters ORDER BY id LIMIT ?"),
+      deleteDeadLetter: db.prepare<[number]>("DELETE FROM deadletters WHERE id = ?"),
+    };
+    this.ledgerId = this.meta("ledger_id") ?? this.initLedgerId();
+  }
+
+  /** Opens (creating and migrating as needed) the ledger at `path`. */
+  static open(path: string): Ledger {
+    const db = new Database(path);
+    try {
+      db.pragma("journal_mode = WAL");
+      db.pragma("synchronous = FULL");
+      db.pragma("busy_timeout = 2000");
+      // One writer per ledger: a second process on the same file fails at open instead of
+      // interleaving outbox ids.
+      db.pragma("locking_mode = EXCLUSIVE");
+      migrate(db);
+      return new Ledger(db);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  }
+
+  /** Runs `fn` in a transaction (a savepoint when nested); throws roll it back. */
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+
+  get open(): boolean {
+    return this.db.open;
+  }
+
+  private meta(key: string): string | undefined {
+    return this.s.getMeta.get(key)?.value;
+  }
+
+  private initLedgerId(): string {
+    const id = randomUUID();
+    this.s.setMeta.run("ledger_id", id);
+    return id;
+  }
+
+  // Facts
+
+  isProcessed(eventId: string): boolean {
+    return this.s.isProcessed.get(eventId) !== undefined;
+  }
+
+  /** Records a new fact; false (and nothing written) if its event_id was seen before. */
+  insertFact(event: BillingEvent, origin: string, atMs: number): boolean {
+    if (this.s.markProcessed.run(event.eventId, atMs).changes === 0) return false;
+    this.s.insertFact.run(event.eventId, event.customerId, origin, atMs, BillingEvent.encode(event).finish());
+    return true;
+  }
+
+  /** The customer's facts in receive order. */
+  facts(customerId: string): BillingEvent[] {
+    return this.s.facts.all(customerId).map((r) => BillingEvent.decode(r.event));
+  }
+
+  factCount(customerId: string): number {
+    return this.s.factCount.get(customerId)?.n ?? 0;
+  }
+
+  deleteFacts(customerId: string): void {
+    this.s.deleteFacts.run(customerId);
+  }
+
+  // Documents
+
+  document(customerId: string): Uint8Array | undefined {
+    return this.s.document.get(customerId)?.document;
+  }
+
+  putDocument(customerId: string, token: string, document: Uint8Array, atMs: number): void {
+    this.s.putDocument.run(customerId, token, document, atMs);
+  }
+
+  deleteDocument(customerId: string): void {
+    this.s.deleteDocument.run(customerId);
+  }
+
+  /** Documents ordered by customer id, after `afterCustomerId` ("" for the first page). */
+  documentsPage(afterCustomerId: string, limit: number): StoredDocument[] {
+    return this.s.documentsPage.all(afterCustomerId, limit).map((r) => ({ customerId: r.customer_id, token: r.token, document: r.document }));
+  }
+
+  documentCount(): number {
+    return this.s.documentCount.get()?.n ?? 0;
+  }
+
+  // Overrides
+
+  overrides(customerId: string): Override[] {
+    return this.s.overrides.all(customerId).map((r) => Override.decode(r.override));
+  }
+
+  putOverride(customerId: string, o: Override): void {
+    this.s.putOverride.run(customerId, o.overrideId, Override.encode(o).finish());
+  }
+
+  deleteOverride(customerId: string, overrideId: string): boolean {
+    return this.s.deleteOverride.run(customerId, overrideId).changes > 0;
+  }
+
+  deleteOverrides(customerId: string): void {
+    this.s.deleteOverrides.run(customerId);
+  }
+
+  // Catalog
+
+  catalog(): Catalog | undefined {
+    const row = this.s.catalog.get();
+    return row ? Catalog.decode(row.catalog) : undefined;
+  }
+
+  catalogBytes(): Uint8Array | undefined {
+    return this.s.catalog.get()?.catalog;
+  }
+
+  putCatalog(catalog: Catalog, atMs: number): void {
+    this.s.putCatalog.run(Catalog.encode(catalog).finish(), atMs);
+  }
+
+  // Audit
+
+  appendAudit(e: AuditInput, atMs: number): void {
+    this.s.appendAudit.run(
+      atMs,
+      e.kind,
+      e.customerToken ?? "",
+      e.customerId ?? "",
+      e.subscriptionId ?? "",
+      e.feature ?? "",
+      e.fromStatus ?? 0,
+      e.toStatus ?? 0,
+      e.eventId ?? "",
+      e.correlationId ?? "",
+      e.actor ?? "",
+      e.reason ?? "",
+      e.detail ?? "",
+    );
+  }
+
+  /** Every audit entry of the customer with this token, oldest first. */
+  timeline(customerToken: string): AuditEntry[] {
+    return this.s.timeline.all(customerToken).map((r) => ({
+      seq: r.seq,
+      at: new Date(r.at_ms),
+      kind: r.kind,
+      customerId: r.customer_id,
+      subscriptionId: r.subscription_id,
+      feature: r.feature,
+      fromStatus: r.from_status,
+      toStatus: r.to_status,
+      eventId: r.event_id,
+      correlationId: r.correlation_id,
+      actor: r.actor,
+      reason: r.reason,
+      detail: r.detail,
+    }));
+  }
+
+  /** Erasure: the customer's audit entries keep only the token. */
+  anonymizeAudit(customerToken: string): void {
+    this.s.anonymizeAudit.run(customerToken);
+  }
+
+  // Outbox
+
+  enqueue(subject: string, payload: Uint8Array, atMs: number): number {
+    return Number(this.s.enqueue.run(subject, payload, atMs).lastInsertRowid);
+  }
+
+  pendingOutbox(limit: number): OutboxRow[] {
+    return this.s.pending.all(limit).map((r) => ({ id: r.id, subject: r.subject, payload: r.payload, createdAtMs: r.created_at_ms }));
+  }
+
+  /** Records rows as published at stream sequence `seq`. */
+  markPublished(ids: readonly number[], seq: number, atMs: number): void {
+    for (const id of ids) this.s.markPublished.run(seq, atMs, id);
+    this.raisePublishedHigh(seq);
+  }
+
+  /** Reconcile: every row up to `outboxId` is on the stream (see the statement's comment). */
+  markPublishedThrough(outboxId: number, seq: number, atMs: number): void {
+    this.s.markPublishedThrough.run(seq, atMs, outboxId, outboxId);
+    this.raisePublishedHigh(seq);
+  }
+
+  /** The oldest unpublished row's id and age, and how many rows are unpublished. */
+  pendingStats(): { firstId: number | undefined; oldestAtMs: number | undefined; count: number } {
+    const r = this.s.firstPending.get();
+    return { firstId: r?.id ?? undefined, oldestAtMs: r?.at ?? undefined, count: r?.n ?? 0 };
+  }
+
+  /** The highest outbox id ever assigned (ids are never reused). */
+  maxOutboxId(): number {
+    return this.s.maxOutboxId.get()?.seq ?? 0;
+  }
+
+  /** The latest outbox row for a subject, if not pruned: its id and stream sequence (null while pending). */
+  latestForSubject(subject: string): { id: number; publishedSeq: number | null } | undefined {
+    const r = this.s.latestForSubject.get(subject);
+    return r ? { id: r.id, publishedSeq: r.published_seq } : undefined;
+  }
+
+  deleteOutboxForSubject(subject: string): void {
+    this.s.deleteOutboxForSubject.run(subject);
+  }
+
+  /** The highest stream sequence ever recorded for this ledger's published rows. */
+  publishedHigh(): number {
+    return Number(this.meta("published_high") ?? "0");
+  }
+
+  private raisePublishedHigh(seq: number): void {
+    if (seq > this.publishedHigh()) this.s.setMeta.run("published_high", String(seq));
+  }
+
+  /** Deletes published rows older than `beforeMs` (always keeping the latest published row). */
+  pruneOutbox(beforeMs: number): number {
+    return this.s.prune.run(beforeMs).changes;
+  }
+
+  // Dead letters
+
+  enqueueDeadLetter(payload: Uint8Array, atMs: number): number {
+    return Number(this.s.enqueueDeadLetter.run(payload, atMs).lastInsertRowid);
+  }
+
+  pendingDeadLetters(limit: number): { id: number; payload: Uint8Array }[] {
+    return this.s.pendingDeadLetters.all(limit);
+  }
+
+  deleteDeadLetter(id: number): void {
+    this.s.deleteDeadLetter.run(id);
+  }
+}

@@ -1,0 +1,117 @@
+import type Database from "better-sqlite3";
+
+/**
+ * Versioned schema migrations, applied in order at open; `PRAGMA user_version` records the last
+ * one applied. Never edit a released migration: add the next one.
+ */
+export const MIGRATIONS: readonly ((db: Database.Database) => void)[] = [
+  // 1: the initial ledger.
+  (db) => {
+    db.exec(`
+      -- ledger_id (random, names this ledger file on the state stream), published_high (the
+      -- highest stream sequence ever recorded for a published outbox row).
+      CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+      ) STRICT;
+
+      -- Every event_id ever accepted, kept after erasure so a redelivered event cannot
+      -- resurrect an erased customer.
+      CREATE TABLE processed_events (
+        event_id       TEXT PRIMARY KEY,
+        received_at_ms INTEGER NOT NULL
+      ) STRICT, WITHOUT ROWID;
+
+      -- Accepted billing events (protobuf BillingEvent), in receive order.
+      CREATE TABLE facts (
+        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id       TEXT NOT NULL UNIQUE,
+        customer_id    TEXT NOT NULL,
+        origin         TEXT NOT NULL,
+        received_at_ms INTEGER NOT NULL,
+        event          BLOB NOT NULL
+      ) STRICT;
+      CREATE INDEX facts_by_customer ON facts (customer_id, seq);
+
+      -- The current access document per customer (protobuf AccessDocument).
+      CREATE TABLE documents (
+        customer_id   TEXT PRIMARY KEY,
+        token         TEXT NOT NULL UNIQUE,
+        document      BLOB NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+      ) STRICT;
+
+      -- Operators' overrides (protobuf Override).
+      CREATE TABLE overrides (
+        customer_id TEXT NOT NULL,
+        override_id TEXT NOT NULL,
+        override    BLOB NOT NULL,
+        PRIMARY KEY (customer_id, override_id)
+      ) STRICT;
+
+      -- The one current catalog (protobuf Catalog).
+      CREATE TABLE catalog (
+        id            INTEGER PRIMARY KEY CHECK (id = 1),
+        catalog       BLOB NOT NULL,
+        applied_at_ms INTEGER NOT NULL
+      ) STRICT;
+
+      -- Append-only audit log. customer_token is always set for customer entries; customer_id is
+      -- blanked when the customer is erased.
+      CREATE TABLE audit (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms           INTEGER NOT NULL,
+        kind            INTEGER NOT NULL,
+        customer_token  TEXT NOT NULL DEFAULT '',
+        customer_id     TEXT NOT NULL DEFAULT '',
+        subscription_id TEXT NOT NULL DEFAULT '',
+        feature         TEXT NOT NULL DEFAULT '',
+        from_status     INTEGER NOT NULL DEFAULT 0,
+        to_status       INTEGER NOT NULL DEFAULT 0,
+        event_id        TEXT NOT NULL DEFAULT '',
+        correlation_id  TEXT NOT NULL DEFAULT '',
+        actor           TEXT NOT NULL DEFAULT '',
+        reason          TEXT NOT NULL DEFAULT '',
+        detail          TEXT NOT NULL DEFAULT ''
+      ) STRICT;
+      CREATE INDEX audit_by_customer ON audit (customer_token, seq);
+
+      -- Transactional outbox to PROOFGATE_STATE (payload: protobuf StateRecord). Ids are never
+      -- reused (AUTOINCREMENT): they travel in Nats-Msg-Id and Proofgate-Outbox-Id.
+      CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        subject         TEXT NOT NULL,
+        payload         BLOB NOT NULL,
+        created_at_ms   INTEGER NOT NULL,
+        published_seq   INTEGER,
+        published_at_ms INTEGER
+      ) STRICT;
+      CREATE INDEX outbox_pending ON outbox (id) WHERE published_seq IS NULL;
+      CREATE INDEX outbox_by_subject ON outbox (subject, id);
+      CREATE INDEX outbox_published_at ON outbox (published_at_ms) WHERE published_seq IS NOT NULL;
+
+      -- Dead letters waiting to reach PROOFGATE_DEADLETTER (payload: protobuf DeadLetter).
+      CREATE TABLE deadletters (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        payload       BLOB NOT NULL,
+        created_at_ms INTEGER NOT NULL
+      ) STRICT;
+    `);
+  },
+];
+
+/** Applies the migrations the file has not seen yet, each in its own transaction. */
+export function migrate(db: Database.Database): { from: number; to: number } {
+  const from = db.pragma("user_version", { simple: true }) as number;
+  if (from > MIGRATIONS.length)
+    throw new Error(`ledger schema version ${from} is newer than this proofgate (knows ${MIGRATIONS.length}); upgrade proofgate`);
+  for (let v = from; v < MIGRATIONS.length; v++) {
+    const step = MIGRATIONS[v];
+    if (!step) break;
+    db.transaction(() => {
+      step(db);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+  return { from, to: MIGRATIONS.length };
+}

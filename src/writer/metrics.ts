@@ -1,0 +1,85 @@
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+
+export type EventOrigin = "nats" | "grpc";
+export type EventOutcome = "accepted" | "duplicate" | "rejected";
+
+/** The writer's metrics, on the service registry. Gauges that need the ledger are read at scrape time. */
+export interface WriterMetrics {
+  readonly events: Counter<"source" | "result">;
+  readonly applySeconds: Histogram;
+  readonly published: Counter;
+  readonly deadLetters: Counter;
+  readonly snapshots: Counter;
+}
+
+export interface MetricSources {
+  readonly outbox: () => { count: number; oldestAtMs: number | undefined };
+  readonly headRevision: () => number;
+  readonly natsConnected: () => boolean;
+  readonly now: () => number;
+}
+
+export function createWriterMetrics(registry: Registry, sources: MetricSources): WriterMetrics {
+  new Gauge({
+    name: "proofgate_writer_outbox_depth",
+    help: "Outbox rows committed but not yet published to PROOFGATE_STATE",
+    registers: [registry],
+    collect() {
+      this.set(sources.outbox().count);
+    },
+  });
+  new Gauge({
+    name: "proofgate_writer_publish_lag_seconds",
+    help: "Age of the oldest unpublished outbox row (0 when the outbox is empty)",
+    registers: [registry],
+    collect() {
+      const oldest = sources.outbox().oldestAtMs;
+      this.set(oldest === undefined ? 0 : Math.max(0, sources.now() - oldest) / 1000);
+    },
+  });
+  new Gauge({
+    name: "proofgate_writer_head_revision",
+    help: "The latest PROOFGATE_STATE sequence this writer knows is published",
+    registers: [registry],
+    collect() {
+      this.set(sources.headRevision());
+    },
+  });
+  new Gauge({
+    name: "proofgate_writer_nats_connected",
+    help: "1 when the writer is connected to NATS with its streams in place",
+    registers: [registry],
+    collect() {
+      this.set(sources.natsConnected() ? 1 : 0);
+    },
+  });
+  return {
+    events: new Counter({
+      name: "proofgate_writer_events_total",
+      help: "Billing events received, by source (nats, grpc) and result (accepted, duplicate, rejected)",
+      labelNames: ["source", "result"] as const,
+      registers: [registry],
+    }),
+    applySeconds: new Histogram({
+      name: "proofgate_writer_apply_seconds",
+      help: "Time to apply one billing event to the ledger (fold, compare, audit, outbox), before the commit",
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+      registers: [registry],
+    }),
+    published: new Counter({
+      name: "proofgate_writer_published_total",
+      help: "Messages published to PROOFGATE_STATE",
+      registers: [registry],
+    }),
+    deadLetters: new Counter({
+      name: "proofgate_writer_dead_letters_total",
+      help: "Events sent to the dead-letter stream",
+      registers: [registry],
+    }),
+    snapshots: new Counter({
+      name: "proofgate_writer_snapshots_total",
+      help: "Full snapshots republished because the state stream was empty, recreated or written by another ledger",
+      registers: [registry],
+    }),
+  };
+}

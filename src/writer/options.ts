@@ -1,0 +1,30 @@
+import { hostname } from "node:os";
+import { duration, integer, oneOf, string, type OptionValues } from "../config/options.js";
+
+/** Every writer option: a `--flag` and a `PROOFGATE_*` variable (see `describeOptions`). */
+export const writerOptionSpec = {
+  natsUrl: string("NATS server URL(s), comma separated", "nats://127.0.0.1:4222"),
+  natsCreds: string("NATS credentials file (.creds: JWT and NKey seed)"),
+  natsUser: string("NATS user name (with --nats-password)"),
+  natsPassword: string("NATS password"),
+  natsToken: string("NATS authentication token"),
+  ledger: string("path of the SQLite ledger file", "./proofgate-ledger.db"),
+  grpcListen: string("gRPC listen address (IngestService, AdminService, CheckService, health, reflection)", "127.0.0.1:50051"),
+  httpListen: string("HTTP listen address (/healthz, /readyz, /metrics)", "127.0.0.1:9090"),
+  writerId: string("name of this writer in heartbeats and logs", hostname()),
+  streamReplicas: integer("replicas of the JetStream streams the writer creates (3 in a NATS cluster)", 1, 1),
+  heartbeatInterval: duration("how often the head revision is announced on proofgate.heartbeat", 1_000),
+  publishTimeout: duration("how long a change waits to reach the state stream before the call answers UNAVAILABLE (the change stays committed)", 5_000),
+  outboxRetention: duration("how long published outbox rows are kept before pruning", 3_600_000),
+  consumerName: string("durable consumer name on PROOFGATE_BILLING", "proofgate-writer"),
+  logLevel: oneOf("log level", ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const, "info"),
+};
+
+export type WriterOptions = OptionValues<typeof writerOptionSpec>;
+
+/** Defaults for library and test use: every option at its default, overridden by `partial`. */
+export function writerOptions(partial: Partial<WriterOptions> = {}): WriterOptions {
+  const out: Record<string, unknown> = {};
+  for (const [k, o] of Object.entries(writerOptionSpec)) out[k] = o.default;
+  return { ...(out as WriterOptions), ...partial };
+}

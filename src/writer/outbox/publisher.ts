@@ -1,0 +1,308 @@
+import { headers, type PubAck } from "nats";
+import { UnavailableError, errorMessage } from "../../errors/index.js";
+import { StateRecord } from "../../gen/proofgate/v1/document.js";
+import { CATALOG_SUBJECT, CUSTOMER_SUBJECT_PREFIX, HEADER_LEDGER_ID, HEADER_OUTBOX_ID, STATE_STREAM } from "../../replication/subjects.js";
+import { isStreamNotFound } from "../../replication/streams.js";
+import type { Logger } from "../../observability/logger.js";
+import type { Ledger, OutboxRow } from "../ledger/ledger.js";
+import type { FaultHooks } from "../core.js";
+import type { WriterMetrics } from "../metrics.js";
+import type { NatsLink } from "../nats-link.js";
+import { backoffMs, pause, Signal } from "../signal.js";
+import { documentRecord } from "../core.js";
+
+export interface PublisherOptions {
+  readonly now: () => number;
+  readonly logger: Logger;
+  readonly metrics: WriterMetrics;
+  readonly hooks: FaultHooks;
+  /** Rows read and pipelined per round. */
+  readonly batchSize?: number;
+  /** PubAck timeout. */
+  readonly ackTimeoutMs?: number;
+  /** Published rows older than this are pruned. */
+  readonly retentionMs: number;
+}
+
+interface Waiter {
+  readonly id: number;
+  readonly resolve: (revision: number) => void;
+}
+
+const SNAPSHOT_PAGE = 1_000;
+const PRUNE_EVERY_MS = 60_000;
+
+/**
+ * Publishes outbox rows to PROOFGATE_STATE strictly in id order (docs/writer.md, "Outbox
+ * protocol"). Every message carries Nats-Msg-Id `<ledgerId>:<outboxId>`, Proofgate-Ledger-Id and
+ * Proofgate-Outbox-Id, and expects the stream's last sequence to be the one this publisher knows,
+ * so nothing else can interleave unnoticed. Several rows are pipelined on the one connection;
+ * pending rows for the same subject are coalesced (only the latest goes out). On start, after
+ * every reconnect and after any publish error, it reconciles with the stream's last message.
+ */
+export class OutboxPublisher {
+  /** The stream's last sequence as far as this publisher knows; undefined → reconcile first. */
+  private knownLastSeq: number | undefined;
+  /** Every outbox row with an id up to this one has reached the stream. */
+  private throughId: number;
+  private head: number;
+  private waiters: Waiter[] = [];
+  private readonly signal = new Signal();
+  private readonly stop = new AbortController();
+  private readonly stopped = (): boolean => this.stop.signal.aborted;
+  private loop: Promise<void> | undefined;
+  private lastPruneMs = 0;
+
+  constructor(
+    private readonly ledger: Ledger,
+    private readonly link: NatsLink,
+    private readonly options: PublisherOptions,
+  ) {
+    this.throughId = this.computeThroughId();
+    this.head = ledger.publishedHigh();
+  }
+
+  /** The latest PROOFGATE_STATE sequence known to hold this writer's state (the head revision). */
+  get headRevision(): number {
+    return this.head;
+  }
+
+  /** True once reconciled with the stream on the current connection. */
+  get reconciled(): boolean {
+    return this.knownLastSeq !== undefined && this.link.ready !== undefined;
+  }
+
+  start(): void {
+    this.link.onReady(() => {
+      this.knownLastSeq = undefined;
+      this.signal.kick();
+    });
+    this.loop = this.run();
+  }
+
+  /** New rows were committed. */
+  kick(): void {
+    this.signal.kick();
+  }
+
+  /**
+   * Resolves with a revision at which outbox row `id` is visible on the stream (the head revision
+   * when it got there, or later). Rejects with UNAVAILABLE after `timeoutMs`; the row stays
+   * committed and is published when NATS is back.
+   */
+  waitFor(id: number, timeoutMs: number): Promise<number> {
+    if (id <= this.throughId) return Promise.resolve(this.head);
+    return new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        reject(
+          new UnavailableError(
+            `the change is committed to the ledger but did not reach the state stream within ${timeoutMs} ms (NATS unreachable?); it will replicate when NATS is back, and retrying is safe`,
+          ),
+        );
+      }, timeoutMs);
+      const waiter: Waiter = {
+        id,
+        resolve: (rev) => {
+          clearTimeout(timer);
+          resolve(rev);
+        },
+      };
+      this.waiters.push(waiter);
+      this.signal.kick();
+    });
+  }
+
+  /** Waits for everything committed so far (for calls that changed nothing). */
+  waitForCommitted(timeoutMs: number): Promise<number> {
+    return this.waitFor(this.ledger.maxOutboxId(), timeoutMs);
+  }
+
+  /** Shutdown: gives pending rows up to `timeoutMs` to go out, then stops the loop. */
+  async close(timeoutMs: number): Promise<void> {
+    if (this.link.ready && this.ledger.pendingStats().count > 0) {
+      await this.waitForCommitted(timeoutMs).catch(() => undefined);
+    }
+    this.stop.abort();
+    this.signal.kick();
+    await this.loop;
+  }
+
+  private computeThroughId(): number {
+    const first = this.ledger.pendingStats().firstId;
+    return first === undefined ? this.ledger.maxOutboxId() : first - 1;
+  }
+
+  private advance(): void {
+    this.throughId = this.computeThroughId();
+    if (this.waiters.length === 0) return;
+    const done = this.waiters.filter((w) => w.id <= this.throughId);
+    if (done.length === 0) return;
+    this.waiters = this.waiters.filter((w) => w.id > this.throughId);
+    for (const w of done) w.resolve(this.head);
+  }
+
+  private async run(): Promise<void> {
+    let failures = 0;
+    while (!this.stopped()) {
+      if (!this.link.ready) {
+        await this.signal.wait();
+        continue;
+      }
+      try {
+        if (this.knownLastSeq === undefined) await this.reconcile();
+        this.maybePrune();
+        const rows = this.ledger.pendingOutbox(this.options.batchSize ?? 256);
+        if (rows.length === 0) {
+          this.advance();
+          await this.signal.wait(PRUNE_EVERY_MS);
+          continue;
+        }
+        await this.publish(rows);
+        failures = 0;
+      } catch (err) {
+        this.knownLastSeq = undefined;
+        if (this.stopped()) break;
+        const level = failures === 0 ? "info" : "warn";
+        this.options.logger[level]({ err: errorMessage(err) }, "state stream publish interrupted; reconciling and retrying");
+        await pause(backoffMs(failures++), this.stop.signal);
+      }
+    }
+  }
+
+  private async publish(rows: readonly OutboxRow[]): Promise<void> {
+    const handles = this.link.ready;
+    const expected = this.knownLastSeq;
+    if (!handles || expected === undefined) throw new Error("not connected");
+    const ledgerId = this.ledger.ledgerId;
+    // Coalesce: only the latest pending row of each subject goes out; earlier ones ride on it.
+    const latest = new Map<string, number>();
+    rows.forEach((r, i) => latest.set(r.subject, i));
+    const sends = rows.filter((r, i) => latest.get(r.subject) === i);
+    const acks = await Promise.allSettled(
+      sends.map((r, i) => {
+        const h = headers();
+        h.set(HEADER_LEDGER_ID, ledgerId);
+        h.set(HEADER_OUTBOX_ID, String(r.id));
+        return handles.js.publish(r.subject, r.payload, {
+          msgID: `${ledgerId}:${r.id}`,
+          headers: h,
+          expect: { lastSequence: expected + i },
+          timeout: this.options.ackTimeoutMs ?? 5_000,
+        });
+      }),
+    );
+    const ok: PubAck[] = [];
+    let failure: unknown;
+    for (const a of acks) {
+      if (a.status === "rejected") {
+        failure = a.reason;
+        break;
+      }
+      ok.push(a.value);
+    }
+    this.options.hooks.afterPublish?.();
+    if (ok.length > 0) {
+      // A row is on the stream once the send that carries its subject's latest state is.
+      const sendOfSubject = new Map(sends.map((r, i) => [r.subject, i]));
+      const bySeq = new Map<number, number[]>();
+      for (const r of rows) {
+        const ack = ok[sendOfSubject.get(r.subject) ?? ok.length];
+        if (!ack) continue;
+        const ids = bySeq.get(ack.seq) ?? [];
+        ids.push(r.id);
+        bySeq.set(ack.seq, ids);
+      }
+      const now = this.options.now();
+      this.ledger.transaction(() => {
+        for (const [seq, ids] of bySeq) this.ledger.markPublished(ids, seq, now);
+      });
+      const last = ok[ok.length - 1];
+      if (last) {
+        this.head = Math.max(this.head, last.seq);
+        this.knownLastSeq = last.seq;
+      }
+      this.options.metrics.published.inc(ok.length);
+      // A duplicate did not grow the stream: the expectations of later sends are now off.
+      if (ok.some((a) => a.duplicate)) this.knownLastSeq = undefined;
+      this.advance();
+    }
+    if (failure !== undefined) throw failure instanceof Error ? failure : new Error(errorMessage(failure));
+  }
+
+  /**
+   * Lines the ledger up with the stream (docs/writer.md): the stream's last message names the
+   * last outbox row that reached it. If the stream is empty while this ledger published before,
+   * or its last message is another ledger's, or it is behind what this ledger recorded, the
+   * stream was recreated or replaced: a full snapshot (catalog and every document) is enqueued.
+   */
+  private async reconcile(): Promise<void> {
+    const handles = this.link.ready;
+    if (!handles) throw new Error("not connected");
+    let info;
+    try {
+      info = await handles.jsm.streams.info(STATE_STREAM);
+    } catch (err) {
+      if (!isStreamNotFound(err)) throw err;
+      await this.link.ensureStreams();
+      info = await handles.jsm.streams.info(STATE_STREAM);
+    }
+    const lastSeq = info.state.last_seq;
+    const high = this.ledger.publishedHigh();
+    const hasState = this.ledger.catalogBytes() !== undefined || this.ledger.documentCount() > 0;
+    const log = this.options.logger;
+    let snapshotReason: string | undefined;
+    if (info.state.messages === 0) {
+      if (high > 0 && hasState) snapshotReason = "the state stream is empty but this ledger had published to it";
+    } else {
+      const msg = await handles.jsm.streams.getMessage(STATE_STREAM, { seq: lastSeq }).catch(() => undefined);
+      const ledgerId = msg?.header.get(HEADER_LEDGER_ID);
+      const outboxId = Number(msg?.header.get(HEADER_OUTBOX_ID) ?? NaN);
+      if (ledgerId !== this.ledger.ledgerId) {
+        if (hasState) snapshotReason = "the state stream's last message was not written by this ledger";
+      } else if (!Number.isSafeInteger(outboxId) || outboxId > this.ledger.maxOutboxId()) {
+        snapshotReason = "the state stream is ahead of this ledger (restored from an older copy?)";
+      } else if (lastSeq < high) {
+        snapshotReason = "the state stream is behind what this ledger recorded (recreated?)";
+      } else {
+        const now = this.options.now();
+        this.ledger.transaction(() => this.ledger.markPublishedThrough(outboxId, lastSeq, now));
+      }
+    }
+    if (snapshotReason) {
+      log.warn({ lastSeq, publishedHigh: high }, `${snapshotReason}: republishing a full snapshot`);
+      this.enqueueSnapshot();
+      this.options.metrics.snapshots.inc();
+    }
+    this.knownLastSeq = lastSeq;
+    this.head = lastSeq;
+    log.info({ lastSeq, pending: this.ledger.pendingStats().count }, "reconciled with the state stream");
+    this.advance();
+  }
+
+  /** The catalog and every current document, appended to the outbox (tombstones are not needed). */
+  private enqueueSnapshot(): void {
+    const ledger = this.ledger;
+    const now = this.options.now();
+    ledger.transaction(() => {
+      const catalog = ledger.catalog();
+      if (catalog) ledger.enqueue(CATALOG_SUBJECT, StateRecord.encode({ record: { $case: "catalog", value: catalog } }).finish(), now);
+      let after = "";
+      for (;;) {
+        const page = ledger.documentsPage(after, SNAPSHOT_PAGE);
+        for (const d of page) ledger.enqueue(CUSTOMER_SUBJECT_PREFIX + d.token, documentRecord(d.document), now);
+        const last = page[page.length - 1];
+        if (!last || page.length < SNAPSHOT_PAGE) break;
+        after = last.customerId;
+      }
+    });
+  }
+
+  private maybePrune(): void {
+    const now = this.options.now();
+    if (now - this.lastPruneMs < PRUNE_EVERY_MS) return;
+    this.lastPruneMs = now;
+    const n = this.ledger.pruneOutbox(now - this.options.retentionMs);
+    if (n > 0) this.options.logger.debug({ rows: n }, "pruned published outbox rows");
+  }
+}
