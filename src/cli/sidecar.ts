@@ -1,6 +1,37 @@
-export const summary = "run the sidecar service";
+import { describeOptions, loadOptions } from "../config/options.js";
+import { createLogger } from "../observability/logger.js";
+import { sidecarOptionSpec, startSidecar } from "../sidecar/index.js";
 
-export async function run(_argv: string[]): Promise<number> {
-  await Promise.resolve();
-  throw new Error("proofgate sidecar: not built yet");
+export const summary = "run the sidecar service (SQLite replica + gRPC Check on localhost)";
+
+const HELP = `usage: proofgate sidecar [options]
+
+Follows the PROOFGATE_STATE stream into a local SQLite replica and answers CheckService
+(Check, CheckBatch, ListEntitlements) over gRPC on localhost, from the replica alone.
+Readiness (grpc.health.v1, GET /readyz) turns on once the initial sync has caught up.
+
+options (flag / environment variable):
+${describeOptions(sidecarOptionSpec)}
+`;
+
+export async function run(argv: string[]): Promise<number> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    console.log(HELP);
+    return 0;
+  }
+  const options = loadOptions(sidecarOptionSpec, argv);
+  const logger = createLogger({ level: options.logLevel, name: "proofgate-sidecar" });
+  const sidecar = await startSidecar(options, logger);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals): void => {
+      logger.info({ signal }, "signal received");
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      resolve();
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
+  await sidecar.close();
+  return 0;
 }

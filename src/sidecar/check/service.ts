@@ -1,0 +1,198 @@
+import { performance } from "node:perf_hooks";
+import type { ServerUnaryCall } from "@grpc/grpc-js";
+import { InvalidArgumentError } from "../../errors/index.js";
+import { StalePolicy } from "../../gen/proofgate/v1/catalog.js";
+import {
+  CheckServiceService,
+  type CheckBatchRequest,
+  type CheckBatchResponse,
+  type CheckRequest,
+  type CheckResponse,
+  type ListEntitlementsRequest,
+  type ListEntitlementsResponse,
+} from "../../gen/proofgate/v1/check.js";
+import { AccessDocument } from "../../gen/proofgate/v1/document.js";
+import type { CatalogIndex } from "../../catalog/index.js";
+import { evaluate, evaluateAll, statusName, toCheckResponse, toEntitlement, type Decision } from "../../policy/index.js";
+import { unary, type ServiceBinding } from "../../transport/grpc.js";
+import type { Logger } from "../../observability/logger.js";
+import type { Replica } from "../replica/replica.js";
+import type { Freshness } from "../follow/freshness.js";
+import type { SidecarMetrics } from "../metrics.js";
+import type { DecisionLog } from "./decision-log.js";
+import type { RevisionWaiters } from "./revision-waiters.js";
+import { MAX_BATCH, validateCheck, validateCustomerId } from "./validate.js";
+
+export interface CheckServiceDeps {
+  readonly replica: Replica;
+  readonly freshness: Freshness;
+  readonly waiters: RevisionWaiters;
+  readonly metrics: SidecarMetrics;
+  readonly logger: Logger;
+  /** Evaluation clock, Unix ms. */
+  readonly now: () => number;
+  readonly minRevisionWaitMs: number;
+  readonly decisionLog: DecisionLog | undefined;
+}
+
+/** Why an answer is stale, when it is; undefined when fresh. */
+type Staleness = string | undefined;
+
+/**
+ * CheckService over the replica. The common path (no min_revision, or one already reached) is
+ * synchronous: one prepared point read, one protobuf decode, the pure evaluation, no promise.
+ */
+export class CheckHandler {
+  constructor(private readonly deps: CheckServiceDeps) {}
+
+  binding(): ServiceBinding {
+    const { logger } = this.deps;
+    return {
+      name: "proofgate.v1.CheckService",
+      definition: CheckServiceService,
+      implementation: {
+        check: unary<CheckRequest, CheckResponse>(logger, (req, call) => this.check(req, call)),
+        checkBatch: unary<CheckBatchRequest, CheckBatchResponse>(logger, (req, call) => this.checkBatch(req, call)),
+        listEntitlements: unary<ListEntitlementsRequest, ListEntitlementsResponse>(logger, (req, call) => this.listEntitlements(req, call)),
+      },
+    };
+  }
+
+  check(req: CheckRequest, call?: ServerUnaryCall<unknown, unknown>): CheckResponse | Promise<CheckResponse> {
+    validateCheck(req, "");
+    const min = req.minRevision;
+    if (min === undefined || min <= this.deps.replica.revision) return this.checkNow(req, undefined);
+    return this.waitFor(min, call).then((missed) => this.checkNow(req, missed));
+  }
+
+  checkBatch(req: CheckBatchRequest, call?: ServerUnaryCall<unknown, unknown>): CheckBatchResponse | Promise<CheckBatchResponse> {
+    if (req.checks.length > MAX_BATCH) throw new InvalidArgumentError("checks", `at most ${MAX_BATCH} checks per batch, got ${req.checks.length}`);
+    for (let i = 0; i < req.checks.length; i++) validateCheck(req.checks[i] as CheckRequest, `checks[${i}].`);
+    const min = req.minRevision;
+    if (min === undefined || min <= this.deps.replica.revision) return this.batchNow(req, undefined);
+    return this.waitFor(min, call).then((missed) => this.batchNow(req, missed));
+  }
+
+  listEntitlements(req: ListEntitlementsRequest, call?: ServerUnaryCall<unknown, unknown>): ListEntitlementsResponse | Promise<ListEntitlementsResponse> {
+    validateCustomerId(req.customerId, "customer_id");
+    const min = req.minRevision;
+    if (min === undefined || min <= this.deps.replica.revision) return this.listNow(req, undefined);
+    return this.waitFor(min, call).then((missed) => this.listNow(req, missed));
+  }
+
+  // ---------------------------------------------------------------- evaluation
+
+  private checkNow(req: CheckRequest, missed: Staleness): CheckResponse {
+    const started = performance.now();
+    const { replica, metrics } = this.deps;
+    const catalog = replica.catalog;
+    const at = this.deps.now();
+    const decision = evaluate(this.document(req.customerId), catalog, req.feature, req.quantity, at);
+    const stale = missed ?? this.staleness(started, catalog);
+    const response = this.respond(decision, catalog, stale);
+    metrics.checkTook((performance.now() - started) / 1000);
+    this.deps.decisionLog?.offer(at, req.customerId, req.feature, req.quantity, response);
+    return response;
+  }
+
+  private batchNow(req: CheckBatchRequest, missed: Staleness): CheckBatchResponse {
+    const started = performance.now();
+    const { replica, metrics } = this.deps;
+    // Synchronous from here: every check sees the same revision, catalog and instant.
+    const catalog = replica.catalog;
+    const revision = replica.revision;
+    const at = this.deps.now();
+    const stale = missed ?? this.staleness(started, catalog);
+    const results: CheckResponse[] = new Array<CheckResponse>(req.checks.length);
+    let lastId: string | undefined;
+    let lastDoc: AccessDocument | undefined;
+    for (let i = 0; i < req.checks.length; i++) {
+      const c = req.checks[i] as CheckRequest;
+      if (c.customerId !== lastId) {
+        lastId = c.customerId;
+        lastDoc = this.document(c.customerId);
+      }
+      const response = this.respond(evaluate(lastDoc, catalog, c.feature, c.quantity, at), catalog, stale);
+      results[i] = response;
+      this.deps.decisionLog?.offer(at, c.customerId, c.feature, c.quantity, response);
+    }
+    metrics.batchTook((performance.now() - started) / 1000);
+    return { results, revision, stale: stale !== undefined };
+  }
+
+  private listNow(req: ListEntitlementsRequest, missed: Staleness): ListEntitlementsResponse {
+    const started = performance.now();
+    const { replica, metrics } = this.deps;
+    const catalog = replica.catalog;
+    const revision = replica.revision;
+    const stale = missed ?? this.staleness(started, catalog);
+    const entitlements = evaluateAll(this.document(req.customerId), catalog, this.deps.now()).map(({ feature, decision }) => {
+      const d = stale !== undefined && catalog.stalePolicy === StalePolicy.STALE_POLICY_DENY ? staleDenial(decision, stale) : decision;
+      metrics.decided(d.status);
+      return toEntitlement(feature, d);
+    });
+    if (stale !== undefined) metrics.staleAnswers.inc();
+    metrics.listTook((performance.now() - started) / 1000);
+    return { entitlements, revision, stale: stale !== undefined };
+  }
+
+  private document(customerId: string): AccessDocument | undefined {
+    const raw = this.deps.replica.document(customerId);
+    return raw ? AccessDocument.decode(raw) : undefined;
+  }
+
+  private respond(decision: Decision, catalog: CatalogIndex, stale: Staleness): CheckResponse {
+    const { metrics, replica } = this.deps;
+    if (stale === undefined) {
+      metrics.decided(decision.status);
+      return toCheckResponse(decision, replica.revision, false);
+    }
+    metrics.staleAnswers.inc();
+    const d = catalog.stalePolicy === StalePolicy.STALE_POLICY_DENY ? staleDenial(decision, stale) : decision;
+    metrics.decided(d.status);
+    return toCheckResponse(d, replica.revision, true);
+  }
+
+  /** Hot path: undefined (fresh) after one comparison; the sentence is built only when stale. */
+  private staleness(monoNow: number, catalog: CatalogIndex): Staleness {
+    const { freshness } = this.deps;
+    if (!freshness.isStale(monoNow, catalog.coherencyWindowMs)) return undefined;
+    const age = freshness.ageMs(monoNow);
+    return Number.isFinite(age)
+      ? `the replica was last confirmed current ${formatMs(age)} ago (coherency window ${formatMs(catalog.coherencyWindowMs)})`
+      : "the replica has not yet been confirmed current with the state stream";
+  }
+
+  /** Waits for `min_revision` within min-revision-wait (and the call's deadline); returns why the answer is stale if not reached. */
+  private async waitFor(revision: number, call: ServerUnaryCall<unknown, unknown> | undefined): Promise<Staleness> {
+    const { minRevisionWaitMs, waiters, metrics, replica } = this.deps;
+    let timeout = minRevisionWaitMs;
+    const deadline = call?.getDeadline();
+    if (deadline !== undefined) {
+      const ms = deadline instanceof Date ? deadline.getTime() : deadline;
+      // Answer (stale) a little before the caller gives up, rather than not at all.
+      if (Number.isFinite(ms)) timeout = Math.min(timeout, ms - Date.now() - 20);
+    }
+    const reached = await waiters.wait(revision, timeout);
+    if (reached) return undefined;
+    metrics.minRevisionTimeouts.inc();
+    return `the replica had not applied revision ${revision} after ${formatMs(Math.max(0, timeout))} (it is at ${replica.revision})`;
+  }
+}
+
+/** stale_policy: deny. The status stays what the replica would have answered; `allowed` is false. */
+function staleDenial(d: Decision, why: string): Decision {
+  if (!d.allowed) return { ...d, reason: `Stale replica: ${why}. ${d.reason}` };
+  return {
+    allowed: false,
+    status: d.status,
+    reason: `Denied because the replica is stale (${why}); it would have answered ${statusName(d.status)}: ${d.reason}`,
+    value: "",
+    limit: undefined,
+    validUntilMs: undefined,
+  };
+}
+
+function formatMs(ms: number): string {
+  return ms >= 10_000 ? `${Math.round(ms / 1000)} s` : ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
+}

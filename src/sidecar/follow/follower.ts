@@ -1,0 +1,624 @@
+import { readFileSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+import {
+  connect,
+  ConsumerEvents,
+  credsAuthenticator,
+  Events,
+  type ConsumerMessages,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+  type NatsConnection,
+  type StreamInfo,
+  type Subscription,
+} from "nats";
+import { Heartbeat } from "../../gen/proofgate/v1/document.js";
+import { HEARTBEAT_SUBJECT, STATE_STREAM } from "../../replication/subjects.js";
+import { isStreamNotFound } from "../../replication/streams.js";
+import { errorMessage } from "../../errors/index.js";
+import type { Logger } from "../../observability/logger.js";
+import { readRecord, type ReplicaRecord } from "../replica/record.js";
+import type { Replica } from "../replica/replica.js";
+import type { SidecarMetrics } from "../metrics.js";
+import type { Freshness } from "./freshness.js";
+
+const mono = (): number => performance.now();
+
+/** A received message waiting to be applied. */
+interface Queued {
+  readonly seq: number;
+  readonly subject: string;
+  readonly data: Uint8Array;
+  /** Messages the consumer still had pending when this one was delivered. */
+  readonly pending: number;
+  readonly at: number;
+}
+
+/** One consumer's life: from a stream check to the next restart. */
+interface Session {
+  readonly epoch: number;
+  readonly consumer: { readonly currentConsumer?: { readonly name: string } | null };
+  readonly messages: ConsumerMessages;
+}
+
+export interface FollowerOptions {
+  readonly natsUrl: string;
+  readonly natsCreds: string;
+  /** Warm replicas that cannot reach NATS or the stream become ready after this long. */
+  readonly offlineReadyAfterMs: number;
+  /** The catalog's coherency window, read on each tick (the catalog can change). */
+  readonly coherencyWindowMs: () => number;
+  /** The replica's revision moved (records applied or a purged tail settled). */
+  readonly onRevision: (revision: number) => void;
+  /** Readiness changed: true once the initial sync caught up, false during a rebuild. */
+  readonly onReady: (ready: boolean) => void;
+}
+
+/** Longest a burst of records holds the event loop before yielding to checks. */
+const SLICE_MS = 8;
+/** Records per transaction, at most. */
+const BATCH = 512;
+/** How often, at most, the stream's identity is re-checked while all looks well. */
+const STREAM_CHECK_MS = 5_000;
+const PROGRESS_LOG_MS = 2_000;
+
+/**
+ * Follows PROOFGATE_STATE into the replica: connects to NATS (retrying forever, never blocking
+ * checks), checks the stream is the one the replica was built from (else rebuilds), reads from
+ * the replica's revision + 1 with an ordered consumer, applies records in short transactions,
+ * and tracks freshness from writer heartbeats and consumer state.
+ *
+ * Ordered consumers recreate themselves after reconnects, but client bugs around server
+ * restarts are common, so a watchdog also verifies progress through the JetStream API and
+ * restarts the consumer (from the replica's revision) when it is lost or stalled.
+ */
+export class Follower {
+  private nc: NatsConnection | undefined;
+  private jsm: JetStreamManager | undefined;
+  private js: JetStreamClient | undefined;
+  private heartbeatSub: Subscription | undefined;
+  private closedFlag = false;
+  private connectedNow = false;
+  private readyNow = false;
+  private streamMissing = false;
+  private readonly startedAt = mono();
+
+  private queue: Queued[] = [];
+  private queueHead = 0;
+  private drainScheduled = false;
+  /** Highest sequence received in this replica incarnation (applied or queued). */
+  private lastReceived = 0;
+  private lastReceiveAt = 0;
+
+  private epoch = 0;
+  private session: Session | undefined;
+  private restart: { promise: Promise<string>; resolve: (reason: string) => void } = deferred();
+
+  private tickTimer: NodeJS.Timeout | undefined;
+  private wakeTimer: { timer: NodeJS.Timeout; resolve: () => void } | undefined;
+  private probing = false;
+  private lastProbeDelivered = -1;
+  private lastProbeAt = 0;
+  private stalledProbes = 0;
+  private missingProbes = 0;
+  private settleAfterDrain: { seq: number; at: number } | undefined;
+  private checkingStream = false;
+  private lastStreamCheckAt = 0;
+  private streamCheckWanted = false;
+
+  private bootstrap: { target: number; total: number; startedAt: number; lastLogAt: number; remaining: number } | undefined;
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly replica: Replica,
+    private readonly freshness: Freshness,
+    private readonly metrics: SidecarMetrics,
+    private readonly logger: Logger,
+    private readonly options: FollowerOptions,
+  ) {}
+
+  /** A method, not a field read, so that checks after an await are not narrowed away. */
+  private isClosed(): boolean {
+    return this.closedFlag;
+  }
+
+  get ready(): boolean {
+    return this.readyNow;
+  }
+
+  get connected(): boolean {
+    return this.connectedNow;
+  }
+
+  /** The NATS connection while one exists (for the decision log). */
+  get connection(): NatsConnection | undefined {
+    return this.nc;
+  }
+
+  start(): void {
+    this.running = this.run().catch((err: unknown) => {
+      this.logger.error({ err }, "state follower stopped unexpectedly");
+    });
+    this.scheduleTick();
+  }
+
+  async close(): Promise<void> {
+    this.closedFlag = true;
+    if (this.tickTimer) clearTimeout(this.tickTimer);
+    this.wake();
+    this.restart.resolve("closing");
+    this.stopSession();
+    const nc = this.nc;
+    this.nc = undefined;
+    if (nc && !nc.isClosed()) await nc.close().catch(() => undefined);
+    await this.running;
+  }
+
+  // ---------------------------------------------------------------- connection and sessions
+
+  private async run(): Promise<void> {
+    const nc = await this.connectForever();
+    if (!nc) return;
+    this.nc = nc;
+    this.jsm = await nc.jetstreamManager({ checkAPI: false });
+    this.js = nc.jetstream();
+    this.heartbeatSub = nc.subscribe(HEARTBEAT_SUBJECT, { callback: (err, msg) => (err ? undefined : this.onHeartbeat(msg.data)) });
+    void this.watchStatus(nc);
+    let failures = 0;
+    while (!this.isClosed()) {
+      try {
+        const reason = await this.runSession();
+        failures = 0;
+        if (!this.isClosed()) this.logger.info({ reason, revision: this.replica.revision }, "restarting the state consumer");
+      } catch (err) {
+        if (this.isClosed()) break;
+        failures++;
+        const level = failures > 3 ? "warn" : "debug";
+        this.logger[level]({ err: errorMessage(err), failures }, "state consumer failed; retrying");
+        await this.sleep(Math.min(250 * 2 ** Math.min(failures, 3), 2_000));
+      }
+    }
+    try {
+      this.heartbeatSub.unsubscribe();
+    } catch {
+      // the connection is already closed
+    }
+  }
+
+  private async connectForever(): Promise<NatsConnection | undefined> {
+    const servers = this.options.natsUrl.split(",").map((s) => s.trim()).filter(Boolean);
+    const creds = this.options.natsCreds ? readFileSync(this.options.natsCreds) : undefined;
+    for (let attempt = 0; !this.isClosed(); attempt++) {
+      try {
+        const nc = await connect({
+          servers,
+          name: "proofgate-sidecar",
+          maxReconnectAttempts: -1,
+          reconnectTimeWait: 500,
+          pingInterval: 10_000,
+          maxPingOut: 2,
+          ...(creds ? { authenticator: credsAuthenticator(new Uint8Array(creds)) } : {}),
+        });
+        if (this.isClosed()) {
+          await nc.close();
+          return undefined;
+        }
+        this.connectedNow = true;
+        this.logger.info({ server: nc.getServer() }, "connected to NATS");
+        return nc;
+      } catch (err) {
+        // Not reachable yet: keep serving from the replica and try again.
+        if (attempt === 0 || attempt % 20 === 0) this.logger.warn({ err: errorMessage(err), servers, attempt }, "cannot reach NATS; serving from the replica and retrying");
+        await this.sleep(Math.min(250 * 2 ** Math.min(attempt, 3), 2_000));
+      }
+    }
+    return undefined;
+  }
+
+  private async watchStatus(nc: NatsConnection): Promise<void> {
+    for await (const s of nc.status()) {
+      if (s.type === Events.Disconnect) {
+        this.connectedNow = false;
+        this.logger.warn("disconnected from NATS; serving from the replica");
+      } else if (s.type === Events.Reconnect) {
+        this.connectedNow = true;
+        this.streamCheckWanted = true;
+        this.logger.info({ server: s.data }, "reconnected to NATS");
+      }
+    }
+  }
+
+  /** One consumer session. Resolves with the reason it ended. */
+  private async runSession(): Promise<string> {
+    const jsm = this.jsm;
+    const js = this.js;
+    if (!jsm || !js) throw new Error("not connected");
+    const restart = (this.restart = deferred());
+    const info = await this.waitForStream(jsm);
+    if (!info) return "closing";
+    const infoAt = mono();
+    this.ensureIncarnation(info);
+    this.lastStreamCheckAt = infoAt;
+    const epoch = ++this.epoch;
+    this.stalledProbes = 0;
+    this.missingProbes = 0;
+    this.lastProbeDelivered = -1;
+    const revision = this.replica.revision;
+    const lastSeq = info.state.last_seq;
+    // The stream's last sequence now is a target like a heartbeat's head: reaching it means
+    // the replica was current as of this moment.
+    this.freshness.expect(lastSeq, infoAt, revision);
+    this.afterConfirmation();
+    if (!this.readyNow) this.startBootstrapLog(info);
+    const from = Math.max(revision, this.lastReceived) + 1;
+    const consumer = await js.consumers.get(STATE_STREAM, { opt_start_seq: from });
+    if (this.isClosed() || epoch !== this.epoch) return "superseded";
+    // Creating the consumer retries internally with long back-offs; a restart or close must not wait for it.
+    const consuming = consumer.consume({
+      max_messages: 1_000,
+      // Short pulls: an idle consumer re-pulls, and the client's own retries back off, within seconds.
+      expires: 5_000,
+      callback: (m) => this.receive(epoch, m),
+    });
+    const messages = await Promise.race([consuming, restart.promise.then(() => undefined)]);
+    if (!messages) {
+      consuming.then((m) => m.stop(), () => undefined);
+      return await restart.promise;
+    }
+    this.session = { epoch, consumer: consumer as Session["consumer"], messages };
+    void this.watchConsumer(epoch, messages);
+    void messages.closed().then((err) => {
+      if (epoch === this.epoch) this.requestRestart(`consumer closed${err ? `: ${errorMessage(err)}` : ""}`);
+    });
+    this.logger.debug({ from, lastSeq }, "following the state stream");
+    const reason = await restart.promise;
+    this.stopSession();
+    return reason;
+  }
+
+  private async watchConsumer(epoch: number, messages: ConsumerMessages): Promise<void> {
+    for await (const s of await messages.status()) {
+      if (epoch !== this.epoch) break;
+      if (s.type === ConsumerEvents.StreamNotFound) this.requestRestart("stream not found");
+      else if (s.type === ConsumerEvents.HeartbeatsMissed) this.logger.debug({ missed: s.data }, "state consumer missed heartbeats");
+      else if (s.type === ConsumerEvents.OrderedConsumerRecreated) this.logger.debug({ name: s.data }, "ordered consumer recreated");
+    }
+  }
+
+  private stopSession(): void {
+    const session = this.session;
+    this.session = undefined;
+    if (!session) return;
+    // Callbacks of the stopped consumer (late messages, its close) must not touch the next session.
+    this.epoch++;
+    session.messages.stop();
+    const name = session.consumer.currentConsumer?.name;
+    // Ordered consumers are ephemeral and expire by themselves; deleting is a courtesy.
+    if (name && this.jsm && this.connectedNow) void this.jsm.consumers.delete(STATE_STREAM, name).catch(() => undefined);
+  }
+
+  private requestRestart(reason: string): void {
+    const metric = reason.split(":")[0] ?? reason;
+    this.metrics.consumerRestarts.labels(metric).inc();
+    this.restart.resolve(reason);
+  }
+
+  private async waitForStream(jsm: JetStreamManager): Promise<StreamInfo | undefined> {
+    let logged = false;
+    while (!this.isClosed()) {
+      try {
+        const info = await jsm.streams.info(STATE_STREAM);
+        this.streamMissing = false;
+        return info;
+      } catch (err) {
+        if (!isStreamNotFound(err)) throw err;
+        this.streamMissing = true;
+        if (!logged) this.logger.warn({ stream: STATE_STREAM }, "state stream does not exist yet; waiting for the writer to create it");
+        logged = true;
+        await this.sleep(500);
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * A replica resumes only on the stream incarnation it was built from, and only if the stream
+   * has not gone back in time. Otherwise it is rebuilt from scratch rather than serve wrong data.
+   */
+  private ensureIncarnation(info: StreamInfo): void {
+    const stored = this.replica.streamCreated;
+    const revision = this.replica.revision;
+    let reason: string | undefined;
+    if (stored !== undefined && stored !== info.created) reason = "stream recreated";
+    else if (revision > info.state.last_seq) reason = "replica ahead of the stream";
+    else if (stored === undefined && revision > 0) reason = "replica not bound to a stream";
+    if (reason) {
+      this.logger.warn(
+        { reason, revision, streamLastSeq: info.state.last_seq, streamCreated: info.created, replicaStreamCreated: stored },
+        "cannot resume the replica; rebuilding it from the stream",
+      );
+      this.rebuild(reason);
+    }
+    if (this.replica.streamCreated === undefined) this.replica.setStreamCreated(info.created);
+  }
+
+  private rebuild(reason: string): void {
+    this.metrics.rebuilds.labels(reason).inc();
+    this.epoch++;
+    this.stopSession();
+    this.queue = [];
+    this.queueHead = 0;
+    this.lastReceived = 0;
+    this.settleAfterDrain = undefined;
+    this.replica.reset();
+    this.freshness.reset();
+    this.freshness.forgetHead();
+    this.setReady(false);
+    this.options.onRevision(this.replica.revision);
+  }
+
+  // ---------------------------------------------------------------- receiving and applying
+
+  private receive(epoch: number, m: JsMsg): void {
+    if (epoch !== this.epoch) return;
+    const info = m.info;
+    const seq = info.streamSequence;
+    // Redeliveries after a consumer restart: already queued or applied.
+    if (seq <= this.lastReceived) return;
+    this.lastReceived = seq;
+    const at = mono();
+    this.lastReceiveAt = at;
+    this.queue.push({ seq, subject: m.subject, data: m.data, pending: info.pending, at });
+    if (this.bootstrap) this.bootstrap.remaining = info.pending;
+    if (!this.drainScheduled) {
+      this.drainScheduled = true;
+      setImmediate(this.drain);
+    }
+  }
+
+  /**
+   * Applies queued records in transactions of at most BATCH records, for at most SLICE_MS,
+   * then yields so checks queued behind a burst or a bootstrap are answered in between.
+   */
+  private readonly drain = (): void => {
+    this.drainScheduled = false;
+    if (this.isClosed()) return;
+    const started = mono();
+    const queue = this.queue;
+    while (this.queueHead < queue.length) {
+      const batch: { seq: number; record: ReplicaRecord }[] = [];
+      let caughtUpAt: number | undefined;
+      let last = 0;
+      while (this.queueHead < queue.length && batch.length < BATCH) {
+        const q = queue[this.queueHead++];
+        if (!q) break;
+        const record = readRecord(q.subject, q.data);
+        if (record.kind === "invalid") this.logger.error({ seq: q.seq, problem: record.problem }, "skipping an invalid state record");
+        batch.push({ seq: q.seq, record });
+        last = q.seq;
+        caughtUpAt = q.pending === 0 ? q.at : undefined;
+        if ((batch.length & 63) === 0 && mono() - started > SLICE_MS) break;
+      }
+      const counts = this.replica.apply(batch, last);
+      if (counts.documents) this.metrics.records.labels("document").inc(counts.documents);
+      if (counts.erased) this.metrics.records.labels("erased").inc(counts.erased);
+      if (counts.catalogs) {
+        this.metrics.records.labels("catalog").inc(counts.catalogs);
+        this.logger.info({ revision: last, features: this.replica.catalog.featureKeys.length }, "catalog updated");
+      }
+      if (counts.invalid) this.metrics.records.labels("invalid").inc(counts.invalid);
+      const revision = this.replica.revision;
+      this.freshness.applied(revision);
+      // Delivered with nothing pending behind it: the replica was current when it arrived.
+      if (caughtUpAt !== undefined) this.freshness.confirmedAt(caughtUpAt);
+      if (this.settleAfterDrain && revision >= this.settleAfterDrain.seq) {
+        const at = this.settleAfterDrain.at;
+        this.settleAfterDrain = undefined;
+        this.settle(at);
+      }
+      this.afterConfirmation();
+      this.options.onRevision(revision);
+      if (mono() - started > SLICE_MS) break;
+    }
+    if (this.queueHead >= queue.length) {
+      this.queue = [];
+      this.queueHead = 0;
+    } else {
+      if (this.queueHead > 4096) {
+        this.queue = queue.slice(this.queueHead);
+        this.queueHead = 0;
+      }
+      this.drainScheduled = true;
+      setImmediate(this.drain);
+    }
+    this.logBootstrapProgress();
+  };
+
+  private onHeartbeat(data: Uint8Array): void {
+    let hb: Heartbeat;
+    try {
+      hb = Heartbeat.decode(data);
+    } catch {
+      return;
+    }
+    const applied = this.replica.revision;
+    this.freshness.heartbeat(hb.headRevision, mono(), applied);
+    if (this.freshness.headBehind(applied)) this.streamCheckWanted = true;
+    this.afterConfirmation();
+  }
+
+  /** NATS confirmed at `at` that nothing was pending: settle heartbeats and purged tails up to then. */
+  private settle(at: number): void {
+    const head = this.freshness.confirmedAt(at);
+    if (head > this.replica.revision) {
+      this.replica.advanceRevision(head);
+      this.options.onRevision(this.replica.revision);
+    }
+    this.afterConfirmation();
+  }
+
+  private afterConfirmation(): void {
+    if (!this.readyNow && this.freshness.everCurrent) {
+      if (this.bootstrap) {
+        const seconds = (mono() - this.bootstrap.startedAt) / 1000;
+        this.logger.info({ revision: this.replica.revision, seconds: Math.round(seconds * 10) / 10 }, "initial sync complete; ready");
+        this.bootstrap = undefined;
+        this.metrics.bootstrapRemaining.set(0);
+        this.metrics.bootstrapProgress.set(1);
+      }
+      this.setReady(true);
+    }
+  }
+
+  private setReady(ready: boolean): void {
+    if (ready === this.readyNow) return;
+    this.readyNow = ready;
+    this.options.onReady(ready);
+  }
+
+  private startBootstrapLog(info: StreamInfo): void {
+    const now = mono();
+    this.bootstrap = { target: info.state.last_seq, total: info.state.messages, startedAt: now, lastLogAt: now, remaining: info.state.messages };
+    this.metrics.bootstrapRemaining.set(info.state.messages);
+    this.metrics.bootstrapProgress.set(0);
+    this.logger.info(
+      { from: this.replica.revision, streamLastSeq: info.state.last_seq, streamMessages: info.state.messages, warm: this.replica.revision > 0 },
+      this.replica.revision > 0 ? "catching up with the state stream" : "bootstrapping the replica from the state stream",
+    );
+  }
+
+  private logBootstrapProgress(): void {
+    const b = this.bootstrap;
+    if (!b) return;
+    const progress = b.total > 0 ? Math.min(1, Math.max(0, 1 - b.remaining / b.total)) : 1;
+    this.metrics.bootstrapRemaining.set(b.remaining);
+    this.metrics.bootstrapProgress.set(progress);
+    const now = mono();
+    if (now - b.lastLogAt < PROGRESS_LOG_MS) return;
+    b.lastLogAt = now;
+    this.logger.info(
+      { revision: this.replica.revision, target: b.target, remaining: b.remaining, percent: Math.floor(progress * 100) },
+      "initial sync in progress",
+    );
+  }
+
+  // ---------------------------------------------------------------- watchdog
+
+  private tickMs(): number {
+    return Math.max(100, Math.min(1_000, Math.floor(this.options.coherencyWindowMs() / 4)));
+  }
+
+  private scheduleTick(): void {
+    if (this.isClosed()) return;
+    this.tickTimer = setTimeout(() => {
+      this.tick();
+      this.scheduleTick();
+    }, this.tickMs());
+    this.tickTimer.unref();
+  }
+
+  private tick(): void {
+    const now = mono();
+    if (
+      !this.readyNow &&
+      this.replica.revision > 0 &&
+      now - this.startedAt >= this.options.offlineReadyAfterMs &&
+      (!this.connectedNow || this.streamMissing)
+    ) {
+      this.logger.warn({ revision: this.replica.revision }, "NATS or the state stream is unavailable; serving the warm replica (answers are stale beyond the coherency window)");
+      this.setReady(true);
+    }
+    if (!this.connectedNow || !this.session || this.isClosed()) return;
+    if (!this.checkingStream && (this.streamCheckWanted || now - this.lastStreamCheckAt > STREAM_CHECK_MS)) void this.checkStream();
+    if (!this.probing && (!this.readyNow || this.freshness.ageMs(now) > this.tickMs())) void this.probe();
+  }
+
+  /** Detects a recreated or rewound stream while following it. */
+  private async checkStream(): Promise<void> {
+    const jsm = this.jsm;
+    if (!jsm) return;
+    this.checkingStream = true;
+    this.streamCheckWanted = false;
+    const epoch = this.epoch;
+    try {
+      const info = await jsm.streams.info(STATE_STREAM);
+      this.lastStreamCheckAt = mono();
+      if (epoch !== this.epoch) return;
+      if (info.created !== this.replica.streamCreated || info.state.last_seq < this.replica.revision) this.requestRestart("stream changed");
+    } catch (err) {
+      if (isStreamNotFound(err)) {
+        this.streamMissing = true;
+        this.requestRestart("stream not found");
+      }
+    } finally {
+      this.checkingStream = false;
+    }
+  }
+
+  /**
+   * Asks JetStream about the consumer: nothing pending and everything delivered received means
+   * the replica is current as of the question; pending with no progress, or a lost consumer,
+   * means the consumer is restarted from the replica's revision.
+   */
+  private async probe(): Promise<void> {
+    const jsm = this.jsm;
+    const session = this.session;
+    const name = session?.consumer.currentConsumer?.name;
+    if (!jsm || !session || !name) return;
+    this.probing = true;
+    const at = mono();
+    const receivedBefore = this.lastReceiveAt;
+    try {
+      const ci = await jsm.consumers.info(STATE_STREAM, name);
+      if (session.epoch !== this.epoch) return;
+      this.missingProbes = 0;
+      const delivered = ci.delivered.stream_seq;
+      if (ci.num_pending === 0 && (delivered <= this.lastReceived || delivered === this.lastProbeDelivered)) {
+        this.stalledProbes = 0;
+        if (this.replica.revision >= this.lastReceived) this.settle(at);
+        else this.settleAfterDrain = { seq: this.lastReceived, at };
+      } else if (ci.num_pending > 0 && this.lastReceiveAt === receivedBefore && this.lastProbeAt > 0 && this.lastReceiveAt < this.lastProbeAt) {
+        if (++this.stalledProbes >= 3) this.requestRestart("stalled");
+      } else {
+        this.stalledProbes = 0;
+      }
+      this.lastProbeDelivered = delivered;
+      this.lastProbeAt = at;
+    } catch (err) {
+      if (session.epoch !== this.epoch) return;
+      const message = errorMessage(err);
+      if (isStreamNotFound(err)) this.requestRestart("stream not found");
+      else if (/consumer not found/i.test(message) && ++this.missingProbes >= 3) this.requestRestart("consumer lost");
+    } finally {
+      this.probing = false;
+    }
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.wakeTimer = undefined;
+        resolve();
+      }, ms);
+      this.wakeTimer = { timer, resolve };
+    });
+  }
+
+  private wake(): void {
+    const w = this.wakeTimer;
+    this.wakeTimer = undefined;
+    if (w) {
+      clearTimeout(w.timer);
+      w.resolve();
+    }
+  }
+}
+
+function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}

@@ -1,0 +1,185 @@
+import { lstatSync, rmSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+import type { Registry } from "prom-client";
+import { GrpcServer } from "../transport/grpc.js";
+import { OpsServer } from "../transport/http.js";
+import { createRegistry } from "../observability/metrics.js";
+import type { Logger } from "../observability/logger.js";
+import { InvalidArgumentError } from "../errors/index.js";
+import { Replica } from "./replica/replica.js";
+import { Freshness } from "./follow/freshness.js";
+import { Follower } from "./follow/follower.js";
+import { CheckHandler } from "./check/service.js";
+import { DecisionLog } from "./check/decision-log.js";
+import { RevisionWaiters } from "./check/revision-waiters.js";
+import { SidecarMetrics } from "./metrics.js";
+import { defaultSidecarOptions, type SidecarOptions } from "./options.js";
+
+export { sidecarOptionSpec, defaultSidecarOptions, type SidecarOptions, type SidecarCliOptions } from "./options.js";
+export { DECISIONS_SUBJECT } from "./check/decision-log.js";
+
+export interface Sidecar {
+  /** Bound gRPC addresses, ephemeral ports resolved: `127.0.0.1:50061`, `unix:/run/proofgate.sock`. */
+  readonly grpcAddresses: readonly string[];
+  /** The TCP gRPC address, if listening on TCP. */
+  readonly grpcAddress: string | undefined;
+  /** The unix socket gRPC address (`unix:/path`), if listening on one. */
+  readonly grpcSocketAddress: string | undefined;
+  /** The HTTP ops address (`host:port`), if enabled. */
+  readonly httpAddress: string | undefined;
+  /** The replica's applied revision. */
+  readonly revision: number;
+  /** True once the initial sync caught up (what /readyz and grpc.health.v1 report). */
+  readonly ready: boolean;
+  /** True when answers given now would carry `stale = true`. */
+  readonly stale: boolean;
+  /** Connected to NATS right now. */
+  readonly connected: boolean;
+  readonly registry: Registry;
+  /** Resolves once ready. */
+  whenReady(): Promise<void>;
+  /** Resolves true once the replica has applied `revision`, false after `timeoutMs`. */
+  waitForRevision(revision: number, timeoutMs: number): Promise<boolean>;
+  /** Graceful shutdown: not ready, stop listening, finish in-flight calls, stop following, close the replica. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a sidecar: opens (or creates) the replica, starts serving checks from it at once, and
+ * follows the state stream in the background. Resolves when the servers listen, not when the
+ * replica is current (see `whenReady`).
+ */
+export async function startSidecar(partial: Partial<SidecarOptions>, logger: Logger): Promise<Sidecar> {
+  const options: SidecarOptions = { ...defaultSidecarOptions(), ...partial };
+  if (!options.grpcListen && !options.grpcSocket) throw new InvalidArgumentError("grpc-listen", "set --grpc-listen or --grpc-socket (both are empty)");
+  const log = logger.child({ component: "sidecar" });
+  const registry = createRegistry("sidecar");
+  const replica = Replica.open(options.replica, log.child({ component: "replica" }));
+  const freshness = new Freshness();
+  // Set once the servers listen; the metrics and decision log read it through this holder.
+  const link: { follower?: Follower } = {};
+  let grpc: GrpcServer | undefined;
+  let ready = false;
+  const readyWaiters: (() => void)[] = [];
+  const metrics = new SidecarMetrics(registry, {
+    revision: () => replica.revision,
+    head: () => freshness.head,
+    ageSeconds: () => freshness.ageMs(performance.now()) / 1000,
+    heartbeatAgeSeconds: () => freshness.heartbeatAgeMs(performance.now()) / 1000,
+    stale: () => freshness.isStale(performance.now(), replica.catalog.coherencyWindowMs),
+    ready: () => ready,
+    connected: () => link.follower?.connected ?? false,
+  });
+  const waiters = new RevisionWaiters(() => replica.revision);
+  const decisionLog =
+    options.decisionLogSample > 0
+      ? new DecisionLog(
+          options.decisionLogSample,
+          () => {
+            const nc = link.follower?.connection;
+            return nc ? { nc, connected: link.follower?.connected ?? false } : undefined;
+          },
+          metrics,
+          log.child({ component: "decision-log" }),
+        )
+      : undefined;
+  const handler = new CheckHandler({
+    replica,
+    freshness,
+    waiters,
+    metrics,
+    logger: log.child({ component: "check" }),
+    now: options.now ?? Date.now,
+    minRevisionWaitMs: options.minRevisionWait,
+    decisionLog,
+  });
+  const setReady = (value: boolean): void => {
+    ready = value;
+    grpc?.setServing(value);
+    if (value) readyWaiters.splice(0).forEach((r) => r());
+    log.info({ ready: value, revision: replica.revision }, value ? "sidecar ready" : "sidecar not ready");
+  };
+
+  const addresses: string[] = [];
+  if (options.grpcListen) addresses.push(options.grpcListen);
+  if (options.grpcSocket) {
+    removeStaleSocket(options.grpcSocket);
+    addresses.push(`unix:${options.grpcSocket}`);
+  }
+  let ops: OpsServer | undefined;
+  try {
+    grpc = await GrpcServer.start([handler.binding()], addresses);
+    if (options.httpListen) {
+      ops = await OpsServer.start(options.httpListen, { registry, healthy: () => true, ready: () => ready }, log.child({ component: "http" }));
+    }
+  } catch (err) {
+    await grpc?.close(0);
+    replica.close();
+    throw err;
+  }
+
+  const f = new Follower(replica, freshness, metrics, log.child({ component: "follower" }), {
+    natsUrl: options.natsUrl,
+    natsCreds: options.natsCreds,
+    offlineReadyAfterMs: options.offlineReadyAfterMs ?? 2_000,
+    coherencyWindowMs: () => replica.catalog.coherencyWindowMs,
+    onRevision: (revision) => waiters.notify(revision),
+    onReady: setReady,
+  });
+  link.follower = f;
+  f.start();
+  const grpcServer = grpc;
+  const tcp = grpcServer.addresses.find((a) => !a.startsWith("unix:"));
+  const unix = grpcServer.addresses.find((a) => a.startsWith("unix:"));
+  log.info(
+    { grpc: grpcServer.addresses, http: ops?.address, replica: options.replica, revision: replica.revision, warm: replica.warm, nats: options.natsUrl },
+    "sidecar listening",
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    grpcAddresses: grpcServer.addresses,
+    grpcAddress: tcp,
+    grpcSocketAddress: unix,
+    httpAddress: ops?.address,
+    get revision() {
+      return replica.revision;
+    },
+    get ready() {
+      return ready;
+    },
+    get stale() {
+      return freshness.isStale(performance.now(), replica.catalog.coherencyWindowMs);
+    },
+    get connected() {
+      return f.connected;
+    },
+    registry,
+    whenReady: () => (ready ? Promise.resolve() : new Promise<void>((resolve) => readyWaiters.push(resolve))),
+    waitForRevision: (revision, timeoutMs) => waiters.wait(revision, timeoutMs),
+    close: () =>
+      (closing ??= (async () => {
+        log.info("sidecar shutting down");
+        ready = false;
+        // Checks waiting for a min_revision answer now (stale if not reached) instead of holding the shutdown.
+        waiters.releaseAll();
+        await grpcServer.close();
+        waiters.releaseAll();
+        await ops?.close();
+        decisionLog?.close();
+        await f.close();
+        replica.close();
+        if (options.grpcSocket) rmSync(options.grpcSocket, { force: true });
+        log.info("sidecar stopped");
+      })()),
+  };
+}
+
+/** A socket file left by a previous run would make the bind fail; anything else at that path is not ours to delete. */
+function removeStaleSocket(path: string): void {
+  try {
+    if (lstatSync(path).isSocket()) rmSync(path);
+  } catch {
+    // nothing there
+  }
+}

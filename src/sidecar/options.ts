@@ -1,0 +1,48 @@
+import { InvalidArgumentError } from "../errors/index.js";
+import { duration, oneOf, string, type Option, type OptionValues } from "../config/options.js";
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+const fraction = (description: string, def: number): Option<number> => ({
+  description,
+  default: def,
+  parse: (raw, name) => {
+    const n = Number(raw);
+    if (raw.trim() === "" || !Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError(name, `must be a number between 0 and 1, got "${raw}"`);
+    return n;
+  },
+});
+
+/** `proofgate sidecar` options: each is a `--flag` and a `PROOFGATE_*` variable. */
+export const sidecarOptionSpec = {
+  natsUrl: string("NATS server URL(s), comma-separated", "nats://127.0.0.1:4222"),
+  natsCreds: string("NATS credentials file (.creds); empty for none", ""),
+  replica: string("path of the SQLite replica file", "./proofgate-replica.db"),
+  grpcListen: string("gRPC TCP address (host:port); empty disables TCP", "127.0.0.1:50061"),
+  grpcSocket: string("gRPC unix socket path; empty disables it", ""),
+  httpListen: string("HTTP address for /healthz, /readyz and /metrics; empty disables it", "127.0.0.1:9091"),
+  minRevisionWait: duration("how long a check with min_revision waits for the replica to reach it", 2_000),
+  decisionLogSample: fraction("fraction of decisions published to NATS subject proofgate.decisions (0 = off)", 0),
+  logLevel: oneOf("log level", LOG_LEVELS, "info"),
+};
+
+export type SidecarCliOptions = OptionValues<typeof sidecarOptionSpec>;
+
+/** What `startSidecar` takes: the CLI options plus hooks for tests and embedding. */
+export interface SidecarOptions extends SidecarCliOptions {
+  /**
+   * The clock decisions are evaluated at (Unix ms). Defaults to `Date.now`. Tests move it to
+   * cross trial, period and grace ends without sleeping. Freshness (staleness) always uses the
+   * real monotonic clock.
+   */
+  readonly now?: () => number;
+  /**
+   * A warm replica that cannot reach NATS (or finds no stream) becomes ready after this long and
+   * serves what it has, marked stale once outside the coherency window. Default 2 s.
+   */
+  readonly offlineReadyAfterMs?: number;
+}
+
+export function defaultSidecarOptions(): SidecarCliOptions {
+  return Object.fromEntries(Object.entries(sidecarOptionSpec).map(([k, o]) => [k, o.default])) as SidecarCliOptions;
+}

@@ -1,0 +1,74 @@
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
+import { Catalog } from "../../gen/proofgate/v1/catalog.js";
+import { CATALOG_SUBJECT, tokenOfSubject } from "../../replication/subjects.js";
+
+/**
+ * A `StateRecord` read just far enough to apply it. Documents are stored as the exact bytes of
+ * their `AccessDocument` encoding (sliced out of the record, not re-encoded) so applying one costs
+ * a subject check and a read of its first field, not a full decode: a cold bootstrap of a million
+ * customers is bound by NATS, not by protobuf.
+ */
+export type ReplicaRecord =
+  | { readonly kind: "document"; readonly token: string; readonly customerId: string; readonly document: Buffer }
+  | { readonly kind: "erased"; readonly token: string }
+  | { readonly kind: "catalog"; readonly catalog: Catalog; readonly bytes: Buffer }
+  | { readonly kind: "invalid"; readonly problem: string };
+
+const DOCUMENT_TAG = (1 << 3) | WireType.LengthDelimited;
+const ERASED_TAG = (2 << 3) | WireType.LengthDelimited;
+const CATALOG_TAG = (3 << 3) | WireType.LengthDelimited;
+const CUSTOMER_ID_TAG = (1 << 3) | WireType.LengthDelimited;
+
+const WIRE_TYPES = [WireType.Varint, WireType.Bit64, WireType.LengthDelimited, WireType.StartGroup, WireType.EndGroup, WireType.Bit32] as const;
+
+function wireTypeOf(tag: number): WireType {
+  const w = WIRE_TYPES[tag & 7];
+  if (w === undefined) throw new Error(`invalid wire type ${tag & 7}`);
+  return w;
+}
+
+const asBuffer = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+
+/** Never throws: anything undecodable is `invalid` with the reason, so one bad message cannot wedge a replica. */
+export function readRecord(subject: string, data: Uint8Array): ReplicaRecord {
+  try {
+    let tag = 0;
+    let body: Uint8Array | undefined;
+    const reader = new BinaryReader(data);
+    while (reader.pos < reader.len) {
+      const t = reader.uint32();
+      if (t === DOCUMENT_TAG || t === ERASED_TAG || t === CATALOG_TAG) {
+        // A oneof: the last member on the wire wins, as in a full decode.
+        tag = t;
+        body = reader.bytes();
+      } else {
+        reader.skip(wireTypeOf(t), t >>> 3);
+      }
+    }
+    if (subject === CATALOG_SUBJECT) {
+      if (tag !== CATALOG_TAG || !body) return { kind: "invalid", problem: "catalog subject without a catalog record" };
+      return { kind: "catalog", catalog: Catalog.decode(body), bytes: Buffer.from(body) };
+    }
+    const token = tokenOfSubject(subject);
+    if (token === undefined || token === "") return { kind: "invalid", problem: "unexpected subject" };
+    if (tag === ERASED_TAG) return { kind: "erased", token };
+    if (tag !== DOCUMENT_TAG || !body) return { kind: "invalid", problem: "customer subject without a document or tombstone" };
+    const customerId = readCustomerId(body);
+    if (!customerId) return { kind: "invalid", problem: "document without customer_id" };
+    return { kind: "document", token, customerId, document: asBuffer(body) };
+  } catch (err) {
+    return { kind: "invalid", problem: `undecodable record: ${err instanceof Error ? err.message : String(err)}` };
+  }
+}
+
+/** Field 1 of an `AccessDocument` encoding, without decoding the rest. */
+export function readCustomerId(document: Uint8Array): string | undefined {
+  const reader = new BinaryReader(document);
+  let id: string | undefined;
+  while (reader.pos < reader.len) {
+    const t = reader.uint32();
+    if (t === CUSTOMER_ID_TAG) id = reader.string();
+    else reader.skip(wireTypeOf(t), t >>> 3);
+  }
+  return id;
+}

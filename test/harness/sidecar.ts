@@ -1,0 +1,388 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import { service as healthService } from "grpc-health-check";
+import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
+import { parseCatalogText } from "../../src/catalog/index.js";
+import { msDuration } from "../../src/catalog/catalog-index.js";
+import { StalePolicy, type Catalog } from "../../src/gen/proofgate/v1/catalog.js";
+import {
+  PaymentResult,
+  PaymentSession,
+  RecoveryResult,
+  SubscriptionStatus,
+  type BillingEvent,
+  type SubscriptionChanged,
+} from "../../src/gen/proofgate/v1/billing.js";
+import {
+  CheckServiceClient,
+  type CheckBatchRequest,
+  type CheckBatchResponse,
+  type CheckRequest,
+  type CheckResponse,
+  type ListEntitlementsRequest,
+  type ListEntitlementsResponse,
+} from "../../src/gen/proofgate/v1/check.js";
+import { Heartbeat, StateRecord, type AccessDocument } from "../../src/gen/proofgate/v1/document.js";
+import { foldDocument } from "../../src/policy/index.js";
+import { CATALOG_SUBJECT, HEARTBEAT_SUBJECT, STATE_STREAM, customerSubject } from "../../src/replication/subjects.js";
+import { ensureStreams } from "../../src/replication/streams.js";
+import { silentLogger, type Logger } from "../../src/observability/logger.js";
+import { startSidecar, type Sidecar, type SidecarOptions } from "../../src/sidecar/index.js";
+
+export const DAY = 86_400_000;
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+
+/**
+ * Polls `probe` until it returns something other than undefined/false, then returns it. Fails
+ * with `what` and the last value seen after `timeoutMs`. Tests await conditions, never sleep.
+ */
+export async function waitFor<T>(
+  probe: () => T | undefined | false | Promise<T | undefined | false>,
+  opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
+): Promise<T> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 15_000);
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined && v !== false) return v;
+      last = v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${opts.what ?? "a condition"}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
+    }
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 25));
+  }
+}
+
+/** The demo catalog (examples/catalog.yaml) with test policy: a short coherency window, serve or deny. */
+export function testCatalog(policy: { coherencyWindowMs?: number; stalePolicy?: "serve" | "deny"; gracePeriodMs?: number } = {}): Catalog {
+  const catalog = parseCatalogText(readFileSync(join(ROOT, "examples/catalog.yaml"), "utf8"));
+  const p = catalog.policy ?? { gracePeriod: undefined, coherencyWindow: undefined, disputePolicy: 0, stalePolicy: 0 };
+  return {
+    ...catalog,
+    policy: {
+      ...p,
+      ...(policy.coherencyWindowMs === undefined ? {} : { coherencyWindow: msDuration(policy.coherencyWindowMs) }),
+      ...(policy.gracePeriodMs === undefined ? {} : { gracePeriod: msDuration(policy.gracePeriodMs) }),
+      ...(policy.stalePolicy === undefined
+        ? {}
+        : { stalePolicy: policy.stalePolicy === "deny" ? StalePolicy.STALE_POLICY_DENY : StalePolicy.STALE_POLICY_SERVE }),
+    },
+  };
+}
+
+/**
+ * A customer's billing history, folded with the real policy core into the document the writer
+ * would publish. Times are Unix ms.
+ */
+export class CustomerStory {
+  private readonly events: BillingEvent[] = [];
+  private n = 0;
+  private version = 0;
+
+  constructor(
+    readonly customerId: string,
+    readonly subscriptionId = "sub_1",
+  ) {}
+
+  subscribe(plan: string, at: number, opts: { periodEndMs?: number; trialEndMs?: number; cancelAtMs?: number; canceled?: boolean; quantity?: number } = {}): this {
+    const value: SubscriptionChanged = {
+      status: opts.canceled ? SubscriptionStatus.SUBSCRIPTION_STATUS_CANCELED : SubscriptionStatus.SUBSCRIPTION_STATUS_ACTIVE,
+      planId: plan,
+      addonIds: [],
+      quantity: opts.quantity ?? 1,
+      currentPeriodStart: new Date(at),
+      currentPeriodEnd: new Date(opts.periodEndMs ?? at + 30 * DAY),
+      cancelAt: opts.cancelAtMs === undefined ? undefined : new Date(opts.cancelAtMs),
+      trialEnd: opts.trialEndMs === undefined ? undefined : new Date(opts.trialEndMs),
+      version: ++this.version,
+    };
+    return this.push(at, { $case: "subscription", value });
+  }
+
+  pay(invoiceId: string, plan: string, at: number, periodStartMs: number, periodEndMs: number, result = PaymentResult.PAYMENT_RESULT_SUCCEEDED): this {
+    return this.push(at, {
+      $case: "payment",
+      value: {
+        invoiceId,
+        result,
+        periodStart: new Date(periodStartMs),
+        periodEnd: new Date(periodEndMs),
+        planId: plan,
+        addonIds: [],
+        quantity: 1,
+        session: PaymentSession.PAYMENT_SESSION_OFF_SESSION,
+        amountMinor: 4900,
+        currency: "EUR",
+        failureReason: result === PaymentResult.PAYMENT_RESULT_FAILED ? "card_declined" : "",
+      },
+    });
+  }
+
+  recovery(invoiceId: string, at: number, result: RecoveryResult): this {
+    return this.push(at, { $case: "recovery", value: { invoiceId, result, nextAttemptAt: undefined } });
+  }
+
+  document(): AccessDocument {
+    return foldDocument(this.customerId, this.events, []);
+  }
+
+  private push(at: number, kind: BillingEvent["kind"]): this {
+    this.events.push({
+      eventId: `${this.customerId}-evt-${++this.n}`,
+      occurredAt: new Date(at),
+      customerId: this.customerId,
+      subscriptionId: this.subscriptionId,
+      source: "test",
+      correlationId: "",
+      kind,
+    });
+    return this;
+  }
+}
+
+/** A paying customer on `plan` whose paid period [start, end) contains `at`. */
+export function paidCustomer(customerId: string, plan: string, at: number, periodEndMs = at + 30 * DAY): AccessDocument {
+  const start = at - DAY;
+  return new CustomerStory(customerId).subscribe(plan, start, { periodEndMs }).pay(`${customerId}-inv-1`, plan, start, start, periodEndMs).document();
+}
+
+/**
+ * Publishes StateRecords straight to PROOFGATE_STATE, as the writer would, so sidecar tests do
+ * not need a writer. Every publish returns its stream sequence (the revision).
+ */
+export class StatePublisher {
+  private constructor(
+    readonly nc: NatsConnection,
+    readonly jsm: JetStreamManager,
+    readonly js: JetStreamClient,
+  ) {}
+
+  static async connect(url: string, options: { createStreams?: boolean } = {}): Promise<StatePublisher> {
+    const nc = await connect({ servers: url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+    const jsm = await nc.jetstreamManager();
+    if (options.createStreams ?? true) await ensureStreams(jsm);
+    return new StatePublisher(nc, jsm, nc.jetstream());
+  }
+
+  async ensureStreams(): Promise<void> {
+    await ensureStreams(this.jsm);
+  }
+
+  async document(doc: AccessDocument): Promise<number> {
+    return this.publish(customerSubject(doc.customerId), { record: { $case: "document", value: doc } });
+  }
+
+  /** Many documents, published concurrently in chunks; returns the highest revision. */
+  async documents(docs: readonly AccessDocument[], chunk = 500): Promise<number> {
+    let last = 0;
+    for (let i = 0; i < docs.length; i += chunk) {
+      const seqs = await Promise.all(docs.slice(i, i + chunk).map((d) => this.document(d)));
+      last = Math.max(last, ...seqs);
+    }
+    return last;
+  }
+
+  /** An erasure tombstone, then (like the writer) optionally a purge of everything before it on that subject. */
+  async erase(customerId: string): Promise<number> {
+    return this.publish(customerSubject(customerId), { record: { $case: "erased", value: { erasedAt: new Date() } } });
+  }
+
+  /** Purges a customer's subject entirely (what the writer does after an erasure tombstone). */
+  async purge(customerId: string): Promise<void> {
+    await this.jsm.streams.purge(STATE_STREAM, { filter: customerSubject(customerId) });
+  }
+
+  async catalog(catalog: Catalog): Promise<number> {
+    return this.publish(CATALOG_SUBJECT, { record: { $case: "catalog", value: catalog } });
+  }
+
+  /** Raw bytes on a state subject (for malformed-record tests). */
+  async raw(subject: string, data: Uint8Array): Promise<number> {
+    return (await this.js.publish(subject, data)).seq;
+  }
+
+  heartbeat(headRevision: number): void {
+    this.nc.publish(HEARTBEAT_SUBJECT, Heartbeat.encode({ headRevision, writerId: "test", sentAt: new Date() }).finish());
+  }
+
+  async lastSeq(): Promise<number> {
+    return (await this.jsm.streams.info(STATE_STREAM)).state.last_seq;
+  }
+
+  /** Deletes and recreates the state stream (a new incarnation, sequences from 1). */
+  async recreateStream(): Promise<void> {
+    await this.jsm.streams.delete(STATE_STREAM);
+    await ensureStreams(this.jsm);
+  }
+
+  async close(): Promise<void> {
+    await this.nc.close();
+  }
+
+  private async publish(subject: string, record: StateRecord): Promise<number> {
+    return (await this.js.publish(subject, StateRecord.encode(record).finish())).seq;
+  }
+}
+
+type Unary<Req, Res> = (req: Req, metadata: grpc.Metadata, options: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown;
+
+/** A promise-based CheckService client (the generated grpc-js client underneath) plus grpc.health.v1. */
+export class CheckClient {
+  readonly raw: InstanceType<typeof CheckServiceClient>;
+  private readonly health: grpc.Client & { check: Unary<{ service: string }, { status: string }> };
+
+  constructor(readonly address: string) {
+    this.raw = new CheckServiceClient(address, grpc.credentials.createInsecure());
+    const Health = grpc.makeGenericClientConstructor(healthService, "Health");
+    this.health = new Health(address, grpc.credentials.createInsecure()) as unknown as CheckClient["health"];
+  }
+
+  check(req: Partial<CheckRequest> & { customerId: string; feature: string }, deadlineMs = 10_000): Promise<CheckResponse> {
+    return this.call(this.raw.check.bind(this.raw) as Unary<CheckRequest, CheckResponse>, { quantity: undefined, minRevision: undefined, ...req }, deadlineMs);
+  }
+
+  checkBatch(req: CheckBatchRequest, deadlineMs = 10_000): Promise<CheckBatchResponse> {
+    return this.call(this.raw.checkBatch.bind(this.raw) as Unary<CheckBatchRequest, CheckBatchResponse>, req, deadlineMs);
+  }
+
+  listEntitlements(req: ListEntitlementsRequest, deadlineMs = 10_000): Promise<ListEntitlementsResponse> {
+    return this.call(this.raw.listEntitlements.bind(this.raw) as Unary<ListEntitlementsRequest, ListEntitlementsResponse>, req, deadlineMs);
+  }
+
+  /** grpc.health.v1 status: "SERVING", "NOT_SERVING" or "UNKNOWN". */
+  async healthStatus(service = ""): Promise<string> {
+    const res = await this.call(this.health.check.bind(this.health), { service }, 5_000);
+    return res.status;
+  }
+
+  close(): void {
+    this.raw.close();
+    this.health.close();
+  }
+
+  private call<Req, Res>(fn: Unary<Req, Res>, req: Req, deadlineMs: number): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      fn(req, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(err) : resolve(res)));
+    });
+  }
+}
+
+/** Expects a gRPC error with `code`; returns its details. */
+export async function grpcError(p: Promise<unknown>, code: grpc.status): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    const e = err as grpc.ServiceError;
+    if (e.code !== code) throw new Error(`expected gRPC status ${grpc.status[code]}, got ${grpc.status[e.code]}: ${e.details}`);
+    return e.details;
+  }
+  throw new Error(`expected gRPC status ${grpc.status[code]}, but the call succeeded`);
+}
+
+export interface TestSidecar {
+  readonly sidecar: Sidecar;
+  /** Client over loopback TCP. */
+  readonly client: CheckClient;
+  /** Client over the unix socket, when `socket` was asked for. */
+  readonly socketClient: CheckClient | undefined;
+  close(): Promise<void>;
+}
+
+/**
+ * A sidecar in this process on ephemeral loopback ports (and optionally a unix socket in `dir`),
+ * with clients attached. `replica` defaults to `<dir>/replica.db`.
+ */
+export async function startTestSidecar(
+  opts: Partial<SidecarOptions> & { natsUrl: string; dir: string; socket?: boolean; logger?: Logger },
+): Promise<TestSidecar> {
+  const { dir, socket, logger, ...rest } = opts;
+  const sidecar = await startSidecar(
+    {
+      replica: join(dir, "replica.db"),
+      grpcListen: "127.0.0.1:0",
+      grpcSocket: socket ? join(dir, "check.sock") : "",
+      httpListen: "127.0.0.1:0",
+      minRevisionWait: 2_000,
+      offlineReadyAfterMs: 500,
+      ...rest,
+    },
+    logger ?? silentLogger(),
+  );
+  const client = new CheckClient(sidecar.grpcAddress ?? "");
+  const socketClient = sidecar.grpcSocketAddress ? new CheckClient(sidecar.grpcSocketAddress) : undefined;
+  return {
+    sidecar,
+    client,
+    socketClient,
+    close: async () => {
+      client.close();
+      socketClient?.close();
+      await sidecar.close();
+    },
+  };
+}
+
+export interface SidecarProcess {
+  readonly child: ChildProcess;
+  /** From the "sidecar listening" log line. */
+  readonly grpcAddresses: readonly string[];
+  readonly httpAddress: string | undefined;
+  /** Everything the process wrote so far. */
+  output(): string;
+  /** Sends `signal` and resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/**
+ * `node bin/proofgate.js sidecar <args>` as a child process (needs `npm run build`). Resolves
+ * once it logs where it listens. Use `--grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0`.
+ */
+export async function spawnSidecar(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<SidecarProcess> {
+  const child = spawn(process.execPath, [join(ROOT, "bin/proofgate.js"), "sidecar", ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const listening = await new Promise<{ grpc: string[]; http?: string }>((resolve, reject) => {
+    const onData = (chunk: Buffer): void => {
+      out += chunk.toString();
+      for (const line of out.split("\n")) {
+        if (!line.includes('"sidecar listening"')) continue;
+        try {
+          const parsed = JSON.parse(line) as { grpc: string[]; http?: string };
+          resolve(parsed);
+        } catch {
+          // partial line; wait for more
+        }
+      }
+    };
+    child.stdout.on("data", onData);
+    child.stderr.on("data", onData);
+    void exited.then((code) => reject(new Error(`sidecar exited with ${code} before listening:\n${out}`)));
+  });
+  return {
+    child,
+    grpcAddresses: listening.grpc,
+    httpAddress: listening.http,
+    output: () => out,
+    stop: async (signal = "SIGTERM") => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** GET on the sidecar's HTTP ops server. */
+export async function httpGet(address: string, path: string): Promise<{ status: number; body: string }> {
+  const res = await fetch(`http://${address}${path}`);
+  return { status: res.status, body: await res.text() };
+}
