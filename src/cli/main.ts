@@ -7,6 +7,10 @@ type Command = { run: (argv: string[]) => Promise<number>; summary: string };
 const commands: Record<string, () => Promise<Command>> = {
   writer: () => import("./writer.js"),
   sidecar: () => import("./sidecar.js"),
+  check: () => import("./check.js"),
+  publish: () => import("./publish.js"),
+  catalog: () => import("./catalog.js"),
+  explain: () => import("./explain.js"),
 };
 
 export async function main(argv: string[]): Promise<number> {
