@@ -1,0 +1,376 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { inspect } from "node:util";
+import { credentials, type ServiceError } from "@grpc/grpc-js";
+import { connect, type JetStreamManager, type MsgHdrs, type NatsConnection } from "nats";
+import { parseCatalogText } from "../../src/catalog/index.js";
+import {
+  AdminServiceClient,
+  type DeleteOverrideRequest,
+  type EraseCustomerRequest,
+  type GetCustomerResponse,
+  type PutOverrideRequest,
+  type PutOverrideResponse,
+} from "../../src/gen/proofgate/v1/admin.js";
+import {
+  PaymentResult,
+  SubscriptionStatus,
+  type BillingEvent,
+  type PaymentOutcome,
+  type SubscriptionChanged,
+} from "../../src/gen/proofgate/v1/billing.js";
+import type { Catalog } from "../../src/gen/proofgate/v1/catalog.js";
+import { StateRecord } from "../../src/gen/proofgate/v1/document.js";
+import { IngestServiceClient, type PublishResponse } from "../../src/gen/proofgate/v1/ingest.js";
+import { silentLogger, type Logger } from "../../src/observability/logger.js";
+import { STATE_STREAM } from "../../src/replication/subjects.js";
+import { startWriter, writerOptions, type FaultHooks, type Writer, type WriterOptions } from "../../src/writer/index.js";
+import { tempDir } from "./tmp.js";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+
+/**
+ * Polls `probe` until it returns something truthy and returns it; throws after `timeoutMs`
+ * with `what` and the last value (or error) seen. Tests await conditions, never fixed sleeps.
+ */
+export async function waitFor<T>(probe: () => T | Promise<T>, what = "condition", timeoutMs = 15_000): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v) return v as NonNullable<T>;
+      last = v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${inspect(last, { depth: 4 })}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** The demo catalog from examples/catalog.yaml. */
+export function demoCatalog(): Catalog {
+  return parseCatalogText(readFileSync(join(ROOT, "examples/catalog.yaml"), "utf8"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-process writer
+
+export interface TestWriterOptions {
+  readonly natsUrl: string;
+  /** Defaults to a fresh temp file (removed by `dispose`). */
+  readonly ledgerPath?: string;
+  readonly now?: () => number;
+  readonly hooks?: FaultHooks;
+  readonly logger?: Logger;
+  readonly options?: Partial<WriterOptions>;
+}
+
+export interface TestWriter {
+  readonly writer: Writer;
+  readonly ledgerPath: string;
+  readonly client: WriterClient;
+  /** Closes the client and the writer (idempotent); keeps the ledger. */
+  close(): Promise<void>;
+  /** close() and remove the temp ledger directory, if the harness made it. */
+  dispose(): Promise<void>;
+}
+
+/** A writer in this process on ephemeral ports, silent, with a client connected to it. */
+export async function startTestWriter(o: TestWriterOptions): Promise<TestWriter> {
+  const dir = o.ledgerPath ? undefined : tempDir("proofgate-writer-");
+  const ledgerPath = o.ledgerPath ?? join(dir?.path ?? ".", "ledger.db");
+  const writer = await startWriter(
+    writerOptions({ natsUrl: o.natsUrl, ledger: ledgerPath, grpcListen: "127.0.0.1:0", httpListen: "127.0.0.1:0", heartbeatInterval: 200, ...o.options }),
+    o.logger ?? silentLogger(),
+    { ...(o.now ? { now: o.now } : {}), ...(o.hooks ? { hooks: o.hooks } : {}) },
+  );
+  const client = new WriterClient(writer.grpcAddress);
+  let closed: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closed ??= (async () => {
+      client.close();
+      await writer.close();
+    })());
+  return {
+    writer,
+    ledgerPath,
+    client,
+    close,
+    dispose: async () => {
+      await close();
+      dir?.dispose();
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writer as a child process (`node bin/proofgate.js writer ...`)
+
+export interface WriterProcessOptions {
+  readonly natsUrl: string;
+  readonly ledgerPath: string;
+  /** Extra environment, e.g. `{ PROOFGATE_TEST_CRASH_AFTER_COMMIT: "1" }`. */
+  readonly env?: Readonly<Record<string, string>>;
+  readonly args?: readonly string[];
+}
+
+export interface Exit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+/** `proofgate writer` in a child process; needs `npm run build` first (npm test does it). */
+export class WriterProcess {
+  readonly exited: Promise<Exit>;
+  private readonly out: string[] = [];
+
+  private constructor(
+    private readonly child: ChildProcess,
+    readonly grpcAddress: string,
+    readonly httpAddress: string,
+    out: string[],
+    exited: Promise<Exit>,
+  ) {
+    this.out = out;
+    this.exited = exited;
+  }
+
+  static async start(o: WriterProcessOptions): Promise<WriterProcess> {
+    const bin = join(ROOT, "bin/proofgate.js");
+    if (!existsSync(join(ROOT, "dist/cli/main.js"))) throw new Error("dist/ is missing: run `npm run build` before the child-process tests");
+    const args = [bin, "writer", "--nats-url", o.natsUrl, "--ledger", o.ledgerPath, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--heartbeat-interval", "200ms", ...(o.args ?? [])];
+    const child = spawn(process.execPath, args, { env: { ...process.env, PROOFGATE_LOG_LEVEL: "info", ...o.env }, stdio: ["ignore", "pipe", "pipe"] });
+    const out: string[] = [];
+    const exited = new Promise<Exit>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+    const started = new Promise<{ grpc: string; http: string }>((resolve, reject) => {
+      let buffered = "";
+      child.stdout?.on("data", (chunk: Buffer) => {
+        const text = chunk.toString();
+        out.push(text);
+        buffered += text;
+        let nl;
+        while ((nl = buffered.indexOf("\n")) >= 0) {
+          const line = buffered.slice(0, nl);
+          buffered = buffered.slice(nl + 1);
+          try {
+            const rec = JSON.parse(line) as { msg?: string; grpc?: string; http?: string };
+            if (rec.msg === "writer started" && rec.grpc && rec.http) resolve({ grpc: rec.grpc, http: rec.http });
+          } catch {
+            // Not a log line.
+          }
+        }
+      });
+      child.stderr?.on("data", (chunk: Buffer) => out.push(chunk.toString()));
+      void exited.then((e) => reject(new Error(`writer exited (${e.code ?? e.signal}) before it started:\n${out.join("")}`)));
+    });
+    const addr = await started;
+    return new WriterProcess(child, addr.grpc, addr.http, out, exited);
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** Everything the process wrote, for failure messages. */
+  output(): string {
+    return this.out.join("");
+  }
+
+  /** Sends `signal` and waits for the exit. */
+  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<Exit> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+    return this.exited;
+  }
+
+  /** GET on the ops server, e.g. `/readyz`. */
+  async http(path: string): Promise<{ status: number; body: string }> {
+    const res = await fetch(`http://${this.httpAddress}${path}`);
+    return { status: res.status, body: await res.text() };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// gRPC clients
+
+function unaryCall<Res>(start: (cb: (err: ServiceError | null, res: Res) => void) => unknown): Promise<Res> {
+  return new Promise<Res>((resolve, reject) => {
+    start((err, res) => {
+      if (err) reject(err);
+      else resolve(res);
+    });
+  });
+}
+
+/** IngestService and AdminService of one writer, promise style. Errors are grpc ServiceErrors (`code`, `details`). */
+export class WriterClient {
+  readonly ingest: IngestServiceClient;
+  readonly admin: AdminServiceClient;
+
+  constructor(address: string) {
+    this.ingest = new IngestServiceClient(address, credentials.createInsecure());
+    this.admin = new AdminServiceClient(address, credentials.createInsecure());
+  }
+
+  publish(events: BillingEvent[]): Promise<PublishResponse> {
+    return unaryCall((cb) => this.ingest.publish({ events }, cb));
+  }
+
+  /** Applies the catalog; resolves with the revision. */
+  async applyCatalog(catalog: Catalog = demoCatalog(), actor = "test", reason = "test setup"): Promise<number> {
+    const r = await unaryCall<{ revision: number }>((cb) => this.admin.applyCatalog({ catalog, actor, reason }, cb));
+    return r.revision;
+  }
+
+  getCatalog(): Promise<{ catalog: Catalog | undefined }> {
+    return unaryCall((cb) => this.admin.getCatalog({}, cb));
+  }
+
+  getCustomer(customerId: string): Promise<GetCustomerResponse> {
+    return unaryCall((cb) => this.admin.getCustomer({ customerId }, cb));
+  }
+
+  putOverride(req: PutOverrideRequest): Promise<PutOverrideResponse> {
+    return unaryCall((cb) => this.admin.putOverride(req, cb));
+  }
+
+  deleteOverride(req: DeleteOverrideRequest): Promise<{ revision: number }> {
+    return unaryCall((cb) => this.admin.deleteOverride(req, cb));
+  }
+
+  eraseCustomer(req: EraseCustomerRequest): Promise<{ revision: number }> {
+    return unaryCall((cb) => this.admin.eraseCustomer(req, cb));
+  }
+
+  close(): void {
+    this.ingest.close();
+    this.admin.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the state stream
+
+export interface StateMessage {
+  readonly seq: number;
+  readonly subject: string;
+  readonly data: Uint8Array;
+  readonly record: StateRecord;
+  readonly headers: MsgHdrs;
+}
+
+/** A plain NATS connection for tests (no reconnect games). */
+export function connectNats(url: string): Promise<NatsConnection> {
+  return connect({ servers: url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+}
+
+/** The stream's last sequence (0 when empty or missing). */
+export async function streamLastSeq(jsm: JetStreamManager, stream = STATE_STREAM): Promise<number> {
+  try {
+    return (await jsm.streams.info(stream)).state.last_seq;
+  } catch {
+    return 0;
+  }
+}
+
+/** The current message on `subject` in PROOFGATE_STATE, decoded, or undefined. */
+export async function lastState(jsm: JetStreamManager, subject: string): Promise<StateMessage | undefined> {
+  try {
+    const m = await jsm.streams.getMessage(STATE_STREAM, { last_by_subj: subject });
+    return { seq: m.seq, subject: m.subject, data: m.data, record: StateRecord.decode(m.data), headers: m.header };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every message in PROOFGATE_STATE, in sequence order (the whole current state). */
+export async function allState(jsm: JetStreamManager): Promise<StateMessage[]> {
+  const info = await jsm.streams.info(STATE_STREAM);
+  const out: StateMessage[] = [];
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+    const m = await jsm.streams.getMessage(STATE_STREAM, { seq }).catch(() => undefined);
+    if (m) out.push({ seq: m.seq, subject: m.subject, data: m.data, record: StateRecord.decode(m.data), headers: m.header });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Billing events
+
+export const DAY = 86_400_000;
+
+/**
+ * Realistic events for one customer and subscription; ids are unique per factory (`prefix`).
+ * Times are relative to `start` (default: now, so a child-process writer on the real clock
+ * sees current periods).
+ */
+export class EventFactory {
+  private n = 0;
+  private version = 0;
+
+  constructor(
+    readonly customerId: string,
+    readonly prefix = `evt_${Math.random().toString(36).slice(2, 8)}`,
+    readonly start = Date.now(),
+    readonly subscriptionId = "sub_1",
+  ) {}
+
+  private event(kind: BillingEvent["kind"], atOffsetMs: number): BillingEvent {
+    return {
+      eventId: `${this.prefix}_${++this.n}`,
+      occurredAt: new Date(this.start + atOffsetMs),
+      customerId: this.customerId,
+      subscriptionId: this.subscriptionId,
+      source: "test",
+      correlationId: `corr_${this.n}`,
+      kind,
+    };
+  }
+
+  subscribe(planId = "premium", opts: Partial<SubscriptionChanged> = {}, atOffsetMs = 0): BillingEvent {
+    return this.event(
+      {
+        $case: "subscription",
+        value: {
+          status: SubscriptionStatus.SUBSCRIPTION_STATUS_ACTIVE,
+          planId,
+          addonIds: [],
+          quantity: 1,
+          currentPeriodStart: new Date(this.start - DAY),
+          currentPeriodEnd: new Date(this.start + 29 * DAY),
+          cancelAt: undefined,
+          trialEnd: undefined,
+          version: ++this.version,
+          ...opts,
+        },
+      },
+      atOffsetMs,
+    );
+  }
+
+  pay(result: PaymentResult, invoiceId = "in_1", opts: Partial<PaymentOutcome> = {}, atOffsetMs = 0): BillingEvent {
+    return this.event(
+      {
+        $case: "payment",
+        value: {
+          invoiceId,
+          result,
+          periodStart: new Date(this.start - DAY),
+          periodEnd: new Date(this.start + 29 * DAY),
+          planId: "premium",
+          addonIds: [],
+          quantity: 1,
+          session: 0,
+          amountMinor: 4900,
+          currency: "EUR",
+          failureReason: result === PaymentResult.PAYMENT_RESULT_FAILED ? "card_declined" : "",
+          ...opts,
+        },
+      },
+      atOffsetMs,
+    );
+  }
+}
