@@ -7,7 +7,7 @@ import { service as healthService } from "grpc-health-check";
 import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
 import { parseCatalogText } from "../../src/catalog/index.js";
 import { msDuration } from "../../src/catalog/catalog-index.js";
-import { StalePolicy, type Catalog } from "../../src/gen/proofgate/v1/catalog.js";
+import { DisputePolicy, StalePolicy, type Catalog } from "../../src/gen/proofgate/v1/catalog.js";
 import {
   PaymentResult,
   PaymentSession,
@@ -29,7 +29,7 @@ import { Heartbeat, StateRecord, type AccessDocument } from "../../src/gen/proof
 import { foldDocument } from "../../src/policy/index.js";
 import { CATALOG_SUBJECT, HEARTBEAT_SUBJECT, STATE_STREAM, customerSubject } from "../../src/replication/subjects.js";
 import { ensureStreams } from "../../src/replication/streams.js";
-import { silentLogger, type Logger } from "../../src/observability/logger.js";
+import { createLogger, silentLogger, type Logger } from "../../src/observability/logger.js";
 import { startSidecar, type Sidecar, type SidecarOptions } from "../../src/sidecar/index.js";
 
 export const DAY = 86_400_000;
@@ -63,7 +63,12 @@ export async function waitFor<T>(
 /** The demo catalog (examples/catalog.yaml) with test policy: a short coherency window, serve or deny. */
 export function testCatalog(policy: { coherencyWindowMs?: number; stalePolicy?: "serve" | "deny"; gracePeriodMs?: number } = {}): Catalog {
   const catalog = parseCatalogText(readFileSync(join(ROOT, "examples/catalog.yaml"), "utf8"));
-  const p = catalog.policy ?? { gracePeriod: undefined, coherencyWindow: undefined, disputePolicy: 0, stalePolicy: 0 };
+  const p = catalog.policy ?? {
+    gracePeriod: undefined,
+    coherencyWindow: undefined,
+    disputePolicy: DisputePolicy.DISPUTE_POLICY_UNSPECIFIED,
+    stalePolicy: StalePolicy.STALE_POLICY_UNSPECIFIED,
+  };
   return {
     ...catalog,
     policy: {
@@ -166,9 +171,10 @@ export class StatePublisher {
 
   static async connect(url: string, options: { createStreams?: boolean } = {}): Promise<StatePublisher> {
     const nc = await connect({ servers: url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
-    const jsm = await nc.jetstreamManager();
+    // Short timeouts: a publish lost in a NATS restart fails fast, so `waitFor` can retry it.
+    const jsm = await nc.jetstreamManager({ timeout: 1_000 });
     if (options.createStreams ?? true) await ensureStreams(jsm);
-    return new StatePublisher(nc, jsm, nc.jetstream());
+    return new StatePublisher(nc, jsm, nc.jetstream({ timeout: 1_000 }));
   }
 
   async ensureStreams(): Promise<void> {
@@ -245,15 +251,15 @@ export class CheckClient {
   }
 
   check(req: Partial<CheckRequest> & { customerId: string; feature: string }, deadlineMs = 10_000): Promise<CheckResponse> {
-    return this.call(this.raw.check.bind(this.raw) as Unary<CheckRequest, CheckResponse>, { quantity: undefined, minRevision: undefined, ...req }, deadlineMs);
+    return this.call(this.raw.check.bind(this.raw), { quantity: undefined, minRevision: undefined, ...req }, deadlineMs);
   }
 
   checkBatch(req: CheckBatchRequest, deadlineMs = 10_000): Promise<CheckBatchResponse> {
-    return this.call(this.raw.checkBatch.bind(this.raw) as Unary<CheckBatchRequest, CheckBatchResponse>, req, deadlineMs);
+    return this.call(this.raw.checkBatch.bind(this.raw), req, deadlineMs);
   }
 
   listEntitlements(req: ListEntitlementsRequest, deadlineMs = 10_000): Promise<ListEntitlementsResponse> {
-    return this.call(this.raw.listEntitlements.bind(this.raw) as Unary<ListEntitlementsRequest, ListEntitlementsResponse>, req, deadlineMs);
+    return this.call(this.raw.listEntitlements.bind(this.raw), req, deadlineMs);
   }
 
   /** grpc.health.v1 status: "SERVING", "NOT_SERVING" or "UNKNOWN". */
@@ -286,6 +292,12 @@ export async function grpcError(p: Promise<unknown>, code: grpc.status): Promise
   throw new Error(`expected gRPC status ${grpc.status[code]}, but the call succeeded`);
 }
 
+/** Silent, unless PROOFGATE_TEST_LOG names a level (e.g. `PROOFGATE_TEST_LOG=debug npx vitest run test/sidecar`). */
+export function testLogger(): Logger {
+  const level = process.env["PROOFGATE_TEST_LOG"];
+  return level ? createLogger({ level: level as "debug", name: "test-sidecar" }) : silentLogger();
+}
+
 export interface TestSidecar {
   readonly sidecar: Sidecar;
   /** Client over loopback TCP. */
@@ -313,7 +325,7 @@ export async function startTestSidecar(
       offlineReadyAfterMs: 500,
       ...rest,
     },
-    logger ?? silentLogger(),
+    logger ?? testLogger(),
   );
   const client = new CheckClient(sidecar.grpcAddress ?? "");
   const socketClient = sidecar.grpcSocketAddress ? new CheckClient(sidecar.grpcSocketAddress) : undefined;

@@ -62,6 +62,7 @@ const BATCH = 512;
 /** How often, at most, the stream's identity is re-checked while all looks well. */
 const STREAM_CHECK_MS = 5_000;
 const PROGRESS_LOG_MS = 2_000;
+const API_TIMEOUT_MS = 2_000;
 
 /**
  * Follows PROOFGATE_STATE into the replica: connects to NATS (retrying forever, never blocking
@@ -98,6 +99,7 @@ export class Follower {
   private tickTimer: NodeJS.Timeout | undefined;
   private wakeTimer: { timer: NodeJS.Timeout; resolve: () => void } | undefined;
   private probing = false;
+  private probeGeneration = 0;
   private lastProbeDelivered = -1;
   private lastProbeAt = 0;
   private stalledProbes = 0;
@@ -161,8 +163,9 @@ export class Follower {
     const nc = await this.connectForever();
     if (!nc) return;
     this.nc = nc;
-    this.jsm = await nc.jetstreamManager({ checkAPI: false });
-    this.js = nc.jetstream();
+    // Short API timeouts: a request lost in a disconnect must not hold the watchdog for long.
+    this.jsm = await nc.jetstreamManager({ checkAPI: false, timeout: API_TIMEOUT_MS });
+    this.js = nc.jetstream({ timeout: API_TIMEOUT_MS });
     this.heartbeatSub = nc.subscribe(HEARTBEAT_SUBJECT, { callback: (err, msg) => (err ? undefined : this.onHeartbeat(msg.data)) });
     void this.watchStatus(nc);
     let failures = 0;
@@ -220,11 +223,15 @@ export class Follower {
     for await (const s of nc.status()) {
       if (s.type === Events.Disconnect) {
         this.connectedNow = false;
+        this.forgetProbes();
         this.logger.warn("disconnected from NATS; serving from the replica");
       } else if (s.type === Events.Reconnect) {
         this.connectedNow = true;
+        this.forgetProbes();
         this.streamCheckWanted = true;
         this.logger.info({ server: s.data }, "reconnected to NATS");
+        // Verify the consumer came back rather than wait for the next tick.
+        this.tick();
       }
     }
   }
@@ -235,9 +242,9 @@ export class Follower {
     const js = this.js;
     if (!jsm || !js) throw new Error("not connected");
     const restart = (this.restart = deferred());
-    const info = await this.waitForStream(jsm);
-    if (!info) return "closing";
-    const infoAt = mono();
+    const found = await this.waitForStream(jsm);
+    if (!found) return "closing";
+    const { info, askedAt: infoAt } = found;
     this.ensureIncarnation(info);
     this.lastStreamCheckAt = infoAt;
     const epoch = ++this.epoch;
@@ -281,6 +288,10 @@ export class Follower {
     for await (const s of await messages.status()) {
       if (epoch !== this.epoch) break;
       if (s.type === ConsumerEvents.StreamNotFound) this.requestRestart("stream not found");
+      else if (s.type === ConsumerEvents.ConsumerDeleted || s.type === ConsumerEvents.ConsumerNotFound) {
+        // Deleting a stream deletes its consumers: see whether it was recreated.
+        if (!this.checkingStream) void this.checkStream();
+      }
       else if (s.type === ConsumerEvents.HeartbeatsMissed) this.logger.debug({ missed: s.data }, "state consumer missed heartbeats");
       else if (s.type === ConsumerEvents.OrderedConsumerRecreated) this.logger.debug({ name: s.data }, "ordered consumer recreated");
     }
@@ -304,13 +315,14 @@ export class Follower {
     this.restart.resolve(reason);
   }
 
-  private async waitForStream(jsm: JetStreamManager): Promise<StreamInfo | undefined> {
+  private async waitForStream(jsm: JetStreamManager): Promise<{ info: StreamInfo; askedAt: number } | undefined> {
     let logged = false;
     while (!this.isClosed()) {
       try {
+        const askedAt = mono();
         const info = await jsm.streams.info(STATE_STREAM);
         this.streamMissing = false;
-        return info;
+        return { info, askedAt };
       } catch (err) {
         if (!isStreamNotFound(err)) throw err;
         this.streamMissing = true;
@@ -411,14 +423,14 @@ export class Follower {
       const revision = this.replica.revision;
       this.freshness.applied(revision);
       // Delivered with nothing pending behind it: the replica was current when it arrived.
-      if (caughtUpAt !== undefined) this.freshness.confirmedAt(caughtUpAt);
+      if (caughtUpAt !== undefined) this.settle(caughtUpAt);
       if (this.settleAfterDrain && revision >= this.settleAfterDrain.seq) {
         const at = this.settleAfterDrain.at;
         this.settleAfterDrain = undefined;
         this.settle(at);
       }
       this.afterConfirmation();
-      this.options.onRevision(revision);
+      this.options.onRevision(this.replica.revision);
       if (mono() - started > SLICE_MS) break;
     }
     if (this.queueHead >= queue.length) {
@@ -567,32 +579,53 @@ export class Follower {
     const name = session?.consumer.currentConsumer?.name;
     if (!jsm || !session || !name) return;
     this.probing = true;
+    const generation = this.probeGeneration;
     const at = mono();
     const receivedBefore = this.lastReceiveAt;
     try {
       const ci = await jsm.consumers.info(STATE_STREAM, name);
-      if (session.epoch !== this.epoch) return;
+      if (session.epoch !== this.epoch || generation !== this.probeGeneration) return;
       this.missingProbes = 0;
       const delivered = ci.delivered.stream_seq;
-      if (ci.num_pending === 0 && (delivered <= this.lastReceived || delivered === this.lastProbeDelivered)) {
+      const quiet = this.lastProbeAt > 0 && this.lastReceiveAt === receivedBefore && this.lastReceiveAt < this.lastProbeAt;
+      // The server delivered messages this client never received (in flight, or dropped by the
+      // client around a reconnect: with no acks they are not redelivered).
+      const missing = ci.delivered.consumer_seq > 0 && delivered > this.lastReceived;
+      if (ci.num_pending === 0 && !missing) {
         this.stalledProbes = 0;
         if (this.replica.revision >= this.lastReceived) this.settle(at);
         else this.settleAfterDrain = { seq: this.lastReceived, at };
-      } else if (ci.num_pending > 0 && this.lastReceiveAt === receivedBefore && this.lastProbeAt > 0 && this.lastReceiveAt < this.lastProbeAt) {
-        if (++this.stalledProbes >= 3) this.requestRestart("stalled");
+      } else if (quiet && (missing || ci.num_pending > 0)) {
+        this.logger.debug({ pending: ci.num_pending, delivered, received: this.lastReceived, probes: this.stalledProbes + 1 }, "state consumer makes no progress");
+        if (++this.stalledProbes >= 2) this.requestRestart(missing ? "lost messages" : "stalled");
       } else {
         this.stalledProbes = 0;
       }
       this.lastProbeDelivered = delivered;
       this.lastProbeAt = at;
     } catch (err) {
-      if (session.epoch !== this.epoch) return;
+      if (session.epoch !== this.epoch || generation !== this.probeGeneration) return;
       const message = errorMessage(err);
       if (isStreamNotFound(err)) this.requestRestart("stream not found");
-      else if (/consumer not found/i.test(message) && ++this.missingProbes >= 3) this.requestRestart("consumer lost");
+      else if (/consumer not found/i.test(message)) {
+        this.logger.debug({ consumer: name, probes: this.missingProbes + 1 }, "state consumer not found");
+        // Perhaps the stream was recreated (which deletes its consumers): check now, not in 5 s.
+        if (!this.checkingStream) void this.checkStream();
+        if (++this.missingProbes >= 3) this.requestRestart("consumer lost");
+      }
     } finally {
-      this.probing = false;
+      if (generation === this.probeGeneration) this.probing = false;
     }
+  }
+
+  /** Across a disconnect, probe answers (or their absence) say nothing about the new connection. */
+  private forgetProbes(): void {
+    this.probeGeneration++;
+    this.probing = false;
+    this.stalledProbes = 0;
+    this.missingProbes = 0;
+    this.lastProbeAt = 0;
+    this.lastProbeDelivered = -1;
   }
 
   // ---------------------------------------------------------------- helpers
