@@ -1,0 +1,112 @@
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Logger } from "../observability/logger.js";
+import { parseCatalogText } from "../catalog/index.js";
+import { startWriter, writerOptions, type Writer } from "../writer/index.js";
+import { startSidecar, type Sidecar } from "../sidecar/index.js";
+import { call, checkClient, writerClients } from "../cli/client.js";
+import type { ApplyCatalogResponse } from "../gen/proofgate/v1/admin.js";
+import type { CheckResponse } from "../gen/proofgate/v1/check.js";
+import type { PublishResponse } from "../gen/proofgate/v1/ingest.js";
+import { IngestResult } from "../gen/proofgate/v1/ingest.js";
+import { statusName } from "../policy/index.js";
+import { NATS_INSTALL_HINT, NatsServer, natsServerAvailable } from "./nats-server.js";
+import { DEMO_CUSTOMER, demoStory } from "./story.js";
+
+export interface DevOptions {
+  /** Use this NATS instead of starting one. */
+  readonly natsUrl: string | undefined;
+  readonly writerGrpc: string;
+  readonly writerHttp: string;
+  readonly sidecarGrpc: string;
+  readonly sidecarHttp: string;
+  readonly catalogPath: string;
+  /** Length of the demo's first paid period; 0 skips the story. */
+  readonly storyPeriodMs: number;
+}
+
+export interface DevSystem {
+  readonly natsUrl: string;
+  readonly writer: Writer;
+  readonly sidecar: Sidecar;
+  close(): Promise<void>;
+}
+
+export class DevSetupError extends Error {}
+
+const FEATURES = ["api-access", "seats"] as const;
+
+/** Starts NATS (unless given one), a writer, a sidecar, the demo catalog and the story. */
+export async function runDev(o: DevOptions, print: (...lines: string[]) => void, logger: Logger): Promise<DevSystem> {
+  if (!o.natsUrl && !natsServerAvailable()) throw new DevSetupError(NATS_INSTALL_HINT);
+  const dir = mkdtempSync(join(tmpdir(), "proofgate-dev-"));
+  const closers: (() => Promise<void> | void)[] = [() => rmSync(dir, { recursive: true, force: true })];
+  const close = async (): Promise<void> => {
+    for (const c of closers.splice(0).reverse()) await c();
+  };
+  try {
+    let natsUrl = o.natsUrl;
+    if (!natsUrl) {
+      const nats = await NatsServer.start();
+      closers.push(() => nats.dispose());
+      natsUrl = nats.url;
+    }
+    print(`NATS      ${natsUrl}${o.natsUrl ? "" : " (nats-server -js, temporary store)"}`);
+    const writer = await startWriter(writerOptions({ natsUrl, ledger: join(dir, "ledger.db"), grpcListen: o.writerGrpc, httpListen: o.writerHttp, writerId: "dev" }), logger);
+    closers.push(() => writer.close());
+    print(`writer    gRPC ${writer.grpcAddress}   HTTP http://${writer.httpAddress}/metrics`);
+    const sidecar = await startSidecar({ natsUrl, replica: join(dir, "replica.db"), grpcListen: o.sidecarGrpc, httpListen: o.sidecarHttp }, logger);
+    closers.push(() => sidecar.close());
+    print(`sidecar   gRPC ${sidecar.grpcAddress ?? "-"}   HTTP http://${sidecar.httpAddress ?? "-"}/readyz`);
+
+    const { ingest, admin } = writerClients(writer.grpcAddress);
+    const check = checkClient(sidecar.grpcAddress ?? "");
+    closers.push(() => {
+      ingest.close();
+      admin.close();
+      check.close();
+    });
+    const catalog = parseCatalogText(readFileSync(o.catalogPath, "utf8"));
+    const applied = await call<ApplyCatalogResponse>((md, opts, cb) => admin.applyCatalog({ catalog, actor: "proofgate dev", reason: "demo catalog" }, md, opts, cb));
+    print(`catalog   ${o.catalogPath}: ${catalog.plans.map((p) => p.id).join(", ")} (revision ${applied.revision})`);
+    await sidecar.whenReady();
+
+    if (o.storyPeriodMs > 0) {
+      print("", `The story of ${DEMO_CUSTOMER}, as the sidecar answers after each step:`);
+      let step = 0;
+      for (const beat of demoStory(o.storyPeriodMs)) {
+        if (beat.waitMs) await new Promise((r) => setTimeout(r, beat.waitMs));
+        const events = beat.events(Date.now());
+        let revision = sidecar.revision;
+        if (events.length > 0) {
+          const res = await call<PublishResponse>((md, opts, cb) => ingest.publish({ events }, md, opts, cb));
+          const rejected = res.results.find((r) => r.result === IngestResult.INGEST_RESULT_REJECTED);
+          if (rejected) throw new Error(`demo event ${rejected.eventId} rejected: ${rejected.reason}`);
+          revision = res.revision;
+        }
+        print(`${++step}. ${beat.title}`);
+        for (const feature of FEATURES) {
+          const d = await call<CheckResponse>((md, opts, cb) => check.check({ customerId: DEMO_CUSTOMER, feature, quantity: undefined, minRevision: revision }, md, opts, cb));
+          const value = d.allowed && d.limit !== undefined ? ` (limit ${d.limit})` : "";
+          print(`     ${feature.padEnd(11)} ${d.allowed ? "allowed" : "denied "}  ${statusName(d.status).padEnd(16)} ${d.reason}${value}`);
+        }
+      }
+    }
+    const side = sidecar.grpcAddress ?? "";
+    print(
+      "",
+      "proofgate is running. Try:",
+      `  npx proofgate check --customer ${DEMO_CUSTOMER} --feature api-access --address ${side}`,
+      `  npx proofgate explain --customer ${DEMO_CUSTOMER} --writer ${writer.grpcAddress}`,
+      `  grpcurl -plaintext -d '{"customer_id":"${DEMO_CUSTOMER}","feature":"seats","quantity":2}' ${side} proofgate.v1.CheckService/Check`,
+      `  grpcurl -plaintext ${writer.grpcAddress} list`,
+      `  curl -s http://${sidecar.httpAddress ?? ""}/metrics | grep proofgate_`,
+      "Press Ctrl-C to stop.",
+    );
+    return { natsUrl, writer, sidecar, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
