@@ -1,0 +1,270 @@
+{{/*
+proofgate sidecar injection.
+
+An application chart depends on this library chart and includes, in its pod template:
+
+  containers:
+    - name: app
+      ...
+      env:
+        {{- include "proofgate.sidecar.appEnv" (dict "root" $ "values" .Values.proofgateSidecar) | nindent 8 }}
+      volumeMounts:
+        {{- include "proofgate.sidecar.appVolumeMounts" (dict "root" $ "values" .Values.proofgateSidecar) | nindent 8 }}
+    {{- include "proofgate.sidecar.container" (dict "root" $ "values" .Values.proofgateSidecar) | nindent 4 }}
+  volumes:
+    {{- include "proofgate.sidecar.volumes" (dict "root" $ "values" .Values.proofgateSidecar) | nindent 4 }}
+
+Every template takes a dict with "root" (the chart's top context) and "values" (the
+application's proofgateSidecar block, merged over "proofgate.sidecar.defaults" below). Each
+renders YAML list items, or nothing. See deploy/examples/app-chart and docs/deployment.md.
+*/}}
+
+{{/* The image tag used when values.image.tag is empty; equal to this chart's appVersion. */}}
+{{- define "proofgate.sidecar.appVersion" -}}0.1.0{{- end }}
+
+{{/* Defaults of the proofgateSidecar values block (documented in docs/deployment.md). */}}
+{{- define "proofgate.sidecar.defaults" -}}
+# Container name in the pod.
+name: proofgate-sidecar
+image:
+  repository: ghcr.io/proofgate/proofgate
+  # Empty: the library's appVersion.
+  tag: ""
+  # sha256:...; wins over tag when set.
+  digest: ""
+  pullPolicy: IfNotPresent
+nats:
+  # NATS URL(s), comma separated (PROOFGATE_NATS_URL); rendered with tpl.
+  url: "nats://nats:4222"
+  # The sidecar user's .creds from an existing Secret in the application's namespace
+  # (PROOFGATE_NATS_CREDS). Empty: connect without credentials.
+  credentials:
+    existingSecret: ""
+    key: nats.creds
+# How the application reaches CheckService:
+#   tcp:  127.0.0.1:<grpcPort> (loopback only, never the pod IP)
+#   unix: a unix socket in an emptyDir shared with the application container
+#   both: the two at once
+transport: tcp
+grpcPort: 50061
+socket:
+  # Directory (a shared emptyDir) and file name of the socket.
+  dir: /var/run/proofgate
+  file: sidecar.sock
+  # umask the sidecar runs with in unix mode: 0007 leaves the socket connectable by the pod's
+  # fsGroup, which Kubernetes adds to every container of the pod (set podSecurityContext.fsGroup).
+  umask: "0007"
+# /healthz, /readyz and /metrics (no entitlement data). On the pod IP so the kubelet's probes
+# and Prometheus reach it; gRPC Check itself never leaves the pod.
+httpPort: 9091
+replica:
+  # Where the SQLite replica lives (PROOFGATE_REPLICA = dir/file).
+  dir: /var/lib/proofgate-replica
+  file: replica.db
+  # The replica's volume. An emptyDir survives container restarts (warm restart in about a
+  # second); a new pod bootstraps from the state stream (up to ~30 s at 1M customers).
+  # Replace the whole map to use another volume type, e.g. {persistentVolumeClaim: {claimName: x}}.
+  volume:
+    emptyDir:
+      sizeLimit: 2Gi
+# How long a check with min_revision waits for the replica to reach it (PROOFGATE_MIN_REVISION_WAIT).
+minRevisionWait: 2s
+# Fraction of decisions published on proofgate.decisions, 0 to 1 (PROOFGATE_DECISION_LOG_SAMPLE).
+decisionLogSample: "0"
+logLevel: info
+# From the design targets (RSS <= 150 MB at 1M customers), until the benchmark replaces them.
+resources:
+  requests:
+    cpu: 100m
+    memory: 128Mi
+  limits:
+    cpu: 500m
+    memory: 256Mi
+# Ready once the replica has caught up with the state stream.
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: proofgate-http
+  periodSeconds: 2
+  timeoutSeconds: 1
+  failureThreshold: 3
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: proofgate-http
+  periodSeconds: 10
+  timeoutSeconds: 2
+  failureThreshold: 3
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: proofgate-http
+  periodSeconds: 1
+  timeoutSeconds: 1
+  failureThreshold: 60
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 10001
+  runAsGroup: 10001
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: ["ALL"]
+  seccompProfile:
+    type: RuntimeDefault
+# Kubernetes >= 1.29 native sidecar: adds restartPolicy: Always; include the container under
+# initContainers instead of containers, and it starts (and is ready) before the application.
+nativeSidecar: false
+# Extra EnvVar entries for the sidecar container.
+extraEnv: []
+{{- end }}
+
+{{/* The merged values (defaults <- application's block), as YAML. Internal. */}}
+{{- define "proofgate.sidecar.values" -}}
+{{- $defaults := include "proofgate.sidecar.defaults" . | fromYaml }}
+{{- $user := deepCopy (.values | default dict) }}
+{{- $volume := dig "replica" "volume" nil $user }}
+{{- $v := mergeOverwrite $defaults $user }}
+{{- if $volume }}{{ $_ := set $v.replica "volume" $volume }}{{ end }}
+{{- if not (has $v.transport (list "tcp" "unix" "both")) }}
+{{- fail (printf "proofgateSidecar.transport must be tcp, unix or both, got %v" $v.transport) }}
+{{- end }}
+{{- toYaml $v }}
+{{- end }}
+
+{{- define "proofgate.sidecar.socketPath" -}}
+{{- printf "%s/%s" (trimSuffix "/" .socket.dir) .socket.file }}
+{{- end }}
+
+{{/* The sidecar container (a list item). */}}
+{{- define "proofgate.sidecar.container" -}}
+{{- $v := include "proofgate.sidecar.values" . | fromYaml -}}
+{{- $root := .root -}}
+{{- $tcp := or (eq $v.transport "tcp") (eq $v.transport "both") -}}
+{{- $unix := or (eq $v.transport "unix") (eq $v.transport "both") -}}
+- name: {{ $v.name }}
+  {{- if $v.image.digest }}
+  image: {{ printf "%s@%s" $v.image.repository $v.image.digest | quote }}
+  {{- else }}
+  image: {{ printf "%s:%s" $v.image.repository (default (include "proofgate.sidecar.appVersion" .) $v.image.tag) | quote }}
+  {{- end }}
+  imagePullPolicy: {{ $v.image.pullPolicy }}
+  {{- if $unix }}
+  # A umask so the socket is connectable by the pod's fsGroup (see socket.umask).
+  command: ["/bin/sh", "-c", {{ printf "umask %s && exec node bin/proofgate.js sidecar" $v.socket.umask | quote }}]
+  {{- else }}
+  args: ["sidecar"]
+  {{- end }}
+  {{- if $v.nativeSidecar }}
+  restartPolicy: Always
+  {{- end }}
+  ports:
+    - name: proofgate-http
+      containerPort: {{ $v.httpPort }}
+      protocol: TCP
+  env:
+    - name: PROOFGATE_NATS_URL
+      value: {{ tpl $v.nats.url $root | quote }}
+    {{- if $v.nats.credentials.existingSecret }}
+    - name: PROOFGATE_NATS_CREDS
+      value: {{ printf "/etc/proofgate/nats/%s" $v.nats.credentials.key | quote }}
+    {{- end }}
+    - name: PROOFGATE_REPLICA
+      value: {{ printf "%s/%s" (trimSuffix "/" $v.replica.dir) $v.replica.file | quote }}
+    # Loopback or nothing: Check is only for the containers of this pod.
+    - name: PROOFGATE_GRPC_LISTEN
+      value: {{ ternary (printf "127.0.0.1:%v" $v.grpcPort) "" $tcp | quote }}
+    - name: PROOFGATE_GRPC_SOCKET
+      value: {{ ternary (include "proofgate.sidecar.socketPath" $v) "" $unix | quote }}
+    - name: PROOFGATE_HTTP_LISTEN
+      value: {{ printf "0.0.0.0:%v" $v.httpPort | quote }}
+    - name: PROOFGATE_MIN_REVISION_WAIT
+      value: {{ $v.minRevisionWait | quote }}
+    - name: PROOFGATE_DECISION_LOG_SAMPLE
+      value: {{ $v.decisionLogSample | toString | quote }}
+    - name: PROOFGATE_LOG_LEVEL
+      value: {{ $v.logLevel | quote }}
+    {{- with $v.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with $v.startupProbe }}
+  startupProbe:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $v.readinessProbe }}
+  readinessProbe:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $v.livenessProbe }}
+  livenessProbe:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  resources:
+    {{- toYaml $v.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml $v.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: proofgate-replica
+      mountPath: {{ $v.replica.dir }}
+    - name: proofgate-tmp
+      mountPath: /tmp
+    {{- if $unix }}
+    - name: proofgate-socket
+      mountPath: {{ $v.socket.dir }}
+    {{- end }}
+    {{- if $v.nats.credentials.existingSecret }}
+    - name: proofgate-nats-creds
+      mountPath: /etc/proofgate/nats
+      readOnly: true
+    {{- end }}
+{{- end }}
+
+{{/* The pod volumes the sidecar needs (list items). */}}
+{{- define "proofgate.sidecar.volumes" -}}
+{{- $v := include "proofgate.sidecar.values" . | fromYaml -}}
+{{- $unix := or (eq $v.transport "unix") (eq $v.transport "both") -}}
+- name: proofgate-replica
+  {{- toYaml $v.replica.volume | nindent 2 }}
+- name: proofgate-tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- if $unix }}
+- name: proofgate-socket
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+{{- end }}
+{{- if $v.nats.credentials.existingSecret }}
+- name: proofgate-nats-creds
+  secret:
+    secretName: {{ $v.nats.credentials.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $v.nats.credentials.key }}
+        path: {{ $v.nats.credentials.key }}
+{{- end }}
+{{- end }}
+
+{{/* Volume mounts for the application container: the socket directory in unix mode. */}}
+{{- define "proofgate.sidecar.appVolumeMounts" -}}
+{{- $v := include "proofgate.sidecar.values" . | fromYaml -}}
+{{- if or (eq $v.transport "unix") (eq $v.transport "both") -}}
+- name: proofgate-socket
+  mountPath: {{ $v.socket.dir }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment for the application container: PROOFGATE_SIDECAR_ADDRESS, the gRPC target of the
+sidecar (what `proofgate check` reads too): unix:<path> when a socket is enabled, else
+127.0.0.1:<port>.
+*/}}
+{{- define "proofgate.sidecar.appEnv" -}}
+{{- $v := include "proofgate.sidecar.values" . | fromYaml -}}
+- name: PROOFGATE_SIDECAR_ADDRESS
+  {{- if or (eq $v.transport "unix") (eq $v.transport "both") }}
+  value: {{ printf "unix:%s" (include "proofgate.sidecar.socketPath" $v) | quote }}
+  {{- else }}
+  value: {{ printf "127.0.0.1:%v" $v.grpcPort | quote }}
+  {{- end }}
+{{- end }}
