@@ -6,7 +6,7 @@ import { OpsServer, type RouteHandler } from "../transport/http.js";
 import { adminBinding } from "./admin/service.js";
 import { WriterCore, type FaultHooks } from "./core.js";
 import { BillingConsumer } from "./ingest/consumer.js";
-import { ingestBinding } from "./ingest/service.js";
+import { ingestBinding, publish } from "./ingest/service.js";
 import { Ledger } from "./ledger/ledger.js";
 import { createWriterMetrics } from "./metrics.js";
 import { NatsLink } from "./nats-link.js";
@@ -14,6 +14,7 @@ import { DeadLetterPublisher } from "./outbox/deadletters.js";
 import { OutboxPublisher } from "./outbox/publisher.js";
 import { HeartbeatSender } from "./heartbeat.js";
 import type { WriterOptions } from "./options.js";
+import { writerStripeRoutes, type WriterStripeRoutes } from "../stripe/writer-routes.js";
 
 export { writerOptionSpec, writerOptions, type WriterOptions } from "./options.js";
 export { faultHooksFromEnv, type FaultHooks } from "./core.js";
@@ -54,6 +55,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
   log.info({ ledger: options.ledger, ledgerId: ledger.ledgerId }, "ledger open");
   let grpc: GrpcServer | undefined;
   let ops: OpsServer | undefined;
+  let stripe: WriterStripeRoutes | undefined;
   try {
     const core = new WriterCore(ledger, now, logger.child({ component: "ledger" }), deps.hooks ?? {});
     const registry = createRegistry("writer");
@@ -95,9 +97,12 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     let closing = false;
     const ready = (): boolean => !closing && ledger.open && pub.reconciled;
     const grpcServer = grpc;
+    const stripeLog = logger.child({ component: "stripe" });
+    stripe = writerStripeRoutes(options, (events) => publish({ ...common, metrics, logger: stripeLog }, { events }), stripeLog, registry);
+    const stripeRoutes = stripe;
     ops = await OpsServer.start(
       options.httpListen,
-      { registry, healthy: () => !closing && ledger.open, ready, ...(deps.routes ? { routes: deps.routes } : {}) },
+      { registry, healthy: () => !closing && ledger.open, ready, routes: { ...deps.routes, ...stripe.routes } },
       logger.child({ component: "http" }),
     );
     const opsServer = ops;
@@ -141,6 +146,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
           await pub.close(FLUSH_ON_CLOSE_MS);
           await deadLetters.close();
           await opsServer.close();
+          stripeRoutes.close();
           await link.close();
           ledger.close();
           log.info("writer stopped");
@@ -149,6 +155,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
   } catch (err) {
     await grpc?.close(0);
     await ops?.close();
+    stripe?.close();
     ledger.close();
     throw err;
   }

@@ -18,6 +18,9 @@ export const writerOptionSpec = {
   outboxRetention: duration("how long published outbox rows are kept before pruning", 3_600_000),
   consumerName: string("durable consumer name on PROOFGATE_BILLING", "proofgate-writer"),
   logLevel: oneOf("log level", ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const, "info"),
+  stripeWebhookSecret: string("Stripe webhook signing secret (whsec_..., comma separated while rolling); enables POST /webhooks/stripe on the HTTP listener (docs/stripe.md)"),
+  stripePriceMap: string("Stripe price to plan/add-on map: a YAML or JSON file, or the map inline as JSON (docs/stripe.md)"),
+  stripeTolerance: duration("maximum age of a Stripe webhook signature (replay protection)", 300_000),
 };
 
 export type WriterOptions = OptionValues<typeof writerOptionSpec>;

@@ -8,6 +8,8 @@ import { connect, type JetStreamManager, type MsgHdrs, type NatsConnection } fro
 import { parseCatalogText } from "../../src/catalog/index.js";
 import {
   AdminServiceClient,
+  type ApplyCatalogRequest,
+  type ApplyCatalogResponse,
   type DeleteOverrideRequest,
   type EraseCustomerRequest,
   type GetCustomerResponse,
@@ -16,6 +18,8 @@ import {
 } from "../../src/gen/proofgate/v1/admin.js";
 import {
   PaymentResult,
+  PaymentSession,
+  RecoveryResult,
   SubscriptionStatus,
   type BillingEvent,
   type PaymentOutcome,
@@ -41,7 +45,7 @@ export async function waitFor<T>(probe: () => T | Promise<T>, what = "condition"
   for (;;) {
     try {
       const v = await probe();
-      if (v) return v as NonNullable<T>;
+      if (v) return v;
       last = v;
     } catch (err) {
       last = err;
@@ -148,7 +152,7 @@ export class WriterProcess {
     const exited = new Promise<Exit>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
     const started = new Promise<{ grpc: string; http: string }>((resolve, reject) => {
       let buffered = "";
-      child.stdout?.on("data", (chunk: Buffer) => {
+      child.stdout.on("data", (chunk: Buffer) => {
         const text = chunk.toString();
         out.push(text);
         buffered += text;
@@ -164,7 +168,7 @@ export class WriterProcess {
           }
         }
       });
-      child.stderr?.on("data", (chunk: Buffer) => out.push(chunk.toString()));
+      child.stderr.on("data", (chunk: Buffer) => out.push(chunk.toString()));
       void exited.then((e) => reject(new Error(`writer exited (${e.code ?? e.signal}) before it started:\n${out.join("")}`)));
     });
     const addr = await started;
@@ -223,6 +227,10 @@ export class WriterClient {
   async applyCatalog(catalog: Catalog = demoCatalog(), actor = "test", reason = "test setup"): Promise<number> {
     const r = await unaryCall<{ revision: number }>((cb) => this.admin.applyCatalog({ catalog, actor, reason }, cb));
     return r.revision;
+  }
+
+  applyCatalogRequest(req: ApplyCatalogRequest): Promise<ApplyCatalogResponse> {
+    return unaryCall((cb) => this.admin.applyCatalog(req, cb));
   }
 
   getCatalog(): Promise<{ catalog: Catalog | undefined }> {
@@ -363,7 +371,7 @@ export class EventFactory {
           planId: "premium",
           addonIds: [],
           quantity: 1,
-          session: 0,
+          session: PaymentSession.PAYMENT_SESSION_UNSPECIFIED,
           amountMinor: 4900,
           currency: "EUR",
           failureReason: result === PaymentResult.PAYMENT_RESULT_FAILED ? "card_declined" : "",
@@ -372,5 +380,9 @@ export class EventFactory {
       },
       atOffsetMs,
     );
+  }
+
+  recover(result: RecoveryResult, invoiceId: string, nextAttemptAt?: Date, atOffsetMs = 0): BillingEvent {
+    return this.event({ $case: "recovery", value: { invoiceId, result, nextAttemptAt } }, atOffsetMs);
   }
 }

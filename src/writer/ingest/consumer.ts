@@ -35,7 +35,8 @@ export class BillingConsumer {
   private queue: JsMsg[] = [];
   private scheduled = false;
   private stopped = false;
-  private attaching: Promise<void> | undefined;
+  private attaching = false;
+  private generation = 0;
 
   constructor(
     private readonly core: WriterCore,
@@ -44,29 +45,40 @@ export class BillingConsumer {
   ) {}
 
   start(): void {
-    this.link.onReady(() => this.attach());
+    // After a reconnect a request of a running attempt may be lost with the old connection:
+    // start over at once rather than wait for its timeout.
+    this.link.onReady(() => this.attach(true));
     this.attach();
   }
 
-  /** (Re)attaches the consumer; call when a catalog becomes available. */
-  attach(): void {
-    if (this.stopped || !this.link.ready || !this.core.catalog || this.attaching) return;
-    this.attaching = this.doAttach().finally(() => {
-      this.attaching = undefined;
+  /**
+   * Attaches the consumer if it is not attached (or being attached); `force` starts over even
+   * if it is. Called at start, on every reconnect, and when a catalog becomes available.
+   */
+  attach(force = false): void {
+    if (this.stopped || !this.link.ready || !this.core.catalog) return;
+    if (!force && (this.messages || this.attaching)) return;
+    const gen = ++this.generation;
+    this.attaching = true;
+    void this.doAttach(gen).finally(() => {
+      if (gen === this.generation) this.attaching = false;
     });
   }
 
-  private async doAttach(): Promise<void> {
+  private async doAttach(gen: number): Promise<void> {
     const handles = this.link.ready;
     if (!handles) return;
     const log = this.options.logger;
+    const superseded = (): boolean => this.stopped || gen !== this.generation;
     try {
-      await this.messages?.close();
+      const old = this.messages;
       this.messages = undefined;
+      await old?.close();
       const name = this.options.name;
       try {
         await handles.jsm.consumers.info(BILLING_STREAM, name);
       } catch {
+        if (superseded()) return;
         await this.link.ensureStreams();
         await handles.jsm.consumers.add(BILLING_STREAM, {
           durable_name: name,
@@ -77,15 +89,23 @@ export class BillingConsumer {
           max_ack_pending: 4 * BATCH,
         });
       }
+      if (superseded()) return;
       const consumer = await handles.js.consumers.get(BILLING_STREAM, name);
-      if (this.stopped) return;
+      if (superseded()) return;
       const messages = await consumer.consume({ max_messages: BATCH, callback: (m) => this.enqueue(m) });
+      if (superseded()) {
+        await messages.close();
+        return;
+      }
       this.messages = messages;
       log.info({ consumer: name }, "consuming billing events");
       void this.watch(messages);
     } catch (err) {
-      log.warn({ err: errorMessage(err) }, "cannot attach the billing consumer yet; retrying on the next reconnect or in 2 s");
-      setTimeout(() => this.attach(), 2_000).unref();
+      if (superseded()) return;
+      log.warn({ err: errorMessage(err) }, "cannot attach the billing consumer yet; retrying");
+      setTimeout(() => {
+        if (gen === this.generation) this.attach(true);
+      }, 1_000).unref();
     }
   }
 
@@ -96,7 +116,7 @@ export class BillingConsumer {
         this.options.logger.warn({ event: s.type }, "billing consumer lost; recreating it");
         this.messages = undefined;
         await messages.close();
-        this.attach();
+        this.attach(true);
         return;
       }
     }
@@ -153,7 +173,8 @@ export class BillingConsumer {
   /** Stops pulling; buffered but unapplied messages are handed back for prompt redelivery. */
   async stop(): Promise<void> {
     this.stopped = true;
-    await this.attaching;
+    // An attempt in flight may be stuck on a lost request; it closes what it opens once it sees
+    // `stopped`, so there is no need to wait for it.
     const pending = this.queue.splice(0);
     for (const m of pending) m.nak();
     await this.messages?.close();

@@ -140,6 +140,8 @@ export class Ledger {
       db.pragma("journal_mode = WAL");
       db.pragma("synchronous = FULL");
       db.pragma("busy_timeout = 2000");
+      // Erasure must not leave a customer's bytes in free pages.
+      db.pragma("secure_delete = ON");
       // One writer per ledger: a second process on the same file fails at open instead of
       // interleaving outbox ids.
       db.pragma("locking_mode = EXCLUSIVE");

@@ -1,0 +1,150 @@
+import { afterEach, expect, test } from "vitest";
+import { status } from "@grpc/grpc-js";
+import { StorageType, type NatsConnection } from "nats";
+import { BillingEvent, PaymentResult } from "../../src/gen/proofgate/v1/billing.js";
+import { Heartbeat } from "../../src/gen/proofgate/v1/document.js";
+import { IngestResult } from "../../src/gen/proofgate/v1/ingest.js";
+import {
+  BILLING_STREAM,
+  CATALOG_SUBJECT,
+  DEADLETTER_STREAM,
+  HEADER_LEDGER_ID,
+  HEARTBEAT_SUBJECT,
+  STATE_STREAM,
+  customerSubject,
+} from "../../src/replication/subjects.js";
+import { NatsServer } from "../harness/nats.js";
+import { EventFactory, allState, connectNats, demoCatalog, lastState, startTestWriter, streamLastSeq, waitFor, type TestWriter } from "../harness/writer.js";
+
+const cleanup: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const fn of cleanup.splice(0).reverse()) await fn();
+});
+
+async function natsServer(): Promise<{ nats: NatsServer; nc: NatsConnection }> {
+  const nats = await NatsServer.start();
+  const nc = await connectNats(nats.url);
+  cleanup.push(() => nats.dispose(), () => nc.close());
+  return { nats, nc };
+}
+
+async function writer(natsUrl: string, extra: Partial<Parameters<typeof startTestWriter>[0]> = {}): Promise<TestWriter> {
+  const w = await startTestWriter({ natsUrl, ...extra });
+  cleanup.push(() => w.dispose());
+  return w;
+}
+
+const readyz = async (w: TestWriter): Promise<number> => (await fetch(`http://${w.writer.httpAddress}/readyz`)).status;
+
+test("starts against an empty NATS: creates the three streams, becomes ready and announces its head", async () => {
+  const { nats, nc } = await natsServer();
+  const jsm = await nc.jetstreamManager();
+  const sub = nc.subscribe(HEARTBEAT_SUBJECT);
+  const w = await writer(nats.url, { options: { writerId: "writer-eu-1" } });
+  await waitFor(() => w.writer.ready(), "readiness");
+  expect(await readyz(w)).toBe(200);
+  const state = await jsm.streams.info(STATE_STREAM);
+  expect(state.config.max_msgs_per_subject).toBe(1);
+  expect(state.config.storage).toBe(StorageType.File);
+  expect((await jsm.streams.info(BILLING_STREAM)).config.subjects).toEqual(["proofgate.billing.>"]);
+  expect((await jsm.streams.info(DEADLETTER_STREAM)).config.subjects).toEqual(["proofgate.deadletter"]);
+
+  const revision = await w.client.applyCatalog();
+  // Heartbeats carry the head revision once it includes the catalog.
+  for await (const m of sub) {
+    const hb = Heartbeat.decode(m.data);
+    expect(hb.writerId).toBe("writer-eu-1");
+    if (hb.headRevision === revision) break;
+    expect(hb.headRevision).toBeLessThan(revision);
+  }
+});
+
+test("starts against existing streams holding another ledger's state, and continues their sequence", async () => {
+  const { nats, nc } = await natsServer();
+  const jsm = await nc.jetstreamManager();
+  const old = await writer(nats.url);
+  await old.client.applyCatalog();
+  await old.client.publish([new EventFactory("cus_old", "old").subscribe()]);
+  const lastOld = await streamLastSeq(jsm);
+  await old.close();
+
+  const fresh = await writer(nats.url);
+  await waitFor(() => fresh.writer.ready(), "readiness on existing streams");
+  expect(fresh.writer.ledgerId).not.toBe(old.writer.ledgerId);
+  const revision = await fresh.client.applyCatalog();
+  expect(revision).toBe(lastOld + 1);
+  const catalog = await lastState(jsm, CATALOG_SUBJECT);
+  expect(catalog?.headers.get(HEADER_LEDGER_ID)).toBe(fresh.writer.ledgerId);
+  // Nothing was purged: the old ledger's document is still there.
+  expect((await lastState(jsm, customerSubject("cus_old")))?.record.record?.$case).toBe("document");
+});
+
+test("keeps committing while NATS is away, answers UNAVAILABLE after the bound, and replicates once NATS is back", async () => {
+  const { nats, nc } = await natsServer();
+  const jsm = await nc.jetstreamManager();
+  const w = await writer(nats.url, { options: { publishTimeout: 300 } });
+  await w.client.applyCatalog();
+  await nats.stop();
+  await waitFor(async () => (await readyz(w)) === 503, "not ready while NATS is down");
+
+  const f = new EventFactory("cus_offline", "offline");
+  const event = f.subscribe("premium");
+  await expect(w.client.publish([event])).rejects.toMatchObject({ code: status.UNAVAILABLE });
+  // Committed all the same: the ledger knows the customer, and a retry is a duplicate.
+  expect((await w.client.getCustomer("cus_offline")).facts).toHaveLength(1);
+
+  await nats.start();
+  await waitFor(() => w.writer.ready(), "readiness after NATS is back");
+  const doc = await waitFor(() => lastState(jsm, customerSubject("cus_offline")), "the offline change on the stream");
+  const retry = await w.client.publish([event]);
+  expect(retry.results[0]?.result).toBe(IngestResult.INGEST_RESULT_DUPLICATE);
+  expect(retry.revision).toBeGreaterThanOrEqual(doc.seq);
+
+  // The billing consumer survived the server restart.
+  await nc.jetstream().publish("proofgate.billing.after", BillingEvent.encode(f.pay(PaymentResult.PAYMENT_RESULT_SUCCEEDED)).finish());
+  await waitFor(async () => {
+    const m = await lastState(jsm, customerSubject("cus_offline"));
+    return m?.record.record?.$case === "document" && m.record.record.value.factCount === 2;
+  }, "an event consumed from NATS after the restart");
+});
+
+test("starts while NATS is not running at all, and catches up when it appears", async () => {
+  const { nats, nc } = await natsServer();
+  await nats.stop();
+  const w = await writer(nats.url, { options: { publishTimeout: 200 } });
+  expect(w.writer.ready()).toBe(false);
+  await expect(w.client.getCatalog()).rejects.toMatchObject({ code: status.NOT_FOUND });
+  await expect(w.client.applyCatalog()).rejects.toMatchObject({ code: status.UNAVAILABLE });
+  expect((await w.client.getCatalog()).catalog).toEqual(demoCatalog());
+
+  await nats.start();
+  await waitFor(() => w.writer.ready(), "readiness once NATS appears");
+  const jsm = await waitFor(async () => {
+    try {
+      return await nc.jetstreamManager();
+    } catch {
+      return undefined;
+    }
+  }, "the test's own connection");
+  const catalog = await waitFor(() => lastState(jsm, CATALOG_SUBJECT), "the catalog on the stream");
+  expect(catalog.record.record?.$case).toBe("catalog");
+});
+
+test("a lost state stream is recreated and refilled with a full snapshot", async () => {
+  const { nats, nc } = await natsServer();
+  const jsm = await nc.jetstreamManager();
+  const w = await writer(nats.url);
+  await w.client.applyCatalog();
+  for (const id of ["cus_s1", "cus_s2", "cus_s3"]) {
+    const f = new EventFactory(id, `snap_${id}`);
+    await w.client.publish([f.subscribe("premium"), f.pay(PaymentResult.PAYMENT_RESULT_SUCCEEDED)]);
+  }
+  await jsm.streams.delete(STATE_STREAM);
+
+  const res = await w.client.publish([new EventFactory("cus_s4", "snap4").subscribe("basic")]);
+  expect(res.results[0]?.result).toBe(IngestResult.INGEST_RESULT_ACCEPTED);
+  const state = await allState(jsm);
+  expect(state.map((m) => m.subject).sort()).toEqual([CATALOG_SUBJECT, ...["cus_s1", "cus_s2", "cus_s3", "cus_s4"].map(customerSubject)].sort());
+  expect(res.revision).toBe(await streamLastSeq(jsm));
+  expect(state.every((m) => m.headers.get(HEADER_LEDGER_ID) === w.writer.ledgerId)).toBe(true);
+});
