@@ -30,7 +30,7 @@ describe("sidecar replication", () => {
     for (const sc of sidecars.splice(0)) await sc.close();
     await pub?.close();
     pub = undefined;
-    if (ctx.task.result?.state === "fail") console.error(nats.failureLog());
+    if (ctx.task.result?.state === "fail") process.stderr.write(nats.failureLog());
     await nats.dispose();
     dir.dispose();
   });

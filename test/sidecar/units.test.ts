@@ -1,0 +1,175 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { join } from "node:path";
+import { tempDir } from "../harness/tmp.js";
+import { paidCustomer, testCatalog } from "../harness/sidecar.js";
+import { Freshness } from "../../src/sidecar/follow/freshness.js";
+import { readRecord, readCustomerId } from "../../src/sidecar/replica/record.js";
+import { Replica } from "../../src/sidecar/replica/replica.js";
+import { validateCheck } from "../../src/sidecar/check/validate.js";
+import { RevisionWaiters } from "../../src/sidecar/check/revision-waiters.js";
+import { AccessDocument, StateRecord } from "../../src/gen/proofgate/v1/document.js";
+import { CATALOG_SUBJECT, customerSubject, customerToken } from "../../src/replication/subjects.js";
+import { silentLogger } from "../../src/observability/logger.js";
+import { InvalidArgumentError } from "../../src/errors/index.js";
+
+const encode = (r: StateRecord): Uint8Array => StateRecord.encode(r).finish();
+
+describe("state records", () => {
+  it("reads a document's bytes and customer id without a full decode", () => {
+    const doc = paidCustomer("cus.é/*>", "premium", Date.UTC(2026, 0, 1));
+    const r = readRecord(customerSubject(doc.customerId), encode({ record: { $case: "document", value: doc } }));
+    if (r.kind !== "document") throw new Error(`got ${r.kind}`);
+    expect(r.customerId).toBe(doc.customerId);
+    expect(r.token).toBe(customerToken(doc.customerId));
+    expect(AccessDocument.decode(r.document)).toEqual(doc);
+    expect(readCustomerId(AccessDocument.encode(doc).finish())).toBe(doc.customerId);
+  });
+
+  it("reads tombstones and catalogs, and reports anything else as invalid", () => {
+    expect(readRecord(customerSubject("x"), encode({ record: { $case: "erased", value: { erasedAt: new Date() } } }))).toEqual({
+      kind: "erased",
+      token: customerToken("x"),
+    });
+    const catalog = testCatalog();
+    const c = readRecord(CATALOG_SUBJECT, encode({ record: { $case: "catalog", value: catalog } }));
+    expect(c.kind === "catalog" ? c.catalog.features.length : -1).toBe(catalog.features.length);
+    expect(readRecord(customerSubject("x"), new Uint8Array([0x0a, 0xff, 0xff])).kind).toBe("invalid");
+    expect(readRecord(customerSubject("x"), encode({ record: undefined })).kind).toBe("invalid");
+    expect(readRecord(CATALOG_SUBJECT, encode({ record: { $case: "erased", value: { erasedAt: undefined } } })).kind).toBe("invalid");
+    expect(readRecord("proofgate.state.other", encode({ record: { $case: "erased", value: { erasedAt: undefined } } })).kind).toBe("invalid");
+    const noId = encode({ record: { $case: "document", value: { ...paidCustomer("y", "basic", 0), customerId: "" } } });
+    expect(readRecord(customerSubject("y"), noId).kind).toBe("invalid");
+  });
+});
+
+describe("replica file", () => {
+  const dirs: { dispose: () => void }[] = [];
+  afterEach(() => dirs.splice(0).forEach((d) => d.dispose()));
+  const open = () => {
+    const d = tempDir();
+    dirs.push(d);
+    return { path: join(d.path, "nested", "replica.db") };
+  };
+  const doc = (id: string, plan = "basic") => {
+    const r = readRecord(customerSubject(id), encode({ record: { $case: "document", value: paidCustomer(id, plan, 0) } }));
+    return r;
+  };
+
+  it("applies documents, tombstones and catalogs with their revision, and reopens warm", () => {
+    const { path } = open();
+    const replica = Replica.open(path, silentLogger());
+    expect(replica.warm).toBe(false);
+    expect(replica.hasCatalog).toBe(false);
+    const catalog = readRecord(CATALOG_SUBJECT, encode({ record: { $case: "catalog", value: testCatalog({ coherencyWindowMs: 1234 }) } }));
+    replica.apply([{ seq: 1, record: catalog }, { seq: 2, record: doc("a") }, { seq: 3, record: doc("b") }], 3);
+    replica.apply([{ seq: 7, record: doc("a", "premium") }, { seq: 8, record: { kind: "erased", token: customerToken("b") } }], 8);
+    replica.setStreamCreated("2026-01-01T00:00:00Z");
+    expect(replica.revision).toBe(8);
+    expect(replica.catalog.coherencyWindowMs).toBe(1234);
+    expect(replica.document("b")).toBeUndefined();
+    const a = replica.document("a");
+    expect(a && AccessDocument.decode(a).subscriptions[0]?.intent?.planId).toBe("premium");
+    replica.close();
+
+    const again = Replica.open(path, silentLogger());
+    expect(again.warm).toBe(true);
+    expect(again.revision).toBe(8);
+    expect(again.streamCreated).toBe("2026-01-01T00:00:00Z");
+    expect(again.catalog.coherencyWindowMs).toBe(1234);
+    expect(again.documentCount()).toBe(1);
+    again.advanceRevision(5);
+    expect(again.revision).toBe(8);
+    again.advanceRevision(9);
+    expect(again.revision).toBe(9);
+
+    again.reset();
+    expect(again.revision).toBe(0);
+    expect(again.streamCreated).toBeUndefined();
+    expect(again.document("a")).toBeUndefined();
+    expect(again.hasCatalog).toBe(false);
+    again.close();
+  });
+});
+
+describe("freshness", () => {
+  it("is stale until confirmed current, then again once the window has passed", () => {
+    const f = new Freshness();
+    expect(f.isStale(0, 1000)).toBe(true);
+    f.heartbeat(10, 100, 10);
+    expect(f.isStale(1100, 1000)).toBe(false);
+    expect(f.isStale(1101, 1000)).toBe(true);
+    expect(f.lagRevisions(10)).toBe(0);
+  });
+
+  it("dates currency by the heartbeat the replica reached, not by when it reached it", () => {
+    const f = new Freshness();
+    f.heartbeat(5, 0, 5);
+    f.heartbeat(20, 500, 10);
+    expect(f.lagRevisions(10)).toBe(10);
+    f.applied(15);
+    expect(f.ageMs(2000)).toBe(2000);
+    f.applied(20);
+    expect(f.ageMs(2000)).toBe(1500);
+  });
+
+  it("settles heartbeats asked before a NATS confirmation (purged tails) and reports the head", () => {
+    const f = new Freshness();
+    f.heartbeat(30, 100, 10);
+    f.heartbeat(40, 300, 10);
+    expect(f.confirmedAt(200)).toBe(30);
+    expect(f.ageMs(250)).toBe(50);
+    f.reset();
+    expect(f.everCurrent).toBe(false);
+    expect(f.isStale(300, 1e9)).toBe(true);
+  });
+
+  it("notices a writer head behind the replica (a recreated stream)", () => {
+    const f = new Freshness();
+    f.heartbeat(3, 0, 10);
+    expect(f.headBehind(10)).toBe(true);
+    f.heartbeat(12, 0, 10);
+    expect(f.headBehind(10)).toBe(false);
+  });
+});
+
+describe("request validation", () => {
+  const ok = { customerId: "c", feature: "f", quantity: undefined, minRevision: undefined };
+  const field = (fn: () => void): string | undefined => {
+    try {
+      fn();
+    } catch (err) {
+      if (err instanceof InvalidArgumentError) return err.field;
+      throw err;
+    }
+    return undefined;
+  };
+
+  it("names the offending field", () => {
+    expect(field(() => validateCheck(ok, ""))).toBeUndefined();
+    expect(field(() => validateCheck({ ...ok, customerId: "" }, ""))).toBe("customer_id");
+    expect(field(() => validateCheck({ ...ok, customerId: "x".repeat(257) }, ""))).toBe("customer_id");
+    expect(field(() => validateCheck({ ...ok, customerId: "x".repeat(256) }, ""))).toBeUndefined();
+    expect(field(() => validateCheck({ ...ok, customerId: "😀".repeat(65) }, ""))).toBe("customer_id");
+    expect(field(() => validateCheck({ ...ok, feature: "" }, "checks[2]."))).toBe("checks[2].feature");
+    expect(field(() => validateCheck({ ...ok, quantity: -1 }, ""))).toBe("quantity");
+    expect(field(() => validateCheck({ ...ok, quantity: 0 }, ""))).toBeUndefined();
+  });
+});
+
+describe("min_revision waiters", () => {
+  it("resolve when the revision is reached, or false at their deadline", async () => {
+    let revision = 3;
+    const w = new RevisionWaiters(() => revision);
+    expect(await w.wait(3, 0)).toBe(true);
+    expect(await w.wait(4, 0)).toBe(false);
+    const reached = w.wait(5, 60_000);
+    const missed = w.wait(9, 1);
+    revision = 5;
+    w.notify(5);
+    expect(await reached).toBe(true);
+    expect(await missed).toBe(false);
+    const released = w.wait(100, 60_000);
+    w.releaseAll();
+    expect(await released).toBe(false);
+  });
+});
