@@ -15,7 +15,7 @@ export const writerOptionSpec = {
   streamReplicas: integer("replicas of the JetStream streams the writer creates (3 in a NATS cluster)", 1, 1),
   heartbeatInterval: duration("how often the head revision is announced on proofgate.heartbeat", 1_000),
   publishTimeout: duration("how long a change waits to reach the state stream before the call answers UNAVAILABLE (the change stays committed)", 5_000),
-  outboxRetention: duration("how long published outbox rows are kept before pruning", 3_600_000),
+  outboxRetention: duration("how long published outbox rows are kept before pruning (GetCustomer reports their exact revision meanwhile)", 60_000),
   consumerName: string("durable consumer name on PROOFGATE_BILLING", "proofgate-writer"),
   logLevel: oneOf("log level", ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const, "info"),
   stripeWebhookSecret: string("Stripe webhook signing secret (whsec_..., comma separated while rolling); enables POST /webhooks/stripe on the HTTP listener (docs/stripe.md)"),

@@ -80,8 +80,7 @@ test("starts against existing streams holding another ledger's state, and contin
 });
 
 test("keeps committing while NATS is away, answers UNAVAILABLE after the bound, and replicates once NATS is back", async () => {
-  const { nats, nc } = await natsServer();
-  const jsm = await nc.jetstreamManager();
+  const { nats } = await natsServer();
   const w = await writer(nats.url, { options: { publishTimeout: 300 } });
   await w.client.applyCatalog();
   await nats.stop();
@@ -95,15 +94,19 @@ test("keeps committing while NATS is away, answers UNAVAILABLE after the bound, 
 
   await nats.start();
   await waitFor(() => w.writer.ready(), "readiness after NATS is back");
-  const doc = await waitFor(() => lastState(jsm, customerSubject("cus_offline")), "the offline change on the stream");
+  // A fresh connection for the test's own reads (requests of the old one may be lost in the restart).
+  const nc2 = await connectNats(nats.url);
+  cleanup.push(() => nc2.close());
+  const jsm2 = await nc2.jetstreamManager();
+  const doc = await waitFor(() => lastState(jsm2, customerSubject("cus_offline")), "the offline change on the stream");
   const retry = await w.client.publish([event]);
   expect(retry.results[0]?.result).toBe(IngestResult.INGEST_RESULT_DUPLICATE);
   expect(retry.revision).toBeGreaterThanOrEqual(doc.seq);
 
   // The billing consumer survived the server restart.
-  await nc.jetstream().publish("proofgate.billing.after", BillingEvent.encode(f.pay(PaymentResult.PAYMENT_RESULT_SUCCEEDED)).finish());
+  await nc2.jetstream().publish("proofgate.billing.after", BillingEvent.encode(f.pay(PaymentResult.PAYMENT_RESULT_SUCCEEDED)).finish());
   await waitFor(async () => {
-    const m = await lastState(jsm, customerSubject("cus_offline"));
+    const m = await lastState(jsm2, customerSubject("cus_offline"));
     return m?.record.record?.$case === "document" && m.record.record.value.factCount === 2;
   }, "an event consumed from NATS after the restart");
 });
@@ -147,4 +150,12 @@ test("a lost state stream is recreated and refilled with a full snapshot", async
   expect(state.map((m) => m.subject).sort()).toEqual([CATALOG_SUBJECT, ...["cus_s1", "cus_s2", "cus_s3", "cus_s4"].map(customerSubject)].sort());
   expect(res.revision).toBe(await streamLastSeq(jsm));
   expect(state.every((m) => m.headers.get(HEADER_LEDGER_ID) === w.writer.ledgerId)).toBe(true);
+});
+
+test("one writer per ledger: a second writer on the same file refuses to start", async () => {
+  const { nats } = await natsServer();
+  const w = await writer(nats.url);
+  await expect(startTestWriter({ natsUrl: nats.url, ledgerPath: w.ledgerPath })).rejects.toThrow(/locked/);
+  // The first one is unaffected.
+  expect(await w.client.applyCatalog()).toBeGreaterThan(0);
 });

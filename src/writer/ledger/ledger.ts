@@ -123,8 +123,11 @@ export class Ledger {
         "SELECT id, published_seq FROM outbox WHERE subject = ? ORDER BY id DESC LIMIT 1",
       ),
       deleteOutboxForSubject: db.prepare<[string]>("DELETE FROM outbox WHERE subject = ?"),
-      prune: db.prepare<[number]>(
-        "DELETE FROM outbox WHERE published_seq IS NOT NULL AND published_at_ms < ? AND id < (SELECT max(id) FROM outbox WHERE published_seq IS NOT NULL)",
+      prune: db.prepare<[number, number]>(
+        `DELETE FROM outbox WHERE id IN (
+           SELECT id FROM outbox WHERE published_seq IS NOT NULL AND published_at_ms < ?
+             AND id < (SELECT max(id) FROM outbox WHERE published_seq IS NOT NULL)
+           LIMIT ?)`,
       ),
       enqueueDeadLetter: db.prepare<[Uint8Array, number]>("INSERT INTO deadletters (payload, created_at_ms) VALUES (?, ?)"),
       pendingDeadLetters: db.prepare<[number], { id: number; payload: Buffer }>("SELECT id, payload FROM deadletters ORDER BY id LIMIT ?"),
@@ -137,18 +140,21 @@ export class Ledger {
   static open(path: string): Ledger {
     const db = new Database(path);
     try {
+      // One writer per ledger: the lock is taken at the first access and held until close, so a
+      // second process on the same file fails here instead of interleaving outbox ids. The short
+      // busy timeout covers a previous process that is still closing.
+      db.pragma("busy_timeout = 1000");
+      db.pragma("locking_mode = EXCLUSIVE");
       db.pragma("journal_mode = WAL");
       db.pragma("synchronous = FULL");
-      db.pragma("busy_timeout = 2000");
       // Erasure must not leave a customer's bytes in free pages.
       db.pragma("secure_delete = ON");
-      // One writer per ledger: a second process on the same file fails at open instead of
-      // interleaving outbox ids.
-      db.pragma("locking_mode = EXCLUSIVE");
       migrate(db);
       return new Ledger(db);
     } catch (err) {
       db.close();
+      if (err instanceof Database.SqliteError && err.code.startsWith("SQLITE_BUSY"))
+        throw new Error(`ledger ${path} is locked by another writer (one writer per ledger file)`, { cause: err });
       throw err;
     }
   }
@@ -354,9 +360,9 @@ export class Ledger {
     if (seq > this.publishedHigh()) this.s.setMeta.run("published_high", String(seq));
   }
 
-  /** Deletes published rows older than `beforeMs` (always keeping the latest published row). */
-  pruneOutbox(beforeMs: number): number {
-    return this.s.prune.run(beforeMs).changes;
+  /** Deletes up to `limit` published rows older than `beforeMs` (always keeping the latest published row). */
+  pruneOutbox(beforeMs: number, limit: number): number {
+    return this.s.prune.run(beforeMs, limit).changes;
   }
 
   // Dead letters

@@ -30,7 +30,9 @@ interface Waiter {
 }
 
 const SNAPSHOT_PAGE = 1_000;
-const PRUNE_EVERY_MS = 60_000;
+/** Pruning runs at most this often, deleting at most PRUNE_CHUNK rows, so it never stalls the loop. */
+const PRUNE_EVERY_MS = 5_000;
+const PRUNE_CHUNK = 5_000;
 
 /**
  * Publishes outbox rows to PROOFGATE_STATE strictly in id order (docs/writer.md, "Outbox
@@ -302,7 +304,7 @@ export class OutboxPublisher {
     const now = this.options.now();
     if (now - this.lastPruneMs < PRUNE_EVERY_MS) return;
     this.lastPruneMs = now;
-    const n = this.ledger.pruneOutbox(now - this.options.retentionMs);
+    const n = this.ledger.pruneOutbox(now - this.options.retentionMs, PRUNE_CHUNK);
     if (n > 0) this.options.logger.debug({ rows: n }, "pruned published outbox rows");
   }
 }
