@@ -14,6 +14,9 @@ An application chart depends on this library chart and includes, in its pod temp
   volumes:
     {{- include "proofgate.sidecar.volumes" (dict "root" $ "values" .Values.proofgateSidecar) | nindent 4 }}
 
+With nativeSidecar: true (Kubernetes >= 1.29), put the container under initContainers instead;
+"proofgate.sidecar.native" says which.
+
 Every template takes a dict with "root" (the chart's top context) and "values" (the
 application's proofgateSidecar block, merged over "proofgate.sidecar.defaults" below). Each
 renders YAML list items, or nothing. See deploy/examples/app-chart and docs/deployment.md.
@@ -217,6 +220,15 @@ extraEnv: []
       mountPath: /etc/proofgate/nats
       readOnly: true
     {{- end }}
+{{- end }}
+
+{{/*
+"true" when the sidecar is a native sidecar (nativeSidecar: true), else empty: the application
+chart then includes "proofgate.sidecar.container" under initContainers instead of containers.
+*/}}
+{{- define "proofgate.sidecar.native" -}}
+{{- $v := include "proofgate.sidecar.values" . | fromYaml -}}
+{{- if $v.nativeSidecar }}true{{ end }}
 {{- end }}
 
 {{/* The pod volumes the sidecar needs (list items). */}}

@@ -97,6 +97,14 @@ PROOFGATE_PUBLISH_TIMEOUT: {{ .Values.writer.publishTimeout | quote }}
 PROOFGATE_OUTBOX_RETENTION: {{ .Values.writer.outboxRetention | quote }}
 PROOFGATE_CONSUMER_NAME: {{ .Values.writer.consumerName | quote }}
 PROOFGATE_LOG_LEVEL: {{ .Values.writer.logLevel | quote }}
+{{- with .Values.writer.stripe }}
+{{- if .priceMap }}
+PROOFGATE_STRIPE_PRICE_MAP: {{ toJson .priceMap | quote }}
+{{- end }}
+{{- if .webhookSecret.existingSecret }}
+PROOFGATE_STRIPE_TOLERANCE: {{ .tolerance | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Fails the render on combinations that cannot work. */}}
