@@ -35,8 +35,8 @@ RUN npm run build \
 # runtime: Node and the compiled app only, as an unprivileged user.
 FROM node:${NODE_VERSION}-bookworm-slim AS runtime
 
+# Data files live outside the (read-only) app directory; mount volumes at /var/lib/proofgate.
 ENV NODE_ENV=production \
-    # Data files outside the (read-only) app directory; mount volumes here.
     PROOFGATE_LEDGER=/var/lib/proofgate/ledger.db \
     PROOFGATE_REPLICA=/var/lib/proofgate/replica.db
 

