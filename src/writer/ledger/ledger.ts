@@ -82,7 +82,7 @@ export class Ledger {
       documentsPage: db.prepare<[string, number], { customer_id: string; token: string; document: Buffer }>(
         "SELECT customer_id, token, document FROM documents WHERE customer_id > ? ORDER BY customer_id LIMIT ?",
       ),
-      documentCount: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM documents"),
+      hasDocuments: db.prepare<[], { one: number }>("SELECT 1 AS one FROM documents LIMIT 1"),
       overrides: db.prepare<[string], { override: Buffer }>("SELECT override FROM overrides WHERE customer_id = ? ORDER BY override_id"),
       putOverride: db.prepare<[string, string, Uint8Array]>(
         "INSERT INTO overrides (customer_id, override_id, override) VALUES (?, ?, ?) ON CONFLICT (customer_id, override_id) DO UPDATE SET override = excluded.override",
@@ -115,9 +115,9 @@ export class Ledger {
          WHERE published_seq IS NULL AND id <= ?
            AND NOT EXISTS (SELECT 1 FROM outbox later WHERE later.subject = outbox.subject AND later.id > ? AND later.published_seq IS NULL)`,
       ),
-      firstPending: db.prepare<[], { id: number | null; at: number | null; n: number }>(
-        "SELECT min(id) AS id, min(created_at_ms) AS at, count(*) AS n FROM outbox WHERE published_seq IS NULL",
-      ),
+      firstPending: db.prepare<[], { id: number | null }>("SELECT min(id) AS id FROM outbox WHERE published_seq IS NULL"),
+      createdAt: db.prepare<[number], { at: number }>("SELECT created_at_ms AS at FROM outbox WHERE id = ?"),
+      pendingCount: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM outbox WHERE published_seq IS NULL"),
       maxOutboxId: db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'"),
       latestForSubject: db.prepare<[string], { id: number; published_seq: number | null }>(
         "SELECT id, published_seq FROM outbox WHERE subject = ? ORDER BY id DESC LIMIT 1",
@@ -227,8 +227,8 @@ export class Ledger {
     return this.s.documentsPage.all(afterCustomerId, limit).map((r) => ({ customerId: r.customer_id, token: r.token, document: r.document }));
   }
 
-  documentCount(): number {
-    return this.s.documentCount.get()?.n ?? 0;
+  hasDocuments(): boolean {
+    return this.s.hasDocuments.get() !== undefined;
   }
 
   // Overrides
@@ -330,10 +330,16 @@ export class Ledger {
     this.raisePublishedHigh(seq);
   }
 
-  /** The oldest unpublished row's id and age, and how many rows are unpublished. */
-  pendingStats(): { firstId: number | undefined; oldestAtMs: number | undefined; count: number } {
-    const r = this.s.firstPending.get();
-    return { firstId: r?.id ?? undefined, oldestAtMs: r?.at ?? undefined, count: r?.n ?? 0 };
+  /** The oldest unpublished row's id (cheap: an index lookup). */
+  firstPendingId(): number | undefined {
+    return this.s.firstPending.get()?.id ?? undefined;
+  }
+
+  /** How many rows are unpublished and when the oldest was committed (for metrics: counts them). */
+  pendingStats(): { count: number; oldestAtMs: number | undefined } {
+    const first = this.firstPendingId();
+    if (first === undefined) return { count: 0, oldestAtMs: undefined };
+    return { count: this.s.pendingCount.get()?.n ?? 0, oldestAtMs: this.s.createdAt.get(first)?.at };
   }
 
   /** The highest outbox id ever assigned (ids are never reused). */

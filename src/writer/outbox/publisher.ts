@@ -122,7 +122,7 @@ export class OutboxPublisher {
 
   /** Shutdown: gives pending rows up to `timeoutMs` to go out, then stops the loop. */
   async close(timeoutMs: number): Promise<void> {
-    if (this.link.ready && this.ledger.pendingStats().count > 0) {
+    if (this.link.ready && this.ledger.firstPendingId() !== undefined) {
       await this.waitForCommitted(timeoutMs).catch(() => undefined);
     }
     this.stop.abort();
@@ -131,7 +131,7 @@ export class OutboxPublisher {
   }
 
   private computeThroughId(): number {
-    const first = this.ledger.pendingStats().firstId;
+    const first = this.ledger.firstPendingId();
     return first === undefined ? this.ledger.maxOutboxId() : first - 1;
   }
 
@@ -251,7 +251,7 @@ export class OutboxPublisher {
     }
     const lastSeq = info.state.last_seq;
     const high = this.ledger.publishedHigh();
-    const hasState = this.ledger.catalogBytes() !== undefined || this.ledger.documentCount() > 0;
+    const hasState = this.ledger.catalogBytes() !== undefined || this.ledger.hasDocuments();
     const log = this.options.logger;
     let snapshotReason: string | undefined;
     if (info.state.messages === 0) {
@@ -278,7 +278,7 @@ export class OutboxPublisher {
     }
     this.knownLastSeq = lastSeq;
     this.head = lastSeq;
-    log.info({ lastSeq, pending: this.ledger.pendingStats().count }, "reconciled with the state stream");
+    log.info({ lastSeq, firstPending: this.ledger.firstPendingId() }, "reconciled with the state stream");
     this.advance();
   }
 
