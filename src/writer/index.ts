@@ -130,7 +130,9 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     return {
       grpcAddress: grpc.addresses[0] ?? options.grpcListen,
       httpAddress: ops.address,
-      ledgerId: ledger.ledgerId,
+      get ledgerId() {
+        return ledger.ledgerId;
+      },
       registry,
       headRevision: () => pub.headRevision,
       ready,

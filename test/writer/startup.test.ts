@@ -1,3 +1,5 @@
+import { copyFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterEach, expect, test } from "vitest";
 import { status } from "@grpc/grpc-js";
 import { StorageType, type NatsConnection } from "nats";
@@ -14,6 +16,7 @@ import {
   customerSubject,
 } from "../../src/replication/subjects.js";
 import { NatsServer } from "../harness/nats.js";
+import { tempDir } from "../harness/tmp.js";
 import { EventFactory, allState, connectNats, demoCatalog, lastState, startTestWriter, streamLastSeq, waitFor, type TestWriter } from "../harness/writer.js";
 
 const cleanup: (() => Promise<void> | void)[] = [];
@@ -140,8 +143,11 @@ test("a lost state stream is recreated and refilled with a full snapshot", async
   await w.client.applyCatalog();
   for (const id of ["cus_s1", "cus_s2", "cus_s3"]) {
     const f = new EventFactory(id, `snap_${id}`);
-    await w.client.publish([f.subscribe("premium"), f.pay(PaymentResult.PAYMENT_RESULT_SUCCEEDED)]);
+    // One call per event: the old stream ends up longer than the rebuilt one will be.
+    await w.client.publish([f.subscribe("premium")]);
+    await w.client.publish([f.pay(PaymentResult.PAYMENT_RESULT_SUCCEEDED)]);
   }
+  expect(await streamLastSeq(jsm)).toBe(7);
   await jsm.streams.delete(STATE_STREAM);
 
   const res = await w.client.publish([new EventFactory("cus_s4", "snap4").subscribe("basic")]);
@@ -150,6 +156,48 @@ test("a lost state stream is recreated and refilled with a full snapshot", async
   expect(state.map((m) => m.subject).sort()).toEqual([CATALOG_SUBJECT, ...["cus_s1", "cus_s2", "cus_s3", "cus_s4"].map(customerSubject)].sort());
   expect(res.revision).toBe(await streamLastSeq(jsm));
   expect(state.every((m) => m.headers.get(HEADER_LEDGER_ID) === w.writer.ledgerId)).toBe(true);
+
+  // Once is enough: a restart on the rebuilt stream republishes nothing.
+  await w.close();
+  const again = await writer(nats.url, { ledgerPath: w.ledgerPath });
+  await waitFor(() => again.writer.ready(), "readiness after the restart");
+  expect(await streamLastSeq(jsm)).toBe(res.revision);
+  expect((await again.client.publish([new EventFactory("cus_s5", "snap5").subscribe("basic")])).revision).toBe(res.revision + 1);
+  const metrics = await (await fetch(`http://${again.writer.httpAddress}/metrics`)).text();
+  expect(metrics).toContain('proofgate_writer_snapshots_total{service="writer"} 0');
+});
+
+test("a ledger restored from an older copy republishes its state under a new ledger id", async () => {
+  const { nats, nc } = await natsServer();
+  const jsm = await nc.jetstreamManager();
+  const dir = tempDir("proofgate-restore-");
+  cleanup.push(() => dir.dispose());
+  const ledgerPath = join(dir.path, "ledger.db");
+  const backup = join(dir.path, "backup.db");
+
+  const w1 = await writer(nats.url, { ledgerPath });
+  await w1.client.applyCatalog();
+  await w1.client.publish([new EventFactory("cus_r1", "r1").subscribe("premium")]);
+  const oldId = w1.writer.ledgerId;
+  await w1.close();
+  copyFileSync(ledgerPath, backup);
+
+  const w2 = await writer(nats.url, { ledgerPath });
+  await w2.client.publish([new EventFactory("cus_r2", "r2").subscribe("premium")]);
+  await w2.close();
+  copyFileSync(backup, ledgerPath);
+
+  const w3 = await writer(nats.url, { ledgerPath });
+  await waitFor(() => w3.writer.ready(), "readiness of the restored ledger");
+  expect(w3.writer.ledgerId).not.toBe(oldId);
+  // Its next outbox ids were already used on the stream; they must not be taken for duplicates.
+  const res = await w3.client.publish([new EventFactory("cus_r3", "r3").subscribe("premium")]);
+  const m = await lastState(jsm, customerSubject("cus_r3"));
+  expect(m?.seq).toBe(res.revision);
+  expect(m?.headers.get(HEADER_LEDGER_ID)).toBe(w3.writer.ledgerId);
+  // The restored ledger's own state was republished under the new id.
+  expect((await lastState(jsm, customerSubject("cus_r1")))?.headers.get(HEADER_LEDGER_ID)).toBe(w3.writer.ledgerId);
+  expect((await lastState(jsm, CATALOG_SUBJECT))?.headers.get(HEADER_LEDGER_ID)).toBe(w3.writer.ledgerId);
 });
 
 test("one writer per ledger: a second writer on the same file refuses to start", async () => {

@@ -58,7 +58,7 @@ interface AuditRow {
  * them with `transaction` (nested calls become savepoints).
  */
 export class Ledger {
-  readonly ledgerId: string;
+  private id: string;
   private readonly s;
 
   private constructor(private readonly db: Database.Database) {
@@ -133,7 +133,7 @@ export class Ledger {
       pendingDeadLetters: db.prepare<[number], { id: number; payload: Buffer }>("SELECT id, payload FROM deadletters ORDER BY id LIMIT ?"),
       deleteDeadLetter: db.prepare<[number]>("DELETE FROM deadletters WHERE id = ?"),
     };
-    this.ledgerId = this.meta("ledger_id") ?? this.initLedgerId();
+    this.id = this.meta("ledger_id") ?? this.newLedgerId();
   }
 
   /** Opens (creating and migrating as needed) the ledger at `path`. */
@@ -176,10 +176,24 @@ export class Ledger {
     return this.s.getMeta.get(key)?.value;
   }
 
-  private initLedgerId(): string {
+  /** Random id of this ledger file; outbox ids are only meaningful together with it. */
+  get ledgerId(): string {
+    return this.id;
+  }
+
+  private newLedgerId(): string {
     const id = randomUUID();
     this.s.setMeta.run("ledger_id", id);
     return id;
+  }
+
+  /**
+   * A new ledger id, for a ledger found to be behind the stream it published to (restored from
+   * an older copy): its next outbox ids were already used, and must not look like duplicates.
+   */
+  rotateLedgerId(): string {
+    this.id = this.newLedgerId();
+    return this.id;
   }
 
   // Facts
@@ -360,6 +374,11 @@ export class Ledger {
   /** The highest stream sequence ever recorded for this ledger's published rows. */
   publishedHigh(): number {
     return Number(this.meta("published_high") ?? "0");
+  }
+
+  /** After a snapshot onto a new or foreign stream, its sequence is the one that counts. */
+  resetPublishedHigh(seq: number): void {
+    this.s.setMeta.run("published_high", String(seq));
   }
 
   private raisePublishedHigh(seq: number): void {

@@ -54,6 +54,8 @@ export class OutboxPublisher {
   private readonly stopped = (): boolean => this.stop.signal.aborted;
   private loop: Promise<void> | undefined;
   private lastPruneMs = 0;
+  /** The last outbox id of the latest snapshot; while rows up to it are pending, no new one is needed. */
+  private snapshotThrough = 0;
 
   constructor(
     private readonly ledger: Ledger,
@@ -254,6 +256,7 @@ export class OutboxPublisher {
     const hasState = this.ledger.catalogBytes() !== undefined || this.ledger.hasDocuments();
     const log = this.options.logger;
     let snapshotReason: string | undefined;
+    let rotate = false;
     if (info.state.messages === 0) {
       if (high > 0 && hasState) snapshotReason = "the state stream is empty but this ledger had published to it";
     } else {
@@ -264,6 +267,7 @@ export class OutboxPublisher {
         if (hasState) snapshotReason = "the state stream's last message was not written by this ledger";
       } else if (!Number.isSafeInteger(outboxId) || outboxId > this.ledger.maxOutboxId()) {
         snapshotReason = "the state stream is ahead of this ledger (restored from an older copy?)";
+        rotate = true;
       } else if (lastSeq < high) {
         snapshotReason = "the state stream is behind what this ledger recorded (recreated?)";
       } else {
@@ -272,9 +276,15 @@ export class OutboxPublisher {
       }
     }
     if (snapshotReason) {
-      log.warn({ lastSeq, publishedHigh: high }, `${snapshotReason}: republishing a full snapshot`);
-      this.enqueueSnapshot();
-      this.options.metrics.snapshots.inc();
+      const first = this.ledger.firstPendingId();
+      if (first !== undefined && first <= this.snapshotThrough) {
+        log.info({ lastSeq }, "a snapshot is still on its way to the state stream");
+      } else {
+        log.warn({ lastSeq, publishedHigh: high }, `${snapshotReason}: republishing a full snapshot`);
+        if (rotate) log.warn({ ledgerId: this.ledger.rotateLedgerId() }, "new ledger id, so the next outbox ids cannot collide with the ones on the stream");
+        this.enqueueSnapshot(lastSeq);
+        this.options.metrics.snapshots.inc();
+      }
     }
     this.knownLastSeq = lastSeq;
     this.head = lastSeq;
@@ -283,10 +293,12 @@ export class OutboxPublisher {
   }
 
   /** The catalog and every current document, appended to the outbox (tombstones are not needed). */
-  private enqueueSnapshot(): void {
+  private enqueueSnapshot(lastSeq: number): void {
     const ledger = this.ledger;
     const now = this.options.now();
     ledger.transaction(() => {
+      // From now on the stream's own sequence is the reference for "behind".
+      ledger.resetPublishedHigh(lastSeq);
       const catalog = ledger.catalog();
       if (catalog) ledger.enqueue(CATALOG_SUBJECT, StateRecord.encode({ record: { $case: "catalog", value: catalog } }).finish(), now);
       let after = "";
@@ -298,6 +310,7 @@ export class OutboxPublisher {
         after = last.customerId;
       }
     });
+    this.snapshotThrough = ledger.maxOutboxId();
   }
 
   private maybePrune(): void {
