@@ -200,3 +200,8 @@ export function envValue(c: Container, name: string): string | undefined {
 export function optionVariables(spec: OptionSpec): Set<string> {
   return new Set([...describeOptions(spec).matchAll(/ \/ (PROOFGATE_[A-Z0-9_]+)/g)].map((m) => m[1] ?? ""));
 }
+
+/** The PROOFGATE_* variable of option `key` (camelCase), the services' naming rule. */
+export function variableOf(key: string): string {
+  return `PROOFGATE_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+}

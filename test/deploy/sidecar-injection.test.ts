@@ -14,6 +14,7 @@ import {
   one,
   optionVariables,
   portNumber,
+  variableOf,
   type Container,
   type Manifest,
   type PodSpec,
@@ -65,6 +66,15 @@ function checkSidecarBasics(p: PodSpec): Container {
   return c;
 }
 
+/** The sidecar's own defaults for its tuning options. */
+function checkSidecarDefaults(c: Container): void {
+  for (const key of ["minRevisionWait", "decisionLogSample", "logLevel"] as const) {
+    const name = variableOf(key);
+    const option = sidecarOptionSpec[key];
+    expect(option.parse(envValue(c, name) ?? "", name), name).toEqual(option.default);
+  }
+}
+
 describe("example app chart with the sidecar over loopback TCP (default values)", () => {
   let manifests: Manifest[];
   beforeAll(() => {
@@ -84,6 +94,7 @@ describe("example app chart with the sidecar over loopback TCP (default values)"
     const p = pod(manifests);
     expect(p.containers.map((c) => c.name)).toEqual(["app", "proofgate-sidecar"]);
     const c = checkSidecarBasics(p);
+    checkSidecarDefaults(c);
     expect(c.args).toEqual(["sidecar"]);
     expect(envValue(c, "PROOFGATE_GRPC_LISTEN")).toBe("127.0.0.1:50061");
     expect(envValue(c, "PROOFGATE_GRPC_SOCKET")).toBe("");

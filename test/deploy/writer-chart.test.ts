@@ -15,6 +15,7 @@ import {
   portNumber,
   type Container,
   type Manifest,
+  variableOf,
   type Workload,
 } from "./helm.js";
 
@@ -111,6 +112,17 @@ describe("proofgate chart: default values", () => {
     const headless = one<Service>(manifests, "Service", "pg-proofgate-headless");
     expect(headless.spec.clusterIP).toBe("None");
     expect(headless.spec.ports.map((p) => p.name)).not.toContain("http");
+  });
+
+  it("keeps the writer's own defaults for its tuning options", () => {
+    const { config } = writer(manifests);
+    const declared = optionVariables(writerOptionSpec);
+    for (const key of ["heartbeatInterval", "publishTimeout", "outboxRetention", "consumerName", "logLevel"] as const) {
+      const name = variableOf(key);
+      expect(declared).toContain(name);
+      const option = writerOptionSpec[key];
+      expect(option.parse(config.data[name] ?? "", name), name).toEqual(option.default);
+    }
   });
 
   it("passes only variables the writer declares as options (PROOFGATE_* from its option spec)", () => {
