@@ -98,7 +98,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     const ready = (): boolean => !closing && ledger.open && pub.reconciled;
     const grpcServer = grpc;
     const stripeLog = logger.child({ component: "stripe" });
-    stripe = writerStripeRoutes(options, (events) => publish({ ...common, metrics, logger: stripeLog }, { events }), stripeLog, registry);
+    stripe = writerStripeRoutes(options, (events) => publish({ ...common, metrics, logger: stripeLog }, { events }, "webhook"), stripeLog, registry);
     const stripeRoutes = stripe;
     ops = await OpsServer.start(
       options.httpListen,

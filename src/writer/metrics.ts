@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 
-export type EventOrigin = "nats" | "grpc";
+export type EventOrigin = "nats" | "grpc" | "webhook";
 export type EventOutcome = "accepted" | "duplicate" | "rejected";
 
 /** The writer's metrics, on the service registry. Gauges that need the ledger are read at scrape time. */
@@ -56,7 +56,7 @@ export function createWriterMetrics(registry: Registry, sources: MetricSources):
   return {
     events: new Counter({
       name: "proofgate_writer_events_total",
-      help: "Billing events received, by source (nats, grpc) and result (accepted, duplicate, rejected)",
+      help: "Billing events received, by source (nats, grpc, webhook) and result (accepted, duplicate, rejected)",
       labelNames: ["source", "result"] as const,
       registers: [registry],
     }),

@@ -26,7 +26,7 @@ export interface IngestDeps {
  * is away the events stay committed and the call answers UNAVAILABLE after the publish timeout
  * (a retry answers DUPLICATE and the revision once replicated).
  */
-export async function publish(deps: IngestDeps, request: PublishRequest): Promise<PublishResponse> {
+export async function publish(deps: IngestDeps, request: PublishRequest, origin: "grpc" | "webhook" = "grpc"): Promise<PublishResponse> {
   const { core } = deps;
   if (request.events.length > MAX_EVENTS_PER_PUBLISH)
     throw new InvalidArgumentError("events", `at most ${MAX_EVENTS_PER_PUBLISH} events per call, got ${request.events.length}`);
@@ -35,11 +35,11 @@ export async function publish(deps: IngestDeps, request: PublishRequest): Promis
     core,
     request.events.map((event) => ({
       event,
-      origin: "grpc",
+      origin,
       payload: BillingEvent.encode(event).finish(),
       contentType: "application/protobuf",
     })),
-    "grpc",
+    origin,
     deps.metrics,
   );
   const outboxIds = results.flatMap((r) => (r.outboxId === undefined ? [] : [r.outboxId]));
