@@ -52,13 +52,20 @@ test("starts against an empty NATS: creates the three streams, becomes ready and
   expect((await jsm.streams.info(BILLING_STREAM)).config.subjects).toEqual(["proofgate.billing.>"]);
   expect((await jsm.streams.info(DEADLETTER_STREAM)).config.subjects).toEqual(["proofgate.deadletter"]);
 
+  // Without a catalog events cannot be validated: gRPC refuses them, NATS keeps them waiting.
+  const early = new EventFactory("cus_early", "early").subscribe("premium");
+  await expect(w.client.publish([early])).rejects.toMatchObject({ code: status.FAILED_PRECONDITION });
+  await nc.jetstream().publish("proofgate.billing.early", BillingEvent.encode(early).finish());
+
   const revision = await w.client.applyCatalog();
-  // Heartbeats carry the head revision once it includes the catalog.
+  const doc = await waitFor(() => lastState(jsm, customerSubject("cus_early")), "the early event, applied once the catalog exists");
+  expect(doc.seq).toBe(revision + 1);
+  // Heartbeats carry the head revision once it includes the catalog and the early event.
   for await (const m of sub) {
     const hb = Heartbeat.decode(m.data);
     expect(hb.writerId).toBe("writer-eu-1");
-    if (hb.headRevision === revision) break;
-    expect(hb.headRevision).toBeLessThan(revision);
+    if (hb.headRevision === doc.seq) break;
+    expect(hb.headRevision).toBeLessThan(doc.seq);
   }
 });
 
