@@ -9,7 +9,7 @@ export const writerOptionSpec = {
   natsPassword: string("NATS password"),
   natsToken: string("NATS authentication token"),
   ledger: string("path of the SQLite ledger file", "./proofgate-ledger.db"),
-  grpcListen: string("gRPC listen address (IngestService, AdminService, CheckService, health, reflection)", "127.0.0.1:50051"),
+  grpcListen: string("gRPC listen address (IngestService, AdminService, health, reflection)", "127.0.0.1:50051"),
   httpListen: string("HTTP listen address (/healthz, /readyz, /metrics)", "127.0.0.1:9090"),
   writerId: string("name of this writer in heartbeats and logs", hostname()),
   streamReplicas: integer("replicas of the JetStream streams the writer creates (3 in a NATS cluster)", 1, 1),
