@@ -1,6 +1,12 @@
-// Renders docs generated from code: `npm run docs` (builds first).
+// Renders the docs that are generated from code: `npm run docs` (builds first).
 import { writeFileSync } from "node:fs";
 import { renderAccessStates } from "../dist/policy/index.js";
+import { renderConfiguration } from "../dist/cli/reference.js";
 
-writeFileSync(new URL("../docs/access-states.md", import.meta.url), renderAccessStates());
-console.log("wrote docs/access-states.md");
+for (const [file, text] of [
+  ["access-states.md", renderAccessStates()],
+  ["configuration.md", renderConfiguration()],
+]) {
+  writeFileSync(new URL(`../docs/${file}`, import.meta.url), text);
+  console.log(`wrote docs/${file}`);
+}

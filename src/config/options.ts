@@ -9,6 +9,8 @@ export interface Option<T> {
   readonly description: string;
   readonly default: T;
   readonly parse: (raw: string, name: string) => T;
+  /** How the default reads in help and docs when it depends on the machine (e.g. "the host name"). */
+  readonly shownDefault?: string;
 }
 
 export type OptionSpec = Record<string, Option<unknown>>;
@@ -90,8 +92,17 @@ export function loadOptions<S extends OptionSpec>(
 export function describeOptions(spec: OptionSpec): string {
   return Object.entries(spec)
     .map(([key, o]) => {
-      const def = o.default === "" ? "" : ` (default: ${JSON.stringify(o.default)})`;
+      const def = o.shownDefault ? ` (default: ${o.shownDefault})` : o.default === "" ? "" : ` (default: ${JSON.stringify(o.default)})`;
       return `  --${flagName(key)} / ${envName(key)}\n      ${o.description}${def}`;
     })
     .join("\n");
+}
+
+/** A Markdown table of the options: flag, variable, default, meaning. */
+export function optionsMarkdown(spec: OptionSpec): string {
+  const rows = Object.entries(spec).map(([key, o]) => {
+    const def = o.shownDefault ?? (o.default === "" ? "" : `\`${JSON.stringify(o.default)}\``);
+    return `| \`--${flagName(key)}\` | \`${envName(key)}\` | ${def} | ${o.description.replace(/\|/g, "\\|")} |`;
+  });
+  return ["| flag | environment | default | meaning |", "|---|---|---|---|", ...rows].join("\n");
 }
