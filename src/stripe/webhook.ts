@@ -123,7 +123,9 @@ function send(res: ServerResponse, status: number, body: Record<string, unknown>
  * The `POST /webhooks/stripe` route for OpsServer. Answers:
  * - 400, nothing applied: missing or bad signature, wrong secret, expired timestamp, not JSON;
  * - 200: applied (accepted, duplicate, or rejected and dead-lettered: a retry cannot help), or a
- *   verified event proofgate does not use (ignored, counted by type);
+ *   verified event proofgate does not use (ignored, counted by type), or a refund, dispute or
+ *   processing payment parked until its payment is linked to an invoice (then applied with the
+ *   event that teaches the link);
  * - 500, so Stripe retries: a price that maps to no plan or add-on (fix the map; the retry then
  *   applies), or the writer could not apply the events.
  */
