@@ -36,6 +36,8 @@ export function validateEvent(e: BillingEvent, catalog?: CatalogIndex): void {
       if (s.status === SubscriptionStatus.SUBSCRIPTION_STATUS_ACTIVE && !s.planId)
         throw new InvalidArgumentError("subscription.plan_id", "required when status is ACTIVE");
       items(s.planId, s.addonIds, "subscription", catalog);
+      uint(s.quantity, "subscription.quantity", 0xffff_ffff);
+      uint(s.version, "subscription.version", Number.MAX_SAFE_INTEGER);
       period(s.currentPeriodStart, s.currentPeriodEnd, "subscription.current_period_start", "subscription.current_period_end", false);
       time(s.cancelAt, "subscription.cancel_at", false);
       time(s.trialEnd, "subscription.trial_end", false);
@@ -51,6 +53,7 @@ export function validateEvent(e: BillingEvent, catalog?: CatalogIndex): void {
       if (required && !p.planId && p.addonIds.length === 0)
         throw new InvalidArgumentError("payment.plan_id", `a ${enumLabel(PaymentResult, p.result, "PAYMENT_RESULT_")} payment must say what it pays for: plan_id or addon_ids`);
       items(p.planId, p.addonIds, "payment", catalog);
+      uint(p.quantity, "payment.quantity", 0xffff_ffff);
       if (!Number.isSafeInteger(p.amountMinor)) throw new InvalidArgumentError("payment.amount_minor", "must be an integer");
       return;
     }
@@ -63,6 +66,11 @@ export function validateEvent(e: BillingEvent, catalog?: CatalogIndex): void {
       return;
     }
   }
+}
+
+/** JSON decoding copies numbers as given; the encoder would throw on them later, far from the cause. */
+function uint(v: number, field: string, max: number): void {
+  if (!Number.isInteger(v) || v < 0 || v > max) throw new InvalidArgumentError(field, `must be a whole number from 0 to ${max}, got ${v}`);
 }
 
 function id(v: string, field: string): void {
