@@ -18,7 +18,12 @@ export interface Incoming {
   /** The bytes as received (for the dead letter). */
   readonly payload: Uint8Array;
   readonly contentType: string;
+  /** How many times this message has been delivered (NATS redeliveries); 1 when unknown. */
+  readonly attempt?: number;
 }
+
+/** An event that keeps failing for a reason of ours is dead-lettered after this many deliveries, so it cannot loop forever. */
+export const MAX_APPLY_ATTEMPTS = 5;
 
 export interface Applied {
   readonly eventId: string;
@@ -96,6 +101,8 @@ function applyOne(core: WriterCore, item: Incoming): Applied {
     // A bug (the fold threw): the savepoint rolled back; the event is not rejected, since
     // nothing is wrong with it. The caller retries it later.
     core.logger.error({ err, eventId, customer: customerToken(e.customerId) }, "failed to apply an event");
+    const attempt = item.attempt ?? 1;
+    if (attempt >= MAX_APPLY_ATTEMPTS) return reject(core, item, e, `could not be applied after ${attempt} attempts: internal error: ${errorMessage(err)}`);
     return { eventId, result: IngestResult.INGEST_RESULT_UNSPECIFIED, reason: `internal error: ${errorMessage(err)}`, outboxId: undefined };
   }
 }

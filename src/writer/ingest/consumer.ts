@@ -146,7 +146,7 @@ export class BillingConsumer {
     const items: Incoming[] = batch.map((m) => {
       const contentType = m.headers?.get(HEADER_CONTENT_TYPE) ?? "";
       try {
-        return { event: decodeEvent(m.data, contentType || undefined), origin: m.subject, payload: m.data, contentType };
+        return { event: decodeEvent(m.data, contentType || undefined), origin: m.subject, payload: m.data, contentType, attempt: m.info.deliveryCount };
       } catch (err) {
         return { event: undefined, decodeError: errorMessage(err), origin: m.subject, payload: m.data, contentType };
       }
