@@ -1,0 +1,76 @@
+/** What a run does: `--quick` (about a minute) or the full run (1M customers). */
+export interface Config {
+  readonly quick: boolean;
+  /** Customers in the sidecar's replica. */
+  readonly customers: number;
+  /** Distinct generated billing histories (customers share them, each with its own id). */
+  readonly templates: number;
+  /** Unacknowledged JetStream publishes while seeding. */
+  readonly seedWindow: number;
+  /** Document updates in the burst. */
+  readonly burst: number;
+  /** Checks/s offered during the bootstrap and the burst. */
+  readonly backgroundRate: number;
+  /** Quiet period after the bootstrap (checks at backgroundRate continue). */
+  readonly restMs: number;
+  readonly check: {
+    readonly durationMs: number;
+    readonly warmupMs: number;
+    /** Callers in flight for the closed loop with N callers. */
+    readonly concurrency: number;
+    readonly rates: readonly number[];
+    /** Fractions of the closed-loop maximum tried to find the highest rate that still meets p99 ≤ 1 ms. */
+    readonly sustainFractions: readonly number[];
+    readonly transports: readonly ("tcp" | "unix")[];
+  };
+  readonly warmRestarts: number;
+  readonly e2e: {
+    readonly rate: number;
+    readonly durationMs: number;
+    readonly ladder: readonly number[];
+    readonly ladderMs: number;
+    readonly customers: number;
+  };
+  readonly ingest: {
+    readonly batches: readonly number[];
+    readonly concurrencies: readonly number[];
+    readonly durationMs: number;
+    readonly warmupMs: number;
+    readonly natsCount: number;
+    readonly customers: number;
+  };
+  readonly evaluate: { readonly docs: number; readonly ms: number };
+}
+
+export function config(quick: boolean, customers?: number): Config {
+  if (quick) {
+    return {
+      quick,
+      customers: customers ?? 50_000,
+      templates: 1024,
+      seedWindow: 2_000,
+      burst: 10_000,
+      backgroundRate: 1_000,
+      restMs: 1_000,
+      check: { durationMs: 1_000, warmupMs: 300, concurrency: 16, rates: [500, 2_000], sustainFractions: [0.5, 0.75, 0.9], transports: ["tcp", "unix"] },
+      warmRestarts: 1,
+      e2e: { rate: 200, durationMs: 4_000, ladder: [1_000], ladderMs: 2_000, customers: 2_000 },
+      ingest: { batches: [1, 10, 100], concurrencies: [8], durationMs: 1_500, warmupMs: 300, natsCount: 5_000, customers: 5_000 },
+      evaluate: { docs: 20_000, ms: 150 },
+    };
+  }
+  return {
+    quick,
+    customers: customers ?? 1_000_000,
+    templates: 4096,
+    seedWindow: 4_000,
+    burst: 100_000,
+    backgroundRate: 1_000,
+    restMs: 3_000,
+    check: { durationMs: 8_000, warmupMs: 2_000, concurrency: 16, rates: [500, 2_000], sustainFractions: [0.4, 0.6, 0.75, 0.9, 1], transports: ["tcp", "unix"] },
+    warmRestarts: 3,
+    e2e: { rate: 200, durationMs: 30_000, ladder: [500, 1_000, 2_000, 3_000, 4_000], ladderMs: 10_000, customers: 10_000 },
+    ingest: { batches: [1, 10, 100], concurrencies: [1, 16], durationMs: 10_000, warmupMs: 1_000, natsCount: 50_000, customers: 20_000 },
+    evaluate: { docs: 100_000, ms: 1_000 },
+  };
+}

@@ -1,0 +1,111 @@
+/**
+ * `npm run bench [-- --quick] [-- --only eval,sidecar,writer] [-- --customers N] [-- --profile sidecar]`
+ *
+ * Runs the benchmarks against the design's targets, each role in its own process on loopback,
+ * prints a table and writes bench/results/latest.json (machine, versions, parameters, figures).
+ * See BENCHMARKS.md for the method.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { natsServerAvailable, NATS_INSTALL_HINT } from "../dev/nats-server.js";
+import { config } from "./config.js";
+import { Child } from "./ipc.js";
+import { machine, versions } from "./machine.js";
+import { render, verdicts, type EvalResults, type Results } from "./report.js";
+import { sidecarSuite, type Env } from "./suites/sidecar.js";
+import { writerSuite } from "./suites/writer.js";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const GROUPS = ["eval", "sidecar", "writer"] as const;
+
+const USAGE = `usage: npm run bench [-- options]
+  --quick            about a minute: 50k customers, short runs (figures are indicative)
+  --customers N      customers in the sidecar benchmark (default 1,000,000; quick 50,000)
+  --only LIST        comma-separated subset of: ${GROUPS.join(", ")}
+  --out FILE         results JSON (default bench/results/latest.json)
+  --profile ROLES    comma-separated roles to run with node --cpu-prof (sidecar, load, echo, writer, drive, seed, evaluate);
+                     profiles are written to bench/results/profiles/
+  --keep             keep the temporary directory (replica, ledger, service logs)`;
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: "boolean", default: false },
+      customers: { type: "string" },
+      only: { type: "string" },
+      out: { type: "string" },
+      profile: { type: "string" },
+      keep: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  if (!natsServerAvailable()) throw new Error(NATS_INSTALL_HINT);
+  const cfg = config(values.quick, values.customers ? Number(values.customers) : undefined);
+  const only = new Set((values.only ?? GROUPS.join(",")).split(",").map((s) => s.trim()));
+  for (const g of only) if (!(GROUPS as readonly string[]).includes(g)) throw new Error(`--only: unknown group "${g}" (${GROUPS.join(", ")})`);
+  const profiled = new Set((values.profile ?? "").split(",").filter(Boolean));
+  const profileDir = join(ROOT, "bench/results/profiles");
+  if (profiled.size) mkdirSync(profileDir, { recursive: true });
+  const out = values.out ?? join(ROOT, "bench/results/latest.json");
+  const dir = mkdtempSync(join(tmpdir(), "proofgate-bench-"));
+  const t0 = performance.now();
+  const startedAt = new Date().toISOString();
+  const log = (line: string): void => {
+    console.error(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${line}`);
+  };
+  const env: Env = {
+    dir,
+    log,
+    execArgv: (role) => (profiled.has(role) ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${role}-${Date.now()}.cpuprofile`] : []),
+    logEnv: { PROOFGATE_BENCH_LOG: join(dir, "services.log") },
+  };
+  log(`proofgate benchmark, ${cfg.quick ? "quick" : "full"} run; work directory ${dir}`);
+  const results: Results = {};
+  let failed: unknown;
+  try {
+    if (only.has("eval")) {
+      log("evaluation alone, in process");
+      const ev = await Child.fork("evaluate", { execArgv: env.execArgv("evaluate") });
+      results.evaluate = await ev.call<EvalResults>("run", { docs: cfg.evaluate.docs, templates: cfg.templates, seed: 7, ms: cfg.evaluate.ms });
+      await ev.stop();
+    }
+    if (only.has("sidecar")) results.sidecar = await sidecarSuite(cfg, env);
+    if (only.has("writer")) results.writer = await writerSuite(cfg, env);
+  } catch (err) {
+    failed = err;
+    console.error(err);
+    console.error(`service logs: ${join(dir, "services.log")}`);
+  }
+  const v = verdicts(cfg, results);
+  const durationS = Math.round((performance.now() - t0) / 100) / 10;
+  const json = {
+    schema: 1,
+    mode: cfg.quick ? "quick" : "full",
+    startedAt,
+    durationS,
+    complete: failed === undefined && GROUPS.every((g) => only.has(g)),
+    machine: machine(),
+    versions: versions(),
+    parameters: cfg,
+    targets: v,
+    results,
+    ...(failed ? { error: failed instanceof Error ? failed.message : JSON.stringify(failed) } : {}),
+  };
+  mkdirSync(join(out, ".."), { recursive: true });
+  writeFileSync(out, JSON.stringify(json, null, 2) + "\n");
+  console.log("\n" + render(cfg, results, v));
+  console.log(`\n${cfg.quick ? "Quick" : "Full"} run took ${durationS} s; results in ${out}`);
+  if (values.keep || failed) console.error(`work directory kept: ${dir}`);
+  else rmSync(dir, { recursive: true, force: true });
+  if (failed) process.exitCode = 1;
+}
+
+await main();

@@ -1,0 +1,172 @@
+/** The printed table and the verdicts against the design's targets. */
+import type { Config } from "./config.js";
+import type { SidecarResults, Window } from "./suites/sidecar.js";
+import type { WriterResults } from "./suites/writer.js";
+
+export interface EvalResults {
+  readonly docs: number;
+  readonly documentBytes: { median: number; p99: number; max: number };
+  readonly statuses: Record<string, number>;
+  readonly [measure: string]: unknown;
+}
+
+export interface Results {
+  evaluate?: EvalResults;
+  sidecar?: SidecarResults;
+  writer?: WriterResults;
+}
+
+export interface Verdict {
+  readonly what: string;
+  readonly target: string;
+  readonly measured: string;
+  readonly met: boolean | undefined;
+  readonly note?: string;
+}
+
+const MB = 2 ** 20;
+const fmt = (n: number, digits = 0): string => (Number.isFinite(n) ? n.toLocaleString("en", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "n/a");
+const us = (n: number): string => (n >= 10_000 ? `${fmt(n / 1000, 1)} ms` : `${fmt(n, n < 100 ? 1 : 0)} µs`);
+
+export function verdicts(cfg: Config, r: Results): Verdict[] {
+  const out: Verdict[] = [];
+  const scale = cfg.customers >= 1_000_000 ? "" : ` (${cfg.customers.toLocaleString("en")} customers, not 1M)`;
+  const s = r.sidecar;
+  if (s) {
+    const c1 = s.scenarios.find((x) => x.transport === "tcp" && x.rpc === "check" && x.concurrency === 1);
+    const r2k = s.scenarios.find((x) => x.transport === "tcp" && x.rpc === "check" && x.rate === 2_000);
+    if (c1) {
+      out.push({ what: "Check p50, TCP, one call at a time", target: "≤ 250 µs", measured: us(c1.sidecar.latency.p50_us), met: c1.sidecar.latency.p50_us <= 250, note: scale });
+      out.push({ what: "Check p99, TCP, one call at a time", target: "≤ 1 ms", measured: us(c1.sidecar.latency.p99_us), met: c1.sidecar.latency.p99_us <= 1000, note: scale });
+      out.push({
+        what: "Check vs bare grpc-js echo, TCP, one at a time",
+        target: "≤ 1.3×",
+        measured: `p50 ${c1.ratio.p50}×, p99 ${c1.ratio.p99}×`,
+        met: c1.ratio.p50 <= 1.3 && c1.ratio.p99 <= 1.3,
+        note: scale,
+      });
+    }
+    if (r2k) {
+      out.push({ what: "Check p99, TCP, 2,000/s", target: "≤ 1 ms", measured: us(r2k.sidecar.latency.p99_us), met: r2k.sidecar.latency.p99_us <= 1000, note: scale });
+      out.push({ what: "Check vs echo, TCP, 2,000/s", target: "≤ 1.3×", measured: `p50 ${r2k.ratio.p50}×, p99 ${r2k.ratio.p99}×`, met: r2k.ratio.p50 <= 1.3 && r2k.ratio.p99 <= 1.3, note: scale });
+    }
+    out.push({ what: "Sidecar bootstrap from empty", target: "≤ 30 s to ready", measured: `${fmt(s.bootstrap.readyMs / 1000, 1)} s`, met: s.bootstrap.readyMs <= 30_000, note: scale });
+    out.push({ what: "Sidecar warm restart", target: "≤ 1 s", measured: `${fmt(s.warmRestart.medianReadyMs)} ms (${fmt(s.warmRestart.medianFromSpawnMs)} ms from spawn)`, met: s.warmRestart.medianReadyMs <= 1000, note: scale });
+    const rss = Math.max(s.rss.atRestBytes, s.rss.underLoadMaxBytes);
+    out.push({ what: "Sidecar RSS (at rest / under load)", target: "≤ 150 MB", measured: `${fmt(s.rss.atRestBytes / MB)} / ${fmt(s.rss.underLoadMaxBytes / MB)} MiB`, met: rss <= 150 * MB, note: scale });
+  }
+  const w = r.writer;
+  if (w) {
+    out.push({
+      what: "Event → sidecar Check, 200 events/s",
+      target: "p99 ≤ 25 ms",
+      measured: `p99 ${fmt(w.e2e.target.latency.p99_us / 1000, 1)} ms`,
+      met: w.e2e.target.latency.p99_us <= 25_000 && w.e2e.target.missed === 0,
+    });
+    const best = [...w.ingest].sort((a, b) => b.eventsPerSecond - a.eventsPerSecond)[0];
+    if (best) {
+      out.push({
+        what: "Writer ingest, durable",
+        target: "≥ 3,000 events/s",
+        measured: `${fmt(best.eventsPerSecond)} events/s (${best.path === "nats" ? "NATS" : `Publish batch ${best.batch} × ${best.concurrency} callers`})`,
+        met: best.eventsPerSecond >= 3_000,
+      });
+    }
+  }
+  return out;
+}
+
+function pad(cells: string[], widths: number[]): string {
+  return cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join("  ");
+}
+
+function table(title: string, header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const lines = [title, pad(header, widths), widths.map((w) => "─".repeat(w)).join("  "), ...rows.map((r) => pad(r, widths))];
+  return lines.join("\n");
+}
+
+const lat = (w: Window): string[] => [us(w.latency.p50_us), us(w.latency.p90_us), us(w.latency.p99_us), us(w.latency.p999_us), us(w.latency.max_us), fmt(w.throughput)];
+
+export function render(cfg: Config, r: Results, v: Verdict[]): string {
+  const parts: string[] = [];
+  const e = r.evaluate;
+  if (e) {
+    const row = (name: string, key: string): string[] => {
+      const m = e[key] as { nsPerOp: number; opsPerSecond: number } | undefined;
+      return [name, m ? fmt(m.nsPerOp) : "n/a", m ? fmt(m.opsPerSecond) : "n/a"];
+    };
+    parts.push(
+      table(`5. Evaluation alone (in process, ${fmt(e.docs)} documents, median ${e.documentBytes.median} B)`, ["", "ns/op", "ops/s"], [
+        row("evaluate (decoded document)", "evaluate"),
+        row("decode document", "decode"),
+        row("decode + evaluate", "decodeEvaluate"),
+        row("replica point read", "replicaRead"),
+        row("replica read + decode + evaluate", "readDecodeEvaluate"),
+        row("Check handler (read…response object)", "handler"),
+        row("Check handler + request decode + response encode", "handlerWire"),
+      ]),
+    );
+  }
+  const s = r.sidecar;
+  if (s) {
+    const rows: string[][] = [];
+    for (const sc of s.scenarios) {
+      rows.push([`${sc.transport} ${sc.name}`, "sidecar", ...lat(sc.sidecar), `${sc.ratio.p50}× / ${sc.ratio.p99}×`]);
+      rows.push(["", "echo", ...lat(sc.echo), ""]);
+    }
+    parts.push(
+      table(
+        `1. Check latency: client process → sidecar process (${fmt(s.customers)} customers) and → bare grpc-js echo (same message sizes: request ${s.sizes.requestBytes} B, response ${s.sizes.responseBytes} B)`,
+        ["scenario", "server", "p50", "p90", "p99", "p99.9", "max", "calls/s", "p50/p99 vs echo"],
+        rows,
+      ),
+    );
+    const st = (x: { rate: number; steps: { rate: number; p99_us: number; ok: boolean }[] }): string =>
+      `${fmt(x.rate)}/s  [${x.steps.map((k) => `${k.rate}: p99 ${us(k.p99_us)} ${k.ok ? "ok" : "✗"}`).join(", ")}]`;
+    parts.push(`Highest Check rate with p99 ≤ 1 ms (TCP, open loop): sidecar ${st(s.sustainable.sidecar)}\n                                                     echo    ${st(s.sustainable.echo)}`);
+    const b = s.bootstrap;
+    parts.push(
+      table(`4. Sidecar bootstrap and memory (${fmt(s.customers)} customers)`, ["", "value"], [
+        ["seed: documents published to PROOFGATE_STATE", `${fmt(s.seed.seconds, 1)} s (${fmt(s.seed.rate)}/s), ${fmt(s.seed.recordBytes)} B/record`],
+        ["bootstrap: start → ready (empty replica)", `${fmt(b.readyMs / 1000, 2)} s (${fmt(b.fromSpawnMs / 1000, 2)} s from process spawn)`],
+        ["bootstrap: documents applied per second", `${fmt(b.docsPerSecond)} average, ${fmt(b.peakDocsPerSecond)} peak`],
+        [`checks during bootstrap (${cfg.backgroundRate}/s)`, `p50 ${us(b.checksDuring.latency.p50_us)}, p99 ${us(b.checksDuring.latency.p99_us)}, p99.9 ${us(b.checksDuring.latency.p999_us)}, max ${us(b.checksDuring.latency.max_us)}; loop delay p99 ${b.checksDuring.loopDelay?.p99_ms ?? "?"} ms`],
+        [`checks after bootstrap, idle (${cfg.backgroundRate}/s)`, `p50 ${us(b.checksAfter.latency.p50_us)}, p99 ${us(b.checksAfter.latency.p99_us)}, p99.9 ${us(b.checksAfter.latency.p999_us)}, max ${us(b.checksAfter.latency.max_us)}`],
+        [`burst of ${fmt(s.burst.count)} updates: applied`, `${fmt(s.burst.appliedSeconds, 2)} s (${fmt(s.burst.applyRate)}/s)`],
+        [`checks during the burst (${cfg.backgroundRate}/s)`, `p50 ${us(s.burst.checksDuring.latency.p50_us)}, p99 ${us(s.burst.checksDuring.latency.p99_us)}, p99.9 ${us(s.burst.checksDuring.latency.p999_us)}, max ${us(s.burst.checksDuring.latency.max_us)}; loop delay p99 ${s.burst.checksDuring.loopDelay?.p99_ms ?? "?"} ms`],
+        ["warm restart: start → ready (median)", `${fmt(s.warmRestart.medianReadyMs)} ms (${fmt(s.warmRestart.medianFromSpawnMs)} ms from process spawn)`],
+        ["replica file (+ WAL)", `${fmt(s.replica.fileBytes / MB)} MiB (+ ${fmt(s.replica.walBytes / MB)} MiB)`],
+        ["sidecar RSS: after bootstrap / at rest / under load (max) / peak", `${fmt(s.rss.afterBootstrapBytes / MB)} / ${fmt(s.rss.atRestBytes / MB)} / ${fmt(s.rss.underLoadMaxBytes / MB)} / ${fmt(s.rss.peakHwmBytes / MB)} MiB`],
+      ]),
+    );
+  }
+  const w = r.writer;
+  if (w) {
+    const rows = [w.e2e.target, ...w.e2e.ladder].map((x) => [
+      `${fmt(x.rate)}/s`,
+      `${x.seen}/${x.offered}`,
+      `${fmt(x.latency.p50_us / 1000, 1)} ms`,
+      `${fmt(x.latency.p90_us / 1000, 1)} ms`,
+      `${fmt(x.latency.p99_us / 1000, 1)} ms`,
+      `${fmt(x.latency.max_us / 1000, 1)} ms`,
+      `${fmt(x.publishAck.p50_us / 1000, 1)} ms`,
+      x.sustainable ? "yes" : "no",
+    ]);
+    parts.push(table(`2. Event → enforcement (NATS → writer → NATS → sidecar → Check); max sustainable ${fmt(w.e2e.maxSustainableRate)}/s`, ["rate", "seen", "p50", "p90", "p99", "max", "publish ack p50", "sustained"], rows));
+    parts.push(
+      table(
+        "3. Writer ingest, durable commits",
+        ["path", "events/s", "call p50", "call p99"],
+        w.ingest.map((i) => [
+          i.path === "nats" ? `NATS (${cfg.ingest.natsCount.toLocaleString("en")} events pipelined)` : `Publish, batch ${i.batch}, ${i.concurrency} caller${i.concurrency > 1 ? "s" : ""}`,
+          fmt(i.eventsPerSecond),
+          i.callLatency ? `${fmt(i.callLatency.p50_us / 1000, 1)} ms` : "",
+          i.callLatency ? `${fmt(i.callLatency.p99_us / 1000, 1)} ms` : "",
+        ]),
+      ),
+    );
+  }
+  parts.push(table("Targets (docs: BENCHMARKS.md)", ["what", "target", "measured", "met"], v.map((x) => [x.what + (x.note ?? ""), x.target, x.measured, x.met === undefined ? "?" : x.met ? "yes" : "NO"])));
+  return parts.join("\n\n");
+}

@@ -1,0 +1,275 @@
+/**
+ * A billing system and a product service at once, for the writer benchmarks: publishes billing
+ * events (to NATS, or through IngestService.Publish) and, for event-to-enforcement, watches a
+ * sidecar's Check until each event shows.
+ *
+ * Watching uses the product's own consistency token as a long poll: Check with
+ * `min_revision = last revision seen + 1` is answered as soon as the sidecar applies anything
+ * newer, so a change is seen one local round trip after it lands, with no polling interval.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
+import { AdminServiceClient } from "../../gen/proofgate/v1/admin.js";
+import { BillingEvent, PaymentResult } from "../../gen/proofgate/v1/billing.js";
+import { AccessStatus, CheckServiceClient, type CheckResponse } from "../../gen/proofgate/v1/check.js";
+import { IngestResult, IngestServiceClient, type PublishResponse } from "../../gen/proofgate/v1/ingest.js";
+import { BILLING_STREAM } from "../../replication/subjects.js";
+import { EventStream, customerId, demoCatalog, paymentEvent, subscriptionEvent } from "../data.js";
+import { Histogram, type HistogramJson } from "../histogram.js";
+import { serve } from "../ipc.js";
+import { sleep } from "../util.js";
+
+const SUBJECT = "proofgate.billing.bench";
+const WRITER_CONSUMER = "proofgate-writer";
+
+function unary<Res>(start: (cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown): Promise<Res> {
+  return new Promise((resolve, reject) => start((err, res) => (err ? reject(err) : resolve(res))));
+}
+
+export interface E2eResult {
+  readonly rate: number;
+  readonly offered: number;
+  /** Events whose effect was seen. */
+  readonly seen: number;
+  readonly missed: number;
+  readonly publishedPerSecond: number;
+  readonly hist: HistogramJson;
+  /** JetStream publish acknowledgement (the event is durable in PROOFGATE_BILLING). */
+  readonly ackHist: HistogramJson;
+  readonly checks: number;
+}
+
+export function start(): void {
+  let nc: NatsConnection | undefined;
+  let js: JetStreamClient | undefined;
+  let jsm: JetStreamManager | undefined;
+  let ingest: InstanceType<typeof IngestServiceClient> | undefined;
+  let admin: InstanceType<typeof AdminServiceClient> | undefined;
+  let check: InstanceType<typeof CheckServiceClient> | undefined;
+  /** e2e customers: how many payments each has had (even: unpaid or refunded; odd: paid). */
+  const paid = new Map<number, number>();
+  let eventSeq = 0;
+  const runId = Math.random().toString(36).slice(2, 8);
+
+  const need = <T>(v: T | undefined, what: string): T => {
+    if (v === undefined) throw new Error(`${what} not connected`);
+    return v;
+  };
+
+  async function publishGrpc(events: BillingEvent[]): Promise<PublishResponse> {
+    const c = need(ingest, "writer");
+    const res = await unary<PublishResponse>((cb) => c.publish({ events }, cb));
+    const bad = res.results.find((x) => x.result === IngestResult.INGEST_RESULT_REJECTED);
+    if (bad) throw new Error(`event ${bad.eventId} rejected: ${bad.reason}`);
+    return res;
+  }
+
+  async function writerCaughtUp(lastSeq: number, timeoutMs: number): Promise<number> {
+    const m = need(jsm, "nats");
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const ci = await m.consumers.info(BILLING_STREAM, WRITER_CONSUMER);
+      if (ci.ack_floor.stream_seq >= lastSeq) return performance.now();
+      if (performance.now() > deadline) throw new Error(`writer consumer at ${ci.ack_floor.stream_seq} of ${lastSeq} after ${timeoutMs} ms`);
+      await sleep(10);
+    }
+  }
+
+  serve(
+    {
+      connect: async (a: { natsUrl: string; writer: string; sidecar?: string }) => {
+        nc = await connect({ servers: a.natsUrl, maxReconnectAttempts: -1 });
+        jsm = await nc.jetstreamManager();
+        js = nc.jetstream({ timeout: 10_000 });
+        ingest = new IngestServiceClient(a.writer, grpc.credentials.createInsecure());
+        admin = new AdminServiceClient(a.writer, grpc.credentials.createInsecure());
+        if (a.sidecar) check = new CheckServiceClient(a.sidecar, grpc.credentials.createInsecure());
+        return {};
+      },
+      applyCatalog: async () => {
+        const c = need(admin, "writer");
+        const res = await unary<{ revision: number }>((cb) => c.applyCatalog({ catalog: demoCatalog(), actor: "bench", reason: "benchmark" }, cb));
+        return { revision: res.revision };
+      },
+      /** Customers offset..offset+count-1 subscribe to premium (not paid yet). Returns the revision that holds them. */
+      precreate: async (a: { offset: number; count: number }) => {
+        let revision = 0;
+        const now = Date.now();
+        for (let i = 0; i < a.count; i += 500) {
+          const events: BillingEvent[] = [];
+          for (let k = i; k < Math.min(a.count, i + 500); k++) events.push(subscriptionEvent(customerId(a.offset + k), `pre_${runId}_${a.offset + k}`, now, "premium", 1));
+          revision = Math.max(revision, (await publishGrpc(events)).revision);
+        }
+        return { revision };
+      },
+      /**
+       * Event-to-enforcement at `rate` events/s for `durationMs`: each event pays for (or refunds)
+       * one customer's premium plan, which flips `api-access` on the sidecar (GRANTED / REVOKED).
+       */
+      e2e: async (a: { rate: number; durationMs: number; offset: number; customers: number; timeoutMs: number }): Promise<E2eResult> => {
+        const j = need(js, "nats");
+        const cl = need(check, "sidecar");
+        const hist = new Histogram();
+        const ackHist = new Histogram();
+        const total = Math.round((a.rate * a.durationMs) / 1000);
+        const interval = 1000 / a.rate;
+        let seen = 0;
+        let missed = 0;
+        let checks = 0;
+        let published = 0;
+        let lastPublishAt = 0;
+        const busy = new Set<number>();
+        const begin = performance.now();
+        const watch = (c: number, expectGranted: boolean, t0: number, deadline: number, done: () => void): void => {
+          const id = customerId(c);
+          const poll = (minRevision: number | undefined): void => {
+            checks++;
+            cl.check({ customerId: id, feature: "api-access", quantity: undefined, minRevision }, new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (err: grpc.ServiceError | null, res: CheckResponse) => {
+              const t1 = performance.now();
+              if (!err) {
+                const ok = expectGranted ? res.allowed && res.status === AccessStatus.ACCESS_STATUS_GRANTED : res.status === AccessStatus.ACCESS_STATUS_REVOKED;
+                if (ok) {
+                  hist.record((t1 - t0) * 1e6);
+                  seen++;
+                  done();
+                  return;
+                }
+              }
+              if (t1 > deadline) {
+                missed++;
+                done();
+                return;
+              }
+              poll(err ? minRevision : res.revision + 1);
+            });
+          };
+          poll(undefined);
+        };
+        await new Promise<void>((resolve) => {
+          let i = 0;
+          let outstanding = 0;
+          let timerDone = false;
+          const finish = (): void => {
+            outstanding--;
+            if (timerDone && outstanding === 0) resolve();
+          };
+          const pump = (): void => {
+            const t = performance.now();
+            while (i < total && begin + i * interval <= t) {
+              const c = a.offset + (i % a.customers);
+              i++;
+              if (busy.has(c)) {
+                // This customer's previous event has not shown yet; never overlap two on one customer.
+                missed++;
+                continue;
+              }
+              busy.add(c);
+              const n = paid.get(c) ?? 0;
+              const id = customerId(c);
+              const eventId = `e2e_${runId}_${eventSeq++}`;
+              const invoice = `in_${runId}_${c}_${Math.floor(n / 2)}`;
+              const ev = n % 2 === 0 ? paymentEvent(id, eventId, Date.now(), invoice, PaymentResult.PAYMENT_RESULT_SUCCEEDED) : paymentEvent(id, eventId, Date.now(), invoice, PaymentResult.PAYMENT_RESULT_REFUNDED);
+              paid.set(c, n + 1);
+              outstanding++;
+              const t0 = performance.now();
+              j.publish(SUBJECT, BillingEvent.encode(ev).finish()).then(
+                () => {
+                  ackHist.record((performance.now() - t0) * 1e6);
+                  published++;
+                  lastPublishAt = performance.now();
+                },
+                () => undefined,
+              );
+              watch(c, n % 2 === 0, t0, t0 + a.timeoutMs, () => {
+                busy.delete(c);
+                finish();
+              });
+            }
+            if (i >= total) {
+              timerDone = true;
+              if (outstanding === 0) resolve();
+              return;
+            }
+            setTimeout(pump, Math.max(0, begin + i * interval - performance.now() - 0.2));
+          };
+          pump();
+        });
+        return {
+          rate: a.rate,
+          offered: total,
+          seen,
+          missed,
+          publishedPerSecond: (published / Math.max(1, lastPublishAt - begin)) * 1000,
+          hist: hist.toJSON(),
+          ackHist: ackHist.toJSON(),
+          checks,
+        };
+      },
+      /** IngestService.Publish, `concurrency` callers each sending `batch` events per call, for `durationMs`. */
+      ingestGrpc: async (a: { batch: number; concurrency: number; durationMs: number; warmupMs: number; customers: number; offset: number }) => {
+        const stream = new EventStream(a.customers, `g${a.batch}c${a.concurrency}_${runId}`, a.offset);
+        const hist = new Histogram();
+        let events = 0;
+        let errors = 0;
+        let firstError: string | undefined;
+        const t = performance.now();
+        const from = t + a.warmupMs;
+        const end = from + a.durationMs;
+        await Promise.all(
+          Array.from({ length: a.concurrency }, async () => {
+            while (performance.now() < end) {
+              const batch = Array.from({ length: a.batch }, () => stream.next());
+              const t0 = performance.now();
+              try {
+                await publishGrpc(batch);
+                const t1 = performance.now();
+                if (t0 >= from) {
+                  hist.record((t1 - t0) * 1e6);
+                  if (t1 <= end) events += a.batch;
+                }
+              } catch (err) {
+                errors++;
+                firstError ??= err instanceof Error ? err.message : String(err);
+              }
+            }
+          }),
+        );
+        return { batch: a.batch, concurrency: a.concurrency, eventsPerSecond: (events / a.durationMs) * 1000, calls: hist.count, hist: hist.toJSON(), errors, firstError };
+      },
+      /**
+       * `count` events published to PROOFGATE_BILLING as fast as JetStream acknowledges them
+       * (pipelined), then the time until the writer has committed and acked them all.
+       */
+      ingestNats: async (a: { count: number; customers: number; offset: number; window: number; timeoutMs: number }) => {
+        const j = need(js, "nats");
+        const stream = new EventStream(a.customers, `n_${runId}`, a.offset);
+        const payloads = Array.from({ length: a.count }, () => BillingEvent.encode(stream.next()).finish());
+        const t = performance.now();
+        let last = 0;
+        let next = 0;
+        let done = 0;
+        await new Promise<void>((resolve, reject) => {
+          const launch = (): void => {
+            while (next < a.count && next - done < a.window) {
+              j.publish(SUBJECT, payloads[next++] as Uint8Array).then((ack) => {
+                last = Math.max(last, ack.seq);
+                if (++done === a.count) resolve();
+                else launch();
+              }, reject);
+            }
+          };
+          launch();
+        });
+        const publishedAt = performance.now();
+        const end = await writerCaughtUp(last, a.timeoutMs);
+        return { count: a.count, publishSeconds: (publishedAt - t) / 1000, seconds: (end - t) / 1000, eventsPerSecond: a.count / ((end - t) / 1000) };
+      },
+    },
+    async () => {
+      ingest?.close();
+      admin?.close();
+      check?.close();
+      await nc?.drain();
+    },
+  );
+}

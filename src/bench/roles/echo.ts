@@ -1,0 +1,34 @@
+/**
+ * The floor: a bare grpc-js server implementing CheckService with canned answers of the same size
+ * as the sidecar's (same generated (de)serializers, same server options), doing no other work.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { CheckResponse, CheckServiceService, type CheckBatchRequest, type CheckBatchResponse, type CheckRequest } from "../../gen/proofgate/v1/check.js";
+import { serve } from "../ipc.js";
+
+export function start(): void {
+  let server: grpc.Server | undefined;
+  serve(
+    {
+      start: async (a: { socket?: string; response: Uint8Array }) => {
+        const canned = CheckResponse.decode(a.response);
+        server = new grpc.Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024, "grpc.keepalive_permit_without_calls": 1 });
+        server.addService(CheckServiceService, {
+          check: (_call: grpc.ServerUnaryCall<CheckRequest, CheckResponse>, cb: grpc.sendUnaryData<CheckResponse>) => cb(null, canned),
+          checkBatch: (call: grpc.ServerUnaryCall<CheckBatchRequest, CheckBatchResponse>, cb: grpc.sendUnaryData<CheckBatchResponse>) =>
+            cb(null, { results: call.request.checks.map(() => canned), revision: canned.revision, stale: false }),
+          listEntitlements: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb({ code: grpc.status.UNIMPLEMENTED }),
+        });
+        const bind = (address: string): Promise<number> =>
+          new Promise((resolve, reject) => server?.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))));
+        const port = await bind("127.0.0.1:0");
+        if (a.socket) await bind(`unix:${a.socket}`);
+        return { tcp: `127.0.0.1:${port}`, unix: a.socket ? `unix:${a.socket}` : undefined };
+      },
+    },
+    async () => {
+      const s = server;
+      if (s) await new Promise<void>((resolve) => s.tryShutdown(() => resolve()));
+    },
+  );
+}

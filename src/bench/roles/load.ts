@@ -1,0 +1,268 @@
+/**
+ * The load client: a product service calling CheckService (sidecar or echo floor) through the
+ * generated grpc-js client, on one channel, as an application would. Closed loop (N callers, each
+ * sending when its last answer arrived) or open loop at a fixed rate (sends on schedule whatever
+ * the answers do, so a slow server cannot slow the offered load down).
+ *
+ * Latency is the service time of each call, send to answer, in an HDR-like histogram. In open
+ * loop, `lag` is how late the client itself sent (if large, the client could not offer the rate
+ * and the run says so).
+ */
+import * as grpc from "@grpc/grpc-js";
+import {
+  AccessStatus,
+  CheckBatchRequest,
+  CheckBatchResponse,
+  CheckRequest,
+  CheckResponse,
+  CheckServiceClient,
+} from "../../gen/proofgate/v1/check.js";
+import { statusName } from "../../policy/index.js";
+import { CHECK_FEATURES, customerId } from "../data.js";
+import { Histogram, type HistogramJson } from "../histogram.js";
+import { serve } from "../ipc.js";
+
+export type Rpc = "check" | "batch";
+
+export interface RunPlan {
+  readonly rpc: Rpc;
+  readonly mode: "closed" | "rate";
+  readonly concurrency?: number;
+  readonly rate?: number;
+  readonly durationMs: number;
+  readonly warmupMs: number;
+}
+
+export interface RunResult {
+  readonly hist: HistogramJson;
+  readonly lag?: HistogramJson;
+  /** Calls answered in the measured window, per second. */
+  readonly throughput: number;
+  readonly completed: number;
+  readonly errors: number;
+  readonly firstError?: string;
+  /** Open loop: sends skipped because too many calls were outstanding. */
+  readonly dropped: number;
+  readonly windowMs: number;
+  readonly statuses: Record<string, number>;
+}
+
+const BATCH = 10;
+const MAX_OUTSTANDING = 20_000;
+
+type Call = (cb: (err: grpc.ServiceError | null, status: AccessStatus | undefined) => void) => void;
+
+export function start(): void {
+  let client: CheckServiceClient | undefined;
+  let customers = 1;
+  let background: { stop: () => void; mark: () => RunResult } | undefined;
+
+  const r = Math.random;
+  const feature = (): string => CHECK_FEATURES[Math.floor(r() * CHECK_FEATURES.length)] as string;
+  const checkRequest = (): CheckRequest => {
+    const f = feature();
+    return { customerId: customerId(Math.floor(r() * customers)), feature: f, quantity: f === "seats" ? 1 + Math.floor(r() * 20) : undefined, minRevision: undefined };
+  };
+  /** A page asking about one customer: 10 features in one round trip. */
+  const batchRequest = (): CheckBatchRequest => {
+    const id = customerId(Math.floor(r() * customers));
+    const checks: CheckRequest[] = [];
+    const start = Math.floor(r() * CHECK_FEATURES.length);
+    for (let i = 0; i < BATCH; i++) {
+      const f = CHECK_FEATURES[(start + i) % CHECK_FEATURES.length] as string;
+      checks.push({ customerId: id, feature: f, quantity: f === "seats" ? 1 + Math.floor(r() * 20) : undefined, minRevision: undefined });
+    }
+    return { checks, minRevision: undefined };
+  };
+  const c = (): CheckServiceClient => {
+    if (!client) throw new Error("not connected");
+    return client;
+  };
+  const call = (rpc: Rpc): Call => {
+    const cl = c();
+    if (rpc === "check") return (cb) => cl.check(checkRequest(), (err, res: CheckResponse | undefined) => cb(err, res?.status));
+    return (cb) => cl.checkBatch(batchRequest(), (err, res: CheckBatchResponse | undefined) => cb(err, res?.results[0]?.status));
+  };
+
+  /** Runs until `endAt` (ms) or forever when undefined; measures from `measureFrom`. */
+  function runner(plan: Omit<RunPlan, "durationMs" | "warmupMs">, measureFrom: number, endAt: number | undefined, done: () => void) {
+    const hist = new Histogram();
+    const lag = new Histogram();
+    let statuses: Record<string, number> = {};
+    let completed = 0;
+    let errors = 0;
+    let dropped = 0;
+    let firstError: string | undefined;
+    let outstanding = 0;
+    let stopped = false;
+    let windowStart = measureFrom;
+    const fire = call(plan.rpc);
+    const record = (t0: number, err: grpc.ServiceError | null, status: AccessStatus | undefined): void => {
+      const t1 = performance.now();
+      if (t0 < windowStart) return;
+      if (err) {
+        errors++;
+        firstError ??= `${err.code}: ${err.details}`;
+        return;
+      }
+      hist.record((t1 - t0) * 1e6);
+      completed++;
+      const s = status === undefined ? "?" : statusName(status);
+      statuses[s] = (statuses[s] ?? 0) + 1;
+    };
+    const finished = (): boolean => stopped || (endAt !== undefined && performance.now() >= endAt);
+    if (plan.mode === "closed") {
+      let active = plan.concurrency ?? 1;
+      const loop = (): void => {
+        const t0 = performance.now();
+        fire((err, status) => {
+          record(t0, err, status);
+          if (!finished()) loop();
+          else if (--active === 0) done();
+        });
+      };
+      for (let i = 0; i < active; i++) loop();
+    } else {
+      const interval = 1000 / (plan.rate ?? 1);
+      const begin = performance.now();
+      let i = 0;
+      let timerDone = false;
+      const maybeDone = (): void => {
+        if (timerDone && outstanding === 0) done();
+      };
+      const pump = (): void => {
+        const t = performance.now();
+        while (begin + i * interval <= t) {
+          const intended = begin + i * interval;
+          i++;
+          if (outstanding >= MAX_OUTSTANDING) {
+            dropped++;
+            continue;
+          }
+          outstanding++;
+          const t0 = performance.now();
+          if (intended >= windowStart) lag.record((t0 - intended) * 1e6);
+          fire((err, status) => {
+            outstanding--;
+            record(t0, err, status);
+            if (timerDone) maybeDone();
+          });
+        }
+        if (finished()) {
+          timerDone = true;
+          maybeDone();
+          return;
+        }
+        setTimeout(pump, Math.max(0, begin + i * interval - performance.now() - 0.2));
+      };
+      pump();
+    }
+    return {
+      stop: () => {
+        stopped = true;
+      },
+      mark: (): RunResult => {
+        const now = performance.now();
+        const windowMs = (endAt === undefined ? now : Math.min(now, endAt)) - windowStart;
+        const out: RunResult = {
+          hist: hist.toJSON(),
+          lag: plan.mode === "rate" ? lag.toJSON() : undefined,
+          throughput: (completed / windowMs) * 1000,
+          completed,
+          errors,
+          ...(firstError ? { firstError } : {}),
+          dropped,
+          windowMs,
+          statuses,
+        } as RunResult;
+        hist.reset();
+        lag.reset();
+        completed = 0;
+        errors = 0;
+        dropped = 0;
+        firstError = undefined;
+        statuses = {};
+        windowStart = now;
+        return out;
+      },
+    };
+  }
+
+  serve(
+    {
+      connect: async (a: { address: string; customers: number }) => {
+        client?.close();
+        customers = a.customers;
+        client = new CheckServiceClient(a.address, grpc.credentials.createInsecure());
+        const cl = client;
+        await new Promise<void>((resolve, reject) => cl.waitForReady(Date.now() + 10_000, (err) => (err ? reject(err) : resolve())));
+        return {};
+      },
+      run: (plan: RunPlan) =>
+        new Promise<RunResult>((resolve) => {
+          const t = performance.now();
+          let h: { mark: () => RunResult } | undefined = undefined;
+          h = runner(plan, t + plan.warmupMs, t + plan.warmupMs + plan.durationMs, () => {
+            // Measured up to the end of the window, not to the last straggler.
+            resolve(h?.mark() as RunResult);
+          });
+        }),
+      /** An open-loop rate running until `backgroundStop`; `backgroundMark` cuts a measurement window. */
+      backgroundStart: (a: { rpc: Rpc; rate: number }) => {
+        background?.stop();
+        background = runner({ rpc: a.rpc, mode: "rate", rate: a.rate }, performance.now(), undefined, () => undefined);
+        return {};
+      },
+      backgroundMark: () => {
+        if (!background) throw new Error("no background load");
+        return background.mark();
+      },
+      backgroundStop: () => {
+        const b = background;
+        background = undefined;
+        if (!b) return undefined;
+        b.stop();
+        return b.mark();
+      },
+      /** Encoded sizes and the answer mix over `n` sequential calls, and a typical answer (median size). */
+      sample: async (a: { n: number }) => {
+        const cl = c();
+        const responses: Buffer[] = [];
+        let reqBytes = 0;
+        let batchReq = 0;
+        let batchRes = 0;
+        const statuses: Record<string, number> = {};
+        for (let i = 0; i < a.n; i++) {
+          const req = checkRequest();
+          reqBytes += CheckRequest.encode(req).finish().length;
+          const res = await new Promise<CheckResponse>((resolve, reject) => cl.check(req, (err, v) => (err ? reject(err) : resolve(v))));
+          const s = statusName(res.status);
+          statuses[s] = (statuses[s] ?? 0) + 1;
+          responses.push(Buffer.from(CheckResponse.encode(res).finish()));
+        }
+        for (let i = 0; i < Math.min(200, a.n); i++) {
+          const req = batchRequest();
+          batchReq += CheckBatchRequest.encode(req).finish().length;
+          const res = await new Promise<CheckBatchResponse>((resolve, reject) => cl.checkBatch(req, (err, v) => (err ? reject(err) : resolve(v))));
+          batchRes += CheckBatchResponse.encode(res).finish().length;
+        }
+        const sorted = [...responses].sort((x, y) => x.length - y.length);
+        const typical = sorted[Math.floor(sorted.length / 2)] ?? Buffer.alloc(0);
+        const nb = Math.min(200, a.n);
+        return {
+          requestBytes: reqBytes / a.n,
+          responseBytes: responses.reduce((s, b) => s + b.length, 0) / a.n,
+          batchRequestBytes: batchReq / nb,
+          batchResponseBytes: batchRes / nb,
+          statuses,
+          typical,
+        };
+      },
+    },
+    () => {
+      background?.stop();
+      client?.close();
+      return Promise.resolve();
+    },
+  );
+}

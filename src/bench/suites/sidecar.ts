@@ -1,0 +1,305 @@
+/**
+ * Benchmarks 1 and 4: a sidecar bootstrapping a replica of `customers` documents from an empty
+ * file (checks at a fixed rate meanwhile), a burst of document updates under the same load, the
+ * Check latency suite against the same sidecar and a bare grpc-js echo server, and warm restarts.
+ * Every role is its own process: nats-server, the seeder, the sidecar, the echo server, the client.
+ */
+import { statSync } from "node:fs";
+import { join } from "node:path";
+import { NatsServer } from "../../dev/nats-server.js";
+import type { Config } from "../config.js";
+import { Histogram, type Summary } from "../histogram.js";
+import { Child } from "../ipc.js";
+import type { RunPlan, RunResult, Rpc } from "../roles/load.js";
+import { round, rssOf, sleep } from "../util.js";
+
+export interface Window {
+  readonly latency: Summary;
+  readonly throughput: number;
+  readonly errors: number;
+  readonly statuses: Record<string, number>;
+  readonly lag?: Summary;
+  readonly dropped: number;
+  readonly loopDelay?: { p50_ms: number; p99_ms: number; max_ms: number };
+}
+
+export interface Scenario {
+  readonly name: string;
+  readonly transport: "tcp" | "unix";
+  readonly rpc: Rpc;
+  readonly mode: "closed" | "rate";
+  readonly concurrency?: number;
+  readonly rate?: number;
+  readonly sidecar: Window;
+  readonly echo: Window;
+  /** sidecar / echo. */
+  readonly ratio: { p50: number; p90: number; p99: number; p999: number; throughput: number };
+}
+
+export interface SustainStep {
+  readonly rate: number;
+  readonly achieved: number;
+  readonly p50_us: number;
+  readonly p99_us: number;
+  readonly lagP99_us: number;
+  readonly ok: boolean;
+}
+
+export interface SidecarResults {
+  readonly customers: number;
+  readonly seed: { seconds: number; rate: number; streamBytes: number; recordBytes: number; templateMedianBytes: number; templateMaxBytes: number };
+  readonly bootstrap: {
+    readonly readyMs: number;
+    readonly fromSpawnMs: number;
+    readonly revision: number;
+    readonly docsPerSecond: number;
+    readonly peakDocsPerSecond: number;
+    readonly timeline: readonly { t_s: number; revision: number; rss_mb: number }[];
+    readonly checksDuring: Window;
+    readonly checksAfter: Window;
+  };
+  readonly burst: { count: number; publishSeconds: number; appliedSeconds: number; applyRate: number; checksDuring: Window };
+  readonly replica: { fileBytes: number; walBytes: number };
+  readonly rss: { atRestBytes: number; underLoadMaxBytes: number; peakHwmBytes: number; afterBootstrapBytes: number };
+  readonly sizes: { requestBytes: number; responseBytes: number; batchRequestBytes: number; batchResponseBytes: number };
+  readonly answerMix: Record<string, number>;
+  readonly scenarios: readonly Scenario[];
+  readonly sustainable: { readonly sidecar: { rate: number; steps: SustainStep[] }; readonly echo: { rate: number; steps: SustainStep[] } };
+  readonly warmRestart: { readonly runs: readonly { readyMs: number; fromSpawnMs: number }[]; readonly medianReadyMs: number; readonly medianFromSpawnMs: number };
+}
+
+export interface Env {
+  readonly dir: string;
+  readonly log: (line: string) => void;
+  /** Extra node flags per role, e.g. `--cpu-prof` for profiling. */
+  readonly execArgv: (role: string) => string[];
+  readonly logEnv: NodeJS.ProcessEnv;
+}
+
+export function window(r: RunResult, loopDelay?: Window["loopDelay"]): Window {
+  return {
+    latency: Histogram.fromJSON(r.hist).summary(),
+    throughput: round(r.throughput, 0),
+    errors: r.errors,
+    statuses: r.statuses,
+    ...(r.lag ? { lag: Histogram.fromJSON(r.lag).summary() } : {}),
+    dropped: r.dropped,
+    ...(loopDelay ? { loopDelay: { p50_ms: round(loopDelay.p50_ms, 2), p99_ms: round(loopDelay.p99_ms, 2), max_ms: round(loopDelay.max_ms, 2) } } : {}),
+  };
+}
+
+const ratio = (a: number, b: number): number => (b > 0 ? Math.round((a / b) * 100) / 100 : NaN);
+
+function fileSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
+export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResults> {
+  const { log } = env;
+  const children: Child[] = [];
+  const fork = async (role: string): Promise<Child> => {
+    const c = await Child.fork(role, { execArgv: env.execArgv(role), env: env.logEnv });
+    children.push(c);
+    return c;
+  };
+  const nats = await NatsServer.start();
+  try {
+    // ---------------------------------------------------------------- seed the state stream
+    const seed = await fork("seed");
+    await seed.call("connect", { url: nats.url });
+    const tpl = await seed.call<{ ms: number; medianBytes: number; maxBytes: number }>("templates", { count: cfg.templates, seed: 42, now: Date.now() });
+    await seed.call("catalog");
+    log(`seeding ${cfg.customers.toLocaleString("en")} customer documents into PROOFGATE_STATE (pipelined JetStream publishes)`);
+    seed.on("seeded", (d) => {
+      const { done, seconds } = d as { done: number; seconds: number };
+      if (done % 250_000 === 0) log(`  ${done.toLocaleString("en")} published (${Math.round(done / seconds).toLocaleString("en")}/s)`);
+    });
+    const seeded = await seed.call<{ seconds: number; rate: number; bytes: number }>("documents", { count: cfg.customers, window: cfg.seedWindow });
+    const info = await seed.call<{ messages: number; bytes: number; lastSeq: number }>("streamInfo");
+    log(`  seeded in ${seeded.seconds.toFixed(1)} s (${Math.round(seeded.rate).toLocaleString("en")}/s); stream holds ${info.messages.toLocaleString("en")} messages, ${(info.bytes / 2 ** 20).toFixed(0)} MiB`);
+
+    // ---------------------------------------------------------------- bootstrap from empty, under load
+    const replicaPath = join(env.dir, "replica.db");
+    const socket = join(env.dir, "sidecar.sock");
+    log(`sidecar bootstrap from an empty replica, ${cfg.backgroundRate} checks/s meanwhile`);
+    const sidecar = await fork("sidecar");
+    const timeline: { t_s: number; revision: number; rss_mb: number }[] = [];
+    sidecar.on("progress", (d) => {
+      const p = d as { t: number; revision: number; rss: number };
+      timeline.push({ t_s: round(p.t / 1000, 2), revision: p.revision, rss_mb: round(p.rss / 2 ** 20, 1) });
+    });
+    const started = await sidecar.call<{ tcp: string; unix: string; listenMs: number }>("start", { replica: replicaPath, natsUrl: nats.url, socket });
+    await sidecar.call("watch", { intervalMs: 250 });
+    const load = await fork("load");
+    await load.call("connect", { address: started.tcp, customers: cfg.customers });
+    await sidecar.call("loopDelay");
+    await load.call("backgroundStart", { rpc: "check", rate: cfg.backgroundRate });
+    const ready = await sidecar.call<{ readyMs: number; revision: number }>("ready");
+    const fromSpawnMs = performance.now() - sidecar.forkedAt;
+    const checksDuringBootstrap = window(await load.call<RunResult>("backgroundMark"), await sidecar.call("loopDelay"));
+    log(`  ready in ${(ready.readyMs / 1000).toFixed(2)} s at revision ${ready.revision}; checks meanwhile p50 ${checksDuringBootstrap.latency.p50_us} µs, p99 ${checksDuringBootstrap.latency.p99_us} µs, max ${checksDuringBootstrap.latency.max_us} µs`);
+    const afterBootstrapRss = (await rssOf(sidecar.pid))?.rss ?? NaN;
+    await sleep(cfg.restMs);
+    const checksAfter = window(await load.call<RunResult>("backgroundMark"), await sidecar.call("loopDelay"));
+
+    // ---------------------------------------------------------------- a burst of document updates, under load
+    log(`burst of ${cfg.burst.toLocaleString("en")} document updates, ${cfg.backgroundRate} checks/s meanwhile`);
+    const burstStart = performance.now();
+    const burst = await seed.call<{ seconds: number; lastSeq: number }>("burst", { count: cfg.burst, customers: cfg.customers, window: cfg.seedWindow });
+    const applied = await sidecar.call<{ reached: boolean }>("waitRevision", { revision: burst.lastSeq, timeoutMs: 300_000 });
+    const appliedSeconds = (performance.now() - burstStart) / 1000;
+    if (!applied.reached) throw new Error("the sidecar did not apply the burst within 300 s");
+    const checksDuringBurst = window(await load.call<RunResult>("backgroundMark"), await sidecar.call("loopDelay"));
+    await load.call("backgroundStop");
+    await sidecar.call("unwatch");
+    log(`  applied in ${appliedSeconds.toFixed(2)} s; checks meanwhile p99 ${checksDuringBurst.latency.p99_us} µs, max ${checksDuringBurst.latency.max_us} µs`);
+    await sleep(1_000);
+    const atRest = await rssOf(sidecar.pid);
+    const replica = { fileBytes: fileSize(replicaPath), walBytes: fileSize(`${replicaPath}-wal`) };
+
+    // ---------------------------------------------------------------- Check latency: sidecar vs echo floor
+    const sample = await load.call<{ requestBytes: number; responseBytes: number; batchRequestBytes: number; batchResponseBytes: number; statuses: Record<string, number>; typical: Uint8Array }>(
+      "sample",
+      { n: cfg.quick ? 1_000 : 5_000 },
+    );
+    const echo = await fork("echo");
+    const echoSocket = join(env.dir, "echo.sock");
+    const echoAddr = await echo.call<{ tcp: string; unix: string }>("start", { socket: echoSocket, response: sample.typical });
+    const addresses = { sidecar: { tcp: started.tcp, unix: started.unix }, echo: echoAddr };
+    let rssMax = 0;
+    const rssTimer = setInterval(() => {
+      void rssOf(sidecar.pid).then((r) => {
+        if (r && r.rss > rssMax) rssMax = r.rss;
+      });
+    }, 200);
+    const run = async (server: "sidecar" | "echo", transport: "tcp" | "unix", plan: RunPlan): Promise<RunResult> => {
+      await load.call("connect", { address: addresses[server][transport], customers: cfg.customers });
+      return load.call<RunResult>("run", plan);
+    };
+    const base = { durationMs: cfg.check.durationMs, warmupMs: cfg.check.warmupMs };
+    const plans: { name: string; plan: RunPlan }[] = [
+      { name: "Check closed c=1", plan: { ...base, rpc: "check", mode: "closed", concurrency: 1 } },
+      { name: `Check closed c=${cfg.check.concurrency}`, plan: { ...base, rpc: "check", mode: "closed", concurrency: cfg.check.concurrency } },
+      ...cfg.check.rates.map((rate) => ({ name: `Check at ${rate}/s`, plan: { ...base, rpc: "check" as const, mode: "rate" as const, rate } })),
+      { name: "CheckBatch(10) closed c=1", plan: { ...base, rpc: "batch", mode: "closed", concurrency: 1 } },
+      { name: `CheckBatch(10) closed c=${cfg.check.concurrency}`, plan: { ...base, rpc: "batch", mode: "closed", concurrency: cfg.check.concurrency } },
+    ];
+    const scenarios: Scenario[] = [];
+    for (const transport of cfg.check.transports) {
+      for (const { name, plan } of plans) {
+        // Echo first, then the sidecar, back to back: both see the same machine state.
+        const e = window(await run("echo", transport, plan));
+        const s = window(await run("sidecar", transport, plan));
+        const sc: Scenario = {
+          name,
+          transport,
+          rpc: plan.rpc,
+          mode: plan.mode,
+          ...(plan.concurrency ? { concurrency: plan.concurrency } : {}),
+          ...(plan.rate ? { rate: plan.rate } : {}),
+          sidecar: s,
+          echo: e,
+          ratio: {
+            p50: ratio(s.latency.p50_us, e.latency.p50_us),
+            p90: ratio(s.latency.p90_us, e.latency.p90_us),
+            p99: ratio(s.latency.p99_us, e.latency.p99_us),
+            p999: ratio(s.latency.p999_us, e.latency.p999_us),
+            throughput: ratio(s.throughput, e.throughput),
+          },
+        };
+        scenarios.push(sc);
+        log(`  ${transport} ${name.padEnd(28)} sidecar p50 ${s.latency.p50_us} p99 ${s.latency.p99_us} µs ${s.throughput}/s | echo p50 ${e.latency.p50_us} p99 ${e.latency.p99_us} µs ${e.throughput}/s`);
+      }
+    }
+
+    // ---------------------------------------------------------------- the highest rate that still meets p99 ≤ 1 ms
+    const sustain = async (server: "sidecar" | "echo"): Promise<{ rate: number; steps: SustainStep[] }> => {
+      const max = scenarios.find((s) => s.transport === "tcp" && s.rpc === "check" && s.concurrency === cfg.check.concurrency)?.[server].throughput ?? 1000;
+      const steps: SustainStep[] = [];
+      let best = 0;
+      for (const f of cfg.check.sustainFractions) {
+        const rate = Math.max(100, Math.round((max * f) / 100) * 100);
+        const w = window(await run(server, "tcp", { ...base, rpc: "check", mode: "rate", rate }));
+        const ok = w.throughput >= rate * 0.98 && w.errors === 0 && w.dropped === 0 && w.latency.p99_us <= 1_000 && (w.lag?.p99_us ?? 0) <= 2_000;
+        steps.push({ rate, achieved: w.throughput, p50_us: w.latency.p50_us, p99_us: w.latency.p99_us, lagP99_us: w.lag?.p99_us ?? NaN, ok });
+        log(`  ${server} at ${rate}/s: achieved ${w.throughput}/s, p99 ${w.latency.p99_us} µs ${ok ? "ok" : "no"}`);
+        if (ok) best = rate;
+        else break;
+      }
+      return { rate: best, steps };
+    };
+    log("highest Check rate with p99 ≤ 1 ms (TCP)");
+    const sustainable = { sidecar: await sustain("sidecar"), echo: await sustain("echo") };
+    clearInterval(rssTimer);
+    const hwm = (await rssOf(sidecar.pid))?.hwm ?? NaN;
+    await echo.stop();
+    await sidecar.stop();
+
+    // ---------------------------------------------------------------- warm restarts
+    log(`warm restart ×${cfg.warmRestarts} (existing replica, ${cfg.customers.toLocaleString("en")} customers)`);
+    const runs: { readyMs: number; fromSpawnMs: number }[] = [];
+    for (let k = 0; k < cfg.warmRestarts; k++) {
+      const s = await fork("sidecar");
+      await s.call("start", { replica: replicaPath, natsUrl: nats.url });
+      const r = await s.call<{ readyMs: number }>("ready");
+      const one = { readyMs: round(r.readyMs, 1), fromSpawnMs: round(performance.now() - s.forkedAt, 1) };
+      runs.push(one);
+      await s.stop();
+      log(`  ready ${one.readyMs} ms after start (${one.fromSpawnMs} ms from process spawn)`);
+    }
+    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+    await load.stop();
+    await seed.stop();
+
+    const lastT = timeline.at(-1)?.t_s ?? 0;
+    let peak = 0;
+    for (let i = 0; i < timeline.length; i++) {
+      const a = timeline[i] as (typeof timeline)[number];
+      const b = timeline.find((x) => x.t_s >= a.t_s + 1);
+      if (b) peak = Math.max(peak, (b.revision - a.revision) / (b.t_s - a.t_s));
+    }
+    const bootstrapEnd = timeline.findIndex((x) => x.revision >= ready.revision);
+    return {
+      customers: cfg.customers,
+      seed: {
+        seconds: round(seeded.seconds, 2),
+        rate: round(seeded.rate, 0),
+        streamBytes: info.bytes,
+        recordBytes: round(seeded.bytes / cfg.customers, 0),
+        templateMedianBytes: tpl.medianBytes,
+        templateMaxBytes: tpl.maxBytes,
+      },
+      bootstrap: {
+        readyMs: round(ready.readyMs, 1),
+        fromSpawnMs: round(fromSpawnMs, 1),
+        revision: ready.revision,
+        docsPerSecond: round((ready.revision / ready.readyMs) * 1000, 0),
+        peakDocsPerSecond: round(peak, 0),
+        // One sample a second is plenty for the record.
+        timeline: timeline.filter((x, i) => i === 0 || Math.floor(x.t_s) !== Math.floor((timeline[i - 1] as (typeof timeline)[number]).t_s) || i === bootstrapEnd).filter((x) => x.t_s <= lastT),
+        checksDuring: checksDuringBootstrap,
+        checksAfter,
+      },
+      burst: { count: cfg.burst, publishSeconds: round(burst.seconds, 2), appliedSeconds: round(appliedSeconds, 2), applyRate: round(cfg.burst / appliedSeconds, 0), checksDuring: checksDuringBurst },
+      replica,
+      rss: { atRestBytes: atRest?.rss ?? NaN, underLoadMaxBytes: rssMax, peakHwmBytes: hwm, afterBootstrapBytes: afterBootstrapRss },
+      sizes: {
+        requestBytes: round(sample.requestBytes, 1),
+        responseBytes: round(sample.responseBytes, 1),
+        batchRequestBytes: round(sample.batchRequestBytes, 1),
+        batchResponseBytes: round(sample.batchResponseBytes, 1),
+      },
+      answerMix: sample.statuses,
+      scenarios,
+      sustainable,
+      warmRestart: { runs, medianReadyMs: median(runs.map((r) => r.readyMs)), medianFromSpawnMs: median(runs.map((r) => r.fromSpawnMs)) },
+    };
+  } finally {
+    for (const c of children) c.kill();
+    await nats.dispose();
+  }
+}

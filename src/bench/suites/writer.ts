@@ -1,0 +1,137 @@
+/**
+ * Benchmarks 2 and 3: a real writer and a real sidecar on a fresh nats-server. Event-to-enforcement
+ * (billing event published to PROOFGATE_BILLING → a sidecar Check shows it), then writer ingest
+ * with durable commits through IngestService.Publish by batch size, and through NATS.
+ */
+import { join } from "node:path";
+import { NatsServer } from "../../dev/nats-server.js";
+import type { Config } from "../config.js";
+import { Histogram, type HistogramJson, type Summary } from "../histogram.js";
+import { Child } from "../ipc.js";
+import type { E2eResult } from "../roles/drive.js";
+import { round, rssOf } from "../util.js";
+import type { Env } from "./sidecar.js";
+
+export interface E2eRun {
+  readonly rate: number;
+  readonly offered: number;
+  readonly seen: number;
+  readonly missed: number;
+  readonly publishedPerSecond: number;
+  readonly latency: Summary;
+  readonly publishAck: Summary;
+  readonly checksPerEvent: number;
+  readonly sustainable: boolean;
+}
+
+export interface IngestRun {
+  readonly path: "grpc" | "nats";
+  readonly batch: number;
+  readonly concurrency: number;
+  readonly eventsPerSecond: number;
+  readonly callLatency?: Summary;
+  readonly errors: number;
+  readonly firstError?: string;
+}
+
+export interface WriterResults {
+  readonly e2e: { readonly target: E2eRun; readonly ladder: readonly E2eRun[]; readonly maxSustainableRate: number };
+  readonly ingest: readonly IngestRun[];
+  readonly writerRssBytes: number;
+}
+
+/** The seeds' floor for event → enforcement is p99 < 100 ms; a rate is sustainable while every event shows within it. */
+const SUSTAINABLE_P99_US = 100_000;
+
+function e2eRun(r: E2eResult): E2eRun {
+  const latency = Histogram.fromJSON(r.hist).summary();
+  return {
+    rate: r.rate,
+    offered: r.offered,
+    seen: r.seen,
+    missed: r.missed,
+    publishedPerSecond: round(r.publishedPerSecond, 0),
+    latency,
+    publishAck: Histogram.fromJSON(r.ackHist).summary(),
+    checksPerEvent: round(r.checks / Math.max(1, r.offered), 1),
+    sustainable: r.missed === 0 && r.seen === r.offered && latency.p99_us <= SUSTAINABLE_P99_US && r.publishedPerSecond >= r.rate * 0.95,
+  };
+}
+
+export async function writerSuite(cfg: Config, env: Env): Promise<WriterResults> {
+  const { log } = env;
+  const children: Child[] = [];
+  const fork = async (role: string): Promise<Child> => {
+    const c = await Child.fork(role, { execArgv: env.execArgv(role), env: env.logEnv });
+    children.push(c);
+    return c;
+  };
+  const nats = await NatsServer.start();
+  try {
+    const writer = await fork("writer");
+    const w = await writer.call<{ grpc: string }>("start", { natsUrl: nats.url, ledger: join(env.dir, "ledger.db") });
+    const sidecar = await fork("sidecar");
+    const s = await sidecar.call<{ tcp: string }>("start", { replica: join(env.dir, "replica-e2e.db"), natsUrl: nats.url });
+    const drive = await fork("drive");
+    await drive.call("connect", { natsUrl: nats.url, writer: w.grpc, sidecar: s.tcp });
+    await drive.call("applyCatalog");
+    log(`event → enforcement: ${cfg.e2e.customers.toLocaleString("en")} customers subscribe (unpaid), then each event pays or refunds one`);
+    const pre = await drive.call<{ revision: number }>("precreate", { offset: 0, count: cfg.e2e.customers });
+    await sidecar.call("waitRevision", { revision: pre.revision, timeoutMs: 60_000 });
+    await sidecar.call("ready");
+    const e2e = async (rate: number, durationMs: number): Promise<E2eRun> => {
+      const r = e2eRun(await drive.call<E2eResult>("e2e", { rate, durationMs, offset: 0, customers: cfg.e2e.customers, timeoutMs: 10_000 }));
+      log(`  ${rate}/s: p50 ${(r.latency.p50_us / 1000).toFixed(1)} ms, p99 ${(r.latency.p99_us / 1000).toFixed(1)} ms, max ${(r.latency.max_us / 1000).toFixed(1)} ms (${r.seen}/${r.offered} seen)`);
+      return r;
+    };
+    const target = await e2e(cfg.e2e.rate, cfg.e2e.durationMs);
+    const ladder: E2eRun[] = [];
+    let maxSustainable = target.sustainable ? target.rate : 0;
+    for (const rate of cfg.e2e.ladder) {
+      const r = await e2e(rate, cfg.e2e.ladderMs);
+      ladder.push(r);
+      if (!r.sustainable) break;
+      maxSustainable = rate;
+    }
+    await sidecar.stop();
+
+    // ---------------------------------------------------------------- ingest
+    log("writer ingest, durable (synchronous=FULL), no sidecar attached");
+    const ingest: IngestRun[] = [];
+    let offset = 1_000_000;
+    for (const batch of cfg.ingest.batches) {
+      for (const concurrency of cfg.ingest.concurrencies) {
+        const r = await drive.call<{ eventsPerSecond: number; hist: HistogramJson; errors: number; firstError?: string }>("ingestGrpc", {
+          batch,
+          concurrency,
+          durationMs: cfg.ingest.durationMs,
+          warmupMs: cfg.ingest.warmupMs,
+          customers: cfg.ingest.customers,
+          offset,
+        });
+        offset += cfg.ingest.customers;
+        const run: IngestRun = {
+          path: "grpc",
+          batch,
+          concurrency,
+          eventsPerSecond: round(r.eventsPerSecond, 0),
+          callLatency: Histogram.fromJSON(r.hist).summary(),
+          errors: r.errors,
+          ...(r.firstError ? { firstError: r.firstError } : {}),
+        };
+        ingest.push(run);
+        log(`  Publish batch ${batch}, ${concurrency} callers: ${run.eventsPerSecond} events/s (call p50 ${((run.callLatency?.p50_us ?? 0) / 1000).toFixed(1)} ms, p99 ${((run.callLatency?.p99_us ?? 0) / 1000).toFixed(1)} ms)`);
+      }
+    }
+    const n = await drive.call<{ eventsPerSecond: number }>("ingestNats", { count: cfg.ingest.natsCount, customers: cfg.ingest.customers, offset, window: 1_000, timeoutMs: 300_000 });
+    ingest.push({ path: "nats", batch: 0, concurrency: 0, eventsPerSecond: round(n.eventsPerSecond, 0), errors: 0 });
+    log(`  NATS, ${cfg.ingest.natsCount.toLocaleString("en")} events pipelined: ${round(n.eventsPerSecond, 0)} events/s (published to acked by the writer)`);
+    const writerRss = (await rssOf(writer.pid))?.rss ?? NaN;
+    await drive.stop();
+    await writer.stop();
+    return { e2e: { target, ladder, maxSustainableRate: maxSustainable }, ingest, writerRssBytes: writerRss };
+  } finally {
+    for (const c of children) c.kill();
+    await nats.dispose();
+  }
+}

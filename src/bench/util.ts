@@ -1,0 +1,35 @@
+import { pino } from "pino";
+import type { Logger } from "../observability/logger.js";
+
+/** Monotonic nanoseconds as a double (µs resolution is all performance.now() promises). */
+export const nowNs = (): number => performance.now() * 1e6;
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The services' logs during a benchmark: JSON lines in the file named by PROOFGATE_BENCH_LOG
+ * (kept out of the table), at PROOFGATE_BENCH_LOG_LEVEL (default info), or nothing.
+ */
+export function benchLogger(name: string): Logger {
+  const file = process.env["PROOFGATE_BENCH_LOG"];
+  if (!file) return pino({ level: "silent" });
+  const level = (process.env["PROOFGATE_BENCH_LOG_LEVEL"] ?? "info") as "info";
+  return pino({ name, level, base: { pid: process.pid, role: name }, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ dest: file, append: true, sync: false, mkdir: true }));
+}
+
+export const round = (x: number, digits = 1): number => {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+};
+
+/** Resident set size of a process in bytes, from /proc (Linux); undefined elsewhere. */
+export async function rssOf(pid: number): Promise<{ rss: number; hwm: number } | undefined> {
+  try {
+    const { readFile } = await import("node:fs/promises");
+    const status = await readFile(`/proc/${pid}/status`, "utf8");
+    const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? NaN) * 1024;
+    return { rss: kb("VmRSS"), hwm: kb("VmHWM") };
+  } catch {
+    return undefined;
+  }
+}
