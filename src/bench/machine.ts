@@ -1,6 +1,6 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { cpus, freemem, release, totalmem, type as osType } from "node:os";
+import { cpus, freemem, loadavg, release, totalmem, type as osType } from "node:os";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
 
@@ -30,6 +30,7 @@ export function machine(): Record<string, unknown> {
     memoryBytes: totalmem(),
     freeMemoryBytesAtStart: freemem(),
     os: `${osType()} ${release()}`,
+    loadAverageAtStart: loadavg(),
     node: process.version,
     v8: process.versions.v8,
   };
@@ -55,4 +56,24 @@ export function versions(): Record<string, unknown> {
     "@bufbuild/protobuf": packageVersion("@bufbuild/protobuf"),
     pino: packageVersion("pino"),
   };
+}
+
+/** Fraction of all CPUs busy over `ms` (from /proc/stat, Linux), e.g. with other people's work. */
+export async function busyCpu(ms: number): Promise<number | undefined> {
+  const sample = (): { busy: number; total: number } | undefined => {
+    try {
+      const line = readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "";
+      const f = line.trim().split(/\s+/).slice(1).map(Number);
+      const idle = (f[3] ?? 0) + (f[4] ?? 0);
+      const total = f.reduce((a, b) => a + b, 0);
+      return { busy: total - idle, total };
+    } catch {
+      return undefined;
+    }
+  };
+  const a = sample();
+  await new Promise((r) => setTimeout(r, ms));
+  const b = sample();
+  if (!a || !b || b.total === a.total) return undefined;
+  return (b.busy - a.busy) / (b.total - a.total);
 }

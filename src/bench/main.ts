@@ -6,14 +6,14 @@
  * See BENCHMARKS.md for the method.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { natsServerAvailable, NATS_INSTALL_HINT } from "../dev/nats-server.js";
 import { config } from "./config.js";
 import { Child } from "./ipc.js";
-import { machine, versions } from "./machine.js";
+import { busyCpu, machine, versions } from "./machine.js";
 import { render, verdicts, type EvalResults, type Results } from "./report.js";
 import { sidecarSuite, type Env } from "./suites/sidecar.js";
 import { writerSuite } from "./suites/writer.js";
@@ -27,7 +27,7 @@ const USAGE = `usage: npm run bench [-- options]
   --only LIST        comma-separated subset of: ${GROUPS.join(", ")}
   --out FILE         results JSON (default bench/results/latest.json)
   --profile ROLES    comma-separated roles to run with node --cpu-prof (sidecar, load, echo, writer, drive, seed, evaluate);
-                     profiles are written to bench/results/profiles/
+                     profiles go to <work directory>/profiles, which is then kept
   --keep             keep the temporary directory (replica, ledger, service logs)`;
 
 async function main(): Promise<void> {
@@ -52,10 +52,12 @@ async function main(): Promise<void> {
   const only = new Set((values.only ?? GROUPS.join(",")).split(",").map((s) => s.trim()));
   for (const g of only) if (!(GROUPS as readonly string[]).includes(g)) throw new Error(`--only: unknown group "${g}" (${GROUPS.join(", ")})`);
   const profiled = new Set((values.profile ?? "").split(",").filter(Boolean));
-  const profileDir = join(ROOT, "bench/results/profiles");
-  if (profiled.size) mkdirSync(profileDir, { recursive: true });
   const out = values.out ?? join(ROOT, "bench/results/latest.json");
   const dir = mkdtempSync(join(tmpdir(), "proofgate-bench-"));
+  const profileDir = join(dir, "profiles");
+  if (profiled.size) mkdirSync(profileDir, { recursive: true });
+  // Other work on the machine skews every figure: measure it before starting, and say so.
+  const background = await busyCpu(2_000);
   const t0 = performance.now();
   const startedAt = new Date().toISOString();
   const log = (line: string): void => {
@@ -68,6 +70,8 @@ async function main(): Promise<void> {
     logEnv: { PROOFGATE_BENCH_LOG: join(dir, "services.log") },
   };
   log(`proofgate benchmark, ${cfg.quick ? "quick" : "full"} run; work directory ${dir}`);
+  if (background !== undefined && background > 0.1)
+    log(`warning: the machine was ${Math.round(background * 100)}% busy before the benchmark started (other processes); figures will be noisy`);
   const results: Results = {};
   let failed: unknown;
   try {
@@ -92,7 +96,7 @@ async function main(): Promise<void> {
     startedAt,
     durationS,
     complete: failed === undefined && GROUPS.every((g) => only.has(g)),
-    machine: machine(),
+    machine: { ...machine(), busyBeforeStart: background === undefined ? undefined : Math.round(background * 1000) / 1000, loadAverageAtEnd: loadavg() },
     versions: versions(),
     parameters: cfg,
     targets: v,
@@ -103,7 +107,7 @@ async function main(): Promise<void> {
   writeFileSync(out, JSON.stringify(json, null, 2) + "\n");
   console.log("\n" + render(cfg, results, v));
   console.log(`\n${cfg.quick ? "Quick" : "Full"} run took ${durationS} s; results in ${out}`);
-  if (values.keep || failed) console.error(`work directory kept: ${dir}`);
+  if (values.keep || failed || profiled.size) console.error(`work directory kept: ${dir}${profiled.size ? ` (profiles in ${profileDir})` : ""}`);
   else rmSync(dir, { recursive: true, force: true });
   if (failed) process.exitCode = 1;
 }

@@ -23,12 +23,12 @@ export const round = (x: number, digits = 1): number => {
 };
 
 /** Resident set size of a process in bytes, from /proc (Linux); undefined elsewhere. */
-export async function rssOf(pid: number): Promise<{ rss: number; hwm: number } | undefined> {
+export async function rssOf(pid: number): Promise<{ rss: number; hwm: number; anon: number; file: number; shmem: number } | undefined> {
   try {
     const { readFile } = await import("node:fs/promises");
     const status = await readFile(`/proc/${pid}/status`, "utf8");
     const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? NaN) * 1024;
-    return { rss: kb("VmRSS"), hwm: kb("VmHWM") };
+    return { rss: kb("VmRSS"), hwm: kb("VmHWM"), anon: kb("RssAnon"), file: kb("RssFile"), shmem: kb("RssShmem") };
   } catch {
     return undefined;
   }

@@ -13,7 +13,7 @@ import { AdminServiceClient } from "../../gen/proofgate/v1/admin.js";
 import { BillingEvent, PaymentResult } from "../../gen/proofgate/v1/billing.js";
 import { AccessStatus, CheckServiceClient, type CheckResponse } from "../../gen/proofgate/v1/check.js";
 import { IngestResult, IngestServiceClient, type PublishResponse } from "../../gen/proofgate/v1/ingest.js";
-import { BILLING_STREAM } from "../../replication/subjects.js";
+import { BILLING_STREAM, CUSTOMER_SUBJECT_PREFIX, customerSubject } from "../../replication/subjects.js";
 import { EventStream, customerId, demoCatalog, paymentEvent, subscriptionEvent } from "../data.js";
 import { Histogram, type HistogramJson } from "../histogram.js";
 import { serve } from "../ipc.js";
@@ -37,6 +37,10 @@ export interface E2eResult {
   /** JetStream publish acknowledgement (the event is durable in PROOFGATE_BILLING). */
   readonly ackHist: HistogramJson;
   readonly checks: number;
+  /** Published → the writer's document seen on PROOFGATE_STATE (core NATS subscriber): ledger commit and outbox publish. */
+  readonly writerStage: HistogramJson;
+  /** Document on PROOFGATE_STATE → the sidecar's Check shows it: delivery, apply, answer. */
+  readonly sidecarStage: HistogramJson;
 }
 
 export function start(): void {
@@ -111,6 +115,16 @@ export function start(): void {
         const cl = need(check, "sidecar");
         const hist = new Histogram();
         const ackHist = new Histogram();
+        const writerStage = new Histogram();
+        const sidecarStage = new Histogram();
+        /** Subject → when its event was published and when the writer's document for it went by. */
+        const inFlight = new Map<string, { t0: number; state?: number }>();
+        const sub = need(nc, "nats").subscribe(`${CUSTOMER_SUBJECT_PREFIX}>`, {
+          callback: (_err, msg) => {
+            const f = inFlight.get(msg.subject);
+            if (f && f.state === undefined) f.state = performance.now();
+          },
+        });
         const total = Math.round((a.rate * a.durationMs) / 1000);
         const interval = 1000 / a.rate;
         let seen = 0;
@@ -122,6 +136,8 @@ export function start(): void {
         const begin = performance.now();
         const watch = (c: number, expectGranted: boolean, t0: number, deadline: number, done: () => void): void => {
           const id = customerId(c);
+          const subject = customerSubject(id);
+          inFlight.set(subject, { t0 });
           const poll = (minRevision: number | undefined): void => {
             checks++;
             cl.check({ customerId: id, feature: "api-access", quantity: undefined, minRevision }, new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (err: grpc.ServiceError | null, res: CheckResponse) => {
@@ -130,12 +146,19 @@ export function start(): void {
                 const ok = expectGranted ? res.allowed && res.status === AccessStatus.ACCESS_STATUS_GRANTED : res.status === AccessStatus.ACCESS_STATUS_REVOKED;
                 if (ok) {
                   hist.record((t1 - t0) * 1e6);
+                  const state = inFlight.get(subject)?.state;
+                  if (state !== undefined) {
+                    writerStage.record((state - t0) * 1e6);
+                    sidecarStage.record((t1 - state) * 1e6);
+                  }
+                  inFlight.delete(subject);
                   seen++;
                   done();
                   return;
                 }
               }
               if (t1 > deadline) {
+                inFlight.delete(subject);
                 missed++;
                 done();
                 return;
@@ -194,6 +217,7 @@ export function start(): void {
           };
           pump();
         });
+        sub.unsubscribe();
         return {
           rate: a.rate,
           offered: total,
@@ -203,6 +227,8 @@ export function start(): void {
           hist: hist.toJSON(),
           ackHist: ackHist.toJSON(),
           checks,
+          writerStage: writerStage.toJSON(),
+          sidecarStage: sidecarStage.toJSON(),
         };
       },
       /** IngestService.Publish, `concurrency` callers each sending `batch` events per call, for `durationMs`. */

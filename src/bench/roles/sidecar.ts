@@ -51,13 +51,18 @@ export function start(): void {
       },
       status: () => {
         const m = process.memoryUsage();
-        return { revision: sidecar?.revision ?? 0, ready: sidecar?.ready ?? false, rss: m.rss, heapUsed: m.heapUsed, external: m.external };
+        return { revision: sidecar?.revision ?? 0, ready: sidecar?.ready ?? false, rss: m.rss, heapTotal: m.heapTotal, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers };
       },
       /** Event-loop delay since the last call (ms): what a check queued behind other work waits. */
       loopDelay: () => {
         const r = { p50_ms: loop.percentile(50) / 1e6, p99_ms: loop.percentile(99) / 1e6, max_ms: loop.max / 1e6 };
         loop.reset();
         return r;
+      },
+      /** A V8 heap snapshot into `dir` (for looking into memory); returns its path. */
+      heapSnapshot: async (a: { dir: string }) => {
+        const { writeHeapSnapshot } = await import("node:v8");
+        return { path: writeHeapSnapshot(`${a.dir}/sidecar-${process.pid}-${Date.now()}.heapsnapshot`) };
       },
       gc: () => {
         (globalThis as { gc?: () => void }).gc?.();

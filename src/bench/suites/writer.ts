@@ -21,6 +21,8 @@ export interface E2eRun {
   readonly latency: Summary;
   readonly publishAck: Summary;
   readonly checksPerEvent: number;
+  /** Published → document on PROOFGATE_STATE (writer), and from there → Check shows it (sidecar). */
+  readonly stages: { readonly writer: Summary; readonly sidecar: Summary };
   readonly sustainable: boolean;
 }
 
@@ -54,6 +56,7 @@ function e2eRun(r: E2eResult): E2eRun {
     latency,
     publishAck: Histogram.fromJSON(r.ackHist).summary(),
     checksPerEvent: round(r.checks / Math.max(1, r.offered), 1),
+    stages: { writer: Histogram.fromJSON(r.writerStage).summary(), sidecar: Histogram.fromJSON(r.sidecarStage).summary() },
     sustainable: r.missed === 0 && r.seen === r.offered && latency.p99_us <= SUSTAINABLE_P99_US && r.publishedPerSecond >= r.rate * 0.95,
   };
 }
@@ -81,7 +84,11 @@ export async function writerSuite(cfg: Config, env: Env): Promise<WriterResults>
     await sidecar.call("ready");
     const e2e = async (rate: number, durationMs: number): Promise<E2eRun> => {
       const r = e2eRun(await drive.call<E2eResult>("e2e", { rate, durationMs, offset: 0, customers: cfg.e2e.customers, timeoutMs: 10_000 }));
-      log(`  ${rate}/s: p50 ${(r.latency.p50_us / 1000).toFixed(1)} ms, p99 ${(r.latency.p99_us / 1000).toFixed(1)} ms, max ${(r.latency.max_us / 1000).toFixed(1)} ms (${r.seen}/${r.offered} seen)`);
+      const ms = (x: number): string => (x / 1000).toFixed(1);
+      log(
+        `  ${rate}/s: p50 ${ms(r.latency.p50_us)} ms, p99 ${ms(r.latency.p99_us)} ms, max ${ms(r.latency.max_us)} ms (${r.seen}/${r.offered} seen); ` +
+          `writer stage p50 ${ms(r.stages.writer.p50_us)} p99 ${ms(r.stages.writer.p99_us)} ms, sidecar stage p50 ${ms(r.stages.sidecar.p50_us)} p99 ${ms(r.stages.sidecar.p99_us)} ms`,
+      );
       return r;
     };
     const target = await e2e(cfg.e2e.rate, cfg.e2e.durationMs);
