@@ -42,7 +42,20 @@ export interface SustainStep {
   readonly p50_us: number;
   readonly p99_us: number;
   readonly lagP99_us: number;
+  /** Sustained: achieved ≥ 98% of the offered rate, no errors, the client on schedule. */
   readonly ok: boolean;
+  /** Sustained and p99 ≤ 1 ms. */
+  readonly p99ok: boolean;
+}
+
+export interface Sustain {
+  /** Highest rate tried that was sustained. */
+  readonly sustained: number;
+  /** Highest rate tried that was sustained with p99 ≤ 1 ms (0: none). */
+  readonly meetingP99: number;
+  /** Calls/s of the closed loop with N callers: the ceiling the rates are fractions of. */
+  readonly closedLoopMax: number;
+  readonly steps: SustainStep[];
 }
 
 export interface SidecarResults {
@@ -60,11 +73,11 @@ export interface SidecarResults {
   };
   readonly burst: { count: number; publishSeconds: number; appliedSeconds: number; applyRate: number; checksDuring: Window };
   readonly replica: { fileBytes: number; walBytes: number };
-  readonly rss: { atRestBytes: number; underLoadMaxBytes: number; peakHwmBytes: number; afterBootstrapBytes: number };
+  readonly rss: { atRestBytes: number; atRestAnonBytes: number; atRestFileBytes: number; underLoadMaxBytes: number; peakHwmBytes: number; afterBootstrapBytes: number };
   readonly sizes: { requestBytes: number; responseBytes: number; batchRequestBytes: number; batchResponseBytes: number };
   readonly answerMix: Record<string, number>;
   readonly scenarios: readonly Scenario[];
-  readonly sustainable: { readonly sidecar: { rate: number; steps: SustainStep[] }; readonly echo: { rate: number; steps: SustainStep[] } };
+  readonly sustainable: { readonly sidecar: Sustain; readonly echo: Sustain };
   readonly warmRestart: { readonly runs: readonly { readyMs: number; fromSpawnMs: number }[]; readonly medianReadyMs: number; readonly medianFromSpawnMs: number };
 }
 
@@ -216,23 +229,27 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       }
     }
 
-    // ---------------------------------------------------------------- the highest rate that still meets p99 ≤ 1 ms
-    const sustain = async (server: "sidecar" | "echo"): Promise<{ rate: number; steps: SustainStep[] }> => {
+    // ---------------------------------------------------------------- the highest sustainable rate, and the highest meeting p99 ≤ 1 ms
+    const sustain = async (server: "sidecar" | "echo"): Promise<Sustain> => {
       const max = scenarios.find((s) => s.transport === "tcp" && s.rpc === "check" && s.concurrency === cfg.check.concurrency)?.[server].throughput ?? 1000;
       const steps: SustainStep[] = [];
-      let best = 0;
+      let sustained = 0;
+      let meetingP99 = 0;
       for (const f of cfg.check.sustainFractions) {
         const rate = Math.max(100, Math.round((max * f) / 100) * 100);
         const w = window(await run(server, "tcp", { ...base, rpc: "check", mode: "rate", rate }));
-        const ok = w.throughput >= rate * 0.98 && w.errors === 0 && w.dropped === 0 && w.latency.p99_us <= 1_000 && (w.lag?.p99_us ?? 0) <= 2_000;
-        steps.push({ rate, achieved: w.throughput, p50_us: w.latency.p50_us, p99_us: w.latency.p99_us, lagP99_us: w.lag?.p99_us ?? NaN, ok });
-        log(`  ${server} at ${rate}/s: achieved ${w.throughput}/s, p99 ${w.latency.p99_us} µs ${ok ? "ok" : "no"}`);
-        if (ok) best = rate;
-        else break;
+        // Sustained: the client offered the rate on time and every call was answered at that rate.
+        const ok = w.throughput >= rate * 0.98 && w.errors === 0 && w.dropped === 0 && (w.lag?.p99_us ?? 0) <= 5_000;
+        const p99ok = ok && w.latency.p99_us <= 1_000;
+        steps.push({ rate, achieved: w.throughput, p50_us: w.latency.p50_us, p99_us: w.latency.p99_us, lagP99_us: w.lag?.p99_us ?? NaN, ok, p99ok });
+        log(`  ${server} at ${rate}/s: achieved ${w.throughput}/s, p50 ${w.latency.p50_us} µs, p99 ${w.latency.p99_us} µs${ok ? "" : " (not sustained)"}`);
+        if (!ok) break;
+        sustained = rate;
+        if (p99ok) meetingP99 = rate;
       }
-      return { rate: best, steps };
+      return { sustained, meetingP99, closedLoopMax: max, steps };
     };
-    log("highest Check rate with p99 ≤ 1 ms (TCP)");
+    log("open-loop rates up to the closed-loop maximum (TCP)");
     const sustainable = { sidecar: await sustain("sidecar"), echo: await sustain("echo") };
     clearInterval(rssTimer);
     const hwm = (await rssOf(sidecar.pid))?.hwm ?? NaN;
@@ -286,7 +303,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       },
       burst: { count: cfg.burst, publishSeconds: round(burst.seconds, 2), appliedSeconds: round(appliedSeconds, 2), applyRate: round(cfg.burst / appliedSeconds, 0), checksDuring: checksDuringBurst },
       replica,
-      rss: { atRestBytes: atRest?.rss ?? NaN, underLoadMaxBytes: rssMax, peakHwmBytes: hwm, afterBootstrapBytes: afterBootstrapRss },
+      rss: { atRestBytes: atRest?.rss ?? NaN, atRestAnonBytes: atRest?.anon ?? NaN, atRestFileBytes: atRest?.file ?? NaN, underLoadMaxBytes: rssMax, peakHwmBytes: hwm, afterBootstrapBytes: afterBootstrapRss },
       sizes: {
         requestBytes: round(sample.requestBytes, 1),
         responseBytes: round(sample.responseBytes, 1),
