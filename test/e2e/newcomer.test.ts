@@ -1,0 +1,197 @@
+import { spawn, spawnSync } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync } from "node:fs";
+import { connect as tcpConnect } from "node:net";
+import { dirname, join } from "node:path";
+import { afterAll, expect, test } from "vitest";
+import { AccessStatus } from "../../src/gen/proofgate/v1/check.js";
+import { CheckClient } from "../harness/sidecar.js";
+import { tempDir } from "../harness/tmp.js";
+import { waitFor } from "../harness/writer.js";
+import { ROOT } from "../harness/system.js";
+
+/**
+ * The README's first command, run the way a newcomer runs it: `npm start` in a fresh checkout
+ * (dependencies installed, nothing built), with ephemeral ports so it can run anywhere. It must
+ * build, start NATS, a writer and a sidecar, play the story, answer a real gRPC Check, and stop
+ * cleanly on Ctrl-C (SIGINT) leaving no process behind.
+ *
+ * The checkout is a copy of this working tree (tracked and untracked, not ignored files) with
+ * node_modules linked in: building there leaves this tree's dist/ alone while other test files
+ * run from it.
+ */
+const checkout = tempDir("proofgate-newcomer-");
+let group: number | undefined;
+
+afterAll(() => {
+  // Whatever the test's outcome, nothing it started may outlive it.
+  if (group !== undefined && processGroupAlive(group)) process.kill(-group, "SIGKILL");
+  checkout.dispose();
+});
+
+function freshCheckout(to: string): void {
+  const listed = spawnSync("git", ["ls-files", "-z", "--cached", "--others", "--exclude-standard"], { cwd: ROOT, encoding: "utf8" });
+  const files =
+    listed.status === 0
+      ? listed.stdout.split("\0").filter(Boolean)
+      : ["package.json", "package-lock.json", "tsconfig.json", "tsconfig.build.json", ...["bin", "src", "proto", "examples"].flatMap((d) => walk(join(ROOT, d)).map((f) => f.slice(ROOT.length)))];
+  for (const f of files) {
+    const src = join(ROOT, f);
+    if (!existsSync(src)) continue; // deleted in the working tree
+    mkdirSync(dirname(join(to, f)), { recursive: true });
+    copyFileSync(src, join(to, f));
+  }
+  symlinkSync(join(ROOT, "node_modules"), join(to, "node_modules"), "dir");
+}
+
+function walk(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]));
+}
+
+interface Proc {
+  readonly pid: number;
+  readonly pgrp: number;
+  readonly comm: string;
+  readonly argv: readonly string[];
+  readonly cmdline: string;
+}
+
+/** Every process in process group `pgrp` (Linux /proc). */
+function processesInGroup(pgrp: number): Proc[] {
+  const out: Proc[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      // pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+      const close = stat.lastIndexOf(")");
+      const fields = stat.slice(close + 2).split(" ");
+      if (Number(fields[2]) !== pgrp || fields[0] === "Z") continue;
+      const argv = readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0").filter(Boolean);
+      out.push({ pid: Number(name), pgrp, comm: stat.slice(stat.indexOf("(") + 1, close), argv, cmdline: argv.join(" ") });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+function processGroupAlive(pgrp: number): boolean {
+  try {
+    process.kill(-pgrp, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  // A zombie is dead, only not yet reaped.
+  try {
+    return !/^\d+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+function portAccepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = tcpConnect({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+test(
+  "npm start in a fresh checkout plays the story, answers a real Check, and Ctrl-C stops everything with exit code 0",
+  async () => {
+    freshCheckout(checkout.path);
+    expect(existsSync(join(checkout.path, "dist"))).toBe(false);
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    delete env["PROOFGATE_NATS_URL"]; // a newcomer has no NATS: `proofgate dev` starts one
+    const child = spawn(
+      "npm",
+      ["start", "--", "--story-period", "1s", "--writer-grpc", "127.0.0.1:0", "--writer-http", "127.0.0.1:0", "--sidecar-grpc", "127.0.0.1:0", "--sidecar-http", "127.0.0.1:0"],
+      // Its own process group, like a terminal's foreground job, so the test can see everything it started.
+      { cwd: checkout.path, env, detached: true, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    const pgrp = child.pid;
+    if (pgrp === undefined) throw new Error("npm did not start");
+    group = pgrp;
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once("close", (code, signal) => resolve({ code, signal })));
+    let done = false;
+    void exited.then(() => (done = true));
+
+    await waitFor(() => stdout.includes("Press Ctrl-C to stop.") || done, "npm start to print “Press Ctrl-C to stop.”", 150_000);
+    expect(done, `npm start exited early:\n${stdout}\n${stderr}`).toBe(false);
+
+    // What it printed: where everything listens, and the story's decisions.
+    const natsPort = Number(/^NATS\s+nats:\/\/127\.0\.0\.1:(\d+) \(nats-server -js, temporary store\)$/m.exec(stdout)?.[1]);
+    const sidecarAddress = /^sidecar\s+gRPC (127\.0\.0\.1:\d+)/m.exec(stdout)?.[1];
+    const writerAddress = /^writer\s+gRPC (127\.0\.0\.1:\d+)/m.exec(stdout)?.[1];
+    expect(natsPort, stdout).toBeGreaterThan(0);
+    expect(sidecarAddress, stdout).toBeDefined();
+    expect(writerAddress, stdout).toBeDefined();
+    expect(stdout).toMatch(/^3\. Customer authenticates; the payment succeeds\n\s+api-access\s+allowed\s+GRANTED/m);
+    expect(stdout).toMatch(/^7\. The renewal is fully refunded\n\s+api-access\s+denied\s+REVOKED/m);
+
+    // Everything runs in the job's process group: npm, the shell, proofgate dev and its nats-server.
+    const procs = processesInGroup(pgrp);
+    // (not the shell whose command line also names it)
+    const dev = procs.find((p) => p.argv[1]?.endsWith("bin/proofgate.js") && p.argv[2] === "dev");
+    const natsServer = procs.find((p) => p.comm === "nats-server");
+    expect(dev, JSON.stringify(procs)).toBeDefined();
+    expect(natsServer, JSON.stringify(procs)).toBeDefined();
+    const natsStore = /-sd (\S+)/.exec(natsServer?.cmdline ?? "")?.[1];
+    expect(natsStore && existsSync(natsStore)).toBe(true);
+
+    // A real gRPC Check against the printed address answers.
+    const client = new CheckClient(sidecarAddress ?? "");
+    try {
+      expect(await client.healthStatus()).toBe("SERVING");
+      const r = await client.check({ customerId: "cus_demo", feature: "api-access" });
+      expect(AccessStatus[r.status]).toBe("ACCESS_STATUS_REVOKED");
+      expect(r.allowed).toBe(false);
+      expect(r.reason).toMatch(/refunded/);
+      expect(r.revision).toBeGreaterThan(0);
+    } finally {
+      client.close();
+    }
+
+    // The `proofgate check` line it suggests works as printed (npx resolves the local package).
+    const suggested = /^ {2}(npx proofgate check .+)$/m.exec(stdout)?.[1];
+    expect(suggested, stdout).toBeDefined();
+    const [, ...args] = (suggested ?? "").split(" ");
+    const tried = spawnSync("npx", ["--no", "--", ...args], { cwd: checkout.path, env, encoding: "utf8", timeout: 60_000 });
+    expect(tried.status, tried.stderr).toBe(1); // denied
+    expect(tried.stdout).toMatch(/^DENIED {2}REVOKED {2}api-access for cus_demo$/m);
+
+    // Ctrl-C. (A terminal sends SIGINT to the whole job; npm then dies of it itself, so the
+    // signal goes to proofgate dev, whose exit code reaches us through the shell and npm.)
+    process.kill(dev?.pid ?? 0, "SIGINT");
+    await waitFor(() => done, "npm start to exit after SIGINT", 30_000);
+    const exit = await exited;
+    expect(exit, `${stdout}\n${stderr}`).toEqual({ code: 0, signal: null });
+    expect(stdout).toMatch(/stopping…\nstopped\.\n$/);
+
+    // Nothing is left: not the nats-server (by pid and port), not its store, not any process of the job.
+    expect(alive(natsServer?.pid ?? 0)).toBe(false);
+    expect(await portAccepts(natsPort)).toBe(false);
+    expect(await portAccepts(Number(sidecarAddress?.split(":")[1]))).toBe(false);
+    expect(existsSync(natsStore ?? "")).toBe(false);
+    expect(processesInGroup(pgrp)).toEqual([]);
+    expect(processGroupAlive(pgrp)).toBe(false);
+  },
+  180_000,
+);

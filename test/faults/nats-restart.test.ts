@@ -1,0 +1,107 @@
+import { join } from "node:path";
+import { status, type ServiceError } from "@grpc/grpc-js";
+import { afterAll, expect, test } from "vitest";
+import type { NatsConnection } from "nats";
+import { BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
+import { IngestResult } from "../../src/gen/proofgate/v1/ingest.js";
+import { NatsServer } from "../harness/nats.js";
+import { tempDir } from "../harness/tmp.js";
+import { WriterClient, WriterProcess, connectNats, waitFor } from "../harness/writer.js";
+import { BillingTraffic, expectConverged, metricValue, prepareBillingConsumer, scrape, startSidecarProcess, testRng } from "../harness/system.js";
+
+/**
+ * nats-server itself stopped and started again (same port, same store) while billing events
+ * flow through a writer and a sidecar running as real processes. Events published before the
+ * stop, events the billing system retries through the outage, and events the writer accepted
+ * over gRPC while NATS was away must all end up in the replica, once.
+ */
+const cleanup: (() => unknown)[] = [];
+afterAll(async () => {
+  for (const c of cleanup.reverse()) await c();
+});
+
+test("nats-server stopped and restarted mid-stream: writer and sidecar reconnect and converge with nothing lost or doubled", async () => {
+  const rng = testRng();
+  const nats = await NatsServer.start();
+  cleanup.push(() => nats.dispose());
+  const dir = tempDir("proofgate-faults-");
+  cleanup.push(() => dir.dispose());
+  const nc: NatsConnection = await connectNats(nats.url);
+  cleanup.push(() => nc.close());
+  const jsm = await nc.jetstreamManager({ timeout: 1_000 });
+  // Acks the writer sends while NATS is going down are lost; the messages come back after this.
+  await prepareBillingConsumer(jsm, 1_000);
+  // Short timeouts: a publish lost in the outage fails fast and is retried.
+  const js = nc.jetstream({ timeout: 1_000 });
+
+  const writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db"), args: ["--publish-timeout", "300ms"] });
+  cleanup.push(() => writer.stop("SIGKILL"));
+  const client = new WriterClient(writer.grpcAddress);
+  cleanup.push(() => client.close());
+  await waitFor(async () => (await writer.http("/readyz")).status === 200, "writer ready");
+  await client.applyCatalog();
+  const sidecar = await startSidecarProcess("follower", nats.url, join(dir.path, "replica.db"));
+  cleanup.push(() => sidecar.stop("SIGKILL"));
+
+  const customers = Array.from({ length: 30 }, (_, i) => `cus_nats_${i}`);
+  const traffic = new BillingTraffic(rng, customers, `n${rng.seed}`);
+  const total = rng.int(300, 450);
+  const stopAt = rng.int(20, total - 100);
+  let published = 0;
+  let retried = 0;
+  let stopping: Promise<void> | undefined;
+  // The billing system: publishes one event after another and retries each until JetStream acks
+  // it. At a random point in its stream, nats-server is stopped under it.
+  const publishing = (async () => {
+    for (let i = 0; i < total; i++) {
+      if (i === stopAt) stopping = nats.stop();
+      const data = BillingEvent.encode(traffic.next()).finish();
+      for (;;) {
+        try {
+          await js.publish("proofgate.billing.faults", data);
+          break;
+        } catch {
+          retried++;
+          await waitFor(() => nats.running, "nats-server to be back", 60_000);
+        }
+      }
+      published++;
+    }
+  })();
+
+  const revisionBeforeOutage = (await sidecar.client.check({ customerId: customers[0] ?? "", feature: "api-access" })).revision;
+  // (wrapped: waitFor would await the promise itself)
+  await (await waitFor(() => stopping && { stopping }, "the publisher to reach the stop point")).stopping;
+  const acceptedAtStop = metricValue(await scrape(writer.httpAddress), "proofgate_writer_events_total", { source: "nats", result: "accepted" }) ?? 0;
+
+  // NATS is down. The writer still commits what it is given over gRPC; it cannot replicate it, so
+  // the call answers UNAVAILABLE (the change stays committed).
+  const duringOutage = traffic.burst(5);
+  for (const e of duringOutage) {
+    const err = await client.publish([e]).then(
+      () => undefined,
+      (e: unknown) => e as ServiceError,
+    );
+    expect(err?.code, err?.details).toBe(status.UNAVAILABLE);
+  }
+  // The sidecar keeps answering from its replica.
+  const offline = await sidecar.client.check({ customerId: customers[0] ?? "", feature: "api-access" });
+  expect(offline.revision).toBeGreaterThanOrEqual(revisionBeforeOutage);
+  await waitFor(async () => metricValue(await scrape(writer.httpAddress), "proofgate_writer_nats_connected") === 0, "the writer to notice NATS is gone");
+
+  const publishedDuringOutage = published;
+  await nats.start();
+  await publishing;
+  // Retried after the outage, the events accepted over gRPC are duplicates: they were kept.
+  const retry = await waitFor(async () => client.publish(duringOutage), "gRPC publish after NATS returned");
+  expect(retry.results.map((r) => r.result)).toEqual(duringOutage.map(() => IngestResult.INGEST_RESULT_DUPLICATE));
+
+  const converged = await expectConverged({ nc, jsm, writer: { client, httpAddress: writer.httpAddress }, sidecars: [sidecar], expected: traffic.expected });
+  expect(converged.revision).toBeGreaterThan(revisionBeforeOutage);
+  expect(retry.revision).toBeLessThanOrEqual(converged.revision);
+  const after = await sidecar.client.check({ customerId: customers[0] ?? "", feature: "api-access" });
+  expect(after.stale).toBe(false);
+  process.stdout.write(
+    `nats restart (seed ${rng.seed}): ${traffic.distinctEvents} events, NATS stopped at event ${stopAt}, the writer had accepted ${acceptedAtStop}, ${publishedDuringOutage} published when it was down, ${retried} publish retries\n`,
+  );
+});
