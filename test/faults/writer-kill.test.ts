@@ -6,7 +6,7 @@ import { DEADLETTER_STREAM } from "../../src/replication/subjects.js";
 import { NatsServer } from "../harness/nats.js";
 import { tempDir } from "../harness/tmp.js";
 import { WriterClient, WriterProcess, connectNats, waitFor } from "../harness/writer.js";
-import { BillingTraffic, expectConverged, metricValue, prepareBillingConsumer, scrape, startSidecarProcess, testRng, type SidecarUnderTest } from "../harness/system.js";
+import { BillingTraffic, expectConverged, metricValue, prepareBillingConsumer, scrape, startSidecarProcess, testRng, type Rng, type SidecarUnderTest } from "../harness/system.js";
 
 /**
  * The writer as a real process, SIGKILLed at random points while a billing system publishes a
@@ -18,6 +18,15 @@ const cleanup: (() => unknown)[] = [];
 afterAll(async () => {
   for (const c of cleanup.reverse()) await c();
 });
+
+function shuffle<T>(rng: Rng, items: readonly T[]): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = rng.int(0, i);
+    [out[i], out[j]] = [out[j] as T, out[i] as T];
+  }
+  return out;
+}
 
 test("a writer SIGKILLed at random points during bursts loses no event, applies none twice, and the replica converges", async () => {
   const rng = testRng();
@@ -56,21 +65,33 @@ test("a writer SIGKILLed at random points during bursts loses no event, applies 
   const send = async (e: BillingEvent): Promise<void> => {
     await js.publish(`proofgate.billing.faults.${e.customerId}`, BillingEvent.encode(e).finish());
   };
-  const processedBy = async (w: WriterProcess): Promise<number> => {
+  const handledBy = async (w: WriterProcess): Promise<number> => {
     const text = await scrape(w.httpAddress);
     const n = (result: string): number => metricValue(text, "proofgate_writer_events_total", { source: "nats", result }) ?? 0;
     return n("accepted") + n("duplicate");
   };
 
-  const kills: { round: number; burst: number; threshold: number; processedAtKill: number; publishedAtKill: number }[] = [];
+  // Three rounds. Each kills the writer at a random point of a burst: when the billing system has
+  // published a random number of its events, or when the writer has handled a random number of
+  // messages. Two rounds then also restart it with a test-only fault hook that SIGKILLs it at one
+  // of the two dangerous moments (after a ledger commit before its publish, after a publish before
+  // recording it) while it works through what piled up.
+  const hooks = shuffle(rng, ["", "PROOFGATE_TEST_CRASH_AFTER_COMMIT", "PROOFGATE_TEST_CRASH_AFTER_PUBLISH"]);
+  const kills: Record<string, unknown>[] = [];
   for (let round = 1; round <= 3; round++) {
     const burst = rng.int(150, 300);
-    // The kill comes when this writer process has handled `threshold` billing messages: a random
-    // point in its stream of commits, acks and publishes.
+    const trigger = rng.pick(["published", "handled"] as const);
     const threshold = rng.int(1, burst - 1);
     let published = 0;
+    let publishedAtKill = 0;
+    let killing: Promise<unknown> | undefined;
+    const victim = writer;
     const publishing = (async () => {
       for (let i = 0; i < burst; i++) {
+        if (trigger === "published" && i === threshold) {
+          publishedAtKill = published;
+          killing = victim.stop("SIGKILL");
+        }
         // Now and then the billing system sends an event again (it must count once).
         const again = rng.next() < 0.05 ? traffic.again() : undefined;
         if (again) redelivered++;
@@ -78,16 +99,30 @@ test("a writer SIGKILLed at random points during bursts loses no event, applies 
         published++;
       }
     })();
-    const processedAtKill = await waitFor(async () => {
-      const n = await processedBy(writer);
-      return n >= threshold ? n : undefined;
-    }, `round ${round}: the writer to handle ${threshold} messages`);
-    const publishedAtKill = published;
-    const exit = await writer.stop("SIGKILL");
-    expect(exit.signal, writer.output()).toBe("SIGKILL");
-    kills.push({ round, burst, threshold, processedAtKill, publishedAtKill });
+    if (trigger === "handled") {
+      await waitFor(async () => (await handledBy(victim)) >= threshold, `round ${round}: the writer to handle ${threshold} messages`);
+      publishedAtKill = published;
+      killing = victim.stop("SIGKILL");
+    }
+    await (await waitFor(() => killing && { killing }, "the kill")).killing;
+    expect((await victim.exited).signal, victim.output()).toBe("SIGKILL");
     // The rest of the burst reaches the stream while no writer runs.
     await publishing;
+    const hook = hooks[round - 1] ?? "";
+    kills.push({ round, burst, trigger, threshold, publishedAtKill, hook });
+    if (hook) {
+      // A writer that kills itself at the hook, given work to do.
+      const crashing = await WriterProcess.start({ natsUrl: nats.url, ledgerPath, env: { [hook]: "1" } }).catch((err: unknown) => {
+        // It may die before its start-up line is out.
+        expect(String(err)).toMatch(/exited \(SIGKILL\) before it started/);
+        return undefined;
+      });
+      if (crashing) {
+        writers.push(crashing);
+        for (const e of traffic.burst(5)) await send(e);
+        expect((await crashing.exited).signal, crashing.output()).toBe("SIGKILL");
+      }
+    }
     writer = await startWriter();
   }
 
@@ -100,7 +135,7 @@ test("a writer SIGKILLed at random points during bursts loses no event, applies 
     expect(traffic.expected.size).toBe(customers.length);
     // Every event was valid: none was dead-lettered.
     expect((await jsm.streams.info(DEADLETTER_STREAM)).state.messages).toBe(0);
-    expect(kills.map((k) => k.round)).toEqual([1, 2, 3]);
+    expect(kills).toHaveLength(3);
     // The sidecar answers from the converged replica, fresh.
     const answer = await sidecar.client.check({ customerId: customers[0] ?? "", feature: "advanced-filtering" });
     expect(answer.revision).toBe(converged.revision);
