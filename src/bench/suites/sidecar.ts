@@ -73,7 +73,16 @@ export interface SidecarResults {
   };
   readonly burst: { count: number; publishSeconds: number; appliedSeconds: number; applyRate: number; checksDuring: Window };
   readonly replica: { fileBytes: number; walBytes: number };
-  readonly rss: { atRestBytes: number; atRestAnonBytes: number; atRestFileBytes: number; underLoadMaxBytes: number; peakHwmBytes: number; afterBootstrapBytes: number };
+  readonly rss: {
+    atRestBytes: number;
+    atRestAnonBytes: number;
+    atRestFileBytes: number;
+    /** The main isolate's V8 heap at rest (worker threads not included). */
+    heapAtRest: { heapTotal: number; heapUsed: number; external: number };
+    underLoadMaxBytes: number;
+    peakHwmBytes: number;
+    afterBootstrapBytes: number;
+  };
   readonly sizes: { requestBytes: number; responseBytes: number; batchRequestBytes: number; batchResponseBytes: number };
   readonly answerMix: Record<string, number>;
   readonly scenarios: readonly Scenario[];
@@ -172,6 +181,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
     log(`  applied in ${appliedSeconds.toFixed(2)} s; checks meanwhile p99 ${checksDuringBurst.latency.p99_us} µs, max ${checksDuringBurst.latency.max_us} µs`);
     await sleep(1_000);
     const atRest = await rssOf(sidecar.pid);
+    const heapAtRest = await sidecar.call<{ heapTotal: number; heapUsed: number; external: number }>("status");
     const replica = { fileBytes: fileSize(replicaPath), walBytes: fileSize(`${replicaPath}-wal`) };
 
     // ---------------------------------------------------------------- Check latency: sidecar vs echo floor
@@ -303,7 +313,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       },
       burst: { count: cfg.burst, publishSeconds: round(burst.seconds, 2), appliedSeconds: round(appliedSeconds, 2), applyRate: round(cfg.burst / appliedSeconds, 0), checksDuring: checksDuringBurst },
       replica,
-      rss: { atRestBytes: atRest?.rss ?? NaN, atRestAnonBytes: atRest?.anon ?? NaN, atRestFileBytes: atRest?.file ?? NaN, underLoadMaxBytes: rssMax, peakHwmBytes: hwm, afterBootstrapBytes: afterBootstrapRss },
+      rss: { atRestBytes: atRest?.rss ?? NaN, atRestAnonBytes: atRest?.anon ?? NaN, atRestFileBytes: atRest?.file ?? NaN, heapAtRest: { heapTotal: heapAtRest.heapTotal, heapUsed: heapAtRest.heapUsed, external: heapAtRest.external }, underLoadMaxBytes: rssMax, peakHwmBytes: hwm, afterBootstrapBytes: afterBootstrapRss },
       sizes: {
         requestBytes: round(sample.requestBytes, 1),
         responseBytes: round(sample.responseBytes, 1),
