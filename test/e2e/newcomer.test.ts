@@ -112,6 +112,9 @@ function portAccepts(port: number): Promise<boolean> {
 test(
   "npm start in a fresh checkout plays the story, answers a real Check, and Ctrl-C stops everything with exit code 0",
   async () => {
+    // It is the README's first command.
+    const firstBlock = /```sh\n([^\n]*)/.exec(readFileSync(join(ROOT, "README.md"), "utf8"))?.[1] ?? "";
+    expect(firstBlock).toMatch(/^npm install && npm start\b/);
     freshCheckout(checkout.path);
     expect(existsSync(join(checkout.path, "dist"))).toBe(false);
     const env: NodeJS.ProcessEnv = { ...process.env };
@@ -143,7 +146,9 @@ test(
     expect(natsPort, stdout).toBeGreaterThan(0);
     expect(sidecarAddress, stdout).toBeDefined();
     expect(writerAddress, stdout).toBeDefined();
-    expect(stdout).toMatch(/^3\. Customer authenticates; the payment succeeds\n\s+api-access\s+allowed\s+GRANTED/m);
+    // (Seven beats; only the last is asserted in full: the others depend on a 1 s period that a
+    // loaded machine may overrun, and test/e2e/story.test.ts checks each one.)
+    expect([...stdout.matchAll(/^(\d)\. /gm)].map((m) => m[1])).toEqual(["1", "2", "3", "4", "5", "6", "7"]);
     expect(stdout).toMatch(/^7\. The renewal is fully refunded\n\s+api-access\s+denied\s+REVOKED/m);
 
     // Everything runs in the job's process group: npm, the shell, proofgate dev and its nats-server.

@@ -17,7 +17,8 @@ import { runCli, startSidecarProcess, type SidecarUnderTest } from "../harness/s
  * checked at the sidecar (read-your-writes through min_revision), then the operator's commands
  * (`catalog apply`, `publish`, `check`, `explain`) run as an operator types them.
  */
-const PERIOD_MS = 3_000;
+/** Long enough for beat 3 (paid) to be checked before the period ends, short enough to wait for. */
+const PERIOD_MS = 4_000;
 
 interface Expect {
   readonly status: AccessStatus;
