@@ -2,7 +2,7 @@ import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { createLogger } from "../observability/logger.js";
 import { parseDuration } from "../config/options.js";
-import { DevSetupError, runDev } from "../dev/index.js";
+import { DevAborted, DevSetupError, runDev } from "../dev/index.js";
 
 export const summary = "run the whole system on this machine: NATS, writer, sidecar, demo catalog and story";
 
@@ -39,6 +39,17 @@ export async function run(argv: string[]): Promise<number> {
   }
   // Services log through pino; at "error" the story stays readable.
   const logger = createLogger({ level: (v["log-level"] ?? "error") as "error" });
+  // Ctrl-C (or SIGTERM) stops everything at any moment, also while starting or telling the story;
+  // a second one kills at once.
+  const controller = new AbortController();
+  const stop = (): void => {
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
+    console.log("\nstopping…");
+    controller.abort();
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
   let system;
   try {
     system = await runDev(
@@ -50,6 +61,7 @@ export async function run(argv: string[]): Promise<number> {
         sidecarHttp: v["sidecar-http"] ?? "127.0.0.1:9091",
         catalogPath: v.catalog ?? DEMO_CATALOG,
         storyPeriodMs: v["no-story"] ? 0 : parseDuration(v["story-period"] ?? "8s", "--story-period"),
+        signal: controller.signal,
       },
       (...lines) => {
         for (const l of lines) console.log(l);
@@ -57,23 +69,22 @@ export async function run(argv: string[]): Promise<number> {
       logger,
     );
   } catch (err) {
+    if (err instanceof DevAborted) {
+      // Stopped while starting: runDev has closed what it had started.
+      console.log("stopped.");
+      return 0;
+    }
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
     if (err instanceof DevSetupError) {
       console.error(`proofgate dev: ${err.message}`);
       return 1;
     }
     throw err;
   }
-  const running = system;
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-      console.log("\nstopping…");
-      void running.close().then(resolve);
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
-  });
+  const { signal } = controller;
+  if (!signal.aborted) await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+  await system.close();
   console.log("stopped.");
   return 0;
 }

@@ -1,6 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "../observability/logger.js";
 import { parseCatalogText } from "../catalog/index.js";
 import { startWriter, writerOptions, type Writer } from "../writer/index.js";
@@ -24,6 +25,11 @@ export interface DevOptions {
   readonly catalogPath: string;
   /** Length of the demo's first paid period; 0 skips the story. */
   readonly storyPeriodMs: number;
+  /**
+   * Stops start-up and the story at any point (Ctrl-C): what was started is closed, nothing more
+   * is printed, and runDev rejects with DevAborted.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface DevSystem {
@@ -35,11 +41,32 @@ export interface DevSystem {
 
 export class DevSetupError extends Error {}
 
+/** runDev was stopped through its abort signal; everything it had started is closed. */
+export class DevAborted extends Error {}
+
 const FEATURES = ["api-access", "seats"] as const;
 
 /** Starts NATS (unless given one), a writer, a sidecar, the demo catalog and the story. */
-export async function runDev(o: DevOptions, print: (...lines: string[]) => void, logger: Logger): Promise<DevSystem> {
+export async function runDev(o: DevOptions, output: (...lines: string[]) => void, logger: Logger): Promise<DevSystem> {
   if (!o.natsUrl && !natsServerAvailable()) throw new DevSetupError(NATS_INSTALL_HINT);
+  // Start-up steps are short and each returns something to close, so they run to the end and the
+  // abort is noticed between them; the long waits (readiness, the story's pauses) end at once.
+  const { signal } = o;
+  const stillWanted = (): void => {
+    if (signal?.aborted) throw new DevAborted("stopped");
+  };
+  const aborted = new Promise<never>((_, reject) => {
+    if (!signal) return;
+    const fail = (): void => reject(new DevAborted("stopped"));
+    if (signal.aborted) fail();
+    else signal.addEventListener("abort", fail, { once: true });
+  });
+  aborted.catch(() => undefined);
+  const abortable = <T>(p: Promise<T>): Promise<T> => Promise.race([p, aborted]);
+  const print = (...lines: string[]): void => {
+    stillWanted();
+    output(...lines);
+  };
   const dir = mkdtempSync(join(tmpdir(), "proofgate-dev-"));
   const closers: (() => Promise<void> | void)[] = [() => rmSync(dir, { recursive: true, force: true })];
   const close = async (): Promise<void> => {
@@ -68,26 +95,26 @@ export async function runDev(o: DevOptions, print: (...lines: string[]) => void,
       check.close();
     });
     const catalog = parseCatalogText(readFileSync(o.catalogPath, "utf8"));
-    const applied = await call<ApplyCatalogResponse>((md, opts, cb) => admin.applyCatalog({ catalog, actor: "proofgate dev", reason: "demo catalog" }, md, opts, cb));
+    const applied = await abortable(call<ApplyCatalogResponse>((md, opts, cb) => admin.applyCatalog({ catalog, actor: "proofgate dev", reason: "demo catalog" }, md, opts, cb)));
     print(`catalog   ${o.catalogPath}: ${catalog.plans.map((p) => p.id).join(", ")} (revision ${applied.revision})`);
-    await sidecar.whenReady();
+    await abortable(sidecar.whenReady());
 
     if (o.storyPeriodMs > 0) {
       print("", `The story of ${DEMO_CUSTOMER}, as the sidecar answers after each step:`);
       let step = 0;
       for (const beat of demoStory(o.storyPeriodMs)) {
-        if (beat.waitMs) await new Promise((r) => setTimeout(r, beat.waitMs));
+        if (beat.waitMs) await sleep(beat.waitMs, undefined, signal ? { signal } : {});
         const events = beat.events(Date.now());
         let revision = sidecar.revision;
         if (events.length > 0) {
-          const res = await call<PublishResponse>((md, opts, cb) => ingest.publish({ events }, md, opts, cb));
+          const res = await abortable(call<PublishResponse>((md, opts, cb) => ingest.publish({ events }, md, opts, cb)));
           const rejected = res.results.find((r) => r.result === IngestResult.INGEST_RESULT_REJECTED);
           if (rejected) throw new Error(`demo event ${rejected.eventId} rejected: ${rejected.reason}`);
           revision = res.revision;
         }
         print(`${++step}. ${beat.title}`);
         for (const feature of FEATURES) {
-          const d = await call<CheckResponse>((md, opts, cb) => check.check({ customerId: DEMO_CUSTOMER, feature, quantity: undefined, minRevision: revision }, md, opts, cb));
+          const d = await abortable(call<CheckResponse>((md, opts, cb) => check.check({ customerId: DEMO_CUSTOMER, feature, quantity: undefined, minRevision: revision }, md, opts, cb)));
           const value = d.allowed && d.limit !== undefined ? ` (limit ${d.limit})` : "";
           print(`     ${feature.padEnd(11)} ${d.allowed ? "allowed" : "denied "}  ${statusName(d.status).padEnd(16)} ${d.reason}${value}`);
         }
@@ -104,9 +131,10 @@ export async function runDev(o: DevOptions, print: (...lines: string[]) => void,
       `  curl -s http://${sidecar.httpAddress ?? ""}/metrics | grep proofgate_`,
       "Press Ctrl-C to stop.",
     );
+    stillWanted();
     return { natsUrl, writer, sidecar, close };
   } catch (err) {
     await close();
-    throw err;
+    throw signal?.aborted ? new DevAborted("stopped") : err;
   }
 }

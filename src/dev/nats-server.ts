@@ -27,7 +27,12 @@ export class NatsServer {
 
   static async start(): Promise<NatsServer> {
     const server = new NatsServer();
-    await server.start();
+    try {
+      await server.start();
+    } catch (err) {
+      rmSync(server.storeDir, { recursive: true, force: true });
+      throw err;
+    }
     return server;
   }
 
