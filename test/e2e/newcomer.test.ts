@@ -1,6 +1,5 @@
 import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync } from "node:fs";
-import { connect as tcpConnect } from "node:net";
 import { dirname, join } from "node:path";
 import { afterAll, expect, test } from "vitest";
 import { AccessStatus } from "../../src/gen/proofgate/v1/check.js";
@@ -8,6 +7,7 @@ import { CheckClient } from "../harness/sidecar.js";
 import { tempDir } from "../harness/tmp.js";
 import { waitFor } from "../harness/writer.js";
 import { ROOT } from "../harness/system.js";
+import { alive, portAccepts, processGroupAlive, processesInGroup } from "../harness/processes.js";
 
 /**
  * The README's first command, run the way a newcomer runs it: `npm start` in a fresh checkout
@@ -45,68 +45,6 @@ function freshCheckout(to: string): void {
 
 function walk(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]));
-}
-
-interface Proc {
-  readonly pid: number;
-  readonly pgrp: number;
-  readonly comm: string;
-  readonly argv: readonly string[];
-  readonly cmdline: string;
-}
-
-/** Every process in process group `pgrp` (Linux /proc). */
-function processesInGroup(pgrp: number): Proc[] {
-  const out: Proc[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
-      // pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
-      const close = stat.lastIndexOf(")");
-      const fields = stat.slice(close + 2).split(" ");
-      if (Number(fields[2]) !== pgrp || fields[0] === "Z") continue;
-      const argv = readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0").filter(Boolean);
-      out.push({ pid: Number(name), pgrp, comm: stat.slice(stat.indexOf("(") + 1, close), argv, cmdline: argv.join(" ") });
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
-}
-
-function processGroupAlive(pgrp: number): boolean {
-  try {
-    process.kill(-pgrp, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  // A zombie is dead, only not yet reaped.
-  try {
-    return !/^\d+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return false;
-  }
-}
-
-function portAccepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = tcpConnect({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
 }
 
 test(

@@ -1,0 +1,88 @@
+/**
+ * What runs on this machine, from Linux /proc: the processes of a process group (a terminal's
+ * job), whether a pid is alive, whether a port accepts connections, which temp directories a
+ * process holds files in. For tests that check that nothing is left behind.
+ */
+import { readFileSync, readdirSync, readlinkSync } from "node:fs";
+import { connect as tcpConnect } from "node:net";
+import { dirname } from "node:path";
+
+export interface Proc {
+  readonly pid: number;
+  readonly pgrp: number;
+  readonly comm: string;
+  readonly argv: readonly string[];
+  readonly cmdline: string;
+}
+
+/** Every process in process group `pgrp` (Linux /proc). */
+export function processesInGroup(pgrp: number): Proc[] {
+  const out: Proc[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      // pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+      const close = stat.lastIndexOf(")");
+      const fields = stat.slice(close + 2).split(" ");
+      if (Number(fields[2]) !== pgrp || fields[0] === "Z") continue;
+      const argv = readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0").filter(Boolean);
+      out.push({ pid: Number(name), pgrp, comm: stat.slice(stat.indexOf("(") + 1, close), argv, cmdline: argv.join(" ") });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+export function processGroupAlive(pgrp: number): boolean {
+  try {
+    process.kill(-pgrp, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  // A zombie is dead, only not yet reaped.
+  try {
+    return !/^\d+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+export function portAccepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = tcpConnect({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+/** Directories under which process `pid` holds open files whose path includes `marker`. */
+export function openDirs(pid: number, marker: string): string[] {
+  const dirs = new Set<string>();
+  try {
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+        if (target.includes(marker)) dirs.add(dirname(target));
+      } catch {
+        // closed meanwhile
+      }
+    }
+  } catch {
+    // gone
+  }
+  return [...dirs];
+}
