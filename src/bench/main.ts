@@ -13,7 +13,7 @@ import { parseArgs } from "node:util";
 import { natsServerAvailable, NATS_INSTALL_HINT } from "../dev/nats-server.js";
 import { config } from "./config.js";
 import { Child } from "./ipc.js";
-import { busyCpu, machine, versions } from "./machine.js";
+import { busyCpu, cpuSnapshot, machine, othersBusy, versions } from "./machine.js";
 import { render, verdicts, type EvalResults, type Results } from "./report.js";
 import { sidecarSuite, type Env } from "./suites/sidecar.js";
 import { writerSuite } from "./suites/writer.js";
@@ -58,6 +58,8 @@ async function main(): Promise<void> {
   if (profiled.size) mkdirSync(profileDir, { recursive: true });
   // Other work on the machine skews every figure: measure it before starting, and say so.
   const background = await busyCpu(2_000);
+  const cpuAtStart = cpuSnapshot();
+  const host = machine();
   const t0 = performance.now();
   const startedAt = new Date().toISOString();
   const log = (line: string): void => {
@@ -88,6 +90,8 @@ async function main(): Promise<void> {
     console.error(err);
     console.error(`service logs: ${join(dir, "services.log")}`);
   }
+  const others = othersBusy(cpuAtStart, cpuSnapshot());
+  if (others !== undefined && others > 0.1) log(`warning: other processes kept ${Math.round(others * 100)}% of the machine's CPU busy during the run; figures are noisy`);
   const v = verdicts(cfg, results);
   const durationS = Math.round((performance.now() - t0) / 100) / 10;
   const json = {
@@ -96,7 +100,7 @@ async function main(): Promise<void> {
     startedAt,
     durationS,
     complete: failed === undefined && GROUPS.every((g) => only.has(g)),
-    machine: { ...machine(), busyBeforeStart: background === undefined ? undefined : Math.round(background * 1000) / 1000, loadAverageAtEnd: loadavg() },
+    machine: { ...host, busyBeforeStart: background === undefined ? undefined : Math.round(background * 1000) / 1000, othersBusyDuringRun: others === undefined ? undefined : Math.round(others * 1000) / 1000, loadAverageAtEnd: loadavg() },
     versions: versions(),
     parameters: cfg,
     targets: v,
@@ -105,6 +109,12 @@ async function main(): Promise<void> {
   };
   mkdirSync(join(out, ".."), { recursive: true });
   writeFileSync(out, JSON.stringify(json, null, 2) + "\n");
+  const m = json.machine;
+  const pct = (x: number | undefined): string => (x === undefined ? "?" : `${Math.round(x * 100)}%`);
+  console.log(
+    `\nproofgate ${String(json.versions["proofgate"])} (${String(json.versions["commit"])}${json.versions["srcDirty"] ? ", uncommitted changes in src/" : ""}), ${cfg.quick ? "quick" : "full"} run on ${m.cpu} ×${m.cores}, ` +
+      `${Math.round(m.memoryBytes / 2 ** 30)} GiB, Node ${process.version}; other processes' CPU: ${pct(background)} before, ${pct(others)} during the run`,
+  );
   console.log("\n" + render(cfg, results, v));
   console.log(`\n${cfg.quick ? "Quick" : "Full"} run took ${durationS} s; results in ${out}`);
   if (values.keep || failed || profiled.size) console.error(`work directory kept: ${dir}${profiled.size ? ` (profiles in ${profileDir})` : ""}`);
