@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, rmSync } from "node:fs";
 import { afterAll, expect, test } from "vitest";
-import { waitFor } from "../harness/writer.js";
+import { waitFor } from "../harness/wait.js";
 import { BIN, ROOT } from "../harness/system.js";
 import { alive, openDirs, processGroupAlive, processesInGroup } from "../harness/processes.js";
 

@@ -5,7 +5,7 @@ import { afterAll, expect, test } from "vitest";
 import { AccessStatus } from "../../src/gen/proofgate/v1/check.js";
 import { CheckClient } from "../harness/sidecar.js";
 import { tempDir } from "../harness/tmp.js";
-import { waitFor } from "../harness/writer.js";
+import { waitFor } from "../harness/wait.js";
 import { ROOT } from "../harness/system.js";
 import { alive, portAccepts, processGroupAlive, processesInGroup } from "../harness/processes.js";
 

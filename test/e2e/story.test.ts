@@ -8,7 +8,8 @@ import { IngestResult } from "../../src/gen/proofgate/v1/ingest.js";
 import { DEMO_CUSTOMER, demoStory } from "../../src/dev/story.js";
 import { NatsServer } from "../harness/nats.js";
 import { tempDir } from "../harness/tmp.js";
-import { EventFactory, WriterClient, WriterProcess, connectNats, streamLastSeq, waitFor } from "../harness/writer.js";
+import { EventFactory, WriterClient, WriterProcess, connectNats, streamLastSeq } from "../harness/writer.js";
+import { waitFor } from "../harness/wait.js";
 import { runCli, startSidecarProcess, type SidecarUnderTest } from "../harness/system.js";
 
 /**

@@ -8,7 +8,8 @@ import { IngestResult } from "../../src/gen/proofgate/v1/ingest.js";
 import { evaluate, foldDocument } from "../../src/policy/index.js";
 import { NatsServer } from "../harness/nats.js";
 import { tempDir } from "../harness/tmp.js";
-import { EventFactory, WriterClient, WriterProcess, connectNats, demoCatalog, streamLastSeq, waitFor } from "../harness/writer.js";
+import { EventFactory, WriterClient, WriterProcess, connectNats, demoCatalog, streamLastSeq } from "../harness/writer.js";
+import { waitFor } from "../harness/wait.js";
 import {
   BillingTraffic,
   expectConverged,

@@ -5,7 +5,8 @@ import { BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
 import { DEADLETTER_STREAM } from "../../src/replication/subjects.js";
 import { NatsServer } from "../harness/nats.js";
 import { tempDir } from "../harness/tmp.js";
-import { WriterClient, WriterProcess, connectNats, waitFor } from "../harness/writer.js";
+import { WriterClient, WriterProcess, connectNats } from "../harness/writer.js";
+import { waitFor } from "../harness/wait.js";
 import { BillingTraffic, expectConverged, metricValue, prepareBillingConsumer, scrape, startSidecarProcess, testRng, type Rng, type SidecarUnderTest } from "../harness/system.js";
 
 /**

@@ -31,34 +31,11 @@ import { CATALOG_SUBJECT, HEARTBEAT_SUBJECT, STATE_STREAM, customerSubject } fro
 import { ensureStreams } from "../../src/replication/streams.js";
 import { createLogger, silentLogger, type Logger } from "../../src/observability/logger.js";
 import { startSidecar, type Sidecar, type SidecarOptions } from "../../src/sidecar/index.js";
+import { DAY } from "./wait.js";
 
-export const DAY = 86_400_000;
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
-/**
- * Polls `probe` until it returns something other than undefined/false, then returns it. Fails
- * with `what` and the last value seen after `timeoutMs`. Tests await conditions, never sleep.
- */
-export async function waitFor<T>(
-  probe: () => T | undefined | false | Promise<T | undefined | false>,
-  opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
-): Promise<T> {
-  const deadline = Date.now() + (opts.timeoutMs ?? 15_000);
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined && v !== false) return v;
-      last = v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${opts.what ?? "a condition"}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
-    }
-    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 25));
-  }
-}
+export { DAY, waitFor } from "./wait.js";
 
 /** The demo catalog (examples/catalog.yaml) with test policy: a short coherency window, serve or deny. */
 export function testCatalog(policy: { coherencyWindowMs?: number; stalePolicy?: "serve" | "deny"; gracePeriodMs?: number } = {}): Catalog {

@@ -19,7 +19,8 @@ import { BILLING_STREAM, CATALOG_SUBJECT, STATE_STREAM, customerSubject } from "
 import { ensureStreams } from "../../src/replication/streams.js";
 import { documentRecord } from "../../src/writer/core.js";
 import { CheckClient, spawnSidecar, type SidecarProcess } from "./sidecar.js";
-import { DAY, EventFactory, WriterClient, streamLastSeq, waitFor } from "./writer.js";
+import { EventFactory, WriterClient, streamLastSeq } from "./writer.js";
+import { DAY, waitFor } from "./wait.js";
 
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 export const BIN = join(ROOT, "bin/proofgate.js");

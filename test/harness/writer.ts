@@ -2,7 +2,6 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { inspect } from "node:util";
 import { credentials, type ServiceError } from "@grpc/grpc-js";
 import { connect, type JetStreamManager, type MsgHdrs, type NatsConnection } from "nats";
 import { parseCatalogText } from "../../src/catalog/index.js";
@@ -32,28 +31,11 @@ import { silentLogger, type Logger } from "../../src/observability/logger.js";
 import { STATE_STREAM } from "../../src/replication/subjects.js";
 import { startWriter, writerOptions, type FaultHooks, type Writer, type WriterOptions } from "../../src/writer/index.js";
 import { tempDir } from "./tmp.js";
+import { DAY } from "./wait.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
-/**
- * Polls `probe` until it returns something truthy and returns it; throws after `timeoutMs`
- * with `what` and the last value (or error) seen. Tests await conditions, never fixed sleeps.
- */
-export async function waitFor<T>(probe: () => T | Promise<T>, what = "condition", timeoutMs = 15_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v;
-      last = v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${inspect(last, { depth: 4 })}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+export { DAY, waitFor } from "./wait.js";
 
 /** The demo catalog from examples/catalog.yaml. */
 export function demoCatalog(): Catalog {
@@ -307,8 +289,6 @@ export async function allState(jsm: JetStreamManager): Promise<StateMessage[]> {
 
 // ---------------------------------------------------------------------------------------------
 // Billing events
-
-export const DAY = 86_400_000;
 
 /**
  * Realistic events for one customer and subscription; ids are unique per factory (`prefix`).
