@@ -62,6 +62,12 @@ function loadReflection(): protoLoader.PackageDefinition {
   return reflectionDefinition;
 }
 
+/** Options of every proofgate gRPC server (the benchmark's echo floor uses them too). */
+export const GRPC_SERVER_OPTIONS: grpc.ServerOptions = {
+  "grpc.max_receive_message_length": 16 * 1024 * 1024,
+  "grpc.keepalive_permit_without_calls": 1,
+};
+
 /** A grpc-js server with `grpc.health.v1.Health` and server reflection, bound to one or more addresses. */
 export class GrpcServer {
   private constructor(
@@ -74,10 +80,7 @@ export class GrpcServer {
 
   /** Addresses: `host:port` (port 0 = ephemeral) or `unix:/path`. Health starts NOT_SERVING. */
   static async start(services: readonly ServiceBinding[], addresses: readonly string[]): Promise<GrpcServer> {
-    const server = new grpc.Server({
-      "grpc.max_receive_message_length": 16 * 1024 * 1024,
-      "grpc.keepalive_permit_without_calls": 1,
-    });
+    const server = new grpc.Server(GRPC_SERVER_OPTIONS);
     for (const s of services) server.addService(s.definition, s.implementation);
     const names = services.map((s) => s.name);
     const initial: Record<string, "NOT_SERVING"> = { "": "NOT_SERVING" };

@@ -4,15 +4,17 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { CheckResponse, CheckServiceService, type CheckBatchRequest, type CheckBatchResponse, type CheckRequest } from "../../gen/proofgate/v1/check.js";
+import { GRPC_SERVER_OPTIONS } from "../../transport/grpc.js";
 import { serve } from "../ipc.js";
 
 export function start(): void {
   let server: grpc.Server | undefined;
   serve(
     {
-      start: async (a: { socket?: string; response: Uint8Array }) => {
+      /** `serverOptions` are added to the sidecar's (for experiments); by default the server is configured as the sidecar's is. */
+      start: async (a: { socket?: string; response: Uint8Array; serverOptions?: grpc.ServerOptions }) => {
         const canned = CheckResponse.decode(a.response);
-        server = new grpc.Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024, "grpc.keepalive_permit_without_calls": 1 });
+        server = new grpc.Server({ ...GRPC_SERVER_OPTIONS, ...a.serverOptions });
         server.addService(CheckServiceService, {
           check: (_call: grpc.ServerUnaryCall<CheckRequest, CheckResponse>, cb: grpc.sendUnaryData<CheckResponse>) => cb(null, canned),
           checkBatch: (call: grpc.ServerUnaryCall<CheckBatchRequest, CheckBatchResponse>, cb: grpc.sendUnaryData<CheckBatchResponse>) =>
