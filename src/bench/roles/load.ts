@@ -190,10 +190,10 @@ export function start(): void {
 
   serve(
     {
-      connect: async (a: { address: string; customers: number }) => {
+      connect: async (a: { address: string; customers: number; channelOptions?: grpc.ChannelOptions }) => {
         client?.close();
         customers = a.customers;
-        client = new CheckServiceClient(a.address, grpc.credentials.createInsecure());
+        client = new CheckServiceClient(a.address, grpc.credentials.createInsecure(), a.channelOptions);
         const cl = client;
         await new Promise<void>((resolve, reject) => cl.waitForReady(Date.now() + 10_000, (err) => (err ? reject(err) : resolve())));
         return {};
