@@ -114,7 +114,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
     }
   } catch (err) {
     await grpc?.close(0);
-    replica.close();
+    await replica.close();
     throw err;
   }
 
@@ -168,7 +168,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
         await ops?.close();
         decisionLog?.close();
         await f.close();
-        replica.close();
+        await replica.close();
         if (options.grpcSocket) rmSync(options.grpcSocket, { force: true });
         log.info("sidecar stopped");
       })()),

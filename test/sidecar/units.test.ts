@@ -55,39 +55,49 @@ describe("replica file", () => {
     return r;
   };
 
-  it("applies documents, tombstones and catalogs with their revision, and reopens warm", () => {
+  it("applies documents, tombstones and catalogs with their revision (on its writer thread), and reopens warm", async () => {
     const { path } = open();
     const replica = Replica.open(path, silentLogger());
     expect(replica.warm).toBe(false);
     expect(replica.hasCatalog).toBe(false);
     const catalog = readRecord(CATALOG_SUBJECT, encode({ record: { $case: "catalog", value: testCatalog({ coherencyWindowMs: 1234 }) } }));
-    replica.apply([{ seq: 1, record: catalog }, { seq: 2, record: doc("a") }, { seq: 3, record: doc("b") }], 3);
-    replica.apply([{ seq: 7, record: doc("a", "premium") }, { seq: 8, record: { kind: "erased", token: customerToken("b") } }], 8);
-    replica.setStreamCreated("2026-01-01T00:00:00Z");
+    // Sent back to back: they commit in order.
+    const first = replica.apply([{ seq: 1, record: catalog }, { seq: 2, record: doc("a") }, { seq: 3, record: doc("b") }, { seq: 4, record: doc("c") }], 4);
+    const second = replica.apply([{ seq: 7, record: doc("a", "premium") }, { seq: 8, record: { kind: "erased", token: customerToken("b") } }], 8);
+    expect((await first).documents).toBe(3);
+    expect((await second).erased).toBe(1);
+    await replica.setStreamCreated("2026-01-01T00:00:00Z");
     expect(replica.revision).toBe(8);
     expect(replica.catalog.coherencyWindowMs).toBe(1234);
     expect(replica.document("b")).toBeUndefined();
+    expect(replica.document("c")).toBeDefined();
     const a = replica.document("a");
     expect(a && AccessDocument.decode(a).subscriptions[0]?.intent?.planId).toBe("premium");
-    replica.close();
+    await replica.close();
 
     const again = Replica.open(path, silentLogger());
     expect(again.warm).toBe(true);
     expect(again.revision).toBe(8);
     expect(again.streamCreated).toBe("2026-01-01T00:00:00Z");
     expect(again.catalog.coherencyWindowMs).toBe(1234);
-    expect(again.documentCount()).toBe(1);
-    again.advanceRevision(5);
+    expect(again.documentCount()).toBe(2);
+    await again.advanceRevision(5);
     expect(again.revision).toBe(8);
-    again.advanceRevision(9);
+    await again.advanceRevision(9);
     expect(again.revision).toBe(9);
 
-    again.reset();
+    await again.reset();
     expect(again.revision).toBe(0);
     expect(again.streamCreated).toBeUndefined();
     expect(again.document("a")).toBeUndefined();
     expect(again.hasCatalog).toBe(false);
-    again.close();
+    await again.apply([{ seq: 1, record: doc("z") }], 1);
+    expect(again.document("z")).toBeDefined();
+    await again.close();
+    const third = Replica.open(path, silentLogger());
+    expect(third.revision).toBe(1);
+    expect(third.streamCreated).toBeUndefined();
+    await third.close();
   });
 });
 

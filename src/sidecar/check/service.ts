@@ -87,9 +87,10 @@ export class CheckHandler {
     const { replica, metrics } = this.deps;
     const catalog = replica.catalog;
     const at = this.deps.now();
-    const decision = evaluate(this.document(req.customerId), catalog, req.feature, req.quantity, at);
+    const [revision, raw] = replica.lookup(req.customerId);
+    const decision = evaluate(raw ? AccessDocument.decode(raw) : undefined, catalog, req.feature, req.quantity, at);
     const stale = missed ?? this.staleness(started, catalog);
-    const response = this.respond(decision, catalog, stale);
+    const response = this.respond(decision, catalog, stale, revision);
     metrics.checkTook((performance.now() - started) / 1000);
     this.deps.decisionLog?.offer(at, req.customerId, req.feature, req.quantity, response);
     return response;
@@ -100,22 +101,26 @@ export class CheckHandler {
     const { replica, metrics } = this.deps;
     // Synchronous from here: every check sees the same revision, catalog and instant.
     const catalog = replica.catalog;
-    const revision = replica.revision;
     const at = this.deps.now();
     const stale = missed ?? this.staleness(started, catalog);
     const results: CheckResponse[] = new Array<CheckResponse>(req.checks.length);
-    let lastId: string | undefined;
-    let lastDoc: AccessDocument | undefined;
-    for (let i = 0; i < req.checks.length; i++) {
-      const c = req.checks[i] as CheckRequest;
-      if (c.customerId !== lastId) {
-        lastId = c.customerId;
-        lastDoc = this.document(c.customerId);
+    let revision = 0;
+    // One read snapshot: the writer thread may commit in between, the batch must not see it.
+    replica.snapshot(() => {
+      revision = replica.readRevision();
+      let lastId: string | undefined;
+      let lastDoc: AccessDocument | undefined;
+      for (let i = 0; i < req.checks.length; i++) {
+        const c = req.checks[i] as CheckRequest;
+        if (c.customerId !== lastId) {
+          lastId = c.customerId;
+          lastDoc = this.document(c.customerId);
+        }
+        const response = this.respond(evaluate(lastDoc, catalog, c.feature, c.quantity, at), catalog, stale, revision);
+        results[i] = response;
+        this.deps.decisionLog?.offer(at, c.customerId, c.feature, c.quantity, response);
       }
-      const response = this.respond(evaluate(lastDoc, catalog, c.feature, c.quantity, at), catalog, stale);
-      results[i] = response;
-      this.deps.decisionLog?.offer(at, c.customerId, c.feature, c.quantity, response);
-    }
+    });
     metrics.batchTook((performance.now() - started) / 1000);
     return { results, revision, stale: stale !== undefined };
   }
@@ -124,9 +129,9 @@ export class CheckHandler {
     const started = performance.now();
     const { replica, metrics } = this.deps;
     const catalog = replica.catalog;
-    const revision = replica.revision;
+    const [revision, raw] = replica.lookup(req.customerId);
     const stale = missed ?? this.staleness(started, catalog);
-    const entitlements = evaluateAll(this.document(req.customerId), catalog, this.deps.now()).map(({ feature, decision }) => {
+    const entitlements = evaluateAll(raw ? AccessDocument.decode(raw) : undefined, catalog, this.deps.now()).map(({ feature, decision }) => {
       const d = stale !== undefined && catalog.stalePolicy === StalePolicy.STALE_POLICY_DENY ? staleDenial(decision, stale) : decision;
       metrics.decided(d.status);
       return toEntitlement(feature, d);
@@ -141,16 +146,16 @@ export class CheckHandler {
     return raw ? AccessDocument.decode(raw) : undefined;
   }
 
-  private respond(decision: Decision, catalog: CatalogIndex, stale: Staleness): CheckResponse {
-    const { metrics, replica } = this.deps;
+  private respond(decision: Decision, catalog: CatalogIndex, stale: Staleness, revision: number): CheckResponse {
+    const { metrics } = this.deps;
     if (stale === undefined) {
       metrics.decided(decision.status);
-      return toCheckResponse(decision, replica.revision, false);
+      return toCheckResponse(decision, revision, false);
     }
     metrics.staleAnswers.inc();
     const d = catalog.stalePolicy === StalePolicy.STALE_POLICY_DENY ? staleDenial(decision, stale) : decision;
     metrics.decided(d.status);
-    return toCheckResponse(d, replica.revision, true);
+    return toCheckResponse(d, revision, true);
   }
 
   /** Hot path: undefined (fresh) after one comparison; the sentence is built only when stale. */

@@ -2,9 +2,9 @@ import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import {
   connect,
-  ConsumerEvents,
   credsAuthenticator,
   Events,
+  type Consumer,
   type ConsumerMessages,
   type JetStreamClient,
   type JetStreamManager,
@@ -19,7 +19,7 @@ import { isStreamNotFound } from "../../replication/streams.js";
 import { errorMessage } from "../../errors/index.js";
 import type { Logger } from "../../observability/logger.js";
 import { readRecord, type ReplicaRecord } from "../replica/record.js";
-import type { Replica } from "../replica/replica.js";
+import type { ApplyCounts, Replica } from "../replica/replica.js";
 import type { SidecarMetrics } from "../metrics.js";
 import type { Freshness } from "./freshness.js";
 
@@ -38,8 +38,10 @@ interface Queued {
 /** One consumer's life: from a stream check to the next restart. */
 interface Session {
   readonly epoch: number;
-  readonly consumer: { readonly currentConsumer?: { readonly name: string } | null };
-  readonly messages: ConsumerMessages;
+  /** The ordered consumer; `currentConsumer` is the server-side consumer it runs now. */
+  readonly consumer: Consumer & { readonly currentConsumer?: { readonly name: string } | null };
+  /** The fetch in progress. */
+  batch: ConsumerMessages | undefined;
 }
 
 export interface FollowerOptions {
@@ -55,10 +57,15 @@ export interface FollowerOptions {
   readonly onReady: (ready: boolean) => void;
 }
 
-/** Longest a burst of records holds the event loop before yielding to checks. */
-const SLICE_MS = 8;
+/** Messages per fetch, and the backlog below which the next fetch goes out. */
+const FETCH = 1_000;
+const LOW_WATER = FETCH;
+/** An idle fetch ends after this and a new one goes out. */
+const FETCH_EXPIRES_MS = 5_000;
 /** Records per transaction, at most. */
-const BATCH = 512;
+const BATCH = 128;
+/** Batches handed to the writer thread and not yet committed, at most. */
+const MAX_IN_FLIGHT = 4;
 /** How often, at most, the stream's identity is re-checked while all looks well. */
 const STREAM_CHECK_MS = 5_000;
 const PROGRESS_LOG_MS = 2_000;
@@ -88,6 +95,11 @@ export class Follower {
   private queue: Queued[] = [];
   private queueHead = 0;
   private drainScheduled = false;
+  private drainWaiters: (() => void)[] = [];
+  /** Batches sent to the writer thread, not yet committed. */
+  private applying = 0;
+  /** Bumped by a rebuild: commits of batches sent before it are ignored. */
+  private incarnation = 0;
   /** Highest sequence received in this replica incarnation (applied or queued). */
   private lastReceived = 0;
   private lastReceiveAt = 0;
@@ -149,6 +161,7 @@ export class Follower {
     this.closedFlag = true;
     if (this.tickTimer) clearTimeout(this.tickTimer);
     this.wake();
+    this.releaseDrainWaiters();
     this.restart.resolve("closing");
     this.stopSession();
     const nc = this.nc;
@@ -245,7 +258,8 @@ export class Follower {
     const found = await this.waitForStream(jsm);
     if (!found) return "closing";
     const { info, askedAt: infoAt } = found;
-    this.ensureIncarnation(info);
+    await this.ensureIncarnation(info);
+    if (this.isClosed()) return "closing";
     this.lastStreamCheckAt = infoAt;
     const epoch = ++this.epoch;
     this.stalledProbes = 0;
@@ -261,40 +275,53 @@ export class Follower {
     const from = Math.max(revision, this.lastReceived) + 1;
     const consumer = await js.consumers.get(STATE_STREAM, { opt_start_seq: from });
     if (this.isClosed() || epoch !== this.epoch) return "superseded";
-    // Creating the consumer retries internally with long back-offs; a restart or close must not wait for it.
-    const consuming = consumer.consume({
-      max_messages: 1_000,
-      // Short pulls: an idle consumer re-pulls, and the client's own retries back off, within seconds.
-      expires: 5_000,
-      callback: (m) => this.receive(epoch, m),
-    });
-    const messages = await Promise.race([consuming, restart.promise.then(() => undefined)]);
-    if (!messages) {
-      consuming.then((m) => m.stop(), () => undefined);
-      return await restart.promise;
-    }
-    this.session = { epoch, consumer: consumer as Session["consumer"], messages };
-    void this.watchConsumer(epoch, messages);
-    void messages.closed().then((err) => {
-      if (epoch === this.epoch) this.requestRestart(`consumer closed${err ? `: ${errorMessage(err)}` : ""}`);
-    });
+    const session: Session = { epoch, consumer, batch: undefined };
+    this.session = session;
+    // Detached: creating the consumer retries internally with long back-offs, and a restart or
+    // close must not wait for it.
+    void this.fetchLoop(session);
     this.logger.debug({ from, lastSeq }, "following the state stream");
     const reason = await restart.promise;
     this.stopSession();
     return reason;
   }
 
-  private async watchConsumer(epoch: number, messages: ConsumerMessages): Promise<void> {
-    for await (const s of await messages.status()) {
-      if (epoch !== this.epoch) break;
-      if (s.type === ConsumerEvents.StreamNotFound) this.requestRestart("stream not found");
-      else if (s.type === ConsumerEvents.ConsumerDeleted || s.type === ConsumerEvents.ConsumerNotFound) {
-        // Deleting a stream deletes its consumers: see whether it was recreated.
-        if (!this.checkingStream) void this.checkStream();
+  /**
+   * Reads the stream in fetches of FETCH messages, the next one only once the replica has
+   * applied most of what it holds: memory stays bounded and a bootstrap never floods the event
+   * loop (a `consume()` would keep pulling however far behind the replica is).
+   */
+  private async fetchLoop(session: Session): Promise<void> {
+    const { epoch, consumer } = session;
+    while (epoch === this.epoch && !this.isClosed()) {
+      if (this.backlog() > LOW_WATER) {
+        await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
+        continue;
       }
-      else if (s.type === ConsumerEvents.HeartbeatsMissed) this.logger.debug({ missed: s.data }, "state consumer missed heartbeats");
-      else if (s.type === ConsumerEvents.OrderedConsumerRecreated) this.logger.debug({ name: s.data }, "ordered consumer recreated");
+      try {
+        const batch = await consumer.fetch({ max_messages: FETCH, expires: FETCH_EXPIRES_MS });
+        if (epoch !== this.epoch) {
+          batch.stop();
+          return;
+        }
+        session.batch = batch;
+        for await (const m of batch) {
+          if (epoch !== this.epoch) break;
+          this.receive(epoch, m);
+        }
+      } catch (err) {
+        if (epoch === this.epoch) this.requestRestart(`fetch failed: ${errorMessage(err)}`);
+        return;
+      }
     }
+  }
+
+  private backlog(): number {
+    return this.queue.length - this.queueHead;
+  }
+
+  private releaseDrainWaiters(): void {
+    for (const resolve of this.drainWaiters.splice(0)) resolve();
   }
 
   private stopSession(): void {
@@ -303,7 +330,8 @@ export class Follower {
     if (!session) return;
     // Callbacks of the stopped consumer (late messages, its close) must not touch the next session.
     this.epoch++;
-    session.messages.stop();
+    session.batch?.stop();
+    this.releaseDrainWaiters();
     const name = session.consumer.currentConsumer?.name;
     // Ordered consumers are ephemeral and expire by themselves; deleting is a courtesy.
     if (name && this.jsm && this.connectedNow) void this.jsm.consumers.delete(STATE_STREAM, name).catch(() => undefined);
@@ -338,7 +366,7 @@ export class Follower {
    * A replica resumes only on the stream incarnation it was built from, and only if the stream
    * has not gone back in time. Otherwise it is rebuilt from scratch rather than serve wrong data.
    */
-  private ensureIncarnation(info: StreamInfo): void {
+  private async ensureIncarnation(info: StreamInfo): Promise<void> {
     const stored = this.replica.streamCreated;
     const revision = this.replica.revision;
     let reason: string | undefined;
@@ -350,23 +378,25 @@ export class Follower {
         { reason, revision, streamLastSeq: info.state.last_seq, streamCreated: info.created, replicaStreamCreated: stored },
         "cannot resume the replica; rebuilding it from the stream",
       );
-      this.rebuild(reason);
+      await this.rebuild(reason);
     }
-    if (this.replica.streamCreated === undefined) this.replica.setStreamCreated(info.created);
+    if (this.replica.streamCreated === undefined) await this.replica.setStreamCreated(info.created);
   }
 
-  private rebuild(reason: string): void {
+  private async rebuild(reason: string): Promise<void> {
     this.metrics.rebuilds.labels(reason).inc();
+    this.incarnation++;
     this.epoch++;
     this.stopSession();
     this.queue = [];
     this.queueHead = 0;
+    this.releaseDrainWaiters();
     this.lastReceived = 0;
     this.settleAfterDrain = undefined;
-    this.replica.reset();
     this.freshness.reset();
     this.freshness.forgetHead();
     this.setReady(false);
+    await this.replica.reset();
     this.options.onRevision(this.replica.revision);
   }
 
@@ -383,22 +413,25 @@ export class Follower {
     this.lastReceiveAt = at;
     this.queue.push({ seq, subject: m.subject, data: m.data, pending: info.pending, at });
     if (this.bootstrap) this.bootstrap.remaining = info.pending;
-    if (!this.drainScheduled) {
-      this.drainScheduled = true;
-      setImmediate(this.drain);
-    }
+    this.scheduleDrain();
+  }
+
+  private scheduleDrain(): void {
+    if (this.drainScheduled || this.applying >= MAX_IN_FLIGHT || this.backlog() === 0) return;
+    this.drainScheduled = true;
+    setImmediate(this.drain);
   }
 
   /**
-   * Applies queued records in transactions of at most BATCH records, for at most SLICE_MS,
-   * then yields so checks queued behind a burst or a bootstrap are answered in between.
+   * Parses queued records into batches of at most BATCH and hands them to the replica's writer
+   * thread, at most MAX_IN_FLIGHT batches at a time (the next goes out as one commits). The
+   * event loop only parses; SQLite's inserts, commits and checkpoints happen on the thread.
    */
   private readonly drain = (): void => {
     this.drainScheduled = false;
     if (this.isClosed()) return;
-    const started = mono();
     const queue = this.queue;
-    while (this.queueHead < queue.length) {
+    while (this.queueHead < queue.length && this.applying < MAX_IN_FLIGHT) {
       const batch: { seq: number; record: ReplicaRecord }[] = [];
       let caughtUpAt: number | undefined;
       let last = 0;
@@ -410,42 +443,65 @@ export class Follower {
         batch.push({ seq: q.seq, record });
         last = q.seq;
         caughtUpAt = q.pending === 0 ? q.at : undefined;
-        if ((batch.length & 63) === 0 && mono() - started > SLICE_MS) break;
       }
-      const counts = this.replica.apply(batch, last);
-      if (counts.documents) this.metrics.records.labels("document").inc(counts.documents);
-      if (counts.erased) this.metrics.records.labels("erased").inc(counts.erased);
-      if (counts.catalogs) {
-        this.metrics.records.labels("catalog").inc(counts.catalogs);
-        this.logger.info({ revision: last, features: this.replica.catalog.featureKeys.length }, "catalog updated");
-      }
-      if (counts.invalid) this.metrics.records.labels("invalid").inc(counts.invalid);
-      const revision = this.replica.revision;
-      this.freshness.applied(revision);
-      // Delivered with nothing pending behind it: the replica was current when it arrived.
-      if (caughtUpAt !== undefined) this.settle(caughtUpAt);
-      if (this.settleAfterDrain && revision >= this.settleAfterDrain.seq) {
-        const at = this.settleAfterDrain.at;
-        this.settleAfterDrain = undefined;
-        this.settle(at);
-      }
-      this.afterConfirmation();
-      this.options.onRevision(this.replica.revision);
-      if (mono() - started > SLICE_MS) break;
+      this.applying++;
+      const incarnation = this.incarnation;
+      this.replica.apply(batch, last).then(
+        (counts) => this.committed(incarnation, last, counts, caughtUpAt),
+        (err: unknown) => this.applyFailed(incarnation, err),
+      );
     }
     if (this.queueHead >= queue.length) {
       this.queue = [];
       this.queueHead = 0;
-    } else {
-      if (this.queueHead > 4096) {
-        this.queue = queue.slice(this.queueHead);
-        this.queueHead = 0;
-      }
-      this.drainScheduled = true;
-      setImmediate(this.drain);
+    } else if (this.queueHead > 4096) {
+      this.queue = queue.slice(this.queueHead);
+      this.queueHead = 0;
     }
-    this.logBootstrapProgress();
+    if (this.backlog() <= LOW_WATER) this.releaseDrainWaiters();
   };
+
+  /** A batch committed: revision, freshness, waiters, metrics; then the next batch. */
+  private committed(incarnation: number, last: number, counts: ApplyCounts, caughtUpAt: number | undefined): void {
+    this.applying--;
+    if (incarnation !== this.incarnation || this.isClosed()) return;
+    if (counts.documents) this.metrics.records.labels("document").inc(counts.documents);
+    if (counts.erased) this.metrics.records.labels("erased").inc(counts.erased);
+    if (counts.catalogs) {
+      this.metrics.records.labels("catalog").inc(counts.catalogs);
+      this.logger.info({ revision: last, features: this.replica.catalog.featureKeys.length }, "catalog updated");
+    }
+    if (counts.invalid) this.metrics.records.labels("invalid").inc(counts.invalid);
+    const revision = this.replica.revision;
+    this.freshness.applied(revision);
+    // Delivered with nothing pending behind it: the replica was current when it arrived.
+    if (caughtUpAt !== undefined) this.settle(caughtUpAt);
+    if (this.settleAfterDrain && revision >= this.settleAfterDrain.seq) {
+      const at = this.settleAfterDrain.at;
+      this.settleAfterDrain = undefined;
+      this.settle(at);
+    }
+    this.afterConfirmation();
+    this.options.onRevision(revision);
+    this.logBootstrapProgress();
+    this.scheduleDrain();
+    if (this.backlog() <= LOW_WATER) this.releaseDrainWaiters();
+  }
+
+  /**
+   * A batch could not be committed (disk full, I/O error). Nothing after it is applied either:
+   * drop what is queued and read again from the replica's revision once the consumer restarts.
+   */
+  private applyFailed(incarnation: number, err: unknown): void {
+    this.applying--;
+    if (incarnation !== this.incarnation || this.isClosed()) return;
+    this.logger.error({ err: errorMessage(err), revision: this.replica.revision }, "cannot write the replica; will retry from its revision");
+    this.queue = [];
+    this.queueHead = 0;
+    this.lastReceived = this.replica.revision;
+    this.releaseDrainWaiters();
+    this.requestRestart("apply failed");
+  }
 
   private onHeartbeat(data: Uint8Array): void {
     let hb: Heartbeat;
@@ -464,8 +520,13 @@ export class Follower {
   private settle(at: number): void {
     const head = this.freshness.confirmedAt(at);
     if (head > this.replica.revision) {
-      this.replica.advanceRevision(head);
-      this.options.onRevision(this.replica.revision);
+      const incarnation = this.incarnation;
+      this.replica.advanceRevision(head).then(
+        () => {
+          if (incarnation === this.incarnation) this.options.onRevision(this.replica.revision);
+        },
+        (err: unknown) => this.logger.error({ err: errorMessage(err) }, "cannot write the replica's revision"),
+      );
     }
     this.afterConfirmation();
   }

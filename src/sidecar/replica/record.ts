@@ -61,14 +61,16 @@ export function readRecord(subject: string, data: Uint8Array): ReplicaRecord {
   }
 }
 
-/** Field 1 of an `AccessDocument` encoding, without decoding the rest. */
+/**
+ * Field 1 of an `AccessDocument` encoding, without decoding the rest. Encoders write it once and
+ * first, so this usually reads a single field.
+ */
 export function readCustomerId(document: Uint8Array): string | undefined {
   const reader = new BinaryReader(document);
-  let id: string | undefined;
   while (reader.pos < reader.len) {
     const t = reader.uint32();
-    if (t === CUSTOMER_ID_TAG) id = reader.string();
-    else reader.skip(wireTypeOf(t), t >>> 3);
+    if (t === CUSTOMER_ID_TAG) return reader.string();
+    reader.skip(wireTypeOf(t), t >>> 3);
   }
-  return id;
+  return undefined;
 }
