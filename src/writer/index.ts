@@ -82,6 +82,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     };
     const consumer = new BillingConsumer(core, link, {
       name: options.consumerName,
+      ackWaitMs: options.ackWait,
       logger: logger.child({ component: "consumer" }),
       metrics,
       committed,

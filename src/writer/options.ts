@@ -17,6 +17,7 @@ export const writerOptionSpec = {
   publishTimeout: duration("how long a change waits to reach the state stream before the call answers UNAVAILABLE (the change stays committed)", 5_000),
   outboxRetention: duration("how long published outbox rows are kept before pruning (GetCustomer reports their exact revision meanwhile)", 60_000),
   consumerName: string("durable consumer name on PROOFGATE_BILLING", "proofgate-writer"),
+  ackWait: duration("how soon billing events delivered to a writer that died before committing them are delivered again", 5_000),
   logLevel: oneOf("log level", ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const, "info"),
   stripeWebhookSecret: string("Stripe webhook signing secret (whsec_..., comma separated while rolling); enables POST /webhooks/stripe on the HTTP listener (docs/stripe.md)"),
   stripePriceMap: string("Stripe price to plan/add-on map: a YAML or JSON file, or the map inline as JSON (docs/stripe.md)"),

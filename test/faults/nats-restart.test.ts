@@ -8,7 +8,7 @@ import { NatsServer } from "../harness/nats.js";
 import { tempDir } from "../harness/tmp.js";
 import { WriterClient, WriterProcess, connectNats } from "../harness/writer.js";
 import { waitFor } from "../harness/wait.js";
-import { BillingTraffic, expectConverged, metricValue, prepareBillingConsumer, scrape, startSidecarProcess, testRng } from "../harness/system.js";
+import { BillingTraffic, expectConverged, metricValue, scrape, startSidecarProcess, testRng } from "../harness/system.js";
 
 /**
  * nats-server itself stopped and started again (same port, same store) while billing events
@@ -31,11 +31,10 @@ test("nats-server stopped and restarted mid-stream: writer and sidecar reconnect
   cleanup.push(() => nc.close());
   const jsm = await nc.jetstreamManager({ timeout: 1_000 });
   // Acks the writer sends while NATS is going down are lost; the messages come back after this.
-  await prepareBillingConsumer(jsm, 1_000);
   // Short timeouts: a publish lost in the outage fails fast and is retried.
   const js = nc.jetstream({ timeout: 1_000 });
 
-  const writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db"), args: ["--publish-timeout", "300ms"] });
+  const writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db"), args: ["--publish-timeout", "300ms", "--ack-wait", "1s"] });
   cleanup.push(() => writer.stop("SIGKILL"));
   const client = new WriterClient(writer.grpcAddress);
   cleanup.push(() => client.close());

@@ -7,7 +7,7 @@ import { NatsServer } from "../harness/nats.js";
 import { tempDir } from "../harness/tmp.js";
 import { WriterClient, WriterProcess, connectNats } from "../harness/writer.js";
 import { waitFor } from "../harness/wait.js";
-import { BillingTraffic, expectConverged, metricValue, prepareBillingConsumer, scrape, startSidecarProcess, testRng, type Rng, type SidecarUnderTest } from "../harness/system.js";
+import { BillingTraffic, expectConverged, metricValue, scrape, startSidecarProcess, testRng, type Rng, type SidecarUnderTest } from "../harness/system.js";
 
 /**
  * The writer as a real process, SIGKILLed at random points while a billing system publishes a
@@ -38,7 +38,6 @@ test("a writer SIGKILLed at random points during bursts loses no event, applies 
   let nc: NatsConnection | undefined = await connectNats(nats.url);
   cleanup.push(() => nc?.close());
   const jsm = await nc.jetstreamManager();
-  await prepareBillingConsumer(jsm, 1_000);
   const js = nc.jetstream();
 
   const ledgerPath = join(dir.path, "ledger.db");
@@ -47,7 +46,7 @@ test("a writer SIGKILLed at random points during bursts loses no event, applies 
     for (const w of writers) await w.stop("SIGKILL");
   });
   const startWriter = async (): Promise<WriterProcess> => {
-    const w = await WriterProcess.start({ natsUrl: nats.url, ledgerPath });
+    const w = await WriterProcess.start({ natsUrl: nats.url, ledgerPath, args: ["--ack-wait", "1s"] });
     writers.push(w);
     return w;
   };
@@ -113,7 +112,7 @@ test("a writer SIGKILLed at random points during bursts loses no event, applies 
     kills.push({ round, burst, trigger, threshold, publishedAtKill, hook });
     if (hook) {
       // A writer that kills itself at the hook, given work to do.
-      const crashing = await WriterProcess.start({ natsUrl: nats.url, ledgerPath, env: { [hook]: "1" } }).catch((err: unknown) => {
+      const crashing = await WriterProcess.start({ natsUrl: nats.url, ledgerPath, args: ["--ack-wait", "1s"], env: { [hook]: "1" } }).catch((err: unknown) => {
         // It may die before its start-up line is out.
         expect(String(err)).toMatch(/exited \(SIGKILL\) before it started/);
         return undefined;

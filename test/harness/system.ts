@@ -9,14 +9,13 @@ import { randomInt } from "node:crypto";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
-import { AckPolicy, DeliverPolicy, nanos, type JetStreamManager, type NatsConnection } from "nats";
+import type { JetStreamManager, NatsConnection } from "nats";
 import { onTestFailed } from "vitest";
 import { AuditKind } from "../../src/gen/proofgate/v1/admin.js";
 import { PaymentResult, RecoveryResult, SubscriptionStatus, type BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
 import { AccessDocument } from "../../src/gen/proofgate/v1/document.js";
 import { foldDocument } from "../../src/policy/index.js";
-import { BILLING_STREAM, CATALOG_SUBJECT, STATE_STREAM, customerSubject } from "../../src/replication/subjects.js";
-import { ensureStreams } from "../../src/replication/streams.js";
+import { CATALOG_SUBJECT, STATE_STREAM, customerSubject } from "../../src/replication/subjects.js";
 import { documentRecord } from "../../src/writer/core.js";
 import { CheckClient, spawnSidecar, type SidecarProcess } from "./sidecar.js";
 import { EventFactory, WriterClient, streamLastSeq } from "./writer.js";
@@ -154,24 +153,6 @@ export async function metric(httpAddress: string, name: string, labels: Readonly
 
 // ---------------------------------------------------------------------------------------------
 // NATS
-
-/**
- * Creates the streams and the writer's durable billing consumer ahead of the writer, as an
- * operator may, with the writer's settings except a short ack wait: a writer killed with a batch
- * delivered but not yet committed gets that batch back after `ackWaitMs` instead of the default
- * 30 s. (The writer uses an existing consumer as it finds it.)
- */
-export async function prepareBillingConsumer(jsm: JetStreamManager, ackWaitMs: number, name = "proofgate-writer"): Promise<void> {
-  await ensureStreams(jsm);
-  await jsm.consumers.add(BILLING_STREAM, {
-    durable_name: name,
-    ack_policy: AckPolicy.Explicit,
-    deliver_policy: DeliverPolicy.All,
-    ack_wait: nanos(ackWaitMs),
-    max_deliver: -1,
-    max_ack_pending: 2_048,
-  });
-}
 
 export interface StreamState {
   readonly lastSeq: number;

@@ -12,6 +12,8 @@ import { applyEvents, type Incoming } from "./apply.js";
 export interface ConsumerOptions {
   /** Durable consumer name on PROOFGATE_BILLING. */
   readonly name: string;
+  /** Redelivery delay for events a dead writer received but never committed (or acked). */
+  readonly ackWaitMs: number;
   readonly logger: Logger;
   readonly metrics: WriterMetrics;
   /** Called after each commit that changed something (wakes the publishers). */
@@ -76,7 +78,11 @@ export class BillingConsumer {
       await old?.close();
       const name = this.options.name;
       try {
-        await handles.jsm.consumers.info(BILLING_STREAM, name);
+        const info = await handles.jsm.consumers.info(BILLING_STREAM, name);
+        // A consumer created by an older writer (or by hand) follows this writer's --ack-wait.
+        if (info.config.ack_wait !== nanos(this.options.ackWaitMs)) {
+          await handles.jsm.consumers.update(BILLING_STREAM, name, { ack_wait: nanos(this.options.ackWaitMs) });
+        }
       } catch {
         if (superseded()) return;
         await this.link.ensureStreams();
@@ -84,7 +90,7 @@ export class BillingConsumer {
           durable_name: name,
           ack_policy: AckPolicy.Explicit,
           deliver_policy: DeliverPolicy.All,
-          ack_wait: nanos(30_000),
+          ack_wait: nanos(this.options.ackWaitMs),
           max_deliver: -1,
           max_ack_pending: 4 * BATCH,
         });
