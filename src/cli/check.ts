@@ -1,5 +1,6 @@
 import { CheckRequest, CheckResponse } from "../gen/proofgate/v1/check.js";
 import { statusName } from "../policy/index.js";
+import { errorMessage } from "../errors/index.js";
 import { DEFAULT_SIDECAR, call, checkClient } from "./client.js";
 import { parseCommand, required } from "./args.js";
 
@@ -38,6 +39,10 @@ export async function run(argv: string[]): Promise<number> {
     const res = await call<CheckResponse>((md, o, cb) => client.check(request, md, o, cb));
     console.log(v.json ? JSON.stringify(CheckResponse.toJSON(res)) : formatCheck(request, res));
     return res.allowed ? 0 : 1;
+  } catch (err) {
+    // 1 means "denied"; a script must be able to tell that from "could not ask".
+    console.error(`proofgate check: ${errorMessage(err)}`);
+    return 2;
   } finally {
     client.close();
   }
