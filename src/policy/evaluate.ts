@@ -240,7 +240,27 @@ function deny(status: AccessStatus, reason: string, validUntilMs?: number): Deci
   return { allowed: false, status, reason, value: "", limit: undefined, validUntilMs };
 }
 
-/** Reasons carry instants a human can read: `2026-12-08 00:00 UTC`. */
-function when(ms: number): string {
-  return `${new Date(ms).toISOString().slice(0, 16).replace("T", " ")} UTC`;
+const DAY_MS = 86_400_000;
+const two = (n: number): string => (n < 10 ? `0${n}` : String(n));
+
+/**
+ * Reasons carry instants a human can read: `2026-12-08 00:00 UTC` (what `toISOString` gives, to
+ * the minute). Most decisions format one, so this is on the hot path of every check: the civil
+ * date comes from day arithmetic (H. Hinnant's days-to-civil) rather than a Date and an ISO string.
+ */
+export function when(ms: number): string {
+  const days = Math.floor(ms / DAY_MS);
+  const minutes = Math.floor((ms - days * DAY_MS) / 60_000);
+  const z = days + 719_468;
+  const era = Math.floor(z / 146_097);
+  const doe = z - era * 146_097;
+  const yoe = Math.floor((doe - Math.floor(doe / 1460) + Math.floor(doe / 36_524) - Math.floor(doe / 146_096)) / 365);
+  const doy = doe - (365 * yoe + Math.floor(yoe / 4) - Math.floor(yoe / 100));
+  const mp = Math.floor((5 * doy + 2) / 153);
+  const day = doy - Math.floor((153 * mp + 2) / 5) + 1;
+  const month = mp < 10 ? mp + 3 : mp - 9;
+  const year = yoe + era * 400 + (month <= 2 ? 1 : 0);
+  // Four-digit years only; anything else (or an invalid instant) as toISOString writes it.
+  if (!(year >= 1000 && year <= 9999)) return `${new Date(ms).toISOString().slice(0, 16).replace("T", " ")} UTC`;
+  return `${year}-${two(month)}-${two(day)} ${two(Math.floor(minutes / 60))}:${two(minutes % 60)} UTC`;
 }
