@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CatalogIndex } from "../../catalog/index.js";
-import { CheckRequest, CheckResponse } from "../../gen/proofgate/v1/check.js";
+import { CheckBatchRequest, CheckBatchResponse, CheckRequest, CheckResponse } from "../../gen/proofgate/v1/check.js";
 import { AccessDocument, StateRecord } from "../../gen/proofgate/v1/document.js";
 import { createRegistry } from "../../observability/metrics.js";
 import { evaluate, statusName } from "../../policy/index.js";
@@ -53,7 +53,7 @@ function measure(ms: number, op: (i: number) => unknown): Measure {
 
 export function start(): void {
   serve({
-    run: (a: { docs: number; templates: number; seed: number; ms: number }) => {
+    run: async (a: { docs: number; templates: number; seed: number; ms: number }) => {
       const now = Date.now();
       const { bodies } = templates(a.templates, a.seed, now);
       const catalog = CatalogIndex.from(demoCatalog());
@@ -104,11 +104,11 @@ export function start(): void {
       try {
         const replica = Replica.open(join(dir, "replica.db"), benchLogger("eval-replica"));
         const catalogRecord = StateRecord.encode({ record: { $case: "catalog", value: demoCatalog() } }).finish();
-        replica.apply([{ seq: 1, record: readRecord(CATALOG_SUBJECT, catalogRecord) }], 1);
+        await replica.apply([{ seq: 1, record: readRecord(CATALOG_SUBJECT, catalogRecord) }], 1);
         for (let i = 0; i < a.docs; i += 1000) {
           const batch = [];
           for (let k = i; k < Math.min(a.docs, i + 1000); k++) batch.push({ seq: k + 2, record: readRecord(customerSubject(customerId(k)), stateRecordBytes(bytes[k] as Buffer)) });
-          replica.apply(batch, Math.min(a.docs, i + 1000) + 1);
+          await replica.apply(batch, Math.min(a.docs, i + 1000) + 1);
         }
         const readDecodeEvaluate = measure(a.ms, (i) => {
           const q = at(i);
@@ -149,7 +149,21 @@ export function start(): void {
           const res = handler.check(CheckRequest.decode(at(i).wire)) as CheckResponse;
           return CheckResponse.encode(res).finish();
         });
-        replica.close();
+        // CheckBatch of 10 features of one customer, as the load client sends it.
+        const batches = Array.from({ length: 4096 }, (_, i) => {
+          const id = at(i).request.customerId;
+          const checks = Array.from({ length: 10 }, (_, k) => {
+            const f = CHECK_FEATURES[(i + k) % CHECK_FEATURES.length] as string;
+            return { customerId: id, feature: f, quantity: f === "seats" ? 1 + (k % 20) : undefined, minRevision: undefined };
+          });
+          return CheckBatchRequest.encode({ checks, minRevision: undefined }).finish();
+        });
+        const batchWire = measure(a.ms, (i) => {
+          refresh(i);
+          const res = handler.checkBatch(CheckBatchRequest.decode(batches[i & 4095] as Uint8Array)) as CheckBatchResponse;
+          return CheckBatchResponse.encode(res).finish();
+        });
+        await replica.close();
         return {
           docs: a.docs,
           templates: a.templates,
@@ -162,6 +176,7 @@ export function start(): void {
           readDecodeEvaluate,
           handler: handlerOnly,
           handlerWire,
+          batchWire,
         };
       } finally {
         rmSync(dir, { recursive: true, force: true });
