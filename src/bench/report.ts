@@ -113,13 +113,14 @@ export function render(cfg: Config, r: Results, v: Verdict[]): string {
   if (s) {
     const rows: string[][] = [];
     for (const sc of s.scenarios) {
-      rows.push([`${sc.transport} ${sc.name}`, "sidecar", ...lat(sc.sidecar), `${sc.ratio.p50}× / ${sc.ratio.p99}×`]);
-      rows.push(["", "echo", ...lat(sc.echo), ""]);
+      const cpu = (w: Window): string => (w.cpuPerCall ? `${fmt(w.cpuPerCall.server_us, 1)} µs` : "");
+      rows.push([`${sc.transport} ${sc.name}`, "sidecar", ...lat(sc.sidecar), cpu(sc.sidecar), `${sc.ratio.p50}× / ${sc.ratio.p99}×`]);
+      rows.push(["", "echo", ...lat(sc.echo), cpu(sc.echo), ""]);
     }
     parts.push(
       table(
         `1. Check latency: client process → sidecar process (${fmt(s.customers)} customers) and → bare grpc-js echo (same message sizes: request ${s.sizes.requestBytes} B, response ${s.sizes.responseBytes} B)`,
-        ["scenario", "server", "p50", "p90", "p99", "p99.9", "max", "calls/s", "p50/p99 vs echo"],
+        ["scenario", "server", "p50", "p90", "p99", "p99.9", "max", "calls/s", "server CPU/call", "p50/p99 vs echo"],
         rows,
       ),
     );
@@ -172,10 +173,11 @@ export function render(cfg: Config, r: Results, v: Verdict[]): string {
     parts.push(
       table(
         "3. Writer ingest, durable commits",
-        ["path", "events/s", "call p50", "call p99"],
+        ["path", "events/s", "writer CPU/event", "call p50", "call p99"],
         w.ingest.map((i) => [
           i.path === "nats" ? `NATS (${cfg.ingest.natsCount.toLocaleString("en")} events pipelined)` : `Publish, batch ${i.batch}, ${i.concurrency} caller${i.concurrency > 1 ? "s" : ""}`,
           fmt(i.eventsPerSecond),
+          `${fmt(i.writerCpuPerEvent_us)} µs`,
           i.callLatency ? `${fmt(i.callLatency.p50_us / 1000, 1)} ms` : "",
           i.callLatency ? `${fmt(i.callLatency.p99_us / 1000, 1)} ms` : "",
         ]),

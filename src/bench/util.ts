@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { pino } from "pino";
 import type { Logger } from "../observability/logger.js";
 
@@ -33,3 +34,17 @@ export async function rssOf(pid: number): Promise<{ rss: number; hwm: number; an
     return undefined;
   }
 }
+
+/** CPU time (user + system) a process has used, in milliseconds, from /proc (Linux); NaN elsewhere. */
+export function cpuMsOf(pid: number): number {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = text.slice(text.lastIndexOf(")") + 2).split(" ").map(Number);
+    return (((f[11] ?? NaN) + (f[12] ?? NaN)) * 1000) / TICKS_PER_SECOND;
+  } catch {
+    return NaN;
+  }
+}
+
+/** USER_HZ: 100 on every Linux the benchmark targets. */
+const TICKS_PER_SECOND = 100;

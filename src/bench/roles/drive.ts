@@ -236,6 +236,7 @@ export function start(): void {
         const stream = new EventStream(a.customers, `g${a.batch}c${a.concurrency}_${runId}`, a.offset);
         const hist = new Histogram();
         let events = 0;
+        let total = 0;
         let errors = 0;
         let firstError: string | undefined;
         const t = performance.now();
@@ -248,6 +249,7 @@ export function start(): void {
               const t0 = performance.now();
               try {
                 await publishGrpc(batch);
+                total += a.batch;
                 const t1 = performance.now();
                 if (t0 >= from) {
                   hist.record((t1 - t0) * 1e6);
@@ -260,7 +262,7 @@ export function start(): void {
             }
           }),
         );
-        return { batch: a.batch, concurrency: a.concurrency, eventsPerSecond: (events / a.durationMs) * 1000, calls: hist.count, hist: hist.toJSON(), errors, firstError };
+        return { batch: a.batch, concurrency: a.concurrency, eventsPerSecond: (events / a.durationMs) * 1000, totalEvents: total, calls: hist.count, hist: hist.toJSON(), errors, firstError };
       },
       /**
        * `count` events published to PROOFGATE_BILLING as fast as JetStream acknowledges them

@@ -45,6 +45,8 @@ export interface RunResult {
   readonly dropped: number;
   readonly windowMs: number;
   readonly statuses: Record<string, number>;
+  /** Calls answered since the run started, warm-up included. */
+  readonly answered: number;
 }
 
 const BATCH = 10;
@@ -93,12 +95,15 @@ export function start(): void {
     let errors = 0;
     let dropped = 0;
     let firstError: string | undefined;
+    /** Every call answered since the start, warm-up included (for CPU per call). */
+    let answered = 0;
     let outstanding = 0;
     let stopped = false;
     let windowStart = measureFrom;
     const fire = call(plan.rpc);
     const record = (t0: number, err: grpc.ServiceError | null, status: AccessStatus | undefined): void => {
       const t1 = performance.now();
+      answered++;
       if (t0 < windowStart) return;
       if (err) {
         errors++;
@@ -174,6 +179,7 @@ export function start(): void {
           dropped,
           windowMs,
           statuses,
+          answered,
         } as RunResult;
         hist.reset();
         lag.reset();

@@ -11,10 +11,12 @@ import type { Config } from "../config.js";
 import { Histogram, type Summary } from "../histogram.js";
 import { Child } from "../ipc.js";
 import type { RunPlan, RunResult, Rpc } from "../roles/load.js";
-import { round, rssOf, sleep } from "../util.js";
+import { cpuMsOf, round, rssOf, sleep } from "../util.js";
 
 export interface Window {
   readonly latency: Summary;
+  /** CPU time the server process (sidecar or echo) used per call, and the client process, in µs (whole run, warm-up included). */
+  readonly cpuPerCall?: { readonly server_us: number; readonly client_us: number };
   readonly throughput: number;
   readonly errors: number;
   readonly statuses: Record<string, number>;
@@ -33,7 +35,7 @@ export interface Scenario {
   readonly sidecar: Window;
   readonly echo: Window;
   /** sidecar / echo. */
-  readonly ratio: { p50: number; p90: number; p99: number; p999: number; throughput: number };
+  readonly ratio: { p50: number; p90: number; p99: number; p999: number; throughput: number; serverCpuPerCall: number };
 }
 
 export interface SustainStep {
@@ -98,9 +100,10 @@ export interface Env {
   readonly logEnv: NodeJS.ProcessEnv;
 }
 
-export function window(r: RunResult, loopDelay?: Window["loopDelay"]): Window {
+export function window(r: RunResult, loopDelay?: Window["loopDelay"], cpuPerCall?: Window["cpuPerCall"]): Window {
   return {
     latency: Histogram.fromJSON(r.hist).summary(),
+    ...(cpuPerCall ? { cpuPerCall } : {}),
     throughput: round(r.throughput, 0),
     errors: r.errors,
     statuses: r.statuses,
@@ -199,9 +202,15 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
         if (r && r.rss > rssMax) rssMax = r.rss;
       });
     }, 200);
-    const run = async (server: "sidecar" | "echo", transport: "tcp" | "unix", plan: RunPlan): Promise<RunResult> => {
+    const pids = { sidecar: sidecar.pid, echo: echo.pid };
+    /** One run, with the CPU time both sides used per call. */
+    const run = async (server: "sidecar" | "echo", transport: "tcp" | "unix", plan: RunPlan): Promise<Window> => {
       await load.call("connect", { address: addresses[server][transport], customers: cfg.customers });
-      return load.call<RunResult>("run", plan);
+      const s0 = cpuMsOf(pids[server]);
+      const c0 = cpuMsOf(load.pid);
+      const r = await load.call<RunResult>("run", plan);
+      const per = (ms: number): number => round((ms * 1000) / Math.max(1, r.answered), 1);
+      return window(r, undefined, { server_us: per(cpuMsOf(pids[server]) - s0), client_us: per(cpuMsOf(load.pid) - c0) });
     };
     const base = { durationMs: cfg.check.durationMs, warmupMs: cfg.check.warmupMs };
     const plans: { name: string; plan: RunPlan }[] = [
@@ -215,8 +224,8 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
     for (const transport of cfg.check.transports) {
       for (const { name, plan } of plans) {
         // Echo first, then the sidecar, back to back: both see the same machine state.
-        const e = window(await run("echo", transport, plan));
-        const s = window(await run("sidecar", transport, plan));
+        const e = await run("echo", transport, plan);
+        const s = await run("sidecar", transport, plan);
         const sc: Scenario = {
           name,
           transport,
@@ -232,10 +241,14 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
             p99: ratio(s.latency.p99_us, e.latency.p99_us),
             p999: ratio(s.latency.p999_us, e.latency.p999_us),
             throughput: ratio(s.throughput, e.throughput),
+            serverCpuPerCall: ratio(s.cpuPerCall?.server_us ?? NaN, e.cpuPerCall?.server_us ?? NaN),
           },
         };
         scenarios.push(sc);
-        log(`  ${transport} ${name.padEnd(28)} sidecar p50 ${s.latency.p50_us} p99 ${s.latency.p99_us} µs ${s.throughput}/s | echo p50 ${e.latency.p50_us} p99 ${e.latency.p99_us} µs ${e.throughput}/s`);
+        log(
+          `  ${transport} ${name.padEnd(28)} sidecar p50 ${s.latency.p50_us} p99 ${s.latency.p99_us} µs ${s.throughput}/s ${s.cpuPerCall?.server_us} µs CPU/call | ` +
+            `echo p50 ${e.latency.p50_us} p99 ${e.latency.p99_us} µs ${e.throughput}/s ${e.cpuPerCall?.server_us} µs CPU/call`,
+        );
       }
     }
 
@@ -247,7 +260,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       let meetingP99 = 0;
       for (const f of cfg.check.sustainFractions) {
         const rate = Math.max(100, Math.round((max * f) / 100) * 100);
-        const w = window(await run(server, "tcp", { ...base, rpc: "check", mode: "rate", rate }));
+        const w = await run(server, "tcp", { ...base, rpc: "check", mode: "rate", rate });
         // Sustained: the client offered the rate on time and every call was answered at that rate.
         const ok = w.throughput >= rate * 0.98 && w.errors === 0 && w.dropped === 0 && (w.lag?.p99_us ?? 0) <= 5_000;
         const p99ok = ok && w.latency.p99_us <= 1_000;

@@ -9,7 +9,7 @@ import type { Config } from "../config.js";
 import { Histogram, type HistogramJson, type Summary } from "../histogram.js";
 import { Child } from "../ipc.js";
 import type { E2eResult } from "../roles/drive.js";
-import { round, rssOf } from "../util.js";
+import { cpuMsOf, round, rssOf } from "../util.js";
 import type { Env } from "./sidecar.js";
 
 export interface E2eRun {
@@ -31,6 +31,8 @@ export interface IngestRun {
   readonly batch: number;
   readonly concurrency: number;
   readonly eventsPerSecond: number;
+  /** CPU time of the writer process per event (µs): less sensitive to other load than the rate. */
+  readonly writerCpuPerEvent_us: number;
   readonly callLatency?: Summary;
   readonly errors: number;
   readonly firstError?: string;
@@ -108,7 +110,8 @@ export async function writerSuite(cfg: Config, env: Env): Promise<WriterResults>
     let offset = 1_000_000;
     for (const batch of cfg.ingest.batches) {
       for (const concurrency of cfg.ingest.concurrencies) {
-        const r = await drive.call<{ eventsPerSecond: number; hist: HistogramJson; errors: number; firstError?: string }>("ingestGrpc", {
+        const cpu0 = cpuMsOf(writer.pid);
+        const r = await drive.call<{ eventsPerSecond: number; totalEvents: number; hist: HistogramJson; errors: number; firstError?: string }>("ingestGrpc", {
           batch,
           concurrency,
           durationMs: cfg.ingest.durationMs,
@@ -122,16 +125,25 @@ export async function writerSuite(cfg: Config, env: Env): Promise<WriterResults>
           batch,
           concurrency,
           eventsPerSecond: round(r.eventsPerSecond, 0),
+          writerCpuPerEvent_us: round(((cpuMsOf(writer.pid) - cpu0) * 1000) / Math.max(1, r.totalEvents), 0),
           callLatency: Histogram.fromJSON(r.hist).summary(),
           errors: r.errors,
           ...(r.firstError ? { firstError: r.firstError } : {}),
         };
         ingest.push(run);
-        log(`  Publish batch ${batch}, ${concurrency} callers: ${run.eventsPerSecond} events/s (call p50 ${((run.callLatency?.p50_us ?? 0) / 1000).toFixed(1)} ms, p99 ${((run.callLatency?.p99_us ?? 0) / 1000).toFixed(1)} ms)`);
+        log(`  Publish batch ${batch}, ${concurrency} callers: ${run.eventsPerSecond} events/s, writer CPU ${run.writerCpuPerEvent_us} µs/event (call p50 ${((run.callLatency?.p50_us ?? 0) / 1000).toFixed(1)} ms, p99 ${((run.callLatency?.p99_us ?? 0) / 1000).toFixed(1)} ms)`);
       }
     }
+    const cpu0 = cpuMsOf(writer.pid);
     const n = await drive.call<{ eventsPerSecond: number }>("ingestNats", { count: cfg.ingest.natsCount, customers: cfg.ingest.customers, offset, window: 1_000, timeoutMs: 300_000 });
-    ingest.push({ path: "nats", batch: 0, concurrency: 0, eventsPerSecond: round(n.eventsPerSecond, 0), errors: 0 });
+    ingest.push({
+      path: "nats",
+      batch: 0,
+      concurrency: 0,
+      eventsPerSecond: round(n.eventsPerSecond, 0),
+      writerCpuPerEvent_us: round(((cpuMsOf(writer.pid) - cpu0) * 1000) / cfg.ingest.natsCount, 0),
+      errors: 0,
+    });
     log(`  NATS, ${cfg.ingest.natsCount.toLocaleString("en")} events pipelined: ${round(n.eventsPerSecond, 0)} events/s (published to acked by the writer)`);
     const writerRss = (await rssOf(writer.pid))?.rss ?? NaN;
     await drive.stop();
