@@ -123,7 +123,13 @@ export class ReplicaWriter {
 
   static start(path: string, sql: WriterSql): ReplicaWriter {
     const data: ThreadData = { path, sqliteModule: createRequire(import.meta.url).resolve("better-sqlite3"), sql };
-    const worker = new Worker(`(${writerThreadMain.toString()})()`, { eval: true, workerData: data, name: "proofgate-replica-writer" });
+    const worker = new Worker(`(${writerThreadMain.toString()})()`, {
+      eval: true,
+      workerData: data,
+      name: "proofgate-replica-writer",
+      // Its garbage is short-lived batches: a small young generation keeps the thread's memory low.
+      resourceLimits: { maxYoungGenerationSizeMb: 8 },
+    });
     // The thread must not keep a finished process alive; close() ends it explicitly.
     worker.unref();
     return new ReplicaWriter(worker);
