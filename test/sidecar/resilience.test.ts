@@ -69,6 +69,40 @@ describe("sidecar replication", () => {
     await waitFor(async () => !(await b.client.check({ customerId: id, feature: "ai-assistant" })).stale, { what: "fresh again" });
   });
 
+  it("started cold while NATS is down, stays NOT_SERVING (unlike a warm replica) until it has synced", async () => {
+    pub = await StatePublisher.connect(nats.url);
+    await pub.catalog(testCatalog());
+    const rev = await pub.document(paidCustomer("cus_cold", "basic", Date.now()));
+    const warmDir = tempDir();
+    try {
+      const first = await start({ dir: warmDir.path });
+      await first.sidecar.whenReady();
+      await stop(first);
+      await nats.stop();
+
+      const cold = await start();
+      const warm = await start({ dir: warmDir.path });
+      // The warm replica becomes ready without NATS; the cold one, started first, must not.
+      await waitFor(async () => (await warm.client.healthStatus()) === "SERVING", { what: "warm replica ready offline" });
+      expect(await cold.client.healthStatus()).toBe("NOT_SERVING");
+      expect((await httpGet(cold.sidecar.httpAddress ?? "", "/readyz")).status).toBe(503);
+      const unready = await cold.client.check({ customerId: "cus_cold", feature: "advanced-filtering" });
+      expect(unready.status).toBe(AccessStatus.ACCESS_STATUS_UNKNOWN_CUSTOMER);
+      expect(unready.stale).toBe(true);
+      const fromFile = await warm.client.check({ customerId: "cus_cold", feature: "advanced-filtering" });
+      expect(fromFile.allowed).toBe(true);
+
+      await nats.start();
+      await waitFor(async () => (await cold.client.healthStatus()) === "SERVING", { what: "cold replica SERVING once synced" });
+      const r = await cold.client.check({ customerId: "cus_cold", feature: "advanced-filtering" });
+      expect(r.allowed).toBe(true);
+      expect(r.revision).toBeGreaterThanOrEqual(rev);
+    } finally {
+      for (const sc of [...sidecars]) await stop(sc);
+      warmDir.dispose();
+    }
+  });
+
   it("started cold, bootstraps every customer from the compacted stream before it is ready", async () => {
     pub = await StatePublisher.connect(nats.url);
     await pub.catalog(testCatalog());
