@@ -173,28 +173,46 @@ export class Follower {
   // ---------------------------------------------------------------- connection and sessions
 
   private async run(): Promise<void> {
-    const nc = await this.connectForever();
-    if (!nc) return;
+    // The client reconnects by itself forever; it only gives up (closes) on errors such as
+    // repeated authorization failures. Then start over with a new connection.
+    while (!this.isClosed()) {
+      const nc = await this.connectForever();
+      if (!nc) return;
+      await this.follow(nc);
+      if (!this.isClosed()) {
+        this.connectedNow = false;
+        this.logger.error("the NATS connection was closed; connecting again");
+        await this.sleep(1_000);
+      }
+    }
+  }
+
+  /** Follows the stream over one connection until it closes (or the follower does). */
+  private async follow(nc: NatsConnection): Promise<void> {
     this.nc = nc;
     // Short API timeouts: a request lost in a disconnect must not hold the watchdog for long.
     this.jsm = await nc.jetstreamManager({ checkAPI: false, timeout: API_TIMEOUT_MS });
     this.js = nc.jetstream({ timeout: API_TIMEOUT_MS });
     this.heartbeatSub = nc.subscribe(HEARTBEAT_SUBJECT, { callback: (err, msg) => (err ? undefined : this.onHeartbeat(msg.data)) });
     void this.watchStatus(nc);
+    void nc.closed().then(() => {
+      if (this.nc === nc) this.requestRestart("connection closed");
+    });
     let failures = 0;
-    while (!this.isClosed()) {
+    while (!this.isClosed() && !nc.isClosed()) {
       try {
         const reason = await this.runSession();
         failures = 0;
-        if (!this.isClosed()) this.logger.info({ reason, revision: this.replica.revision }, "restarting the state consumer");
+        if (!this.isClosed() && !nc.isClosed()) this.logger.info({ reason, revision: this.replica.revision }, "restarting the state consumer");
       } catch (err) {
-        if (this.isClosed()) break;
+        if (this.isClosed() || nc.isClosed()) break;
         failures++;
         const level = failures > 3 ? "warn" : "debug";
         this.logger[level]({ err: errorMessage(err), failures }, "state consumer failed; retrying");
         await this.sleep(Math.min(250 * 2 ** Math.min(failures, 3), 2_000));
       }
     }
+    this.stopSession();
     try {
       this.heartbeatSub.unsubscribe();
     } catch {
