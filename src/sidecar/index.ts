@@ -121,6 +121,9 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
   const f = new Follower(replica, freshness, metrics, log.child({ component: "follower" }), {
     natsUrl: options.natsUrl,
     natsCreds: options.natsCreds,
+    natsUser: options.natsUser,
+    natsPassword: options.natsPassword,
+    natsToken: options.natsToken,
     offlineReadyAfterMs: options.offlineReadyAfterMs ?? 2_000,
     coherencyWindowMs: () => replica.catalog.coherencyWindowMs,
     onRevision: (revision) => waiters.notify(revision),

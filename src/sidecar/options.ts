@@ -1,5 +1,6 @@
 import { InvalidArgumentError } from "../errors/index.js";
 import { duration, oneOf, string, type Option, type OptionValues } from "../config/options.js";
+import { natsOptionSpec } from "../replication/connection.js";
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
@@ -15,8 +16,7 @@ const fraction = (description: string, def: number): Option<number> => ({
 
 /** `proofgate sidecar` options: each is a `--flag` and a `PROOFGATE_*` variable. */
 export const sidecarOptionSpec = {
-  natsUrl: string("NATS server URL(s), comma-separated", "nats://127.0.0.1:4222"),
-  natsCreds: string("NATS credentials file (.creds); empty for none", ""),
+  ...natsOptionSpec,
   replica: string("path of the SQLite replica file", "./proofgate-replica.db"),
   grpcListen: string("gRPC TCP address (host:port); empty disables TCP", "127.0.0.1:50061"),
   grpcSocket: string("gRPC unix socket path; empty disables it", ""),

@@ -1,7 +1,5 @@
-import { readFileSync } from "node:fs";
 import {
   connect,
-  credsAuthenticator,
   Events,
   type ConnectionOptions,
   type JetStreamClient,
@@ -9,16 +7,12 @@ import {
   type NatsConnection,
 } from "nats";
 import { ensureStreams } from "../replication/streams.js";
+import { natsConnectionOptions, type NatsOptions } from "../replication/connection.js";
 import { errorMessage } from "../errors/index.js";
 import type { Logger } from "../observability/logger.js";
 import { backoffMs, pause } from "./signal.js";
 
-export interface NatsLinkOptions {
-  readonly natsUrl: string;
-  readonly natsCreds: string;
-  readonly natsUser: string;
-  readonly natsPassword: string;
-  readonly natsToken: string;
+export interface NatsLinkOptions extends NatsOptions {
   readonly streamReplicas: number;
   readonly writerId: string;
 }
@@ -68,21 +62,7 @@ export class NatsLink {
   }
 
   connectionOptions(): ConnectionOptions {
-    const o = this.options;
-    const opts: ConnectionOptions = {
-      servers: o.natsUrl.split(",").map((s) => s.trim()).filter(Boolean),
-      name: `proofgate-writer ${o.writerId}`,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 250,
-      pingInterval: 10_000,
-    };
-    if (o.natsCreds) opts.authenticator = credsAuthenticator(readFileSync(o.natsCreds));
-    if (o.natsUser) {
-      opts.user = o.natsUser;
-      opts.pass = o.natsPassword;
-    }
-    if (o.natsToken) opts.token = o.natsToken;
-    return opts;
+    return natsConnectionOptions(this.options, `proofgate-writer ${this.options.writerId}`, 250);
   }
 
   private async connectLoop(): Promise<void> {

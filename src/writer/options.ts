@@ -1,13 +1,10 @@
 import { hostname } from "node:os";
 import { duration, integer, oneOf, string, type OptionValues } from "../config/options.js";
+import { natsOptionSpec } from "../replication/connection.js";
 
 /** Every writer option: a `--flag` and a `PROOFGATE_*` variable (see `describeOptions`). */
 export const writerOptionSpec = {
-  natsUrl: string("NATS server URL(s), comma separated", "nats://127.0.0.1:4222"),
-  natsCreds: string("NATS credentials file (.creds: JWT and NKey seed)"),
-  natsUser: string("NATS user name (with --nats-password)"),
-  natsPassword: string("NATS password"),
-  natsToken: string("NATS authentication token"),
+  ...natsOptionSpec,
   ledger: string("path of the SQLite ledger file", "./proofgate-ledger.db"),
   grpcListen: string("gRPC listen address (IngestService, AdminService, health, reflection)", "127.0.0.1:50051"),
   httpListen: string("HTTP listen address (/healthz, /readyz, /metrics)", "127.0.0.1:9090"),

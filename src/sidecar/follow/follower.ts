@@ -1,8 +1,6 @@
-import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import {
   connect,
-  credsAuthenticator,
   Events,
   type Consumer,
   type ConsumerMessages,
@@ -16,6 +14,7 @@ import {
 import { Heartbeat } from "../../gen/proofgate/v1/document.js";
 import { HEARTBEAT_SUBJECT, STATE_STREAM } from "../../replication/subjects.js";
 import { isStreamNotFound } from "../../replication/streams.js";
+import { natsConnectionOptions, type NatsOptions } from "../../replication/connection.js";
 import { errorMessage } from "../../errors/index.js";
 import type { Logger } from "../../observability/logger.js";
 import { readRecord, type ReplicaRecord } from "../replica/record.js";
@@ -44,9 +43,7 @@ interface Session {
   batch: ConsumerMessages | undefined;
 }
 
-export interface FollowerOptions {
-  readonly natsUrl: string;
-  readonly natsCreds: string;
+export interface FollowerOptions extends NatsOptions {
   /** Warm replicas that cannot reach NATS or the stream become ready after this long. */
   readonly offlineReadyAfterMs: number;
   /** The catalog's coherency window, read on each tick (the catalog can change). */
@@ -221,19 +218,11 @@ export class Follower {
   }
 
   private async connectForever(): Promise<NatsConnection | undefined> {
-    const servers = this.options.natsUrl.split(",").map((s) => s.trim()).filter(Boolean);
-    const creds = this.options.natsCreds ? readFileSync(this.options.natsCreds) : undefined;
+    const connectOptions = natsConnectionOptions(this.options, "proofgate-sidecar", 500);
+    const servers = connectOptions.servers;
     for (let attempt = 0; !this.isClosed(); attempt++) {
       try {
-        const nc = await connect({
-          servers,
-          name: "proofgate-sidecar",
-          maxReconnectAttempts: -1,
-          reconnectTimeWait: 500,
-          pingInterval: 10_000,
-          maxPingOut: 2,
-          ...(creds ? { authenticator: credsAuthenticator(new Uint8Array(creds)) } : {}),
-        });
+        const nc = await connect(connectOptions);
         if (this.isClosed()) {
           await nc.close();
           return undefined;
