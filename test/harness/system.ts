@@ -17,6 +17,7 @@ import { AccessDocument } from "../../src/gen/proofgate/v1/document.js";
 import { foldDocument } from "../../src/policy/index.js";
 import { CATALOG_SUBJECT, STATE_STREAM, customerSubject } from "../../src/replication/subjects.js";
 import { documentRecord } from "../../src/writer/core.js";
+import { rng } from "../../src/bench/data.js";
 import { CheckClient, spawnSidecar, type SidecarProcess } from "./sidecar.js";
 import { EventFactory, WriterClient, streamLastSeq } from "./writer.js";
 import { DAY, waitFor } from "./wait.js";
@@ -27,17 +28,6 @@ export const BIN = join(ROOT, "bin/proofgate.js");
 // ---------------------------------------------------------------------------------------------
 // Seeded randomness
 
-/** mulberry32: a small, fast PRNG; the same seed gives the same sequence. Returns [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 export interface Rng {
   readonly seed: number;
@@ -58,7 +48,7 @@ export function testRng(): Rng {
   onTestFailed(() => {
     process.stderr.write(`\n*** random seed ${seed}: rerun with PROOFGATE_TEST_SEED=${seed}\n`);
   });
-  const next = seededRandom(seed);
+  const next = rng(seed);
   return {
     seed,
     next,
