@@ -28,7 +28,9 @@ const USAGE = `usage: npm run bench [-- options]
   --out FILE         results JSON (default bench/results/latest.json)
   --profile ROLES    comma-separated roles to run with node --cpu-prof (sidecar, load, echo, writer, drive, seed, evaluate);
                      profiles go to <work directory>/profiles, which is then kept
-  --keep             keep the temporary directory (replica, ledger, service logs)`;
+  --keep             keep the temporary directory (replica, ledger, service logs)
+  --sidecar-node-options=FLAGS
+                     extra node flags for the sidecar processes, e.g. --sidecar-node-options=--max-semi-space-size=2 (recorded in the results)`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -39,6 +41,7 @@ async function main(): Promise<void> {
       out: { type: "string" },
       profile: { type: "string" },
       keep: { type: "boolean", default: false },
+      "sidecar-node-options": { type: "string", default: "" },
       help: { type: "boolean", default: false },
     },
     strict: true,
@@ -52,6 +55,7 @@ async function main(): Promise<void> {
   const only = new Set((values.only ?? GROUPS.join(",")).split(",").map((s) => s.trim()));
   for (const g of only) if (!(GROUPS as readonly string[]).includes(g)) throw new Error(`--only: unknown group "${g}" (${GROUPS.join(", ")})`);
   const profiled = new Set((values.profile ?? "").split(",").filter(Boolean));
+  const sidecarNodeOptions = values["sidecar-node-options"].split(/\s+/).filter(Boolean);
   const out = values.out ?? join(ROOT, "bench/results/latest.json");
   const dir = mkdtempSync(join(tmpdir(), "proofgate-bench-"));
   const profileDir = join(dir, "profiles");
@@ -68,7 +72,10 @@ async function main(): Promise<void> {
   const env: Env = {
     dir,
     log,
-    execArgv: (role) => (profiled.has(role) ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${role}-${Date.now()}.cpuprofile`] : []),
+    execArgv: (role) => [
+      ...(role === "sidecar" ? sidecarNodeOptions : []),
+      ...(profiled.has(role) ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${role}-${Date.now()}.cpuprofile`] : []),
+    ],
     logEnv: { PROOFGATE_BENCH_LOG: join(dir, "services.log") },
   };
   log(`proofgate benchmark, ${cfg.quick ? "quick" : "full"} run; work directory ${dir}`);
@@ -102,7 +109,7 @@ async function main(): Promise<void> {
     complete: failed === undefined && GROUPS.every((g) => only.has(g)),
     machine: { ...host, busyBeforeStart: background === undefined ? undefined : Math.round(background * 1000) / 1000, othersBusyDuringRun: others === undefined ? undefined : Math.round(others * 1000) / 1000, loadAverageAtEnd: loadavg() },
     versions: versions(),
-    parameters: cfg,
+    parameters: { ...cfg, sidecarNodeOptions },
     targets: v,
     results,
     ...(failed ? { error: failed instanceof Error ? failed.message : JSON.stringify(failed) } : {}),

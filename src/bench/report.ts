@@ -140,8 +140,14 @@ export function render(cfg: Config, r: Results, v: Verdict[]): string {
         ["bootstrap: documents applied per second", `${fmt(b.docsPerSecond)} average, ${fmt(b.peakDocsPerSecond)} peak`],
         [`checks during bootstrap (${cfg.backgroundRate}/s)`, `p50 ${us(b.checksDuring.latency.p50_us)}, p99 ${us(b.checksDuring.latency.p99_us)}, p99.9 ${us(b.checksDuring.latency.p999_us)}, max ${us(b.checksDuring.latency.max_us)}; loop delay p99 ${b.checksDuring.loopDelay?.p99_ms ?? "?"} ms`],
         [`checks after bootstrap, idle (${cfg.backgroundRate}/s)`, `p50 ${us(b.checksAfter.latency.p50_us)}, p99 ${us(b.checksAfter.latency.p99_us)}, p99.9 ${us(b.checksAfter.latency.p999_us)}, max ${us(b.checksAfter.latency.max_us)}`],
-        [`burst of ${fmt(s.burst.count)} updates: applied`, `${fmt(s.burst.appliedSeconds, 2)} s (${fmt(s.burst.applyRate)}/s)`],
-        [`checks during the burst (${cfg.backgroundRate}/s)`, `p50 ${us(s.burst.checksDuring.latency.p50_us)}, p99 ${us(s.burst.checksDuring.latency.p99_us)}, p99.9 ${us(s.burst.checksDuring.latency.p999_us)}, max ${us(s.burst.checksDuring.latency.max_us)}; loop delay p99 ${s.burst.checksDuring.loopDelay?.p99_ms ?? "?"} ms`],
+        ...s.bursts.flatMap((x) => {
+          const what = `burst of ${fmt(x.count)} updates ${x.rate ? `at ${fmt(x.rate)}/s` : "unpaced"}`;
+          const c = x.checksDuring;
+          return [
+            [`${what}: applied`, `${fmt(x.appliedSeconds, 2)} s (${fmt(x.applyRate)}/s)`],
+            [`  checks meanwhile (${cfg.backgroundRate}/s)`, `p50 ${us(c.latency.p50_us)}, p99 ${us(c.latency.p99_us)}, p99.9 ${us(c.latency.p999_us)}, max ${us(c.latency.max_us)}; loop delay p99 ${c.loopDelay?.p99_ms ?? "?"} ms, client lag p99 ${c.lag ? us(c.lag.p99_us) : "?"}`],
+          ];
+        }),
         ["warm restart: start → ready (median)", `${fmt(s.warmRestart.medianReadyMs)} ms (${fmt(s.warmRestart.medianFromSpawnMs)} ms from process spawn)`],
         ["replica file (+ WAL)", `${fmt(s.replica.fileBytes / MB)} MiB (+ ${fmt(s.replica.walBytes / MB)} MiB)`],
         ["sidecar RSS: after bootstrap / at rest / under load (max) / peak", `${fmt(s.rss.afterBootstrapBytes / MB)} / ${fmt(s.rss.atRestBytes / MB)} / ${fmt(s.rss.underLoadMaxBytes / MB)} / ${fmt(s.rss.peakHwmBytes / MB)} MiB`],

@@ -15,8 +15,16 @@ export function start(): void {
   let js: JetStreamClient | undefined;
   let bodies: Buffer[] = [];
 
-  /** Publishes `count` records with at most `window` unacknowledged; returns the last sequence. */
-  async function pipeline(count: number, window: number, record: (i: number) => { subject: string; data: Uint8Array }, progress?: (done: number) => void): Promise<{ first: number; last: number; bytes: number }> {
+  /**
+   * Publishes `count` records with at most `window` unacknowledged, and at most `rate` per second
+   * when given; returns the first and last sequences.
+   */
+  async function pipeline(
+    count: number,
+    window: number,
+    record: (i: number) => { subject: string; data: Uint8Array },
+    options: { progress?: (done: number) => void; rate?: number } = {},
+  ): Promise<{ first: number; last: number; bytes: number }> {
     const j = js;
     if (!j) throw new Error("not connected");
     let first = Infinity;
@@ -25,9 +33,21 @@ export function start(): void {
     let next = 0;
     let done = 0;
     let failure: unknown;
+    let timer: NodeJS.Timeout | undefined;
+    const begin = performance.now();
+    const interval = options.rate ? 1000 / options.rate : 0;
     await new Promise<void>((resolve, reject) => {
       const launch = (): void => {
+        timer = undefined;
         while (next < count && next - done < window && failure === undefined) {
+          if (interval > 0) {
+            const due = begin + next * interval;
+            const now = performance.now();
+            if (due > now) {
+              timer ??= setTimeout(launch, Math.max(1, due - now));
+              return;
+            }
+          }
           const { subject, data } = record(next++);
           bytes += data.length;
           j.publish(subject, data, { timeout: 30_000 }).then(
@@ -35,9 +55,9 @@ export function start(): void {
               if (ack.seq < first) first = ack.seq;
               if (ack.seq > last) last = ack.seq;
               done++;
-              if (progress && done % 50_000 === 0) progress(done);
+              if (options.progress && done % 50_000 === 0) options.progress(done);
               if (done === count) resolve();
-              else launch();
+              else if (!timer) launch();
             },
             (err: unknown) => {
               failure = err;
@@ -85,19 +105,24 @@ export function start(): void {
             const id = customerId(i);
             return { subject: customerSubject(id), data: stateRecordBytes(documentBytes(id, bodies[templateOf(i, bodies.length)] as Buffer)) };
           },
-          (done) => emit("seeded", { done, seconds: (performance.now() - t) / 1000 }),
+          { progress: (done) => emit("seeded", { done, seconds: (performance.now() - t) / 1000 }) },
         );
         const seconds = (performance.now() - t) / 1000;
         return { count: a.count, seconds, rate: a.count / seconds, firstSeq: r.first, lastSeq: r.last, bytes: r.bytes };
       },
-      /** `count` updates of random customers (each gets another template's document). */
-      burst: async (a: { count: number; customers: number; window: number }) => {
+      /** `count` updates of random customers (each gets another template's document), at most `rate` per second if given. */
+      burst: async (a: { count: number; customers: number; window: number; rate?: number }) => {
         const t = performance.now();
-        const r = await pipeline(a.count, a.window, (k) => {
-          const i = Math.floor(Math.random() * a.customers);
-          const id = customerId(i);
-          return { subject: customerSubject(id), data: stateRecordBytes(documentBytes(id, bodies[(templateOf(i, bodies.length) + 1 + k) % bodies.length] as Buffer)) };
-        });
+        const r = await pipeline(
+          a.count,
+          a.window,
+          (k) => {
+            const i = Math.floor(Math.random() * a.customers);
+            const id = customerId(i);
+            return { subject: customerSubject(id), data: stateRecordBytes(documentBytes(id, bodies[(templateOf(i, bodies.length) + 1 + k) % bodies.length] as Buffer)) };
+          },
+          a.rate ? { rate: a.rate } : {},
+        );
         const seconds = (performance.now() - t) / 1000;
         return { count: a.count, seconds, rate: a.count / seconds, firstSeq: r.first, lastSeq: r.last };
       },

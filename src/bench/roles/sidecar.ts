@@ -8,8 +8,9 @@ export function start(): void {
   let sidecar: Sidecar | undefined;
   let startedAt = 0;
   let watch: NodeJS.Timeout | undefined;
+  // Event-loop delay, sampled every millisecond: only while asked (`loopDelayStart`), since the
+  // timer's wake-ups would cost CPU in the latency runs, where the echo server has none.
   const loop = monitorEventLoopDelay({ resolution: 1 });
-  loop.enable();
   const s = (): Sidecar => {
     if (!sidecar) throw new Error("sidecar not started");
     return sidecar;
@@ -52,6 +53,15 @@ export function start(): void {
       status: () => {
         const m = process.memoryUsage();
         return { revision: sidecar?.revision ?? 0, ready: sidecar?.ready ?? false, rss: m.rss, heapTotal: m.heapTotal, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers };
+      },
+      loopDelayStart: () => {
+        loop.reset();
+        loop.enable();
+        return {};
+      },
+      loopDelayStop: () => {
+        loop.disable();
+        return {};
       },
       /** Event-loop delay since the last call (ms): what a check queued behind other work waits. */
       loopDelay: () => {

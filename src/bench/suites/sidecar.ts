@@ -44,7 +44,7 @@ export interface SustainStep {
   readonly p50_us: number;
   readonly p99_us: number;
   readonly lagP99_us: number;
-  /** Sustained: achieved ≥ 98% of the offered rate, no errors, the client on schedule. */
+  /** Sustained: achieved ≥ 98% of the offered rate, no errors. */
   readonly ok: boolean;
   /** Sustained and p99 ≤ 1 ms. */
   readonly p99ok: boolean;
@@ -60,6 +60,17 @@ export interface Sustain {
   readonly steps: SustainStep[];
 }
 
+export interface Burst {
+  readonly count: number;
+  /** Documents/s offered; null: as fast as JetStream acknowledged them. */
+  readonly rate: number | null;
+  readonly publishSeconds: number;
+  /** From the first publish until the sidecar applied the last. */
+  readonly appliedSeconds: number;
+  readonly applyRate: number;
+  readonly checksDuring: Window;
+}
+
 export interface SidecarResults {
   readonly customers: number;
   readonly seed: { seconds: number; rate: number; streamBytes: number; recordBytes: number; templateMedianBytes: number; templateMaxBytes: number };
@@ -73,7 +84,8 @@ export interface SidecarResults {
     readonly checksDuring: Window;
     readonly checksAfter: Window;
   };
-  readonly burst: { count: number; publishSeconds: number; appliedSeconds: number; applyRate: number; checksDuring: Window };
+  /** A paced burst, then one as fast as JetStream takes it. */
+  readonly bursts: readonly Burst[];
   readonly replica: { fileBytes: number; walBytes: number };
   readonly rss: {
     atRestBytes: number;
@@ -161,7 +173,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
     await sidecar.call("watch", { intervalMs: 250 });
     const load = await fork("load");
     await load.call("connect", { address: started.tcp, customers: cfg.customers });
-    await sidecar.call("loopDelay");
+    await sidecar.call("loopDelayStart");
     await load.call("backgroundStart", { rpc: "check", rate: cfg.backgroundRate });
     const ready = await sidecar.call<{ readyMs: number; revision: number }>("ready");
     const fromSpawnMs = performance.now() - sidecar.forkedAt;
@@ -171,18 +183,25 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
     await sleep(cfg.restMs);
     const checksAfter = window(await load.call<RunResult>("backgroundMark"), await sidecar.call("loopDelay"));
 
-    // ---------------------------------------------------------------- a burst of document updates, under load
-    log(`burst of ${cfg.burst.toLocaleString("en")} document updates, ${cfg.backgroundRate} checks/s meanwhile`);
-    const burstStart = performance.now();
-    const burst = await seed.call<{ seconds: number; lastSeq: number }>("burst", { count: cfg.burst, customers: cfg.customers, window: cfg.seedWindow });
-    const applied = await sidecar.call<{ reached: boolean }>("waitRevision", { revision: burst.lastSeq, timeoutMs: 300_000 });
-    const appliedSeconds = (performance.now() - burstStart) / 1000;
-    if (!applied.reached) throw new Error("the sidecar did not apply the burst within 300 s");
-    const checksDuringBurst = window(await load.call<RunResult>("backgroundMark"), await sidecar.call("loopDelay"));
+    // ---------------------------------------------------------------- bursts of document updates, under load
+    const burst = async (rate: number | undefined): Promise<Burst> => {
+      log(`burst of ${cfg.burst.toLocaleString("en")} document updates ${rate ? `at ${rate.toLocaleString("en")}/s` : "as fast as JetStream takes them"}, ${cfg.backgroundRate} checks/s meanwhile`);
+      await load.call("backgroundMark");
+      await sidecar.call("loopDelay");
+      const start = performance.now();
+      const b = await seed.call<{ seconds: number; lastSeq: number }>("burst", { count: cfg.burst, customers: cfg.customers, window: cfg.seedWindow, ...(rate ? { rate } : {}) });
+      const applied = await sidecar.call<{ reached: boolean }>("waitRevision", { revision: b.lastSeq, timeoutMs: 300_000 });
+      const appliedSeconds = (performance.now() - start) / 1000;
+      if (!applied.reached) throw new Error("the sidecar did not apply the burst within 300 s");
+      const checksDuring = window(await load.call<RunResult>("backgroundMark"), await sidecar.call("loopDelay"));
+      log(`  applied in ${appliedSeconds.toFixed(2)} s; checks meanwhile p50 ${checksDuring.latency.p50_us} µs, p99 ${checksDuring.latency.p99_us} µs, max ${checksDuring.latency.max_us} µs`);
+      await sleep(cfg.restMs);
+      return { count: cfg.burst, rate: rate ?? null, publishSeconds: round(b.seconds, 2), appliedSeconds: round(appliedSeconds, 2), applyRate: round(cfg.burst / appliedSeconds, 0), checksDuring };
+    };
+    const bursts = [await burst(cfg.burstRate), await burst(undefined)];
     await load.call("backgroundStop");
     await sidecar.call("unwatch");
-    log(`  applied in ${appliedSeconds.toFixed(2)} s; checks meanwhile p99 ${checksDuringBurst.latency.p99_us} µs, max ${checksDuringBurst.latency.max_us} µs`);
-    await sleep(1_000);
+    await sidecar.call("loopDelayStop");
     const atRest = await rssOf(sidecar.pid);
     const heapAtRest = await sidecar.call<{ heapTotal: number; heapUsed: number; external: number }>("status");
     const replica = { fileBytes: fileSize(replicaPath), walBytes: fileSize(`${replicaPath}-wal`) };
@@ -261,8 +280,8 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       for (const f of cfg.check.sustainFractions) {
         const rate = Math.max(100, Math.round((max * f) / 100) * 100);
         const w = await run(server, "tcp", { ...base, rpc: "check", mode: "rate", rate });
-        // Sustained: the client offered the rate on time and every call was answered at that rate.
-        const ok = w.throughput >= rate * 0.98 && w.errors === 0 && w.dropped === 0 && (w.lag?.p99_us ?? 0) <= 5_000;
+        // Sustained: answered at the offered rate (98%), without errors. The client's own lateness is reported, not judged.
+        const ok = w.throughput >= rate * 0.98 && w.errors === 0 && w.dropped === 0;
         const p99ok = ok && w.latency.p99_us <= 1_000;
         steps.push({ rate, achieved: w.throughput, p50_us: w.latency.p50_us, p99_us: w.latency.p99_us, lagP99_us: w.lag?.p99_us ?? NaN, ok, p99ok });
         log(`  ${server} at ${rate}/s: achieved ${w.throughput}/s, p50 ${w.latency.p50_us} µs, p99 ${w.latency.p99_us} µs${ok ? "" : " (not sustained)"}`);
@@ -324,7 +343,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
         checksDuring: checksDuringBootstrap,
         checksAfter,
       },
-      burst: { count: cfg.burst, publishSeconds: round(burst.seconds, 2), appliedSeconds: round(appliedSeconds, 2), applyRate: round(cfg.burst / appliedSeconds, 0), checksDuring: checksDuringBurst },
+      bursts,
       replica,
       rss: { atRestBytes: atRest?.rss ?? NaN, atRestAnonBytes: atRest?.anon ?? NaN, atRestFileBytes: atRest?.file ?? NaN, heapAtRest: { heapTotal: heapAtRest.heapTotal, heapUsed: heapAtRest.heapUsed, external: heapAtRest.external }, underLoadMaxBytes: rssMax, peakHwmBytes: hwm, afterBootstrapBytes: afterBootstrapRss },
       sizes: {

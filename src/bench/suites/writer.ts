@@ -24,6 +24,8 @@ export interface E2eRun {
   /** Published → document on PROOFGATE_STATE (writer), and from there → Check shows it (sidecar). */
   readonly stages: { readonly writer: Summary; readonly sidecar: Summary };
   readonly sustainable: boolean;
+  /** The writer's event-loop delay over the run: how long events waited behind synchronous ledger work. */
+  readonly writerLoopDelay?: { readonly p50_ms: number; readonly p99_ms: number; readonly max_ms: number };
 }
 
 export interface IngestRun {
@@ -85,11 +87,15 @@ export async function writerSuite(cfg: Config, env: Env): Promise<WriterResults>
     await sidecar.call("waitRevision", { revision: pre.revision, timeoutMs: 60_000 });
     await sidecar.call("ready");
     const e2e = async (rate: number, durationMs: number): Promise<E2eRun> => {
-      const r = e2eRun(await drive.call<E2eResult>("e2e", { rate, durationMs, offset: 0, customers: cfg.e2e.customers, timeoutMs: 10_000 }));
+      await writer.call("loopDelayStart");
+      const raw = await drive.call<E2eResult>("e2e", { rate, durationMs, offset: 0, customers: cfg.e2e.customers, timeoutMs: 10_000 });
+      const loop = await writer.call<{ p50_ms: number; p99_ms: number; max_ms: number }>("loopDelayStop");
+      const r: E2eRun = { ...e2eRun(raw), writerLoopDelay: { p50_ms: round(loop.p50_ms, 2), p99_ms: round(loop.p99_ms, 2), max_ms: round(loop.max_ms, 2) } };
       const ms = (x: number): string => (x / 1000).toFixed(1);
       log(
         `  ${rate}/s: p50 ${ms(r.latency.p50_us)} ms, p99 ${ms(r.latency.p99_us)} ms, max ${ms(r.latency.max_us)} ms (${r.seen}/${r.offered} seen); ` +
-          `writer stage p50 ${ms(r.stages.writer.p50_us)} p99 ${ms(r.stages.writer.p99_us)} ms, sidecar stage p50 ${ms(r.stages.sidecar.p50_us)} p99 ${ms(r.stages.sidecar.p99_us)} ms`,
+          `writer stage p50 ${ms(r.stages.writer.p50_us)} p99 ${ms(r.stages.writer.p99_us)} ms (writer loop delay p99 ${r.writerLoopDelay?.p99_ms} max ${r.writerLoopDelay?.max_ms} ms), ` +
+          `sidecar stage p50 ${ms(r.stages.sidecar.p50_us)} p99 ${ms(r.stages.sidecar.p99_us)} ms`,
       );
       return r;
     };
