@@ -55,11 +55,11 @@ export function config(quick: boolean, customers?: number): Config {
       burstRate: 5_000,
       backgroundRate: 1_000,
       restMs: 1_000,
-      check: { durationMs: 1_000, warmupMs: 300, concurrency: 16, rates: [500, 2_000], sustainFractions: [0.2, 0.5, 0.8], transports: ["tcp", "unix"] },
+      check: { durationMs: 700, warmupMs: 200, concurrency: 16, rates: [500, 2_000], sustainFractions: [0.2, 0.5, 0.8], transports: ["tcp", "unix"] },
       warmRestarts: 1,
-      e2e: { rate: 200, durationMs: 4_000, ladder: [1_000], ladderMs: 2_000, customers: 2_000 },
-      ingest: { batches: [1, 10, 100], concurrencies: [8], durationMs: 1_500, warmupMs: 300, natsCount: 5_000, customers: 5_000 },
-      evaluate: { docs: 20_000, ms: 150 },
+      e2e: { rate: 200, durationMs: 3_000, ladder: [1_000], ladderMs: 1_500, customers: 2_000 },
+      ingest: { batches: [1, 10, 100], concurrencies: [8], durationMs: 1_000, warmupMs: 200, natsCount: 5_000, customers: 5_000 },
+      evaluate: { docs: 10_000, ms: 100 },
     };
   }
   return {
