@@ -314,14 +314,15 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
     await load.stop();
     await seed.stop();
 
-    const lastT = timeline.at(-1)?.t_s ?? 0;
+    // Progress samples of the bootstrap alone (the bursts come later).
+    const boot = timeline.filter((x) => x.t_s <= ready.readyMs / 1000 + 0.5);
     let peak = 0;
-    for (let i = 0; i < timeline.length; i++) {
-      const a = timeline[i] as (typeof timeline)[number];
-      const b = timeline.find((x) => x.t_s >= a.t_s + 1);
+    for (let i = 0; i < boot.length; i++) {
+      const a = boot[i] as (typeof boot)[number];
+      const b = boot.find((x) => x.t_s >= a.t_s + 1);
       if (b) peak = Math.max(peak, (b.revision - a.revision) / (b.t_s - a.t_s));
     }
-    const bootstrapEnd = timeline.findIndex((x) => x.revision >= ready.revision);
+    const bootstrapEnd = boot.findIndex((x) => x.revision >= ready.revision);
     return {
       customers: cfg.customers,
       seed: {
@@ -339,7 +340,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
         docsPerSecond: round((ready.revision / ready.readyMs) * 1000, 0),
         peakDocsPerSecond: round(peak, 0),
         // One sample a second is plenty for the record.
-        timeline: timeline.filter((x, i) => i === 0 || Math.floor(x.t_s) !== Math.floor((timeline[i - 1] as (typeof timeline)[number]).t_s) || i === bootstrapEnd).filter((x) => x.t_s <= lastT),
+        timeline: boot.filter((x, i) => i === 0 || Math.floor(x.t_s) !== Math.floor((boot[i - 1] as (typeof boot)[number]).t_s) || i === bootstrapEnd),
         checksDuring: checksDuringBootstrap,
         checksAfter,
       },
