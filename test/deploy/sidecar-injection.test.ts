@@ -45,7 +45,7 @@ function checkSidecarBasics(p: PodSpec): Container {
   expect(portNumber(c, c.livenessProbe?.httpGet?.port)).toBe(httpPort);
   expect(envValue(c, "PROOFGATE_HTTP_LISTEN")).toBe(`0.0.0.0:${httpPort}`);
   // Sized from the design targets until the benchmark replaces them.
-  expect(c.resources).toEqual({ requests: { cpu: "100m", memory: "128Mi" }, limits: { cpu: "500m", memory: "256Mi" } });
+  expect(c.resources).toEqual({ requests: { cpu: "100m", memory: "256Mi" }, limits: { cpu: "500m", memory: "384Mi" } });
   expect(c.securityContext).toMatchObject({ runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false });
   // The replica on its own volume (emptyDir by default).
   const replicaMount = c.volumeMounts?.find((m) => m.name === "proofgate-replica");
@@ -164,7 +164,7 @@ describe("sidecar values", () => {
     expect(envValue(c, "PROOFGATE_GRPC_SOCKET")).toBe("/var/run/proofgate/sidecar.sock");
     // The whole volume map is replaced, not merged with the emptyDir default.
     expect(p.volumes?.find((v) => v.name === "proofgate-replica")).toEqual({ name: "proofgate-replica", persistentVolumeClaim: { claimName: "replica" } });
-    expect(c.resources).toEqual({ requests: { cpu: "100m", memory: "128Mi" }, limits: { cpu: "500m", memory: "384Mi" } });
+    expect(c.resources).toEqual({ requests: { cpu: "100m", memory: "256Mi" }, limits: { cpu: "500m", memory: "384Mi" } });
     expect(envValue(c, "PROOFGATE_NATS_CREDS")).toBeUndefined();
     expect(p.volumes?.find((v) => v.name === "proofgate-nats-creds")).toBeUndefined();
   });

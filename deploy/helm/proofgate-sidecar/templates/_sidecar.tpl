@@ -65,7 +65,8 @@ replica:
   dir: /var/lib/proofgate-replica
   file: replica.db
   # The replica's volume. An emptyDir survives container restarts (warm restart in about a
-  # second); a new pod bootstraps from the state stream (up to ~30 s at 1M customers).
+  # second); a new pod bootstraps from the state stream (about 70 s at 1M customers on 2 vCPUs,
+  # BENCHMARKS.md) and is not ready until it has. The file is about 550 MiB at 1M customers.
   # Replace the whole map to use another volume type, e.g. {persistentVolumeClaim: {claimName: x}}.
   volume:
     emptyDir:
@@ -75,14 +76,15 @@ minRevisionWait: 2s
 # Fraction of decisions published on proofgate.decisions, 0 to 1 (PROOFGATE_DECISION_LOG_SAMPLE).
 decisionLogSample: "0"
 logLevel: info
-# From the design targets (RSS <= 150 MB at 1M customers), until the benchmark replaces them.
+# Measured (BENCHMARKS.md, 1M customers): RSS 198 MiB at rest, 257 MiB at most under load.
+# Far fewer customers need less; lower both after watching process_resident_memory_bytes.
 resources:
   requests:
     cpu: 100m
-    memory: 128Mi
+    memory: 256Mi
   limits:
     cpu: 500m
-    memory: 256Mi
+    memory: 384Mi
 # Ready once the replica has caught up with the state stream.
 readinessProbe:
   httpGet:
