@@ -4,9 +4,7 @@
  * grace, pending 3-D Secure, refunded or disputed, suspended, canceled; 1-2 subscriptions; a few
  * invoices each; numeric seats), and billing event streams for the writer.
  */
-import { readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-import { parseCatalogText } from "../catalog/index.js";
+import { demoCatalog as loadDemoCatalog } from "../catalog/index.js";
 import type { Catalog } from "../gen/proofgate/v1/catalog.js";
 import {
   PaymentResult,
@@ -21,12 +19,9 @@ import { AccessDocument, OverrideEffect, StateRecord, type Override } from "../g
 import { foldDocument } from "../policy/index.js";
 
 export const DAY = 86_400_000;
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
 /** The demo catalog (examples/catalog.yaml): the one the documents and events refer to. */
-export function demoCatalog(): Catalog {
-  return parseCatalogText(readFileSync(`${ROOT}/examples/catalog.yaml`, "utf8"));
-}
+export const demoCatalog = (): Catalog => loadDemoCatalog();
 
 /** Features checks ask about, weighted towards the common ones. */
 export const CHECK_FEATURES = [

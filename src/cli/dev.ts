@@ -1,12 +1,11 @@
 import { parseArgs } from "node:util";
-import { fileURLToPath } from "node:url";
+import { DEMO_CATALOG_PATH } from "../catalog/index.js";
 import { createLogger } from "../observability/logger.js";
 import { parseDuration } from "../config/options.js";
 import { DevAborted, DevSetupError, runDev } from "../dev/index.js";
 
 export const summary = "run the whole system on this machine: NATS, writer, sidecar, demo catalog and story";
 
-const DEMO_CATALOG = fileURLToPath(new URL("../../examples/catalog.yaml", import.meta.url));
 
 const USAGE = `usage: proofgate dev [--catalog FILE] [--story-period 8s | --no-story] [--log-level error]
                      [--writer-grpc 127.0.0.1:50051] [--writer-http 127.0.0.1:9090]
@@ -59,7 +58,7 @@ export async function run(argv: string[]): Promise<number> {
         writerHttp: v["writer-http"] ?? "127.0.0.1:9090",
         sidecarGrpc: v["sidecar-grpc"] ?? "127.0.0.1:50061",
         sidecarHttp: v["sidecar-http"] ?? "127.0.0.1:9091",
-        catalogPath: v.catalog ?? DEMO_CATALOG,
+        catalogPath: v.catalog ?? DEMO_CATALOG_PATH,
         storyPeriodMs: v["no-story"] ? 0 : parseDuration(v["story-period"] ?? "8s", "--story-period"),
         signal: controller.signal,
       },

@@ -1,11 +1,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
 import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
-import { parseCatalogText } from "../../src/catalog/index.js";
+import { demoCatalog } from "../../src/catalog/index.js";
 import { msDuration } from "../../src/catalog/catalog-index.js";
 import { DisputePolicy, StalePolicy, type Catalog } from "../../src/gen/proofgate/v1/catalog.js";
 import {
@@ -39,7 +38,7 @@ export { DAY, waitFor } from "./wait.js";
 
 /** The demo catalog (examples/catalog.yaml) with test policy: a short coherency window, serve or deny. */
 export function testCatalog(policy: { coherencyWindowMs?: number; stalePolicy?: "serve" | "deny"; gracePeriodMs?: number } = {}): Catalog {
-  const catalog = parseCatalogText(readFileSync(join(ROOT, "examples/catalog.yaml"), "utf8"));
+  const catalog = demoCatalog();
   const p = catalog.policy ?? {
     gracePeriod: undefined,
     coherencyWindow: undefined,

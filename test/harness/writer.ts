@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { credentials, type ServiceError } from "@grpc/grpc-js";
 import { connect, type JetStreamManager, type MsgHdrs, type NatsConnection } from "nats";
-import { parseCatalogText } from "../../src/catalog/index.js";
+import { demoCatalog } from "../../src/catalog/index.js";
 import {
   AdminServiceClient,
   type ApplyCatalogRequest,
@@ -37,10 +37,7 @@ const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
 export { DAY, waitFor } from "./wait.js";
 
-/** The demo catalog from examples/catalog.yaml. */
-export function demoCatalog(): Catalog {
-  return parseCatalogText(readFileSync(join(ROOT, "examples/catalog.yaml"), "utf8"));
-}
+export { demoCatalog };
 
 // ---------------------------------------------------------------------------------------------
 // In-process writer

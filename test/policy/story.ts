@@ -1,5 +1,4 @@
-import { readFileSync } from "node:fs";
-import { CatalogIndex, parseCatalogText } from "../../src/catalog/index.js";
+import { CatalogIndex, demoCatalog } from "../../src/catalog/index.js";
 import {
   PaymentResult,
   PaymentSession,
@@ -15,7 +14,7 @@ import { evaluate, foldDocument, statusName, type Decision } from "../../src/pol
 
 export const DAY = 86_400_000;
 export const T0 = Date.UTC(2026, 10, 1); // 2026-11-01
-export const demoCatalog = (): Catalog => parseCatalogText(readFileSync(new URL("../../examples/catalog.yaml", import.meta.url), "utf8"));
+export { demoCatalog };
 
 /**
  * A customer's billing history told as a story: each call adds a realistic event at the story's
