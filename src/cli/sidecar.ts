@@ -1,6 +1,7 @@
 import { describeOptions, loadOptions } from "../config/options.js";
 import { createLogger } from "../observability/logger.js";
 import { sidecarOptionSpec, startSidecar } from "../sidecar/index.js";
+import { untilStopSignal } from "./signals.js";
 
 export const summary = "run the sidecar service (SQLite replica + gRPC Check on localhost)";
 
@@ -22,16 +23,7 @@ export async function run(argv: string[]): Promise<number> {
   const options = loadOptions(sidecarOptionSpec, argv);
   const logger = createLogger({ level: options.logLevel, name: "proofgate-sidecar" });
   const sidecar = await startSidecar(options, logger);
-  await new Promise<void>((resolve) => {
-    const stop = (signal: NodeJS.Signals): void => {
-      logger.info({ signal }, "signal received");
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-      resolve();
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
-  });
+  logger.info({ signal: await untilStopSignal() }, "shutdown requested");
   await sidecar.close();
   return 0;
 }

@@ -2,6 +2,7 @@ import { describeOptions, loadOptions } from "../config/options.js";
 import { createLogger } from "../observability/logger.js";
 import { errorMessage } from "../errors/index.js";
 import { faultHooksFromEnv, startWriter, writerOptionSpec } from "../writer/index.js";
+import { untilStopSignal } from "./signals.js";
 
 export const summary = "run the writer service";
 
@@ -27,16 +28,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const logger = createLogger({ level: options.logLevel, name: "proofgate-writer" });
   const writer = await startWriter(options, logger, { hooks: faultHooksFromEnv() });
-  await new Promise<void>((resolve) => {
-    const stop = (signal: NodeJS.Signals): void => {
-      logger.info({ signal }, "shutdown requested");
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-      resolve();
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
-  });
+  logger.info({ signal: await untilStopSignal() }, "shutdown requested");
   await writer.close();
   return 0;
 }
