@@ -112,6 +112,21 @@ export interface Env {
   readonly logEnv: NodeJS.ProcessEnv;
 }
 
+/** Forks a suite's role processes with the run's flags, and kills them all when the suite ends. */
+export function roles(env: Env): { fork: (role: string) => Promise<Child>; killAll: () => void } {
+  const children: Child[] = [];
+  return {
+    fork: async (role) => {
+      const c = await Child.fork(role, { execArgv: env.execArgv(role), env: env.logEnv });
+      children.push(c);
+      return c;
+    },
+    killAll: () => {
+      for (const c of children) c.kill();
+    },
+  };
+}
+
 export function window(r: RunResult, loopDelay?: Window["loopDelay"], cpuPerCall?: Window["cpuPerCall"]): Window {
   return {
     latency: Histogram.fromJSON(r.hist).summary(),
@@ -137,12 +152,7 @@ function fileSize(path: string): number {
 
 export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResults> {
   const { log } = env;
-  const children: Child[] = [];
-  const fork = async (role: string): Promise<Child> => {
-    const c = await Child.fork(role, { execArgv: env.execArgv(role), env: env.logEnv });
-    children.push(c);
-    return c;
-  };
+  const { fork, killAll } = roles(env);
   const nats = await NatsServer.start();
   try {
     // ---------------------------------------------------------------- seed the state stream
@@ -359,7 +369,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       warmRestart: { runs, medianReadyMs: median(runs.map((r) => r.readyMs)), medianFromSpawnMs: median(runs.map((r) => r.fromSpawnMs)) },
     };
   } finally {
-    for (const c of children) c.kill();
+    killAll();
     await nats.dispose();
   }
 }

@@ -7,10 +7,9 @@ import { join } from "node:path";
 import { NatsServer } from "../../dev/nats-server.js";
 import type { Config } from "../config.js";
 import { Histogram, type HistogramJson, type Summary } from "../histogram.js";
-import { Child } from "../ipc.js";
 import type { E2eResult } from "../roles/drive.js";
 import { cpuMsOf, round, rssOf } from "../util.js";
-import type { Env } from "./sidecar.js";
+import { roles, type Env } from "./sidecar.js";
 
 export interface E2eRun {
   readonly rate: number;
@@ -67,12 +66,7 @@ function e2eRun(r: E2eResult): E2eRun {
 
 export async function writerSuite(cfg: Config, env: Env): Promise<WriterResults> {
   const { log } = env;
-  const children: Child[] = [];
-  const fork = async (role: string): Promise<Child> => {
-    const c = await Child.fork(role, { execArgv: env.execArgv(role), env: env.logEnv });
-    children.push(c);
-    return c;
-  };
+  const { fork, killAll } = roles(env);
   const nats = await NatsServer.start();
   try {
     const writer = await fork("writer");
@@ -156,7 +150,7 @@ export async function writerSuite(cfg: Config, env: Env): Promise<WriterResults>
     await writer.stop();
     return { e2e: { target, ladder, maxSustainableRate: maxSustainable }, ingest, writerRssBytes: writerRss };
   } finally {
-    for (const c of children) c.kill();
+    killAll();
     await nats.dispose();
   }
 }
