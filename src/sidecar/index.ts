@@ -53,7 +53,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
   const options: SidecarOptions = { ...defaultSidecarOptions(), ...partial };
   if (!options.grpcListen && !options.grpcSocket) throw new InvalidArgumentError("grpc-listen", "set --grpc-listen or --grpc-socket (both are empty)");
   const log = logger.child({ component: "sidecar" });
-  const registry = createRegistry("sidecar");
+  const registry = createRegistry();
   const replica = Replica.open(options.replica, log.child({ component: "replica" }));
   const freshness = new Freshness();
   // Set once the servers listen; the metrics and decision log read it through this holder.

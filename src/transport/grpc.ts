@@ -87,7 +87,8 @@ export class GrpcServer {
     for (const n of names) initial[n] = "NOT_SERVING";
     const health = new HealthImplementation(initial);
     health.addToServer(server);
-    new ReflectionService(loadReflection()).addToServer(server);
+    // Advertise only what this server answers: a client must not discover a service that is UNIMPLEMENTED here.
+    new ReflectionService(loadReflection(), { services: names }).addToServer(server);
     const bound: string[] = [];
     for (const address of addresses) {
       const port = await new Promise<number>((resolve, reject) => {

@@ -58,7 +58,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
   let stripe: WriterStripeRoutes | undefined;
   try {
     const core = new WriterCore(ledger, now, logger.child({ component: "ledger" }), deps.hooks ?? {});
-    const registry = createRegistry("writer");
+    const registry = createRegistry();
     const link = new NatsLink(options, logger.child({ component: "nats" }));
     const ref: { publisher?: OutboxPublisher } = {};
     const metrics = createWriterMetrics(registry, {

@@ -136,6 +136,22 @@ export function metricValue(text: string, name: string, labels: Readonly<Record<
   return undefined;
 }
 
+/**
+ * `promtool check metrics` on an exposition: the linter Prometheus users run. Resolves to its
+ * complaints (empty when clean); fails when promtool is missing (the test prerequisites install it).
+ */
+export function promtoolProblems(text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("promtool", ["check", "metrics"], { stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+    child.stderr.on("data", (b: Buffer) => (out += b.toString()));
+    child.on("error", reject);
+    child.on("close", () => resolve(out.trim()));
+    child.stdin.end(text);
+  });
+}
+
 /** One metric, scraped now (undefined when the series is absent). */
 export async function metric(httpAddress: string, name: string, labels: Readonly<Record<string, string>> = {}): Promise<number | undefined> {
   return metricValue(await scrape(httpAddress), name, labels);

@@ -3,6 +3,7 @@ import { NatsServer } from "../harness/nats.js";
 import { tempDir } from "../harness/tmp.js";
 import { httpGet, startTestSidecar, testCatalog, waitFor, type TestSidecar } from "../harness/sidecar.js";
 import { EventFactory, connectNats, startTestWriter, type TestWriter } from "../harness/writer.js";
+import { promtoolProblems } from "../harness/system.js";
 import { BillingEvent, PaymentResult } from "../../src/gen/proofgate/v1/billing.js";
 import { AccessStatus } from "../../src/gen/proofgate/v1/check.js";
 import { IngestResult } from "../../src/gen/proofgate/v1/ingest.js";
@@ -78,10 +79,16 @@ describe("writer → sidecar end to end", () => {
     expect(head).toBeGreaterThan(0);
     await waitFor(async () => {
       const body = (await httpGet(sc.sidecar.httpAddress ?? "", "/metrics")).body;
-      const h = /^proofgate_sidecar_head_revision\{[^}]*\} (\d+)$/m.exec(body)?.[1];
-      const lag = /^proofgate_sidecar_lag_revisions\{[^}]*\} (\d+)$/m.exec(body)?.[1];
+      const h = /^proofgate_sidecar_head_revision (\d+)$/m.exec(body)?.[1];
+      const lag = /^proofgate_sidecar_lag_revisions (\d+)$/m.exec(body)?.[1];
       return Number(h) >= head && lag === "0";
     }, { what: "head revision from heartbeats, no lag" });
     expect(sc.sidecar.stale).toBe(false);
+  });
+
+  it("exposes metrics that promtool accepts", async () => {
+    const body = (await httpGet(sc.sidecar.httpAddress ?? "", "/metrics")).body;
+    expect(body).toContain("proofgate_sidecar_check_duration_seconds");
+    expect(await promtoolProblems(body)).toBe("");
   });
 });

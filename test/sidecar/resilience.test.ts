@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { NatsServer } from "../harness/nats.js";
 import { tempDir } from "../harness/tmp.js";
+import { metric as scrapeMetric } from "../harness/system.js";
 import { CustomerStory, DAY, StatePublisher, httpGet, paidCustomer, startTestSidecar, testCatalog, waitFor, type TestSidecar } from "../harness/sidecar.js";
 import { AccessStatus } from "../../src/gen/proofgate/v1/check.js";
 
@@ -256,10 +257,7 @@ describe("sidecar replication", () => {
     const sc = await start();
     await sc.sidecar.whenReady();
     await waitFor(() => sc.sidecar.revision >= rev, { what: "applied" });
-    const metric = async (name: string): Promise<number | undefined> => {
-      const m = new RegExp(`^${name}\\{[^}]*\\} (\\S+)$`, "m").exec((await httpGet(sc.sidecar.httpAddress ?? "", "/metrics")).body);
-      return m?.[1] === undefined ? undefined : Number(m[1]);
-    };
+    const metric = (name: string): Promise<number | undefined> => scrapeMetric(sc.sidecar.httpAddress ?? "", name);
     expect(await metric("proofgate_sidecar_heartbeat_age_seconds")).toBe(-1);
     pub.heartbeat(rev);
     await waitFor(async () => (await metric("proofgate_sidecar_head_revision")) === rev, { what: "head from the heartbeat" });

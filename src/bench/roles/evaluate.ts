@@ -122,7 +122,7 @@ export function start(): void {
           replica,
           freshness,
           waiters: new RevisionWaiters(() => replica.revision),
-          metrics: new SidecarMetrics(createRegistry("sidecar"), {
+          metrics: new SidecarMetrics(createRegistry(), {
             revision: () => replica.revision,
             head: () => 0,
             ageSeconds: () => 0,
