@@ -21,7 +21,7 @@ async function listServices(address: string): Promise<string[]> {
   try {
     return await new Promise<string[]>((resolve, reject) => {
       const call = client.serverReflectionInfo();
-      call.on("data", (res) => {
+      call.on("data", (res: { listServicesResponse?: { service: { name: string }[] } }) => {
         resolve((res.listServicesResponse?.service ?? []).map((s) => s.name).sort());
         call.end();
       });
