@@ -19,9 +19,7 @@ ENV npm_config_build_from_source=better-sqlite3 \
     npm_config_update_notifier=false
 
 COPY package.json package-lock.json ./
-# `npm install` honours the lock. Not `npm ci`: the lock lacks other platforms' optional buf
-# binaries (a devDependency used only to regenerate code), and `npm ci` refuses such a lock.
-RUN npm install --no-fund --no-audit \
+RUN npm ci --no-fund --no-audit \
  && node -e "const D=require('better-sqlite3'); new D(':memory:').prepare('select 1').get()"
 
 COPY tsconfig.json tsconfig.build.json ./

