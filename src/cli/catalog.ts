@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import type { ApplyCatalogResponse, GetCatalogResponse } from "../gen/proofgate/v1/admin.js";
 import { catalogToText, parseCatalogText } from "../catalog/index.js";
-import { DEFAULT_WRITER, call, writerClients } from "./client.js";
+import { DEFAULT_WRITER, call, writerAddress, writerClients } from "./client.js";
 import { parseCommand, required } from "./args.js";
 
 export const summary = "apply or show the catalog (features, plans, add-ons, policy)";
@@ -10,7 +10,7 @@ const USAGE = `usage: proofgate catalog apply FILE [--writer HOST:PORT] [--actor
        proofgate catalog get [--writer HOST:PORT]
 
 apply validates FILE (YAML or JSON; see examples/catalog.yaml) locally, then replaces the
-catalog on the writer (${DEFAULT_WRITER}) and prints the revision at which sidecars have it.`;
+catalog on the writer (PROOFGATE_WRITER_ADDRESS, the running \`proofgate dev\`, else ${DEFAULT_WRITER}) and prints the revision at which sidecars have it.`;
 
 export async function run(argv: string[]): Promise<number> {
   const { values: v, positionals, help } = parseCommand(
@@ -20,7 +20,7 @@ export async function run(argv: string[]): Promise<number> {
   );
   if (help) return 0;
   const [action, file] = positionals;
-  const { ingest, admin } = writerClients(v.writer ?? process.env["PROOFGATE_WRITER_ADDRESS"] ?? DEFAULT_WRITER);
+  const { ingest, admin } = writerClients(writerAddress(v.writer));
   try {
     if (action === "apply") {
       const path = required(file, "FILE");

@@ -2,21 +2,21 @@ import { AuditKind, GetCustomerResponse, type AuditEntry } from "../gen/proofgat
 import { OverrideEffect } from "../gen/proofgate/v1/document.js";
 import { statusName } from "../policy/index.js";
 import { customerToken } from "../replication/subjects.js";
-import { DEFAULT_WRITER, call, writerClients } from "./client.js";
+import { DEFAULT_WRITER, call, writerAddress, writerClients } from "./client.js";
 import { parseCommand, required } from "./args.js";
 
 export const summary = "show why a customer has or lacks access: facts, transitions, decisions";
 
 const USAGE = `usage: proofgate explain --customer ID [--writer HOST:PORT] [--json]
 
-Asks the writer (${DEFAULT_WRITER}) for the customer's document, facts and audit timeline and
+Asks the writer (PROOFGATE_WRITER_ADDRESS, the running \`proofgate dev\`, else ${DEFAULT_WRITER}) for the customer's document, facts and audit timeline and
 prints them as a story: when intent changed, when proof arrived, when access changed, and why.`;
 
 export async function run(argv: string[]): Promise<number> {
   const { values: v, help } = parseCommand(argv, { customer: { type: "string" }, writer: { type: "string" }, json: { type: "boolean" } }, USAGE);
   if (help) return 0;
   const customerId = required(v.customer, "--customer");
-  const { ingest, admin } = writerClients(v.writer ?? process.env["PROOFGATE_WRITER_ADDRESS"] ?? DEFAULT_WRITER);
+  const { ingest, admin } = writerClients(writerAddress(v.writer));
   try {
     const res = await call<GetCustomerResponse>((md, o, cb) => admin.getCustomer({ customerId }, md, o, cb));
     console.log(v.json ? JSON.stringify(GetCustomerResponse.toJSON(res), null, 2) : renderExplanation(customerId, res, Date.now()));

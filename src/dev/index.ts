@@ -6,7 +6,7 @@ import type { Logger } from "../observability/logger.js";
 import { parseCatalogText } from "../catalog/index.js";
 import { startWriter, writerOptions, type Writer } from "../writer/index.js";
 import { startSidecar, type Sidecar } from "../sidecar/index.js";
-import { call, checkClient, writerClients } from "../cli/client.js";
+import { call, checkClient, removeDevEndpoints, writeDevEndpoints, writerClients } from "../cli/client.js";
 import type { ApplyCatalogResponse } from "../gen/proofgate/v1/admin.js";
 import type { CheckResponse } from "../gen/proofgate/v1/check.js";
 import type { PublishResponse } from "../gen/proofgate/v1/ingest.js";
@@ -86,6 +86,10 @@ export async function runDev(o: DevOptions, output: (...lines: string[]) => void
     const sidecar = await startSidecar({ natsUrl, replica: join(dir, "replica.db"), grpcListen: o.sidecarGrpc, httpListen: o.sidecarHttp }, logger);
     closers.push(() => sidecar.close());
     print(`sidecar   gRPC ${sidecar.grpcAddress ?? "-"}   HTTP http://${sidecar.httpAddress ?? "-"}/readyz`);
+
+    // Operator commands in another terminal find this system without flags (src/cli/client.ts).
+    writeDevEndpoints({ pid: process.pid, natsUrl, writer: writer.grpcAddress, sidecar: sidecar.grpcAddress ?? "" });
+    closers.push(removeDevEndpoints);
 
     const { ingest, admin } = writerClients(writer.grpcAddress);
     const check = checkClient(sidecar.grpcAddress ?? "");

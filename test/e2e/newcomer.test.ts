@@ -57,6 +57,10 @@ test(
     expect(existsSync(join(checkout.path, "dist"))).toBe(false);
     const env: NodeJS.ProcessEnv = { ...process.env };
     delete env["PROOFGATE_NATS_URL"]; // a newcomer has no NATS: `proofgate dev` starts one
+    for (const k of ["PROOFGATE_WRITER_ADDRESS", "PROOFGATE_SIDECAR_ADDRESS"]) delete env[k];
+    // Where dev tells operator commands its addresses (its own file, so parallel tests do not meet).
+    const devFile = join(checkout.path, "dev-endpoints.json");
+    env["PROOFGATE_DEV_FILE"] = devFile;
     const child = spawn(
       "npm",
       ["start", "--", "--story-period", "1s", "--writer-grpc", "127.0.0.1:0", "--writer-http", "127.0.0.1:0", "--sidecar-grpc", "127.0.0.1:0", "--sidecar-http", "127.0.0.1:0"],
@@ -120,6 +124,21 @@ test(
     expect(tried.status, tried.stderr).toBe(1); // denied
     expect(tried.stdout).toMatch(/^DENIED {2}REVOKED {2}api-access for cus_demo$/m);
 
+    // `--json` carries every field, also those at their default (allowed: false).
+    const json = spawnSync("npx", ["--no", "--", "proofgate", "check", "--customer", "cus_demo", "--feature", "api-access", "--json"], { cwd: checkout.path, env, encoding: "utf8", timeout: 60_000 });
+    expect(JSON.parse(json.stdout)).toMatchObject({ allowed: false, status: "REVOKED", stale: false, limit: null });
+
+    // The README's "Sending billing events" example, run as written, finds dev without flags and
+    // ends in the answer the README promises.
+    const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+    const example = /## Sending billing events[\s\S]*?```sh\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(example).toContain("npx proofgate publish");
+    const story = spawnSync("bash", ["-e", "-c", example ?? ""], { cwd: checkout.path, env, encoding: "utf8", timeout: 60_000 });
+    expect(story.status, `${story.stdout}\n${story.stderr}`).toBe(0);
+    expect(story.stdout).toMatch(/^evt_1000 {2}ACCEPTED$/m);
+    expect(story.stdout).toMatch(/^ALLOWED {2}GRANTED {2}seats for cus_42$/m);
+    expect(story.stdout).toMatch(/value: 5/);
+
     // Ctrl-C. (A terminal sends SIGINT to the whole job; npm then dies of it itself, so the
     // signal goes to proofgate dev, whose exit code reaches us through the shell and npm.)
     process.kill(dev?.pid ?? 0, "SIGINT");
@@ -133,6 +152,7 @@ test(
     expect(await portAccepts(natsPort)).toBe(false);
     expect(await portAccepts(Number(sidecarAddress?.split(":")[1]))).toBe(false);
     expect(existsSync(natsStore ?? "")).toBe(false);
+    expect(existsSync(devFile)).toBe(false);
     expect(processesInGroup(pgrp)).toEqual([]);
     expect(processGroupAlive(pgrp)).toBe(false);
   },
