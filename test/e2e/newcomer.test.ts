@@ -57,7 +57,8 @@ test(
     expect(existsSync(join(checkout.path, "dist"))).toBe(false);
     const env: NodeJS.ProcessEnv = { ...process.env };
     delete env["PROOFGATE_NATS_URL"]; // a newcomer has no NATS: `proofgate dev` starts one
-    for (const k of ["PROOFGATE_WRITER_ADDRESS", "PROOFGATE_SIDECAR_ADDRESS"]) delete env[k];
+    delete env["PROOFGATE_WRITER_ADDRESS"];
+    delete env["PROOFGATE_SIDECAR_ADDRESS"];
     // Where dev tells operator commands its addresses (its own file, so parallel tests do not meet).
     const devFile = join(checkout.path, "dev-endpoints.json");
     env["PROOFGATE_DEV_FILE"] = devFile;
