@@ -1,6 +1,6 @@
 import { parse, stringify } from "yaml";
 import { InvalidArgumentError } from "../errors/index.js";
-import { parseDuration } from "../config/options.js";
+import { parseDuration } from "../config/duration.js";
 import {
   DisputePolicy,
   FeatureType,

@@ -1,5 +1,10 @@
 import { parseArgs } from "node:util";
+import type { LevelWithSilent } from "pino";
 import { InvalidArgumentError } from "../errors/index.js";
+import { LOG_LEVELS } from "../observability/logger.js";
+import { formatDuration, parseDuration } from "./duration.js";
+
+export { formatDuration, parseDuration } from "./duration.js";
 
 /**
  * Every service option is both a `--flag` and a `PROOFGATE_*` environment variable, derived from
@@ -11,6 +16,8 @@ export interface Option<T> {
   readonly parse: (raw: string, name: string) => T;
   /** How the default reads in help and docs when it depends on the machine (e.g. "the host name"). */
   readonly shownDefault?: string;
+  /** Writes a value the way `parse` reads it (durations: `5s`, not 5000). */
+  format?(value: T): string;
 }
 
 export type OptionSpec = Record<string, Option<unknown>>;
@@ -53,15 +60,21 @@ export function oneOf<const T extends string>(description: string, values: reado
   };
 }
 
-/** Durations as `250ms`, `30s`, `5m`, `2h`, `7d`; a bare number is milliseconds. */
-export function parseDuration(raw: string, name: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(raw.trim());
-  if (!m?.[1]) throw new InvalidArgumentError(name, `must be a duration like 500ms, 30s, 5m, 2h or 7d, got "${raw}"`);
-  const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? "ms") as "ms"];
-  return Math.round(Number(m[1]) * unit);
+export const duration = (description: string, def: number): Option<number> => ({ description, default: def, parse: parseDuration, format: formatDuration });
+
+export const logLevel = (): Option<LevelWithSilent> => oneOf("log level", LOG_LEVELS, "info");
+
+/** Every option at its default. */
+export function optionDefaults<S extends OptionSpec>(spec: S): OptionValues<S> {
+  return Object.fromEntries(Object.entries(spec).map(([k, o]) => [k, o.default])) as OptionValues<S>;
 }
 
-export const duration = (description: string, def: number): Option<number> => ({ description, default: def, parse: parseDuration });
+/** How a default reads in `--help` and the docs: as a user would write it. */
+function shownDefault(o: Option<unknown>): string | undefined {
+  if (o.shownDefault) return o.shownDefault;
+  if (o.default === "") return undefined;
+  return o.format ? o.format(o.default) : JSON.stringify(o.default);
+}
 
 const flagName = (key: string): string => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 const envName = (key: string): string => `PROOFGATE_${flagName(key).replace(/-/g, "_").toUpperCase()}`;
@@ -92,7 +105,8 @@ export function loadOptions<S extends OptionSpec>(
 export function describeOptions(spec: OptionSpec): string {
   return Object.entries(spec)
     .map(([key, o]) => {
-      const def = o.shownDefault ? ` (default: ${o.shownDefault})` : o.default === "" ? "" : ` (default: ${JSON.stringify(o.default)})`;
+      const shown = shownDefault(o);
+      const def = shown === undefined ? "" : ` (default: ${shown})`;
       return `  --${flagName(key)} / ${envName(key)}\n      ${o.description}${def}`;
     })
     .join("\n");
@@ -101,7 +115,8 @@ export function describeOptions(spec: OptionSpec): string {
 /** A Markdown table of the options: flag, variable, default, meaning. */
 export function optionsMarkdown(spec: OptionSpec): string {
   const rows = Object.entries(spec).map(([key, o]) => {
-    const def = o.shownDefault ?? (o.default === "" ? "" : `\`${JSON.stringify(o.default)}\``);
+    const shown = shownDefault(o);
+    const def = shown === undefined ? "" : o.shownDefault ? shown : `\`${shown}\``;
     return `| \`--${flagName(key)}\` | \`${envName(key)}\` | ${def} | ${o.description.replace(/\|/g, "\\|")} |`;
   });
   return ["| flag | environment | default | meaning |", "|---|---|---|---|", ...rows].join("\n");

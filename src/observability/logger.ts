@@ -2,6 +2,8 @@ import { pino, type Logger, type LevelWithSilent } from "pino";
 
 export type { Logger } from "pino";
 
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const satisfies readonly LevelWithSilent[];
+
 /**
  * The one root logger of a process. Components receive `logger.child({ component })`.
  * Customer ids never go into log lines raw: log `customerToken(id)` instead.

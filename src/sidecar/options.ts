@@ -1,8 +1,6 @@
 import { InvalidArgumentError } from "../errors/index.js";
-import { duration, oneOf, string, type Option, type OptionValues } from "../config/options.js";
+import { duration, logLevel, optionDefaults, string, type Option, type OptionValues } from "../config/options.js";
 import { natsOptionSpec } from "../replication/connection.js";
-
-const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
 const fraction = (description: string, def: number): Option<number> => ({
   description,
@@ -23,7 +21,7 @@ export const sidecarOptionSpec = {
   httpListen: string("HTTP address for /healthz, /readyz and /metrics; empty disables it", "127.0.0.1:9091"),
   minRevisionWait: duration("how long a check with min_revision waits for the replica to reach it", 2_000),
   decisionLogSample: fraction("fraction of decisions published to NATS subject proofgate.decisions (0 = off)", 0),
-  logLevel: oneOf("log level", LOG_LEVELS, "info"),
+  logLevel: logLevel(),
 };
 
 export type SidecarCliOptions = OptionValues<typeof sidecarOptionSpec>;
@@ -44,5 +42,5 @@ export interface SidecarOptions extends SidecarCliOptions {
 }
 
 export function defaultSidecarOptions(): SidecarCliOptions {
-  return Object.fromEntries(Object.entries(sidecarOptionSpec).map(([k, o]) => [k, o.default])) as SidecarCliOptions;
+  return optionDefaults(sidecarOptionSpec);
 }

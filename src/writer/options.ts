@@ -1,5 +1,5 @@
 import { hostname } from "node:os";
-import { duration, integer, oneOf, string, type OptionValues } from "../config/options.js";
+import { duration, integer, logLevel, optionDefaults, string, type OptionValues } from "../config/options.js";
 import { natsOptionSpec } from "../replication/connection.js";
 
 /** Every writer option: a `--flag` and a `PROOFGATE_*` variable (see `describeOptions`). */
@@ -15,7 +15,7 @@ export const writerOptionSpec = {
   outboxRetention: duration("how long published outbox rows are kept before pruning (GetCustomer reports their exact revision meanwhile)", 60_000),
   consumerName: string("durable consumer name on PROOFGATE_BILLING", "proofgate-writer"),
   ackWait: duration("how soon billing events delivered to a writer that died before committing them are delivered again", 5_000),
-  logLevel: oneOf("log level", ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const, "info"),
+  logLevel: logLevel(),
   stripeWebhookSecret: string("Stripe webhook signing secret (whsec_..., comma separated while rolling); enables POST /webhooks/stripe on the HTTP listener (docs/stripe.md)"),
   stripePriceMap: string("Stripe price to plan/add-on map: a YAML or JSON file, or the map inline as JSON (docs/stripe.md)"),
   stripeTolerance: duration("maximum age of a Stripe webhook signature (replay protection)", 300_000),
@@ -25,7 +25,5 @@ export type WriterOptions = OptionValues<typeof writerOptionSpec>;
 
 /** Defaults for library and test use: every option at its default, overridden by `partial`. */
 export function writerOptions(partial: Partial<WriterOptions> = {}): WriterOptions {
-  const out: Record<string, unknown> = {};
-  for (const [k, o] of Object.entries(writerOptionSpec)) out[k] = o.default;
-  return { ...(out as WriterOptions), ...partial };
+  return { ...optionDefaults(writerOptionSpec), ...partial };
 }
