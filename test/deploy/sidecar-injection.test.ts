@@ -169,6 +169,19 @@ describe("sidecar values", () => {
     expect(p.volumes?.find((v) => v.name === "proofgate-nats-creds")).toBeUndefined();
   });
 
+  it("passes a NATS user and password, or a token, from existing Secrets", () => {
+    const render = (nats: object): Container =>
+      container(pod(helm.template(appChart, { values: { proofgateSidecar: { nats: { credentials: { existingSecret: "" }, ...nats } } } })), "proofgate-sidecar");
+    const secretRef = (c: Container, name: string): unknown => c.env?.find((e) => e.name === name)?.valueFrom?.secretKeyRef;
+    const withPassword = render({ userPassword: { existingSecret: "sidecar-nats" } });
+    expect(secretRef(withPassword, "PROOFGATE_NATS_USER")).toEqual({ name: "sidecar-nats", key: "user" });
+    expect(secretRef(withPassword, "PROOFGATE_NATS_PASSWORD")).toEqual({ name: "sidecar-nats", key: "password" });
+    expect(envValue(withPassword, "PROOFGATE_NATS_CREDS")).toBeUndefined();
+    const withToken = render({ token: { existingSecret: "sidecar-nats-token", key: "t" } });
+    expect(secretRef(withToken, "PROOFGATE_NATS_TOKEN")).toEqual({ name: "sidecar-nats-token", key: "t" });
+    expect(secretRef(withToken, "PROOFGATE_NATS_USER")).toBeUndefined();
+  });
+
   it("rejects an unknown transport", () => {
     expect(helm.failure(["template", "x", appChart, "--set", "proofgateSidecar.transport=udp"])).toMatch(/transport must be tcp, unix or both/);
   });

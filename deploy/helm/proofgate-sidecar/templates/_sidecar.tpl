@@ -39,11 +39,22 @@ image:
 nats:
   # NATS URL(s), comma separated (PROOFGATE_NATS_URL); rendered with tpl.
   url: "nats://nats:4222"
-  # The sidecar user's .creds from an existing Secret in the application's namespace
-  # (PROOFGATE_NATS_CREDS). Empty: connect without credentials.
+  # How the sidecar authenticates to NATS, from existing Secrets in the application's namespace;
+  # set at most one. Empty: connect without credentials.
+  # The sidecar user's .creds (JWT and NKey seed; PROOFGATE_NATS_CREDS), mounted read-only.
   credentials:
     existingSecret: ""
     key: nats.creds
+  # A user and password (PROOFGATE_NATS_USER / PROOFGATE_NATS_PASSWORD), e.g. the writer chart's
+  # accounts.conf users.
+  userPassword:
+    existingSecret: ""
+    userKey: user
+    passwordKey: password
+  # A token (PROOFGATE_NATS_TOKEN).
+  token:
+    existingSecret: ""
+    key: token
 # How the application reaches CheckService:
 #   tcp:  127.0.0.1:<grpcPort> (loopback only, never the pod IP)
 #   unix: a unix socket in an emptyDir shared with the application container
@@ -173,6 +184,29 @@ extraEnv: []
     {{- if $v.nats.credentials.existingSecret }}
     - name: PROOFGATE_NATS_CREDS
       value: {{ printf "/etc/proofgate/nats/%s" $v.nats.credentials.key | quote }}
+    {{- end }}
+    {{- with $v.nats.userPassword }}
+    {{- if .existingSecret }}
+    - name: PROOFGATE_NATS_USER
+      valueFrom:
+        secretKeyRef:
+          name: {{ .existingSecret }}
+          key: {{ .userKey }}
+    - name: PROOFGATE_NATS_PASSWORD
+      valueFrom:
+        secretKeyRef:
+          name: {{ .existingSecret }}
+          key: {{ .passwordKey }}
+    {{- end }}
+    {{- end }}
+    {{- with $v.nats.token }}
+    {{- if .existingSecret }}
+    - name: PROOFGATE_NATS_TOKEN
+      valueFrom:
+        secretKeyRef:
+          name: {{ .existingSecret }}
+          key: {{ .key }}
+    {{- end }}
     {{- end }}
     - name: PROOFGATE_REPLICA
       value: {{ printf "%s/%s" (trimSuffix "/" $v.replica.dir) $v.replica.file | quote }}
