@@ -90,6 +90,12 @@ describe("example app chart with the sidecar over loopback TCP (default values)"
     expect(kinds(manifests)).toEqual(["Deployment", "Service"]);
   });
 
+  it("labels the pod for the writer chart's PodMonitor, whose port the sidecar names", () => {
+    const d = one<Workload & { spec: { template: { metadata: { labels?: Record<string, string> } } } }>(manifests, "Deployment");
+    expect(d.spec.template.metadata.labels?.["proofgate.io/sidecar"]).toBe("true");
+    expect(container(pod(manifests), "proofgate-sidecar").ports?.map((p) => p.name)).toContain("proofgate-http");
+  });
+
   it("adds the sidecar container next to the app, gRPC on 127.0.0.1 only", () => {
     const p = pod(manifests);
     expect(p.containers.map((c) => c.name)).toEqual(["app", "proofgate-sidecar"]);

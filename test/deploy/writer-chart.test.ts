@@ -149,6 +149,7 @@ describe("proofgate chart: external NATS cluster with credentials from a Secret"
           stripe: { webhookSecret: { existingSecret: "stripe", key: "whsec" }, priceMap: { plans: { premium: ["price_1"] } } },
         },
         serviceMonitor: { enabled: true, labels: { release: "prom" } },
+        podMonitor: { enabled: true, labels: { release: "prom" } },
       },
     });
   });
@@ -182,6 +183,18 @@ describe("proofgate chart: external NATS cluster with credentials from a Secret"
     const sm = one<Manifest & { spec: { endpoints: { port: string; path: string }[] } }>(manifests, "ServiceMonitor");
     expect(sm.metadata.labels?.["release"]).toBe("prom");
     expect(sm.spec.endpoints).toMatchObject([{ port: "http", path: "/metrics" }]);
+  });
+
+  it("adds a PodMonitor scraping every sidecar: the pods the sidecar library labels, on its HTTP port", () => {
+    type PodMonitor = Manifest & {
+      spec: { selector: { matchLabels: Record<string, string> }; namespaceSelector: { any?: boolean }; podMetricsEndpoints: { port: string; path: string }[] };
+    };
+    const pm = one<PodMonitor>(manifests, "PodMonitor");
+    expect(pm.metadata.labels?.["release"]).toBe("prom");
+    expect(pm.spec.namespaceSelector).toEqual({ any: true });
+    expect(pm.spec.podMetricsEndpoints).toMatchObject([{ port: "proofgate-http", path: "/metrics" }]);
+    // The label the sidecar library puts on application pods (test/deploy/sidecar-injection.test.ts).
+    expect(pm.spec.selector.matchLabels).toEqual({ "proofgate.io/sidecar": "true" });
   });
 
   it("does not warn about missing credentials in NOTES", () => {

@@ -135,6 +135,14 @@ nativeSidecar: false
 extraEnv: []
 {{- end }}
 
+{{/*
+Labels for the pod template's metadata: they mark the pod as carrying a proofgate sidecar, which
+is what the writer chart's PodMonitor (podMonitor.enabled) selects to scrape every sidecar.
+*/}}
+{{- define "proofgate.sidecar.podLabels" -}}
+proofgate.io/sidecar: "true"
+{{- end }}
+
 {{/* The merged values (defaults <- application's block), as YAML. Internal. */}}
 {{- define "proofgate.sidecar.values" -}}
 {{- $defaults := include "proofgate.sidecar.defaults" . | fromYaml }}
