@@ -1,6 +1,7 @@
 import { describeOptions, loadOptions } from "../config/options.js";
 import { createLogger } from "../observability/logger.js";
 import { sidecarOptionSpec, startSidecar } from "../sidecar/index.js";
+import { removeReadyFile, writeReadyFile } from "../transport/ready-file.js";
 import { untilStopSignal } from "./signals.js";
 
 export const summary = "run the sidecar service (SQLite replica + gRPC Check on localhost)";
@@ -23,7 +24,9 @@ export async function run(argv: string[]): Promise<number> {
   const options = loadOptions(sidecarOptionSpec, argv);
   const logger = createLogger({ level: options.logLevel, name: "proofgate-sidecar" });
   const sidecar = await startSidecar(options, logger);
+  writeReadyFile(options.readyFile, { grpc: sidecar.grpcAddresses, http: sidecar.httpAddress });
   logger.info({ signal: await untilStopSignal() }, "shutdown requested");
+  removeReadyFile(options.readyFile);
   await sidecar.close();
   return 0;
 }

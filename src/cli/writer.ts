@@ -2,6 +2,7 @@ import { describeOptions, loadOptions } from "../config/options.js";
 import { createLogger } from "../observability/logger.js";
 import { errorMessage } from "../errors/index.js";
 import { faultHooksFromEnv, startWriter, writerOptionSpec } from "../writer/index.js";
+import { removeReadyFile, writeReadyFile } from "../transport/ready-file.js";
 import { untilStopSignal } from "./signals.js";
 
 export const summary = "run the writer service";
@@ -28,7 +29,9 @@ export async function run(argv: string[]): Promise<number> {
   }
   const logger = createLogger({ level: options.logLevel, name: "proofgate-writer" });
   const writer = await startWriter(options, logger, { hooks: faultHooksFromEnv() });
+  writeReadyFile(options.readyFile, { grpc: [writer.grpcAddress], http: writer.httpAddress });
   logger.info({ signal: await untilStopSignal() }, "shutdown requested");
+  removeReadyFile(options.readyFile);
   await writer.close();
   return 0;
 }

@@ -22,6 +22,7 @@ export const sidecarOptionSpec = {
   minRevisionWait: duration("how long a check with min_revision waits for the replica to reach it", 2_000),
   decisionLogSample: fraction("fraction of decisions published to NATS subject proofgate.decisions (0 = off)", 0),
   logLevel: logLevel(),
+  readyFile: string("once listening, write the bound addresses here as JSON (pid, grpc, http); removed on stop. For scripts and test harnesses, like nats-server's ports file"),
 };
 
 export type SidecarCliOptions = OptionValues<typeof sidecarOptionSpec>;

@@ -16,6 +16,7 @@ export const writerOptionSpec = {
   consumerName: string("durable consumer name on PROOFGATE_BILLING", "proofgate-writer"),
   ackWait: duration("how soon billing events delivered to a writer that died before committing them are delivered again", 5_000),
   logLevel: logLevel(),
+  readyFile: string("once listening, write the bound addresses here as JSON (pid, grpc, http); removed on stop. For scripts and test harnesses, like nats-server's ports file"),
   stripeWebhookSecret: string("Stripe webhook signing secret (whsec_..., comma separated while rolling); enables POST /webhooks/stripe on the HTTP listener (docs/stripe.md)"),
   stripePriceMap: string("Stripe price to plan/add-on map: a YAML or JSON file, or the map inline as JSON (docs/stripe.md)"),
   stripeTolerance: duration("maximum age of a Stripe webhook signature (replay protection)", 300_000),

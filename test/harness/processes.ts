@@ -6,6 +6,8 @@
 import { readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { connect as tcpConnect } from "node:net";
 import { dirname } from "node:path";
+import type { ReadyFile } from "../../src/transport/ready-file.js";
+import { waitFor } from "./wait.js";
 
 export interface Proc {
   readonly pid: number;
@@ -85,4 +87,23 @@ export function openDirs(pid: number, marker: string): string[] {
     // gone
   }
   return [...dirs];
+}
+
+/**
+ * Waits for a service's `--ready-file` (src/transport/ready-file.ts) and returns its contents, or
+ * fails as soon as the process exits first, with what it wrote.
+ */
+export async function awaitReadyFile(path: string, exited: Promise<unknown>, output: () => string, timeoutMs = 60_000): Promise<ReadyFile> {
+  let gone = false;
+  void exited.then(() => (gone = true));
+  const read = (): ReadyFile | undefined => {
+    try {
+      return JSON.parse(readFileSync(path, "utf8")) as ReadyFile;
+    } catch {
+      return undefined;
+    }
+  };
+  const found = await waitFor(() => read() ?? (gone ? "exited" : undefined), { what: `ready file ${path}`, timeoutMs, intervalMs: 20 });
+  if (found === "exited") throw new Error(`the process exited before it was ready:\n${output()}`);
+  return found;
 }

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
@@ -30,6 +31,8 @@ import { CATALOG_SUBJECT, HEARTBEAT_SUBJECT, STATE_STREAM, customerSubject } fro
 import { ensureStreams } from "../../src/replication/streams.js";
 import { createLogger, silentLogger, type Logger } from "../../src/observability/logger.js";
 import { startSidecar, type Sidecar, type SidecarOptions } from "../../src/sidecar/index.js";
+import { awaitReadyFile } from "./processes.js";
+import { tempDir } from "./tmp.js";
 import { DAY } from "./wait.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -319,7 +322,7 @@ export async function startTestSidecar(
 
 export interface SidecarProcess {
   readonly child: ChildProcess;
-  /** From the "sidecar listening" log line. */
+  /** From its ready file. */
   readonly grpcAddresses: readonly string[];
   readonly httpAddress: string | undefined;
   /** Everything the process wrote so far. */
@@ -333,30 +336,25 @@ export interface SidecarProcess {
  * once it logs where it listens. Use `--grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0`.
  */
 export async function spawnSidecar(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<SidecarProcess> {
-  const child = spawn(process.execPath, [join(ROOT, "bin/proofgate.js"), "sidecar", ...args], {
+  // The ready file goes next to the replica (the test's own directory), else in a temp dir.
+  const replicaAt = args.indexOf("--replica");
+  const dir = replicaAt >= 0 && args[replicaAt + 1] ? undefined : tempDir("proofgate-sidecar-");
+  const readyFile = dir ? join(dir.path, "ready.json") : `${args[replicaAt + 1] ?? ""}.ready.json`;
+  rmSync(readyFile, { force: true });
+  const child = spawn(process.execPath, [join(ROOT, "bin/proofgate.js"), "sidecar", "--ready-file", readyFile, ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  const listening = await new Promise<{ grpc: string[]; http?: string }>((resolve, reject) => {
-    const onData = (chunk: Buffer): void => {
-      out += chunk.toString();
-      for (const line of out.split("\n")) {
-        if (!line.includes('"sidecar listening"')) continue;
-        try {
-          const parsed = JSON.parse(line) as { grpc: string[]; http?: string };
-          resolve(parsed);
-        } catch {
-          // partial line; wait for more
-        }
-      }
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    void exited.then((code) => reject(new Error(`sidecar exited with ${code} before listening:\n${out}`)));
-  });
+  const onData = (chunk: Buffer): void => {
+    out += chunk.toString();
+  };
+  child.stdout.on("data", onData);
+  child.stderr.on("data", onData);
+  const listening = await awaitReadyFile(readyFile, exited, () => out);
+  void exited.then(() => dir?.dispose());
   return {
     child,
     grpcAddresses: listening.grpc,

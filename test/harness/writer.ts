@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { credentials, type ServiceError } from "@grpc/grpc-js";
@@ -30,6 +30,7 @@ import { IngestServiceClient, type PublishResponse } from "../../src/gen/proofga
 import { silentLogger, type Logger } from "../../src/observability/logger.js";
 import { STATE_STREAM } from "../../src/replication/subjects.js";
 import { startWriter, writerOptions, type FaultHooks, type Writer, type WriterOptions } from "../../src/writer/index.js";
+import { awaitReadyFile } from "./processes.js";
 import { tempDir } from "./tmp.js";
 import { DAY } from "./wait.js";
 
@@ -125,32 +126,17 @@ export class WriterProcess {
   static async start(o: WriterProcessOptions): Promise<WriterProcess> {
     const bin = join(ROOT, "bin/proofgate.js");
     if (!existsSync(join(ROOT, "dist/cli/main.js"))) throw new Error("dist/ is missing: run `npm run build` before the child-process tests");
-    const args = [bin, "writer", "--nats-url", o.natsUrl, "--ledger", o.ledgerPath, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--heartbeat-interval", "200ms", ...(o.args ?? [])];
+    // The ready file lives next to the ledger, in the test's own directory.
+    const readyFile = `${o.ledgerPath}.ready.json`;
+    rmSync(readyFile, { force: true });
+    const args = [bin, "writer", "--nats-url", o.natsUrl, "--ledger", o.ledgerPath, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--heartbeat-interval", "200ms", "--ready-file", readyFile, ...(o.args ?? [])];
     const child = spawn(process.execPath, args, { env: { ...process.env, PROOFGATE_LOG_LEVEL: "info", ...o.env }, stdio: ["ignore", "pipe", "pipe"] });
     const out: string[] = [];
     const exited = new Promise<Exit>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
-    const started = new Promise<{ grpc: string; http: string }>((resolve, reject) => {
-      let buffered = "";
-      child.stdout.on("data", (chunk: Buffer) => {
-        const text = chunk.toString();
-        out.push(text);
-        buffered += text;
-        let nl;
-        while ((nl = buffered.indexOf("\n")) >= 0) {
-          const line = buffered.slice(0, nl);
-          buffered = buffered.slice(nl + 1);
-          try {
-            const rec = JSON.parse(line) as { msg?: string; grpc?: string; http?: string };
-            if (rec.msg === "writer started" && rec.grpc && rec.http) resolve({ grpc: rec.grpc, http: rec.http });
-          } catch {
-            // Not a log line.
-          }
-        }
-      });
-      child.stderr.on("data", (chunk: Buffer) => out.push(chunk.toString()));
-      void exited.then((e) => reject(new Error(`writer exited (${e.code ?? e.signal}) before it started:\n${out.join("")}`)));
-    });
-    const addr = await started;
+    child.stdout.on("data", (chunk: Buffer) => out.push(chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => out.push(chunk.toString()));
+    const ready = await awaitReadyFile(readyFile, exited, () => out.join(""));
+    const addr = { grpc: ready.grpc[0] ?? "", http: ready.http ?? "" };
     return new WriterProcess(child, addr.grpc, addr.http, out, exited);
   }
 
