@@ -28,8 +28,12 @@ if [ ${#missing_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "test prerequisites: installing ${missing_packages[*]} (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${missing_packages[@]}" >/dev/null
+    # A mirror can fail for a moment; try a few times before giving up.
+    for attempt in 1 2 3; do
+      if apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "${missing_packages[@]}" >/dev/null; then break; fi
+      if [ "$attempt" = 3 ]; then echo "test prerequisites: apt-get could not install ${missing_packages[*]}" >&2; exit 1; fi
+      sleep 5
+    done
   else
     echo "test prerequisites missing: ${missing_commands[*]}; install with: sudo apt-get install -y ${missing_packages[*]}" >&2
     exit 1
