@@ -160,6 +160,7 @@ export function consoleRoutes(deps: ConsoleDeps): Record<string, RouteHandler> {
       const token = (form.get("token") ?? "").trim();
       const principal = token && token.length <= MAX_TOKEN_CHARS ? authenticate(token) : undefined;
       if (!principal) return send(res, 401, loginPage(next, "That token was not accepted."));
+      if (!principal.roles.has(READ_ROLE)) return send(res, 403, loginPage(next, `${principal.name} does not have the read role the console needs.`));
       const secure = req.headers["x-forwarded-proto"] === "https";
       redirect(res, next, { "set-cookie": sessions.cookie(sessions.create(token), secure) });
     },

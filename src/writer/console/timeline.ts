@@ -191,8 +191,16 @@ function band(
     });
   });
 
-  // Paid coverage per invoice, from the folded document (the rules' view); revoked from the refund or dispute on.
+  // Paid coverage per invoice, from the folded document (the rules' view); revoked from the refund
+  // or dispute on. Invoices too old to be kept in the document show their latest successful payment.
   const sub = doc.subscriptions.find((s) => s.subscriptionId === subscriptionId);
+  const inDoc = new Set(sub?.invoices.map((i) => i.invoiceId));
+  for (const e of events) {
+    const k = e.kind;
+    if (k?.$case !== "payment" || k.value.result !== PaymentResult.PAYMENT_RESULT_SUCCEEDED || inDoc.has(k.value.invoiceId) || !k.value.periodEnd) continue;
+    inDoc.add(k.value.invoiceId);
+    spans.push({ lane: "paid", fromMs: ms(k.value.periodStart), toMs: ms(k.value.periodEnd), kind: "paid", label: `paid ${k.value.invoiceId}: ${k.value.planId} × ${Math.max(1, k.value.quantity)}` });
+  }
   for (const inv of sub?.invoices ?? []) {
     if (inv.payment !== PaymentResult.PAYMENT_RESULT_SUCCEEDED || !inv.periodEndMs) continue;
     const revokedAt = inv.refunded ? inv.refundedAtMs : inv.dispute === PaymentResult.PAYMENT_RESULT_DISPUTE_OPENED || inv.dispute === PaymentResult.PAYMENT_RESULT_DISPUTE_LOST ? inv.disputeAtMs : 0;
