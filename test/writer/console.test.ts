@@ -78,7 +78,7 @@ describe("the writer's console in a headless browser", () => {
 
     // The demo story, on a clock of its own: every beat's instant is explicit, so no test waits.
     const PERIOD = 10 * 60_000;
-    let t = Date.now() - 2 * HOUR;
+    let t = Date.now() - 25 * 60_000;
     let first = 0;
     for (const beat of demoStory(PERIOD)) {
       t += (beat.waitMs ?? 0) + 60_000;
@@ -115,7 +115,7 @@ describe("the writer's console in a headless browser", () => {
   });
 
   async function signedIn(): Promise<Page> {
-    const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+    const page = await browser.newPage({ viewport: { width: 1760, height: 1000 } });
     await page.goto(`${base}/console/login`);
     await page.fill("input[name=token]", READ_TOKEN);
     await page.click("#login button[type=submit]");

@@ -46,7 +46,7 @@ th { background:#eef1f5; } td.num { text-align:right; font-variant-numeric: tabu
 .cards { display:flex; gap:12px; flex-wrap:wrap; } .card { background:#fff; border:1px solid var(--line); border-radius:6px; padding:10px 14px; min-width:150px; }
 .card .v { font-size:22px; font-weight:600; } .filters { display:flex; gap:8px; flex-wrap:wrap; align-items:end; margin-bottom:10px; }
 .filters label { display:flex; flex-direction:column; font-size:12px; color:var(--muted); }
-.layout { display:flex; gap:16px; align-items:flex-start; flex-wrap:wrap; } .side { min-width:360px; flex:1; }
+.layout { display:flex; gap:16px; align-items:flex-start; flex-wrap:wrap; } .side { min-width:560px; flex:1; }
 #details { background:#fff; border:1px solid var(--line); border-radius:6px; padding:8px 12px; min-height:40px; margin-top:8px; max-width:1100px; }
 #details dt { font-weight:600; float:left; clear:left; width:110px; } #details dd { margin-left:120px; }
 svg.timeline { background:#fff; border:1px solid var(--line); }

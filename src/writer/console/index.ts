@@ -421,7 +421,7 @@ async function healthPage(deps: ConsoleDeps, q: URLSearchParams): Promise<string
   const sidecarRows = sidecars
     .map(
       (s) =>
-        `<tr><td class="mono">${esc(s.id)}</td><td class="num">${s.appliedRevision}</td><td class="num">${Math.max(0, w.headRevision - s.appliedRevision)}</td><td>${s.ready ? "ready" : "syncing"}</td><td class="${s.stale ? "bad" : "ok"}">${s.stale ? "stale" : "fresh"}</td><td class="num">${s.lagSeconds < 0 ? "never current" : `${s.lagSeconds.toFixed(1)} s`}</td><td class="num">${((now - s.heardAtMs) / 1000).toFixed(1)} s ago</td></tr>`,
+        `<tr><td class="mono">${esc(s.id)}</td><td class="num">${s.appliedRevision}</td><td class="num">${Math.max(0, w.headRevision - s.appliedRevision)}</td><td>${s.ready ? "ready" : "syncing"}</td><td class="${s.stale ? "bad" : "ok"}">${s.stale ? "stale" : "fresh"}</td><td class="num">${s.lagSeconds < 0 ? "never current" : `${s.lagSeconds.toFixed(1)} s`}</td><td class="num">${(Math.max(0, now - s.heardAtMs) / 1000).toFixed(1)} s ago</td></tr>`,
     )
     .join("");
   return `<h1>Health</h1><p class="muted">Writer <code>${esc(w.writerId)}</code>, ledger <code>${esc(w.ledgerId)}</code>, at ${esc(iso(now))}</p>

@@ -245,7 +245,10 @@ function band(
       } else if (k?.$case === "recovery") {
         const r = k.value.result;
         const next = ms(k.value.nextAttemptAt);
-        if (r === RecoveryResult.RECOVERY_RESULT_RETRY_SCHEDULED && next > at) spans.push({ lane: "recovery", fromMs: at, toMs: next, kind: "retry", label: `${invoiceId}: next attempt ${iso(next)}` });
+        // A scheduled retry waits until its attempt, or until recovery ends first.
+        const ended = list.find((x) => x.kind?.$case === "recovery" && x.kind.value.result !== RecoveryResult.RECOVERY_RESULT_RETRY_SCHEDULED && ms(x.occurredAt) >= at);
+        const until = ended ? Math.min(next, ms(ended.occurredAt)) : next;
+        if (r === RecoveryResult.RECOVERY_RESULT_RETRY_SCHEDULED && until > at) spans.push({ lane: "recovery", fromMs: at, toMs: until, kind: "retry", label: `${invoiceId}: next attempt ${iso(next)}` });
         marks.push({
           lane: "recovery",
           atMs: at,
