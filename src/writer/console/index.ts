@@ -143,6 +143,7 @@ export function consoleRoutes(deps: ConsoleDeps): Record<string, RouteHandler> {
 
   return {
     "GET /console": (_req, res) => redirect(res, "/console/customer"),
+    "GET /console/": (_req, res) => redirect(res, "/console/customer"),
     "GET /console/assets/console.css": (_req, res) => {
       res.writeHead(200, { "content-type": "text/css; charset=utf-8", "cache-control": "max-age=300", "x-content-type-options": "nosniff" }).end(CSS);
     },
