@@ -13,7 +13,7 @@ import { CSS, esc, iso, JS, page } from "./html.js";
 import { bearerToken, cookieValue, COOKIE, isLoopback, MAX_TOKEN_CHARS, Sessions, type ConsolePrincipal, type TokenAuthenticator } from "./session.js";
 import type { SidecarDirectory } from "./sidecars.js";
 import { timelineSvg } from "./svg.js";
-import { buildTimeline, STATUS_ORDER } from "./timeline.js";
+import { buildTimeline, MAX_INSTANTS, STATUS_ORDER } from "./timeline.js";
 
 export { SidecarDirectory } from "./sidecars.js";
 export type { ConsolePrincipal, TokenAuthenticator } from "./session.js";
@@ -251,7 +251,7 @@ function customerPage(deps: ConsoleDeps, q: URLSearchParams): string {
 <p>Revision <strong id="revision">${res.revision}</strong>${res.revision === 0 ? " (the latest change is still on its way to the state stream)" : ""} · ${doc?.factCount ?? 0} facts · last event ${doc?.lastEventAtMs ? esc(iso(doc.lastEventAtMs)) : "none"} · subject token <code>${esc(customerToken(id))}</code> · <a href="/console/audit?customer=${encodeURIComponent(id)}">audit trail</a></p>
 ${zoom}
 <div class="layout"><div>${timelineSvg(timeline)}${legend}
-${timeline.truncated ? `<p class="muted">The access rows evaluate the latest ${timeline.features.length ? "1000" : ""} event instants; ${timeline.truncated} earlier ones are left out (see the audit trail).</p>` : ""}
+${timeline.truncated ? `<p class="muted">The access rows evaluate the latest ${MAX_INSTANTS} event instants; ${timeline.truncated} earlier ones are left out (see the audit trail).</p>` : ""}
 <div id="details"><span class="muted">Hover or click a mark or a segment to see the event, its source, its correlation id and the rule that decided.</span></div></div>
 <div class="side"><h2>Access now <span class="muted">(${esc(iso(now))})</span></h2>
 <table id="answers"><thead><tr><th>feature</th><th></th><th>status</th><th>value</th><th>reason</th><th>valid until</th></tr></thead><tbody>${answers || '<tr><td colspan="6" class="muted">no catalog applied yet</td></tr>'}</tbody></table></div></div>

@@ -46,7 +46,7 @@ export function timelineSvg(t: Timeline): string {
     const cx = x(m.atMs).toFixed(1);
     const cy = top + ROW / 2;
     out.push(
-      `<g class="mark mark-${cls(m.kind)}" data-lane="${esc(m.lane)}" data-at="${m.atMs}" data-kind="${esc(m.kind)}" data-info="${info({ ...m.info, at: iso(m.atMs) })}" tabindex="0"><title>${esc(`${iso(m.atMs)} ${m.label}`)}</title><path d="M${cx} ${cy - 6} l6 6 l-6 6 l-6 -6 z"/></g>`,
+      `<g class="mark mark-${cls(m.kind)}" data-lane="${esc(m.lane)}" data-at="${m.atMs}" data-kind="${esc(m.kind)}" data-info="${info(m.info)}" tabindex="0"><title>${esc(`${iso(m.atMs)} ${m.label}`)}</title><path d="M${cx} ${cy - 6} l6 6 l-6 6 l-6 -6 z"/></g>`,
     );
   };
   const label = (text: string, top: number, klass = "lane-label"): void => {
