@@ -103,7 +103,7 @@ describe("the writer's console in a headless browser", () => {
       args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
     });
     if (SHOTS) mkdirSync(SHOTS, { recursive: true });
-  }, 60_000);
+  }, 120_000);
 
   afterAll(async () => {
     await browser.close();
@@ -311,5 +311,5 @@ describe("a console without authentication", () => {
       await w.dispose();
       await nats.dispose();
     }
-  }, 30_000);
+  });
 });
