@@ -6,6 +6,7 @@
 #   command       Debian package   used by
 #   nats-server   nats-server      every integration test (a real JetStream server per suite)
 #   promtool      prometheus       the metrics tests (`promtool check metrics`)
+#   chromium      chromium         the console's browser tests (test/writer/console.test.ts)
 #   helm          (scripts/install-helm.sh, from the npm registry)   the chart tests (test/deploy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 declare -A PACKAGE_OF=(
   [nats-server]=nats-server
   [promtool]=prometheus
+  [chromium]=chromium
 )
 
 missing_packages=()

@@ -15,6 +15,8 @@ export const CUSTOMER_SUBJECT_PREFIX = "proofgate.state.customer.";
 export const CATALOG_SUBJECT = "proofgate.state.catalog";
 export const DEADLETTER_SUBJECT = "proofgate.deadletter";
 export const HEARTBEAT_SUBJECT = "proofgate.heartbeat";
+/** Sidecars announce their replica's state here (JSON, see sidecar-status.ts); the writer's console lists them. */
+export const SIDECAR_STATUS_SUBJECT = "proofgate.sidecar.status";
 
 /** Message headers. */
 export const HEADER_MSG_ID = "Nats-Msg-Id";

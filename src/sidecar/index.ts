@@ -1,4 +1,5 @@
 import { lstatSync, rmSync } from "node:fs";
+import { hostname } from "node:os";
 import { performance } from "node:perf_hooks";
 import type { Registry } from "prom-client";
 import { GrpcServer } from "../transport/grpc.js";
@@ -9,6 +10,7 @@ import { InvalidArgumentError } from "../errors/index.js";
 import { Replica } from "./replica/replica.js";
 import { Freshness } from "./follow/freshness.js";
 import { Follower } from "./follow/follower.js";
+import { StatusAnnouncer } from "./follow/status.js";
 import { CheckHandler } from "./check/service.js";
 import { DecisionLog } from "./check/decision-log.js";
 import { RevisionWaiters } from "./check/revision-waiters.js";
@@ -131,6 +133,23 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
   });
   link.follower = f;
   f.start();
+  const statusId = `${hostname()}/${process.pid}`;
+  const announcer = new StatusAnnouncer(
+    options.statusIntervalMs ?? 5_000,
+    () => (f.connected ? f.connection : undefined),
+    () => {
+      const lag = freshness.ageMs(performance.now()) / 1000;
+      return {
+        id: statusId,
+        appliedRevision: replica.revision,
+        headRevision: freshness.head,
+        ready,
+        stale: freshness.isStale(performance.now(), replica.catalog.coherencyWindowMs),
+        lagSeconds: Number.isFinite(lag) ? lag : -1,
+        sentAtMs: Date.now(),
+      };
+    },
+  );
   const grpcServer = grpc;
   const tcp = grpcServer.addresses.find((a) => !a.startsWith("unix:"));
   const unix = grpcServer.addresses.find((a) => a.startsWith("unix:"));
@@ -170,6 +189,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
         waiters.releaseAll();
         await ops?.close();
         decisionLog?.close();
+        announcer.close();
         await f.close();
         await replica.close();
         if (options.grpcSocket) rmSync(options.grpcSocket, { force: true });

@@ -40,6 +40,8 @@ export interface SidecarOptions extends SidecarCliOptions {
    * serves what it has, marked stale once outside the coherency window. Default 2 s.
    */
   readonly offlineReadyAfterMs?: number;
+  /** How often the sidecar announces its status on `proofgate.sidecar.status` (the writer's console lists sidecars). Default 5 s; 0 turns it off. */
+  readonly statusIntervalMs?: number;
 }
 
 export function defaultSidecarOptions(): SidecarCliOptions {

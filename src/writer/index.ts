@@ -3,7 +3,8 @@ import { createRegistry } from "../observability/metrics.js";
 import type { Logger } from "../observability/logger.js";
 import { GrpcServer } from "../transport/grpc.js";
 import { OpsServer, type RouteHandler } from "../transport/http.js";
-import { adminBinding } from "./admin/service.js";
+import { AdminOperations, adminBinding } from "./admin/service.js";
+import { consoleRoutes, SidecarDirectory, type ConsoleAuth } from "./console/index.js";
 import { WriterCore, type FaultHooks } from "./core.js";
 import { BillingConsumer } from "./ingest/consumer.js";
 import { ingestBinding, publish } from "./ingest/service.js";
@@ -18,12 +19,13 @@ import { writerStripeRoutes, type WriterStripeRoutes } from "../stripe/writer-ro
 
 export { writerOptionSpec, writerOptions, type WriterOptions } from "./options.js";
 export { faultHooksFromEnv, type FaultHooks } from "./core.js";
+export type { ConsoleAuth, AuditVerification } from "./console/index.js";
 
 /** A running writer. */
 export interface Writer {
   /** Bound gRPC address, ephemeral port resolved (e.g. `127.0.0.1:41234`). */
   readonly grpcAddress: string;
-  /** Bound HTTP address (`/healthz`, `/readyz`, `/metrics`). */
+  /** Bound HTTP address (`/healthz`, `/readyz`, `/metrics`, the console under `/console`). */
   readonly httpAddress: string;
   /** Random id of the ledger file; the Proofgate-Ledger-Id header of everything it publishes. */
   readonly ledgerId: string;
@@ -43,6 +45,8 @@ export interface WriterDeps {
   readonly hooks?: FaultHooks;
   /** Extra HTTP routes on the ops server, e.g. `POST /webhooks/stripe`. */
   readonly routes?: Readonly<Record<string, RouteHandler>>;
+  /** The console's authentication (docs/console.md); without it the console is served on loopback listeners only. */
+  readonly console?: ConsoleAuth;
 }
 
 /** How long shutdown lets pending outbox rows go out. */
@@ -88,10 +92,11 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
       committed,
     });
     const common = { core, publisher: pub, publishTimeoutMs: options.publishTimeout, committed };
+    const adminLog = logger.child({ component: "admin" });
     grpc = await GrpcServer.start(
       [
         ingestBinding({ ...common, metrics, logger: logger.child({ component: "ingest" }) }),
-        adminBinding({ ...common, logger: logger.child({ component: "admin" }), catalogApplied: () => consumer.attach() }),
+        adminBinding({ ...common, logger: adminLog, catalogApplied: () => consumer.attach() }),
       ],
       [options.grpcListen],
     );
@@ -101,11 +106,28 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     const stripeLog = logger.child({ component: "stripe" });
     stripe = writerStripeRoutes(options, (events) => publish({ ...common, metrics, logger: stripeLog }, { events }, "webhook"), stripeLog, registry);
     const stripeRoutes = stripe;
+    const sidecars = new SidecarDirectory(now);
+    link.onReady(() => {
+      const nc = link.ready?.nc;
+      if (nc) sidecars.listen(nc);
+    });
+    const opsRef: { address?: string } = {};
+    const consolePages = consoleRoutes({
+      core,
+      admin: new AdminOperations({ ...common, logger: adminLog, catalogApplied: () => consumer.attach() }),
+      now,
+      httpAddress: () => opsRef.address ?? options.httpListen,
+      sidecars,
+      writer: () => ({ writerId: options.writerId, ready: ready(), natsConnected: link.ready !== undefined, headRevision: pub.headRevision, ledgerId: ledger.ledgerId }),
+      jsm: () => link.ready?.jsm,
+      auth: deps.console,
+    });
     ops = await OpsServer.start(
       options.httpListen,
-      { registry, healthy: () => !closing && ledger.open, ready, routes: { ...deps.routes, ...stripe.routes } },
+      { registry, healthy: () => !closing && ledger.open, ready, routes: { ...consolePages, ...deps.routes, ...stripe.routes } },
       logger.child({ component: "http" }),
     );
+    opsRef.address = ops.address;
     const opsServer = ops;
     // gRPC health mirrors /readyz.
     let serving = false;
@@ -148,6 +170,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
           await grpcServer.close(options.publishTimeout + 1_000);
           await pub.close(FLUSH_ON_CLOSE_MS);
           await deadLetters.close();
+          sidecars.close();
           await opsServer.close();
           stripeRoutes.close();
           await link.close();

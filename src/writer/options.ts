@@ -7,7 +7,7 @@ export const writerOptionSpec = {
   ...natsOptionSpec,
   ledger: string("path of the SQLite ledger file", "./proofgate-ledger.db"),
   grpcListen: string("gRPC listen address (IngestService, AdminService, health, reflection)", "127.0.0.1:50051"),
-  httpListen: string("HTTP listen address (/healthz, /readyz, /metrics)", "127.0.0.1:9090"),
+  httpListen: string("HTTP listen address (/healthz, /readyz, /metrics, the console under /console)", "127.0.0.1:9090"),
   writerId: { ...string("name of this writer in heartbeats and logs", hostname()), shownDefault: "the host name" },
   streamReplicas: integer("replicas of the JetStream streams the writer creates (3 in a NATS cluster)", 1, 1),
   heartbeatInterval: duration("how often the head revision is announced on proofgate.heartbeat", 1_000),

@@ -98,7 +98,7 @@ describe("least-privilege NATS users from the chart's natsAuth values", () => {
     billing = await connect({ servers: nats.url, user: "proofgate-billing", pass: PASSWORDS.PROOFGATE_BILLING_NATS_PASSWORD });
     sidecarDir = mkdtempSync(join(tmpdir(), "proofgate-sidecar-auth-"));
     // No credentials: the server maps the sidecar to proofgate-sidecar (no_auth_user).
-    sidecar = await startTestSidecar({ natsUrl: nats.url, dir: sidecarDir, decisionLogSample: 1 });
+    sidecar = await startTestSidecar({ natsUrl: nats.url, dir: sidecarDir, decisionLogSample: 1, statusIntervalMs: 100 });
   });
 
   afterAll(async () => {
@@ -128,6 +128,11 @@ describe("least-privilege NATS users from the chart's natsAuth values", () => {
     await waitFor(async () => (await httpGet(writer.writer.httpAddress, "/readyz")).status === 200, "the writer's /readyz");
     // The sidecar published its decision log (proofgate.decisions) as proofgate-sidecar.
     await waitFor(async () => /proofgate_sidecar_decision_log_total\{[^}]*outcome="published"[^}]*\} [1-9]/.test((await httpGet(sidecar.sidecar.httpAddress ?? "", "/metrics")).body), "a published decision");
+    // Its status announcements reach the writer, whose console lists it and reads the dead-letter stream.
+    await waitFor(async () => {
+      const health = (await httpGet(writer.writer.httpAddress, "/console/health")).body;
+      return /<table id="sidecars">.*<td class="num">[1-9]\d*<\/td>/s.test(health) && health.includes("PROOFGATE_DEADLETTER stream is empty") ? true : undefined;
+    }, "the writer's console to list the sidecar and read the dead-letter stream");
     expect(nats.violations()).toEqual([]);
   });
 

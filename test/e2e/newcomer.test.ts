@@ -117,6 +117,16 @@ test(
       client.close();
     }
 
+    // The closing lines name the console; it shows the story's customer (loopback, so no login).
+    const consoleUrl = /^Console: (http:\/\/127\.0\.0\.1:\d+\/console\/customer\?id=cus_demo)\s/m.exec(stdout)?.[1];
+    expect(consoleUrl, stdout).toBeDefined();
+    const page = await fetch(consoleUrl ?? "");
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(html).toContain('<svg class="timeline"');
+    expect(html).toContain('data-subscription="sub_demo"');
+    expect(html).toContain("No authentication is configured");
+
     // The `proofgate check` line it suggests works as printed (npx resolves the local package).
     const suggested = /^ {2}(npx proofgate check .+)$/m.exec(stdout)?.[1];
     expect(suggested, stdout).toBeDefined();

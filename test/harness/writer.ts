@@ -29,7 +29,7 @@ import { StateRecord } from "../../src/gen/proofgate/v1/document.js";
 import { IngestServiceClient, type PublishResponse } from "../../src/gen/proofgate/v1/ingest.js";
 import { silentLogger, type Logger } from "../../src/observability/logger.js";
 import { STATE_STREAM } from "../../src/replication/subjects.js";
-import { startWriter, writerOptions, type FaultHooks, type Writer, type WriterOptions } from "../../src/writer/index.js";
+import { startWriter, writerOptions, type ConsoleAuth, type FaultHooks, type Writer, type WriterOptions } from "../../src/writer/index.js";
 import { awaitReadyFile } from "./processes.js";
 import { tempDir } from "./tmp.js";
 import { DAY } from "./wait.js";
@@ -51,6 +51,8 @@ export interface TestWriterOptions {
   readonly hooks?: FaultHooks;
   readonly logger?: Logger;
   readonly options?: Partial<WriterOptions>;
+  /** The console's authentication (none: served without a login, on loopback). */
+  readonly console?: ConsoleAuth;
 }
 
 export interface TestWriter {
@@ -70,7 +72,7 @@ export async function startTestWriter(o: TestWriterOptions): Promise<TestWriter>
   const writer = await startWriter(
     writerOptions({ natsUrl: o.natsUrl, ledger: ledgerPath, grpcListen: "127.0.0.1:0", httpListen: "127.0.0.1:0", heartbeatInterval: 200, ...o.options }),
     o.logger ?? silentLogger(),
-    { ...(o.now ? { now: o.now } : {}), ...(o.hooks ? { hooks: o.hooks } : {}) },
+    { ...(o.now ? { now: o.now } : {}), ...(o.hooks ? { hooks: o.hooks } : {}), ...(o.console ? { console: o.console } : {}) },
   );
   const client = new WriterClient(writer.grpcAddress);
   let closed: Promise<void> | undefined;

@@ -51,6 +51,24 @@ interface AuditRow {
   detail: string;
 }
 
+function auditEntry(r: AuditRow): AuditEntry {
+  return {
+    seq: r.seq,
+    at: new Date(r.at_ms),
+    kind: r.kind,
+    customerId: r.customer_id,
+    subscriptionId: r.subscription_id,
+    feature: r.feature,
+    fromStatus: r.from_status,
+    toStatus: r.to_status,
+    eventId: r.event_id,
+    correlationId: r.correlation_id,
+    actor: r.actor,
+    reason: r.reason,
+    detail: r.detail,
+  };
+}
+
 /**
  * The writer's SQLite ledger: facts, documents, overrides, catalog, audit log, outbox and dead
  * letters. WAL with synchronous=FULL, so a returned commit survives a crash or power loss. The
@@ -101,6 +119,12 @@ export class Ledger {
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       timeline: db.prepare<[string], AuditRow>("SELECT * FROM audit WHERE customer_token = ? ORDER BY seq"),
+      auditBefore: db.prepare<[number, number], AuditRow>("SELECT * FROM audit WHERE seq < ? ORDER BY seq DESC LIMIT ?"),
+      auditBeforeForCustomer: db.prepare<[string, number, number], AuditRow>(
+        "SELECT * FROM audit WHERE customer_token = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+      ),
+      auditAtOrAfter: db.prepare<[number], { seq: number; at_ms: number }>("SELECT seq, at_ms FROM audit WHERE seq >= ? ORDER BY seq LIMIT 1"),
+      auditBounds: db.prepare<[], { lo: number | null; hi: number | null }>("SELECT min(seq) AS lo, max(seq) AS hi FROM audit"),
       anonymizeAudit: db.prepare<[string]>("UPDATE audit SET customer_id = '' WHERE customer_token = ?"),
       enqueue: db.prepare<[string, Uint8Array, number]>("INSERT INTO outbox (subject, payload, created_at_ms) VALUES (?, ?, ?)"),
       pending: db.prepare<[number], { id: number; subject: string; payload: Buffer; created_at_ms: number }>(
@@ -300,21 +324,39 @@ export class Ledger {
 
   /** Every audit entry of the customer with this token, oldest first. */
   timeline(customerToken: string): AuditEntry[] {
-    return this.s.timeline.all(customerToken).map((r) => ({
-      seq: r.seq,
-      at: new Date(r.at_ms),
-      kind: r.kind,
-      customerId: r.customer_id,
-      subscriptionId: r.subscription_id,
-      feature: r.feature,
-      fromStatus: r.from_status,
-      toStatus: r.to_status,
-      eventId: r.event_id,
-      correlationId: r.correlation_id,
-      actor: r.actor,
-      reason: r.reason,
-      detail: r.detail,
-    }));
+    return this.s.timeline.all(customerToken).map(auditEntry);
+  }
+
+  /**
+   * Up to `limit` audit entries with seq below `beforeSeq`, newest first; only the customer's
+   * when `customerToken` is given. Both walk an index (the primary key or audit_by_customer).
+   */
+  auditBefore(beforeSeq: number, limit: number, customerToken?: string): AuditEntry[] {
+    const rows = customerToken === undefined ? this.s.auditBefore.all(beforeSeq, limit) : this.s.auditBeforeForCustomer.all(customerToken, beforeSeq, limit);
+    return rows.map(auditEntry);
+  }
+
+  /**
+   * The first seq after every entry written before `atMs`, found by bisecting the primary key
+   * (entries are appended in the writer's clock order). A seq bound for a time filter.
+   */
+  auditSeqAfter(atMs: number): number {
+    const { lo, hi } = this.s.auditBounds.get() ?? { lo: null, hi: null };
+    if (lo === null || hi === null) return 1;
+    let a = lo;
+    let b = hi + 1;
+    while (a < b) {
+      const mid = Math.floor((a + b) / 2);
+      const row = this.s.auditAtOrAfter.get(mid);
+      if (row && row.at_ms < atMs) a = row.seq + 1;
+      else b = mid;
+    }
+    return a;
+  }
+
+  /** The highest audit seq so far (0 when empty). */
+  auditHighSeq(): number {
+    return this.s.auditBounds.get()?.hi ?? 0;
   }
 
   /** Erasure: the customer's audit entries keep only the token. */
