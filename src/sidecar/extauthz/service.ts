@@ -78,7 +78,7 @@ export class ExtAuthzHandler {
     if (rule.quantity) {
       const source = "header" in rule.quantity ? `the ${rule.quantity.header} header` : `path parameter {${rule.quantity.param}}`;
       const raw = "header" in rule.quantity ? get(rule.quantity.header) : params[rule.quantity.param];
-      if (raw === undefined) return badRequest(`no ${source} (rule ${rule.name} takes the quantity from it)`, feature);
+      if (raw === undefined) return badRequest(`${source} is missing (rule ${rule.name} takes the quantity from it)`, feature);
       if (!QUANTITY.test(raw.trim())) return badRequest(`${source} must be a whole number >= 0, got "${raw.slice(0, 32)}"`, feature);
       quantity = Number(raw.trim());
     }
