@@ -64,7 +64,7 @@ type AuthzClient = grpc.Client & { Check: (req: AuthzRequest, cb: (err: grpc.Ser
 function authzStatus(res: AuthzResponse | undefined): string | undefined {
   if (!res) return undefined;
   // Decoded with defaults, the oneof's other member is present as null.
-  const r = res as { ok_response?: { headers: HeaderValueOption[] } | null; denied_response?: { headers: HeaderValueOption[] } | null };
+  const r = res as { ok_response?: { headers: readonly HeaderValueOption[] } | null; denied_response?: { headers: readonly HeaderValueOption[] } | null };
   const headers = r.ok_response?.headers ?? r.denied_response?.headers ?? [];
   return headers.find((h) => h.header.key === "x-proofgate-status")?.header.value ?? (r.ok_response ? "200" : "denied");
 }
