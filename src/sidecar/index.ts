@@ -57,6 +57,7 @@ export interface Sidecar {
 export async function startSidecar(partial: Partial<SidecarOptions>, logger: Logger): Promise<Sidecar> {
   const options: SidecarOptions = { ...defaultSidecarOptions(), ...partial };
   if (!options.grpcListen && !options.grpcSocket) throw new InvalidArgumentError("grpc-listen", "set --grpc-listen or --grpc-socket (both are empty)");
+  if (options.extAuthzListen && !options.extAuthzRules) throw new InvalidArgumentError("ext-authz-listen", "set --ext-authz-rules too: without a rules file ext_authz is off");
   const log = logger.child({ component: "sidecar" });
   const registry = createRegistry("sidecar");
   // Before anything is opened: a rules file that does not load stops the start with its error.

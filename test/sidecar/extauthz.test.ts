@@ -320,6 +320,9 @@ describe("ext_authz rules refused at start", () => {
         [stringify({ ...RULES, identity: { jwt: { jwks_file: "missing.json" } } }), /^identity\.jwt\.jwks_file: cannot read .*missing\.json/],
         [stringify({ ...RULES, rules: [{ name: "t", path: { exact: "/x" }, feature: "a", featur: "b" }] }), /^rules\[0\] \(t\)\.featur: unknown key/],
       ];
+      await expect(startSidecar({ replica: join(dir.path, "r.db"), grpcListen: "127.0.0.1:0", httpListen: "", extAuthzListen: "127.0.0.1:0", natsUrl: "nats://127.0.0.1:1" }, pino({ level: "silent" }))).rejects.toThrow(
+        /^ext-authz-listen: set --ext-authz-rules too/,
+      );
       for (const [text, error] of cases) {
         writeFileSync(path, text);
         await expect(startSidecar({ replica: join(dir.path, "r.db"), grpcListen: "127.0.0.1:0", httpListen: "", extAuthzRules: path, natsUrl: "nats://127.0.0.1:1" }, pino({ level: "silent" }))).rejects.toThrow(error);
