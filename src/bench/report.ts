@@ -124,6 +124,20 @@ export function render(cfg: Config, r: Results, v: Verdict[]): string {
         rows,
       ),
     );
+    const x = s.extAuthz;
+    const authzRows: string[][] = [];
+    for (const sc of x.scenarios) {
+      const cpu = (w: Window): string => (w.cpuPerCall ? `${fmt(w.cpuPerCall.server_us, 1)} µs` : "");
+      authzRows.push([sc.name, "sidecar", ...lat(sc.sidecar), cpu(sc.sidecar), `${sc.ratio.p50}× / ${sc.ratio.p99}×`]);
+      authzRows.push(["", "echo", ...lat(sc.echo), cpu(sc.echo), ""]);
+    }
+    parts.push(
+      table(
+        `Envoy ext_authz Check beside CheckService/Check, TCP, one sidecar serving both (${x.rules} route rules; echo floor answers each with a canned answer of the sidecar's)`,
+        ["scenario", "server", "p50", "p90", "p99", "p99.9", "max", "calls/s", "server CPU/call", "p50/p99 vs echo"],
+        authzRows,
+      ),
+    );
     const steps = [...s.sustainable.sidecar.steps.map((k) => ["sidecar", k] as const), ...s.sustainable.echo.steps.map((k) => ["echo", k] as const)];
     parts.push(
       table(

@@ -16,6 +16,9 @@ import { DecisionLog } from "./check/decision-log.js";
 import { RevisionWaiters } from "./check/revision-waiters.js";
 import { SidecarMetrics } from "./metrics.js";
 import { defaultSidecarOptions, type SidecarOptions } from "./options.js";
+import { ExtAuthzHandler } from "./extauthz/service.js";
+import { ExtAuthzMetrics } from "./extauthz/metrics.js";
+import { RulesFile } from "./extauthz/loader.js";
 
 export { sidecarOptionSpec, defaultSidecarOptions, type SidecarOptions, type SidecarCliOptions } from "./options.js";
 export { DECISIONS_SUBJECT } from "./check/decision-log.js";
@@ -27,6 +30,8 @@ export interface Sidecar {
   readonly grpcAddress: string | undefined;
   /** The unix socket gRPC address (`unix:/path`), if listening on one. */
   readonly grpcSocketAddress: string | undefined;
+  /** Where `envoy.service.auth.v3.Authorization` is served (empty when --ext-authz-rules is not set). */
+  readonly extAuthzAddresses: readonly string[];
   /** The HTTP ops address (`host:port`), if enabled. */
   readonly httpAddress: string | undefined;
   /** The replica's applied revision. */
@@ -54,13 +59,18 @@ export interface Sidecar {
 export async function startSidecar(partial: Partial<SidecarOptions>, logger: Logger): Promise<Sidecar> {
   const options: SidecarOptions = { ...defaultSidecarOptions(), ...partial };
   if (!options.grpcListen && !options.grpcSocket) throw new InvalidArgumentError("grpc-listen", "set --grpc-listen or --grpc-socket (both are empty)");
+  if (options.extAuthzListen && !options.extAuthzRules) throw new InvalidArgumentError("ext-authz-listen", "set --ext-authz-rules too: without a rules file ext_authz is off");
   const log = logger.child({ component: "sidecar" });
   const registry = createRegistry();
+  // Before anything is opened: a rules file that does not load stops the start with its error.
+  const extAuthzMetrics = options.extAuthzRules ? new ExtAuthzMetrics(registry) : undefined;
+  const rulesFile = extAuthzMetrics ? new RulesFile(options.extAuthzRules, log.child({ component: "ext-authz" }), extAuthzMetrics) : undefined;
   const replica = Replica.open(options.replica, log.child({ component: "replica" }));
   const freshness = new Freshness();
   // Set once the servers listen; the metrics and decision log read it through this holder.
   const link: { follower?: Follower } = {};
   let grpc: GrpcServer | undefined;
+  let extAuthzServer: GrpcServer | undefined;
   let ready = false;
   const readyWaiters: (() => void)[] = [];
   const metrics = new SidecarMetrics(registry, {
@@ -98,6 +108,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
   const setReady = (value: boolean): void => {
     ready = value;
     grpc?.setServing(value);
+    extAuthzServer?.setServing(value);
     if (value) readyWaiters.splice(0).forEach((r) => r());
     log.info({ ready: value, revision: replica.revision }, value ? "sidecar ready" : "sidecar not ready");
   };
@@ -108,14 +119,26 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
     removeStaleSocket(options.grpcSocket);
     addresses.push(`unix:${options.grpcSocket}`);
   }
+  const extAuthz =
+    rulesFile && extAuthzMetrics
+    ? new ExtAuthzHandler({ rules: rulesFile, check: (req) => handler.check(req), metrics: extAuthzMetrics, logger: log.child({ component: "ext-authz" }) })
+    : undefined;
   let ops: OpsServer | undefined;
   try {
-    grpc = await GrpcServer.start([handler.binding()], addresses);
+    const shared = extAuthz && !options.extAuthzListen ? [extAuthz.binding()] : [];
+    grpc = await GrpcServer.start([handler.binding(), ...shared], addresses);
+    if (extAuthz && options.extAuthzListen) {
+      const listen = options.extAuthzListen;
+      if (listen.startsWith("unix:")) removeStaleSocket(listen.slice("unix:".length));
+      extAuthzServer = await GrpcServer.start([extAuthz.binding()], [listen]);
+    }
     if (options.httpListen) {
       ops = await OpsServer.start(options.httpListen, { registry, healthy: () => true, ready: () => ready }, log.child({ component: "http" }));
     }
   } catch (err) {
     await grpc?.close(0);
+    await extAuthzServer?.close(0);
+    rulesFile?.close();
     await replica.close();
     throw err;
   }
@@ -153,8 +176,9 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
   const grpcServer = grpc;
   const tcp = grpcServer.addresses.find((a) => !a.startsWith("unix:"));
   const unix = grpcServer.addresses.find((a) => a.startsWith("unix:"));
+  const extAuthzAddresses = extAuthz ? (extAuthzServer ?? grpcServer).addresses : [];
   log.info(
-    { grpc: grpcServer.addresses, http: ops?.address, replica: options.replica, revision: replica.revision, warm: replica.warm, nats: options.natsUrl },
+    { grpc: grpcServer.addresses, extAuthz: extAuthzAddresses, http: ops?.address, replica: options.replica, revision: replica.revision, warm: replica.warm, nats: options.natsUrl },
     "sidecar listening",
   );
 
@@ -163,6 +187,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
     grpcAddresses: grpcServer.addresses,
     grpcAddress: tcp,
     grpcSocketAddress: unix,
+    extAuthzAddresses,
     httpAddress: ops?.address,
     get revision() {
       return replica.revision;
@@ -185,7 +210,8 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
         ready = false;
         // Checks waiting for a min_revision answer now (stale if not reached) instead of holding the shutdown.
         waiters.releaseAll();
-        await grpcServer.close();
+        await Promise.all([grpcServer.close(), extAuthzServer?.close()]);
+        rulesFile?.close();
         waiters.releaseAll();
         await ops?.close();
         decisionLog?.close();
@@ -193,6 +219,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
         await f.close();
         await replica.close();
         if (options.grpcSocket) rmSync(options.grpcSocket, { force: true });
+        if (options.extAuthzListen.startsWith("unix:")) rmSync(options.extAuthzListen.slice("unix:".length), { force: true });
         log.info("sidecar stopped");
       })()),
   };

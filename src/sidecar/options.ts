@@ -21,6 +21,8 @@ export const sidecarOptionSpec = {
   httpListen: string("HTTP address for /healthz, /readyz and /metrics; empty disables it", "127.0.0.1:9091"),
   minRevisionWait: duration("how long a check with min_revision waits for the replica to reach it", 2_000),
   decisionLogSample: fraction("fraction of decisions published to NATS subject proofgate.decisions (0 = off)", 0),
+  extAuthzRules: string("ext_authz rules file (YAML, reloaded on change): serve Envoy's envoy.service.auth.v3.Authorization/Check; empty disables it", ""),
+  extAuthzListen: string("where ext_authz is served (host:port or unix:/path); empty serves it on the Check listener(s)", ""),
   logLevel: logLevel(),
   readyFile: string("once listening, write the bound addresses here as JSON (pid, grpc, http); removed on stop. For scripts and test harnesses, like nats-server's ports file"),
 };

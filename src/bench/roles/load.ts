@@ -18,11 +18,15 @@ import {
   CheckServiceClient,
 } from "../../gen/proofgate/v1/check.js";
 import { statusName } from "../../policy/index.js";
+import { SignJWT, importJWK, type JWK } from "jose";
+import { authorizationService, type CheckRequest as AuthzRequest, type CheckResponse as AuthzResponse, type HeaderValueOption } from "../../sidecar/extauthz/envoy.js";
 import { CHECK_FEATURES, customerId } from "../data.js";
+import { authzRequest } from "../extauthz.js";
 import { Histogram, type HistogramJson } from "../histogram.js";
 import { serve } from "../ipc.js";
 
-export type Rpc = "check" | "batch";
+/** `authz`: Envoy's ext_authz Check, customer id in a header; `authz-jwt`: in a signed JWT. */
+export type Rpc = "check" | "batch" | "authz" | "authz-jwt";
 
 export interface RunPlan {
   readonly rpc: Rpc;
@@ -52,10 +56,24 @@ export interface RunResult {
 const BATCH = 10;
 const MAX_OUTSTANDING = 20_000;
 
-type Call = (cb: (err: grpc.ServiceError | null, status: AccessStatus | undefined) => void) => void;
+/** The answer's status: the AccessStatus name, or for ext_authz its x-proofgate-status (HTTP code when absent). */
+type Call = (cb: (err: grpc.ServiceError | null, status: string | undefined) => void) => void;
+
+type AuthzClient = grpc.Client & { Check: (req: AuthzRequest, cb: (err: grpc.ServiceError | null, res: AuthzResponse | undefined) => void) => void };
+
+function authzStatus(res: AuthzResponse | undefined): string | undefined {
+  if (!res) return undefined;
+  // Decoded with defaults, the oneof's other member is present as null.
+  const r = res as { ok_response?: { headers: readonly HeaderValueOption[] } | null; denied_response?: { headers: readonly HeaderValueOption[] } | null };
+  const headers = r.ok_response?.headers ?? r.denied_response?.headers ?? [];
+  return headers.find((h) => h.header.key === "x-proofgate-status")?.header.value ?? (r.ok_response ? "200" : "denied");
+}
 
 export function start(): void {
   let client: CheckServiceClient | undefined;
+  let authz: AuthzClient | undefined;
+  let address = "";
+  let tokens: string[] = [];
   let customers = 1;
   let background: { stop: () => void; mark: () => RunResult } | undefined;
 
@@ -80,10 +98,28 @@ export function start(): void {
     if (!client) throw new Error("not connected");
     return client;
   };
+  const authzClient = (): AuthzClient => {
+    if (!authz) {
+      const Ctor = grpc.makeGenericClientConstructor(authorizationService(), "Authorization");
+      authz = new Ctor(address, grpc.credentials.createInsecure()) as unknown as AuthzClient;
+    }
+    return authz;
+  };
+  const name = (s: AccessStatus | undefined): string | undefined => (s === undefined ? undefined : statusName(s));
   const call = (rpc: Rpc): Call => {
+    if (rpc === "authz" || rpc === "authz-jwt") {
+      const cl = authzClient();
+      const jwt = rpc === "authz-jwt";
+      if (jwt && tokens.length === 0) throw new Error("no tokens: connect with jwt");
+      return (cb) => {
+        const req = checkRequest();
+        const auth = jwt ? `Bearer ${tokens[Math.floor(r() * tokens.length)] ?? ""}` : undefined;
+        cl.Check(authzRequest(req.customerId, req.feature, req.quantity, auth), (err, res) => cb(err, authzStatus(res)));
+      };
+    }
     const cl = c();
-    if (rpc === "check") return (cb) => cl.check(checkRequest(), (err, res: CheckResponse | undefined) => cb(err, res?.status));
-    return (cb) => cl.checkBatch(batchRequest(), (err, res: CheckBatchResponse | undefined) => cb(err, res?.results[0]?.status));
+    if (rpc === "check") return (cb) => cl.check(checkRequest(), (err, res: CheckResponse | undefined) => cb(err, name(res?.status)));
+    return (cb) => cl.checkBatch(batchRequest(), (err, res: CheckBatchResponse | undefined) => cb(err, name(res?.results[0]?.status)));
   };
 
   /** Runs until `endAt` (ms) or forever when undefined; measures from `measureFrom`. */
@@ -101,7 +137,7 @@ export function start(): void {
     let stopped = false;
     let windowStart = measureFrom;
     const fire = call(plan.rpc);
-    const record = (t0: number, err: grpc.ServiceError | null, status: AccessStatus | undefined): void => {
+    const record = (t0: number, err: grpc.ServiceError | null, status: string | undefined): void => {
       const t1 = performance.now();
       answered++;
       if (t0 < windowStart) return;
@@ -112,7 +148,7 @@ export function start(): void {
       }
       hist.record((t1 - t0) * 1e6);
       completed++;
-      const s = status === undefined ? "?" : statusName(status);
+      const s = status ?? "?";
       statuses[s] = (statuses[s] ?? 0) + 1;
     };
     const finished = (): boolean => stopped || (endAt !== undefined && performance.now() >= endAt);
@@ -198,6 +234,9 @@ export function start(): void {
     {
       connect: async (a: { address: string; customers: number; channelOptions?: grpc.ChannelOptions }) => {
         client?.close();
+        authz?.close();
+        authz = undefined;
+        address = a.address;
         customers = a.customers;
         client = new CheckServiceClient(a.address, grpc.credentials.createInsecure(), a.channelOptions);
         const cl = client;
@@ -212,6 +251,25 @@ export function start(): void {
             // Measured up to the end of the window, not to the last straggler.
             resolve(h?.mark() as RunResult);
           });
+        }),
+      /** Signs `count` tokens (ES256, 10 minutes) for random customers, for `authz-jwt`. */
+      tokens: async (a: { privateJwk: JWK; kid: string; count: number }) => {
+        const key = await importJWK(a.privateJwk, "ES256");
+        const now = Math.floor(Date.now() / 1000);
+        tokens = await Promise.all(
+          Array.from({ length: a.count }, () =>
+            new SignJWT({}).setProtectedHeader({ alg: "ES256", kid: a.kid }).setSubject(customerId(Math.floor(r() * customers))).setIssuedAt(now).setExpirationTime(now + 600).sign(key),
+          ),
+        );
+        return { count: tokens.length };
+      },
+      /** One ext_authz call (`authz` or `authz-jwt`): its answer, e.g. to see a rules change in force or to give the echo floor a typical answer. */
+      authzOnce: (a: { rpc: Rpc }) =>
+        new Promise<{ status: string | undefined; response: AuthzResponse | undefined }>((resolve, reject) => {
+          const cl = authzClient();
+          const req = checkRequest();
+          const auth = a.rpc === "authz-jwt" ? `Bearer ${tokens[0] ?? ""}` : undefined;
+          cl.Check(authzRequest(req.customerId, "api-access", undefined, auth), (err, res) => (err ? reject(err) : resolve({ status: authzStatus(res), response: res })));
         }),
       /** An open-loop rate running until `backgroundStop`; `backgroundMark` cuts a measurement window. */
       backgroundStart: (a: { rpc: Rpc; rate: number }) => {
@@ -268,6 +326,7 @@ export function start(): void {
     () => {
       background?.stop();
       client?.close();
+      authz?.close();
       return Promise.resolve();
     },
   );

@@ -4,14 +4,17 @@
  * Check latency suite against the same sidecar and a bare grpc-js echo server, and warm restarts.
  * Every role is its own process: nats-server, the seeder, the sidecar, the echo server, the client.
  */
-import { statSync } from "node:fs";
+import { mkdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { exportJWK, generateKeyPair } from "jose";
+import { parse } from "yaml";
 import { NatsServer } from "../../dev/nats-server.js";
 import type { Config } from "../config.js";
 import { Histogram, type Summary } from "../histogram.js";
 import { Child } from "../ipc.js";
 import type { RunPlan, RunResult, Rpc } from "../roles/load.js";
 import { cpuMsOf, round, rssOf, sleep } from "../util.js";
+import { benchRules } from "../extauthz.js";
 
 export interface Window {
   readonly latency: Summary;
@@ -102,6 +105,11 @@ export interface SidecarResults {
   readonly scenarios: readonly Scenario[];
   readonly sustainable: { readonly sidecar: Sustain; readonly echo: Sustain };
   readonly warmRestart: { readonly runs: readonly { readyMs: number; fromSpawnMs: number }[]; readonly medianReadyMs: number; readonly medianFromSpawnMs: number };
+  /**
+   * Envoy's ext_authz Check (header identity, then an ES256 JWT) beside CheckService/Check, on one
+   * sidecar process serving both on one TCP listener (warm replica), each against its echo floor.
+   */
+  readonly extAuthz: { readonly rules: number; readonly scenarios: readonly Scenario[] };
 }
 
 export interface Env {
@@ -308,6 +316,9 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
     await echo.stop();
     await sidecar.stop();
 
+    // ---------------------------------------------------------------- ext_authz beside Check (own process, so the figures above stay those of a plain sidecar)
+    const extAuthz = await extAuthzScenarios(cfg, env, fork, load, { replicaPath, natsUrl: nats.url, checkResponse: sample.typical });
+
     // ---------------------------------------------------------------- warm restarts
     log(`warm restart ×${cfg.warmRestarts} (existing replica, ${cfg.customers.toLocaleString("en")} customers)`);
     const runs: { readyMs: number; fromSpawnMs: number }[] = [];
@@ -367,9 +378,104 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       scenarios,
       sustainable,
       warmRestart: { runs, medianReadyMs: median(runs.map((r) => r.readyMs)), medianFromSpawnMs: median(runs.map((r) => r.fromSpawnMs)) },
+      extAuthz,
     };
   } finally {
     killAll();
     await nats.dispose();
   }
+}
+
+/** One scenario: the server and its echo floor, back to back, with the CPU both sides used per call. */
+async function runPair(
+  load: Child,
+  servers: { sidecar: { address: string; pid: number }; echo: { address: string; pid: number } },
+  customers: number,
+  name: string,
+  plan: RunPlan,
+): Promise<Scenario> {
+  const one = async (server: "sidecar" | "echo"): Promise<Window> => {
+    await load.call("connect", { address: servers[server].address, customers });
+    const s0 = cpuMsOf(servers[server].pid);
+    const c0 = cpuMsOf(load.pid);
+    const r = await load.call<RunResult>("run", plan);
+    const per = (ms: number): number => round((ms * 1000) / Math.max(1, r.answered), 1);
+    return window(r, undefined, { server_us: per(cpuMsOf(servers[server].pid) - s0), client_us: per(cpuMsOf(load.pid) - c0) });
+  };
+  const e = await one("echo");
+  const s = await one("sidecar");
+  return {
+    name,
+    transport: "tcp",
+    rpc: plan.rpc,
+    mode: plan.mode,
+    ...(plan.concurrency ? { concurrency: plan.concurrency } : {}),
+    sidecar: s,
+    echo: e,
+    ratio: {
+      p50: ratio(s.latency.p50_us, e.latency.p50_us),
+      p90: ratio(s.latency.p90_us, e.latency.p90_us),
+      p99: ratio(s.latency.p99_us, e.latency.p99_us),
+      p999: ratio(s.latency.p999_us, e.latency.p999_us),
+      throughput: ratio(s.throughput, e.throughput),
+      serverCpuPerCall: ratio(s.cpuPerCall?.server_us ?? NaN, e.cpuPerCall?.server_us ?? NaN),
+    },
+  };
+}
+
+/**
+ * A sidecar on the warm replica with an ext_authz rules file (one route per feature of the Check
+ * mix), serving CheckService and Authorization on one TCP listener: Check, ext_authz with the
+ * customer in a header, then (the rules file rewritten, reloaded without a restart) in an ES256
+ * JWT. The echo floor answers each with a canned answer of the sidecar's.
+ */
+async function extAuthzScenarios(
+  cfg: Config,
+  env: Env,
+  fork: (role: string) => Promise<Child>,
+  load: Child,
+  a: { replicaPath: string; natsUrl: string; checkResponse: Uint8Array },
+): Promise<SidecarResults["extAuthz"]> {
+  const { log } = env;
+  const dir = join(env.dir, "ext-authz");
+  mkdirSync(dir, { recursive: true });
+  const rulesPath = join(dir, "rules.yaml");
+  writeFileSync(rulesPath, benchRules({ header: "x-customer-id" }));
+  const { publicKey, privateKey } = await generateKeyPair("ES256", { extractable: true });
+  writeFileSync(join(dir, "jwks.json"), JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: "bench", alg: "ES256", use: "sig" }] }));
+  log("ext_authz Check beside CheckService/Check (one sidecar, one TCP listener, warm replica)");
+  const sidecar = await fork("sidecar");
+  const started = await sidecar.call<{ tcp: string }>("start", { replica: a.replicaPath, natsUrl: a.natsUrl, extAuthzRules: rulesPath });
+  await sidecar.call("ready");
+  await load.call("connect", { address: started.tcp, customers: cfg.customers });
+  await load.call("tokens", { privateJwk: await exportJWK(privateKey), kid: "bench", count: 2_000 });
+  const typical = await load.call<{ response: unknown }>("authzOnce", { rpc: "authz" });
+  const echo = await fork("echo");
+  const echoAddr = await echo.call<{ tcp: string }>("start", { response: a.checkResponse, authzResponse: typical.response });
+  const servers = { sidecar: { address: started.tcp, pid: sidecar.pid }, echo: { address: echoAddr.tcp, pid: echo.pid } };
+  const base = { durationMs: cfg.check.durationMs, warmupMs: cfg.check.warmupMs, mode: "closed" as const };
+  const n = cfg.check.concurrency;
+  const scenarios: Scenario[] = [];
+  const run = async (name: string, plan: RunPlan): Promise<void> => {
+    const sc = await runPair(load, servers, cfg.customers, name, plan);
+    scenarios.push(sc);
+    log(`  ${name.padEnd(36)} sidecar p50 ${sc.sidecar.latency.p50_us} p99 ${sc.sidecar.latency.p99_us} µs ${sc.sidecar.throughput}/s | echo p50 ${sc.echo.latency.p50_us} p99 ${sc.echo.latency.p99_us} µs`);
+  };
+  for (const c of [1, n]) {
+    await run(`CheckService/Check closed c=${c}`, { ...base, rpc: "check", concurrency: c });
+    await run(`ext_authz Check, header id, c=${c}`, { ...base, rpc: "authz", concurrency: c });
+  }
+  // The same routes, the customer now in an ES256 JWT: the rules file is rewritten and reloaded.
+  writeFileSync(rulesPath, benchRules({ jwt: { jwks_file: "jwks.json", algorithms: ["ES256"] } }));
+  await load.call("connect", { address: started.tcp, customers: cfg.customers });
+  for (let i = 0; ; i++) {
+    const r = await load.call<{ status: string | undefined }>("authzOnce", { rpc: "authz-jwt" });
+    if (r.status !== "UNAUTHENTICATED") break;
+    if (i > 200) throw new Error("the sidecar did not reload the JWT rules within 10 s");
+    await sleep(50);
+  }
+  for (const c of [1, n]) await run(`ext_authz Check, ES256 JWT, c=${c}`, { ...base, rpc: "authz-jwt", concurrency: c });
+  await echo.stop();
+  await sidecar.stop();
+  return { rules: (parse(benchRules({ header: "x-customer-id" })) as { rules: unknown[] }).rules.length, scenarios };
 }

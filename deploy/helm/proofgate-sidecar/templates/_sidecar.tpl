@@ -131,6 +131,17 @@ securityContext:
 # Kubernetes >= 1.29 native sidecar: adds restartPolicy: Always; include the container under
 # initContainers instead of containers, and it starts (and is ready) before the application.
 nativeSidecar: false
+# Envoy / Istio external authorization (docs/ext-authz.md): the sidecar also serves
+# envoy.service.auth.v3.Authorization/Check for the pod's mesh proxy, from a rules file.
+extAuthz:
+  enabled: false
+  # An existing ConfigMap with the rules file (and the JWKS file it names, if any). Mounted as a
+  # directory, never with subPath, so edits reach the sidecar (it reloads without a restart).
+  configMap: ""
+  # The rules file's key in that ConfigMap.
+  rulesKey: rules.yaml
+  # Port on 127.0.0.1 for the proxy; 0 serves ext_authz on the Check listener (grpcPort).
+  port: 50062
 # Extra EnvVar entries for the sidecar container.
 extraEnv: []
 {{- end }}
@@ -152,6 +163,9 @@ proofgate.io/sidecar: "true"
 {{- if $volume }}{{ $_ := set $v.replica "volume" $volume }}{{ end }}
 {{- if not (has $v.transport (list "tcp" "unix" "both")) }}
 {{- fail (printf "proofgateSidecar.transport must be tcp, unix or both, got %v" $v.transport) }}
+{{- end }}
+{{- if and $v.extAuthz.enabled (not $v.extAuthz.configMap) }}
+{{- fail "proofgateSidecar.extAuthz.configMap: name the ConfigMap holding the ext_authz rules file" }}
 {{- end }}
 {{- toYaml $v }}
 {{- end }}
@@ -231,6 +245,13 @@ proofgate.io/sidecar: "true"
       value: {{ $v.decisionLogSample | toString | quote }}
     - name: PROOFGATE_LOG_LEVEL
       value: {{ $v.logLevel | quote }}
+    {{- if $v.extAuthz.enabled }}
+    - name: PROOFGATE_EXT_AUTHZ_RULES
+      value: {{ printf "/etc/proofgate/ext-authz/%s" $v.extAuthz.rulesKey | quote }}
+    # Loopback: only the pod's own proxy asks.
+    - name: PROOFGATE_EXT_AUTHZ_LISTEN
+      value: {{ ternary "" (printf "127.0.0.1:%v" $v.extAuthz.port) (eq (int $v.extAuthz.port) 0) | quote }}
+    {{- end }}
     {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -262,6 +283,11 @@ proofgate.io/sidecar: "true"
     {{- if $v.nats.credentials.existingSecret }}
     - name: proofgate-nats-creds
       mountPath: /etc/proofgate/nats
+      readOnly: true
+    {{- end }}
+    {{- if $v.extAuthz.enabled }}
+    - name: proofgate-ext-authz
+      mountPath: /etc/proofgate/ext-authz
       readOnly: true
     {{- end }}
 {{- end }}
@@ -298,6 +324,11 @@ chart then includes "proofgate.sidecar.container" under initContainers instead o
     items:
       - key: {{ $v.nats.credentials.key }}
         path: {{ $v.nats.credentials.key }}
+{{- end }}
+{{- if $v.extAuthz.enabled }}
+- name: proofgate-ext-authz
+  configMap:
+    name: {{ $v.extAuthz.configMap }}
 {{- end }}
 {{- end }}
 
