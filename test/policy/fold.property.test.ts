@@ -6,10 +6,12 @@ import {
   SubscriptionStatus,
   type BillingEvent,
 } from "../../src/gen/proofgate/v1/billing.js";
-import { AccessDocument, OverrideEffect, type Override } from "../../src/gen/proofgate/v1/document.js";
+import { AccessDocument, OverrideEffect, type Override, type SubscriptionAccess } from "../../src/gen/proofgate/v1/document.js";
 import { DisputePolicy, StalePolicy } from "../../src/gen/proofgate/v1/catalog.js";
 import { CatalogIndex } from "../../src/catalog/index.js";
 import { ALLOWED_STATUSES, evaluate, foldDocument } from "../../src/policy/index.js";
+import { assembleDocument, foldPart, intentOf, invoiceOf, partOf } from "../../src/policy/fold.js";
+import { BillingEvent as BillingEventCodec } from "../../src/gen/proofgate/v1/billing.js";
 import { DAY, T0, demoCatalog } from "./story.js";
 
 const RUNS = 2_000;
@@ -19,10 +21,12 @@ const plan = fc.constantFrom("basic", "premium", "enterprise", "no-such-plan", "
 const addons = fc.subarray(["ai-assistant", "ai-assistant", "ghost"]);
 const sub = fc.constantFrom("sub_1", "sub_2");
 const invoice = fc.constantFrom("in_1", "in_2", "in_3", "in_4");
+/** Enough invoices that a subscription keeps only its latest MAX_INVOICES_PER_SUBSCRIPTION. */
+const manyInvoices = fc.integer({ min: 1, max: 40 }).map((n) => `in_${n}`);
 const enumValue = <T extends number>(e: Record<string, string | T>): fc.Arbitrary<T> =>
   fc.constantFrom(...Object.values(e).filter((v): v is T => typeof v === "number"));
 
-const kind: fc.Arbitrary<BillingEvent["kind"]> = fc.oneof(
+const kindOf = (invoice: fc.Arbitrary<string>): fc.Arbitrary<BillingEvent["kind"]> => fc.oneof(
   fc.record({
     $case: fc.constant("subscription" as const),
     value: fc.record({
@@ -58,10 +62,11 @@ const kind: fc.Arbitrary<BillingEvent["kind"]> = fc.oneof(
     value: fc.record({ invoiceId: invoice, result: enumValue(RecoveryResult), nextAttemptAt: optionalTime }),
   }),
 );
+const kind = kindOf(invoice);
 
 /** Events with distinct ids; duplicates in the tests are exact copies, as redelivery produces. */
-const events = fc
-  .array(fc.record({ occurredAt: time, subscriptionId: sub, kind }), { minLength: 0, maxLength: 25 })
+const eventsOf = (k: fc.Arbitrary<BillingEvent["kind"]>, maxLength: number): fc.Arbitrary<BillingEvent[]> => fc
+  .array(fc.record({ occurredAt: time, subscriptionId: sub, kind: k }), { minLength: 0, maxLength })
   .map((xs) =>
     xs.map(
       (x, i): BillingEvent => ({
@@ -75,6 +80,8 @@ const events = fc
       }),
     ),
   );
+const events = eventsOf(kind, 25);
+const longEvents = eventsOf(kindOf(manyInvoices), 120);
 
 const overrides: fc.Arbitrary<Override[]> = fc.array(
   fc.record({
@@ -100,6 +107,38 @@ const overrides: fc.Arbitrary<Override[]> = fc.array(
 
 const bytes = (d: AccessDocument): string => Buffer.from(AccessDocument.encode(d).finish()).toString("hex");
 
+/** As stored and read back by the writer. */
+const stored = (es: readonly BillingEvent[]): BillingEvent[] => es.map((e) => BillingEventCodec.decode(BillingEventCodec.encode(e).finish()));
+
+/**
+ * The writer's incremental fold, in memory: each arriving fact is folded into the stored deciding
+ * facts of its part only (`chunk` facts of one part at a time), and the document is assembled
+ * from the parts.
+ */
+function incremental(customerId: string, arrivals: readonly BillingEvent[], overrides: readonly Override[]): AccessDocument {
+  const subs = new Map<string, { intent: BillingEvent[]; invoices: Map<string, BillingEvent[]> }>();
+  const ids = new Set<string>();
+  let last = 0;
+  for (const e of arrivals) {
+    ids.add(e.eventId);
+    last = Math.max(last, e.occurredAt?.getTime() ?? 0);
+    const { subscriptionId, invoiceId } = partOf(e);
+    let sub = subs.get(subscriptionId);
+    if (!sub) {
+      sub = { intent: [], invoices: new Map() };
+      subs.set(subscriptionId, sub);
+    }
+    if (invoiceId === undefined) sub.intent = stored(foldPart(sub.intent, [e]));
+    else sub.invoices.set(invoiceId, stored(foldPart(sub.invoices.get(invoiceId) ?? [], [e])));
+  }
+  const parts: SubscriptionAccess[] = [...subs.entries()].map(([subscriptionId, s]) => ({
+    subscriptionId,
+    intent: intentOf(s.intent),
+    invoices: [...s.invoices.entries()].map(([invoiceId, deciding]) => invoiceOf(invoiceId, deciding)),
+  }));
+  return assembleDocument(customerId, parts, overrides, ids.size, last);
+}
+
 describe("fold", () => {
   it("is independent of arrival order and duplicates", () => {
     fc.assert(
@@ -119,6 +158,36 @@ describe("fold", () => {
         },
       ),
       { numRuns: RUNS },
+    );
+  });
+
+  it("folds incrementally, fact by fact into stored parts, to the byte-identical document, for any order and duplication", () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(events, longEvents).chain((es) => fc.tuple(fc.constant(es), fc.shuffledSubarray([...es, ...es], { minLength: es.length, maxLength: es.length * 2 }))),
+        overrides,
+        ([es, arrivals], os) => {
+          // Every fact arrives at least once, in any order, some twice.
+          const all = [...arrivals, ...es.filter((e) => !arrivals.some((a) => a.eventId === e.eventId))];
+          expect(bytes(incremental("cus_p", all, os))).toBe(bytes(foldDocument("cus_p", es, os)));
+        },
+      ),
+      { numRuns: RUNS },
+    );
+  });
+
+  it("keeps at most six deciding facts per part, however long the history", () => {
+    fc.assert(
+      fc.property(longEvents, (es) => {
+        const byPart = new Map<string, BillingEvent[]>();
+        for (const e of es) {
+          const { subscriptionId, invoiceId } = partOf(e);
+          const key = `${subscriptionId}/${invoiceId ?? ""}`;
+          byPart.set(key, foldPart(byPart.get(key) ?? [], [e]));
+        }
+        for (const deciding of byPart.values()) expect(deciding.length).toBeLessThanOrEqual(6);
+      }),
+      { numRuns: RUNS / 4 },
     );
   });
 
