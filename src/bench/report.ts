@@ -117,6 +117,7 @@ export function render(cfg: Config, r: Results, v: Verdict[]): string {
         row("replica read + decode + evaluate", "readDecodeEvaluate"),
         row("Check handler (read…response object)", "handler"),
         row("Check handler + request decode + response encode", "handlerWire"),
+        row("Check as served: request decode + answer cache (bytes)", "handlerCached"),
         row("CheckBatch(10) handler + decode + encode", "batchWire"),
       ]),
     );
