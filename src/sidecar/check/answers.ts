@@ -2,8 +2,8 @@ import { CheckResponse } from "../../gen/proofgate/v1/check.js";
 import type { CatalogIndex } from "../../catalog/index.js";
 import { toCheckResponse, type Decision } from "../../policy/index.js";
 
-/** Entries kept; the oldest goes first when full. About 200 B each: ~10 MB at most. */
-export const MAX_ANSWERS = 50_000;
+/** Entries kept; the oldest goes first when full. Up to about 1 KB each (the document bytes are held to compare): ~10 MB. */
+export const MAX_ANSWERS = 10_000;
 
 /**
  * One answer, encoded: CheckResponse fields 1–6 (everything but revision and stale, which come
