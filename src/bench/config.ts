@@ -42,6 +42,8 @@ export interface Config {
     readonly customers: number;
   };
   readonly evaluate: { readonly docs: number; readonly ms: number };
+  /** Writer CPU per event by history length: facts per customer, customers per length, measured events per length. */
+  readonly history: { readonly facts: readonly number[]; readonly customers: number; readonly events: number };
 }
 
 export function config(quick: boolean, customers?: number): Config {
@@ -60,6 +62,7 @@ export function config(quick: boolean, customers?: number): Config {
       e2e: { rate: 200, durationMs: 3_000, ladder: [1_000], ladderMs: 1_500, customers: 2_000 },
       ingest: { batches: [1, 10, 100], concurrencies: [8], durationMs: 1_000, warmupMs: 200, natsCount: 5_000, customers: 5_000 },
       evaluate: { docs: 10_000, ms: 100 },
+      history: { facts: [10, 100, 1_000], customers: 10, events: 500 },
     };
   }
   return {
@@ -76,5 +79,6 @@ export function config(quick: boolean, customers?: number): Config {
     e2e: { rate: 200, durationMs: 30_000, ladder: [500, 1_000, 2_000, 3_000, 4_000], ladderMs: 10_000, customers: 10_000 },
     ingest: { batches: [1, 10, 100], concurrencies: [1, 16], durationMs: 10_000, warmupMs: 1_000, natsCount: 50_000, customers: 20_000 },
     evaluate: { docs: 100_000, ms: 1_000 },
+    history: { facts: [10, 100, 1_000], customers: 50, events: 5_000 },
   };
 }

@@ -63,6 +63,18 @@ export function verdicts(cfg: Config, r: Results): Verdict[] {
       measured: `p99 ${fmt(w.e2e.target.latency.p99_us / 1000, 1)} ms`,
       met: w.e2e.target.latency.p99_us <= 25_000 && w.e2e.target.missed === 0,
     });
+    const h = w.history;
+    const shortest = h[0];
+    const longest = h.at(-1);
+    if (shortest && longest && h.length > 1) {
+      const ratio = Math.round((longest.cpuPerEvent_us / shortest.cpuPerEvent_us) * 100) / 100;
+      out.push({
+        what: `Writer CPU per event, ${fmt(longest.facts)} vs ${fmt(shortest.facts)} facts of history`,
+        target: "≤ 1.5×",
+        measured: `${ratio}× (${fmt(longest.cpuPerEvent_us)} vs ${fmt(shortest.cpuPerEvent_us)} µs)`,
+        met: ratio <= 1.5,
+      });
+    }
     const best = [...w.ingest].sort((a, b) => b.eventsPerSecond - a.eventsPerSecond)[0];
     if (best) {
       out.push({
@@ -105,6 +117,7 @@ export function render(cfg: Config, r: Results, v: Verdict[]): string {
         row("replica read + decode + evaluate", "readDecodeEvaluate"),
         row("Check handler (read…response object)", "handler"),
         row("Check handler + request decode + response encode", "handlerWire"),
+        row("Check as served: request decode + answer cache (bytes)", "handlerCached"),
         row("CheckBatch(10) handler + decode + encode", "batchWire"),
       ]),
     );
@@ -201,6 +214,15 @@ export function render(cfg: Config, r: Results, v: Verdict[]): string {
           i.callLatency ? `${fmt(i.callLatency.p50_us / 1000, 1)} ms` : "",
           i.callLatency ? `${fmt(i.callLatency.p99_us / 1000, 1)} ms` : "",
         ]),
+      ),
+    );
+  }
+  if (w?.history.length) {
+    parts.push(
+      table(
+        "3b. Writer CPU per event by history length (in process, durable ledger, batches of 10)",
+        ["facts per customer", "writer CPU/event", "full fold of the customer (before)"],
+        w.history.map((h) => [fmt(h.facts), `${fmt(h.cpuPerEvent_us)} µs`, `${fmt(h.fullFold_us)} µs`]),
       ),
     );
   }

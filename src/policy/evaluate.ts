@@ -264,3 +264,36 @@ export function when(ms: number): string {
   if (!(year >= 1000 && year <= 9999)) return `${new Date(ms).toISOString().slice(0, 16).replace("T", " ")} UTC`;
   return `${year}-${two(month)}-${two(day)} ${two(Math.floor(minutes / 60))}:${two(minutes % 60)} UTC`;
 }
+
+/**
+ * The first instant after `nowMs` at which any check of this document may answer differently:
+ * the earliest override start or end, cancellation, trial end, invoice period start or end, or
+ * grace end still ahead (Infinity if none). Every rule compares the clock with one of these
+ * instants, so `evaluate(doc, catalog, f, q, t)` is the same for every t in [nowMs, result), for
+ * every feature and quantity: answers can be reused until then, exactly. May be earlier than the
+ * next change of a particular answer, never later.
+ */
+export function answersHoldUntil(doc: AccessDocument | undefined, catalog: CatalogIndex, nowMs: number): number {
+  let next = Infinity;
+  const consider = (t: number): void => {
+    if (t > nowMs && t < next) next = t;
+  };
+  if (!doc) return next;
+  for (const o of doc.overrides) {
+    consider(o.validFromMs);
+    consider(o.validUntilMs);
+  }
+  for (const s of doc.subscriptions) {
+    const intent = s.intent;
+    if (intent) {
+      consider(intent.cancelAtMs);
+      consider(intent.trialEndMs);
+    }
+    for (const i of s.invoices) {
+      consider(i.periodStartMs);
+      consider(i.periodEndMs);
+      consider(i.periodEndMs + catalog.gracePeriodMs);
+    }
+  }
+  return next;
+}

@@ -69,65 +69,128 @@ export function foldDocument(customerId: string, facts: readonly BillingEvent[],
   const subs = new Map<string, SubscriptionAcc>();
   let lastEventAtMs = 0;
   for (const e of unique) {
-    const at = ms(e.occurredAt);
-    lastEventAtMs = Math.max(lastEventAtMs, at);
-    let sub = subs.get(e.subscriptionId);
-    if (!sub) {
-      sub = { invoices: new Map() };
-      subs.set(e.subscriptionId, sub);
-    }
-    const k = e.kind;
-    if (!k) continue;
-    if (k.$case === "subscription") {
-      sub.intent = later(sub.intent, { key: [k.value.version, at, e.eventId], event: e, value: k.value });
-      continue;
-    }
-    const invoiceId = k.value.invoiceId;
-    let inv = sub.invoices.get(invoiceId);
-    if (!inv) {
-      inv = {};
-      sub.invoices.set(invoiceId, inv);
-    }
-    if (k.$case === "recovery") {
-      const r = k.value;
-      inv.recovery = later(inv.recovery, {
-        key: [TERMINAL_RECOVERIES.has(r.result) ? 1 : 0, at, e.eventId],
-        event: e,
-        value: { result: r.result, nextAttemptAt: r.nextAttemptAt },
-      });
-      continue;
-    }
-    const p = k.value;
-    if (p.periodEnd) inv.period = later(inv.period, { key: [at, e.eventId], event: e, value: p });
-    if (TERMINAL_PAYMENTS.has(p.result) || IN_FLIGHT_PAYMENTS.has(p.result)) {
-      inv.payment = later(inv.payment, { key: [TERMINAL_PAYMENTS.has(p.result) ? 1 : 0, at, e.eventId], event: e, value: p });
-      if (p.result === PaymentResult.PAYMENT_RESULT_FAILED) inv.failure = later(inv.failure, { key: [at, e.eventId], event: e, value: p });
-    } else if (p.result === PaymentResult.PAYMENT_RESULT_REFUNDED) {
-      // The first refund is when access was revoked; later ones change nothing.
-      inv.refund = later(inv.refund, { key: [-at, e.eventId], event: e, value: p });
-    } else if (DISPUTES.has(p.result)) {
-      inv.dispute = later(inv.dispute, { key: [at, disputeRank(p.result), e.eventId], event: e, value: p });
-    }
+    lastEventAtMs = Math.max(lastEventAtMs, ms(e.occurredAt));
+    accumulate(subs, e);
   }
+  const subscriptions = [...subs.entries()].map(([subscriptionId, acc]) => ({
+    subscriptionId,
+    intent: acc.intent ? toIntent(acc.intent) : undefined,
+    invoices: [...acc.invoices.entries()].map(([invoiceId, inv]) => toInvoice(invoiceId, inv)),
+  }));
+  return assembleDocument(customerId, subscriptions, overrides, unique.length, lastEventAtMs);
+}
 
-  const subscriptions: SubscriptionAccess[] = [...subs.entries()]
-    .sort(([a], [b]) => compare(a, b))
-    .map(([subscriptionId, acc]) => ({
-      subscriptionId,
-      intent: acc.intent ? toIntent(acc.intent) : undefined,
-      invoices: [...acc.invoices.entries()]
-        .map(([invoiceId, inv]) => toInvoice(invoiceId, inv))
-        .sort((a, b) => a.periodEndMs - b.periodEndMs || compare(a.invoiceId, b.invoiceId))
-        .slice(-MAX_INVOICES_PER_SUBSCRIPTION),
-    }));
-
+/**
+ * The document from its folded parts: subscriptions sorted by id, each with its latest
+ * MAX_INVOICES_PER_SUBSCRIPTION invoices by period end (then invoice id), overrides sorted by id.
+ * `subscriptions` may carry more invoices than are kept, in any order.
+ */
+export function assembleDocument(
+  customerId: string,
+  subscriptions: readonly SubscriptionAccess[],
+  overrides: readonly Override[],
+  factCount: number,
+  lastEventAtMs: number,
+): AccessDocument {
   return {
     customerId,
-    subscriptions,
+    subscriptions: [...subscriptions]
+      .sort((a, b) => compare(a.subscriptionId, b.subscriptionId))
+      .map((s) => ({ ...s, invoices: [...s.invoices].sort((a, b) => a.periodEndMs - b.periodEndMs || compare(a.invoiceId, b.invoiceId)).slice(-MAX_INVOICES_PER_SUBSCRIPTION) })),
     overrides: [...overrides].sort((a, b) => compare(a.overrideId, b.overrideId)),
-    factCount: unique.length,
+    factCount,
     lastEventAtMs,
   };
+}
+
+/** One event into the accumulators; every pick is a maximum, so order and repetition do not matter. */
+function accumulate(subs: Map<string, SubscriptionAcc>, e: BillingEvent): void {
+  const at = ms(e.occurredAt);
+  let sub = subs.get(e.subscriptionId);
+  if (!sub) {
+    sub = { invoices: new Map() };
+    subs.set(e.subscriptionId, sub);
+  }
+  const k = e.kind;
+  if (!k) return;
+  if (k.$case === "subscription") {
+    sub.intent = later(sub.intent, { key: [k.value.version, at, e.eventId], event: e, value: k.value });
+    return;
+  }
+  const invoiceId = k.value.invoiceId;
+  let inv = sub.invoices.get(invoiceId);
+  if (!inv) {
+    inv = {};
+    sub.invoices.set(invoiceId, inv);
+  }
+  if (k.$case === "recovery") {
+    const r = k.value;
+    inv.recovery = later(inv.recovery, {
+      key: [TERMINAL_RECOVERIES.has(r.result) ? 1 : 0, at, e.eventId],
+      event: e,
+      value: { result: r.result, nextAttemptAt: r.nextAttemptAt },
+    });
+    return;
+  }
+  const p = k.value;
+  if (p.periodEnd) inv.period = later(inv.period, { key: [at, e.eventId], event: e, value: p });
+  if (TERMINAL_PAYMENTS.has(p.result) || IN_FLIGHT_PAYMENTS.has(p.result)) {
+    inv.payment = later(inv.payment, { key: [TERMINAL_PAYMENTS.has(p.result) ? 1 : 0, at, e.eventId], event: e, value: p });
+    if (p.result === PaymentResult.PAYMENT_RESULT_FAILED) inv.failure = later(inv.failure, { key: [at, e.eventId], event: e, value: p });
+  } else if (p.result === PaymentResult.PAYMENT_RESULT_REFUNDED) {
+    // The first refund is when access was revoked; later ones change nothing.
+    inv.refund = later(inv.refund, { key: [-at, e.eventId], event: e, value: p });
+  } else if (DISPUTES.has(p.result)) {
+    inv.dispute = later(inv.dispute, { key: [at, disputeRank(p.result), e.eventId], event: e, value: p });
+  }
+}
+
+/**
+ * Incremental folding. A customer's document is made of parts that events touch independently:
+ * each subscription's intent and each invoice. Every field of a part is the maximum of some key
+ * over the part's facts, so a part is fully described by its *deciding* facts (the winners, at
+ * most six), and folding new facts into the deciding ones gives what folding them into all of
+ * the part's facts gives. That lets the writer store parts and pay per event for one part, not
+ * for the customer's whole history. Assumes distinct events have distinct ids (the ledger's
+ * guarantee); exact redeliveries change nothing.
+ */
+export interface PartKey {
+  readonly subscriptionId: string;
+  /** undefined for the subscription's intent (and for an event without a kind, which only names the subscription). */
+  readonly invoiceId: string | undefined;
+}
+
+/** The part an event belongs to. */
+export function partOf(e: BillingEvent): PartKey {
+  const k = e.kind;
+  return { subscriptionId: e.subscriptionId, invoiceId: k && k.$case !== "subscription" ? k.value.invoiceId : undefined };
+}
+
+/** A part's deciding facts after folding `facts` into `deciding` (all of one part), sorted by event id. */
+export function foldPart(deciding: readonly BillingEvent[], facts: readonly BillingEvent[]): BillingEvent[] {
+  const subs = new Map<string, SubscriptionAcc>();
+  for (const e of dedupe([...deciding, ...facts])) accumulate(subs, e);
+  const winners = new Map<string, BillingEvent>();
+  for (const sub of subs.values()) {
+    for (const p of [sub.intent, ...[...sub.invoices.values()].flatMap((i) => [i.payment, i.period, i.refund, i.dispute, i.recovery, i.failure])])
+      if (p) winners.set(p.event.eventId, p.event);
+  }
+  return [...winners.values()].sort((a, b) => compare(a.eventId, b.eventId));
+}
+
+/** The intent a subscription's deciding facts give, if any SubscriptionChanged is among them. */
+export function intentOf(deciding: readonly BillingEvent[]): Intent | undefined {
+  const subs = new Map<string, SubscriptionAcc>();
+  for (const e of deciding) accumulate(subs, e);
+  const pick = [...subs.values()][0]?.intent;
+  return pick ? toIntent(pick) : undefined;
+}
+
+/** The state an invoice's deciding facts give. */
+export function invoiceOf(invoiceId: string, deciding: readonly BillingEvent[]): InvoiceState {
+  const subs = new Map<string, SubscriptionAcc>();
+  for (const e of deciding) accumulate(subs, e);
+  return toInvoice(invoiceId, [...subs.values()][0]?.invoices.get(invoiceId) ?? {});
 }
 
 /**

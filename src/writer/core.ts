@@ -2,11 +2,13 @@ import { CatalogIndex } from "../catalog/index.js";
 import { AuditKind } from "../gen/proofgate/v1/admin.js";
 import type { Catalog } from "../gen/proofgate/v1/catalog.js";
 import { AccessStatus } from "../gen/proofgate/v1/check.js";
-import { AccessDocument, StateRecord } from "../gen/proofgate/v1/document.js";
+import type { BillingEvent } from "../gen/proofgate/v1/billing.js";
+import { AccessDocument, StateRecord, type SubscriptionAccess } from "../gen/proofgate/v1/document.js";
 import { CATALOG_SUBJECT, customerSubject, customerToken } from "../replication/subjects.js";
-import { evaluateAll, foldDocument } from "../policy/index.js";
+import { evaluateAll, MAX_INVOICES_PER_SUBSCRIPTION } from "../policy/index.js";
+import { assembleDocument, foldPart, intentOf, invoiceOf, partOf } from "../policy/fold.js";
 import type { Logger } from "../observability/logger.js";
-import type { Ledger } from "./ledger/ledger.js";
+import type { FoldedCustomer, Ledger } from "./ledger/ledger.js";
 
 /** Who or what caused a document change, copied into its ACCESS_CHANGED audit entries. */
 export interface ChangeCause {
@@ -102,13 +104,78 @@ export class WriterCore {
     this.catalogIndex = c ? CatalogIndex.from(c) : undefined;
   }
 
+  /**
+   * Stores a new fact and folds it into its customer's stored parts: one event reads and writes
+   * one part, whatever the customer's history. False (nothing written) for a seen event id.
+   */
+  addFact(e: BillingEvent, origin: string, atMs: number): boolean {
+    const ledger = this.ledger;
+    if (!ledger.insertFact(e, origin, atMs)) return false;
+    const folded = ledger.foldedCustomer(e.customerId);
+    if (!folded) {
+      this.refold(e.customerId);
+      return true;
+    }
+    this.foldParts(e.customerId, [e]);
+    ledger.putFoldedCustomer(e.customerId, { factCount: folded.factCount + 1, lastEventAtMs: Math.max(folded.lastEventAtMs, e.occurredAt?.getTime() ?? 0) });
+    return true;
+  }
+
+  /** Folds facts of one customer into the stored parts they belong to. */
+  private foldParts(customerId: string, facts: readonly BillingEvent[]): void {
+    const ledger = this.ledger;
+    const parts = new Map<string, BillingEvent[]>();
+    for (const e of facts) {
+      const { subscriptionId, invoiceId } = partOf(e);
+      const key = JSON.stringify([subscriptionId, invoiceId ?? null]);
+      const group = parts.get(key);
+      if (group) group.push(e);
+      else parts.set(key, [e]);
+    }
+    for (const group of parts.values()) {
+      const { subscriptionId, invoiceId } = partOf(group[0] as BillingEvent);
+      const intent = ledger.foldedIntent(customerId, subscriptionId);
+      if (invoiceId === undefined) {
+        ledger.putFoldedIntent(customerId, subscriptionId, foldPart(intent ?? [], group));
+        continue;
+      }
+      // Any event names its subscription, which then appears in the document.
+      if (intent === undefined) ledger.putFoldedIntent(customerId, subscriptionId, []);
+      const deciding = foldPart(ledger.foldedInvoice(customerId, subscriptionId, invoiceId) ?? [], group);
+      ledger.putFoldedInvoice(customerId, subscriptionId, deciding, invoiceOf(invoiceId, deciding));
+    }
+  }
+
+  /** Folds the customer's parts again from all its facts (a ledger from before folded parts were stored). */
+  private refold(customerId: string): FoldedCustomer {
+    const ledger = this.ledger;
+    const facts = ledger.facts(customerId);
+    ledger.deleteFold(customerId);
+    this.foldParts(customerId, facts);
+    const folded = { factCount: facts.length, lastEventAtMs: facts.reduce((m, e) => Math.max(m, e.occurredAt?.getTime() ?? 0), 0) };
+    ledger.putFoldedCustomer(customerId, folded);
+    return folded;
+  }
+
+  /** The customer's document as its stored parts and overrides make it (`foldDocument` of all its facts, byte for byte). */
+  foldedDocument(customerId: string): AccessDocument {
+    const ledger = this.ledger;
+    const folded = ledger.foldedCustomer(customerId) ?? (ledger.factCount(customerId) > 0 ? this.refold(customerId) : { factCount: 0, lastEventAtMs: 0 });
+    const subscriptions: SubscriptionAccess[] = ledger.foldedSubscriptions(customerId).map(({ subscriptionId, intent }) => ({
+      subscriptionId,
+      intent: intentOf(intent),
+      invoices: ledger.latestInvoices(customerId, subscriptionId, MAX_INVOICES_PER_SUBSCRIPTION),
+    }));
+    return assembleDocument(customerId, subscriptions, ledger.overrides(customerId), folded.factCount, folded.lastEventAtMs);
+  }
+
   currentDocument(customerId: string): AccessDocument | undefined {
     const bytes = this.ledger.document(customerId);
     return bytes ? AccessDocument.decode(bytes) : undefined;
   }
 
   /**
-   * Folds the customer's facts and overrides into a document. If its bytes differ from the stored
+   * Assembles the customer's document from its folded parts and overrides. If its bytes differ from the stored
    * one: stores it, enqueues it for the state stream, and audits one ACCESS_CHANGED entry per
    * catalog feature whose status changed at the writer's current time. Returns the outbox id, or
    * undefined when nothing changed.
@@ -116,7 +183,7 @@ export class WriterCore {
   refreshDocument(customerId: string, cause: ChangeCause): number | undefined {
     const now = this.now();
     const ledger = this.ledger;
-    const doc = foldDocument(customerId, ledger.facts(customerId), ledger.overrides(customerId));
+    const doc = this.foldedDocument(customerId);
     const bytes = encode(doc);
     const beforeBytes = ledger.document(customerId);
     if (bytesEqual(beforeBytes, bytes)) return undefined;

@@ -8,6 +8,7 @@ import { NatsServer } from "../../dev/nats-server.js";
 import type { Config } from "../config.js";
 import { Histogram, type HistogramJson, type Summary } from "../histogram.js";
 import type { E2eResult } from "../roles/drive.js";
+import type { HistoryRow } from "../roles/history.js";
 import { cpuMsOf, round, rssOf } from "../util.js";
 import { roles, type Env } from "./sidecar.js";
 
@@ -43,6 +44,8 @@ export interface WriterResults {
   readonly e2e: { readonly target: E2eRun; readonly ladder: readonly E2eRun[]; readonly maxSustainableRate: number };
   readonly ingest: readonly IngestRun[];
   readonly writerRssBytes: number;
+  /** Writer CPU per event by the customer's history length (in process). */
+  readonly history: readonly HistoryRow[];
 }
 
 /** The seeds' floor for event → enforcement is p99 < 100 ms; a rate is sustainable while every event shows within it. */
@@ -69,6 +72,11 @@ export async function writerSuite(cfg: Config, env: Env): Promise<WriterResults>
   const { fork, killAll } = roles(env);
   const nats = await NatsServer.start();
   try {
+    log(`writer CPU per event by history length (${cfg.history.facts.join(", ")} facts per customer), in process`);
+    const historian = await fork("history");
+    const history = await historian.call<HistoryRow[]>("run", { dir: env.dir, histories: cfg.history.facts, customers: cfg.history.customers, events: cfg.history.events });
+    await historian.stop();
+    for (const h of history) log(`  ${h.facts} facts: ${h.cpuPerEvent_us} µs CPU/event (full fold of such a customer: ${h.fullFold_us} µs)`);
     const writer = await fork("writer");
     const w = await writer.call<{ grpc: string }>("start", { natsUrl: nats.url, ledger: join(env.dir, "ledger.db") });
     const sidecar = await fork("sidecar");
@@ -148,7 +156,7 @@ export async function writerSuite(cfg: Config, env: Env): Promise<WriterResults>
     const writerRss = (await rssOf(writer.pid))?.rss ?? NaN;
     await drive.stop();
     await writer.stop();
-    return { e2e: { target, ladder, maxSustainableRate: maxSustainable }, ingest, writerRssBytes: writerRss };
+    return { e2e: { target, ladder, maxSustainableRate: maxSustainable }, ingest, writerRssBytes: writerRss, history };
   } finally {
     killAll();
     await nats.dispose();

@@ -39,13 +39,14 @@ export class DecisionLog {
     this.timer.unref();
   }
 
-  offer(at: number, customerId: string, feature: string, quantity: number | undefined, response: CheckResponse): void {
+  /** `response` is only called for the sampled few. */
+  offer(at: number, customerId: string, feature: string, quantity: number | undefined, response: () => CheckResponse): void {
     if (Math.random() >= this.sample) return;
     if (this.queue.length >= MAX_QUEUED) {
       this.metrics.decisionLog.labels("dropped").inc();
       return;
     }
-    this.queue.push({ at, customerId, feature, quantity, response });
+    this.queue.push({ at, customerId, feature, quantity, response: response() });
   }
 
   flush(): void {

@@ -3,6 +3,7 @@ import type { ServerUnaryCall } from "@grpc/grpc-js";
 import { InvalidArgumentError } from "../../errors/index.js";
 import { StalePolicy } from "../../gen/proofgate/v1/catalog.js";
 import {
+  CheckResponse as CheckResponseCodec,
   CheckServiceService,
   type CheckBatchRequest,
   type CheckBatchResponse,
@@ -13,12 +14,13 @@ import {
 } from "../../gen/proofgate/v1/check.js";
 import { AccessDocument } from "../../gen/proofgate/v1/document.js";
 import type { CatalogIndex } from "../../catalog/index.js";
-import { evaluate, evaluateAll, statusName, toCheckResponse, toEntitlement, type Decision } from "../../policy/index.js";
+import { answersHoldUntil, evaluate, evaluateAll, statusName, toCheckResponse, toEntitlement, type Decision } from "../../policy/index.js";
 import { unary, type ServiceBinding } from "../../transport/grpc.js";
 import type { Logger } from "../../observability/logger.js";
 import type { Replica } from "../replica/replica.js";
 import type { Freshness } from "../follow/freshness.js";
 import type { SidecarMetrics } from "../metrics.js";
+import { AnswerCache, sameDocument, withRevision, type Answer } from "./answers.js";
 import type { DecisionLog } from "./decision-log.js";
 import type { RevisionWaiters } from "./revision-waiters.js";
 import { MAX_BATCH, validateCheck, validateCustomerId } from "./validate.js";
@@ -43,15 +45,18 @@ type Staleness = string | undefined;
  * synchronous: one prepared point read, one protobuf decode, the pure evaluation, no promise.
  */
 export class CheckHandler {
+  private readonly answers = new AnswerCache();
+
   constructor(private readonly deps: CheckServiceDeps) {}
 
   binding(): ServiceBinding {
     const { logger } = this.deps;
     return {
       name: "proofgate.v1.CheckService",
-      definition: CheckServiceService,
+      // Check answers leave the handler already encoded (see checkWire).
+      definition: { ...CheckServiceService, check: { ...CheckServiceService.check, responseSerialize: (b: Buffer): Buffer => b } },
       implementation: {
-        check: unary<CheckRequest, CheckResponse>(logger, (req, call) => this.check(req, call)),
+        check: unary<CheckRequest, Buffer>(logger, (req, call) => this.checkWire(req, call)),
         checkBatch: unary<CheckBatchRequest, CheckBatchResponse>(logger, (req, call) => this.checkBatch(req, call)),
         listEntitlements: unary<ListEntitlementsRequest, ListEntitlementsResponse>(logger, (req, call) => this.listEntitlements(req, call)),
       },
@@ -63,6 +68,14 @@ export class CheckHandler {
     const min = req.minRevision;
     if (min === undefined || min <= this.deps.replica.revision) return this.checkNow(req, undefined);
     return this.waitFor(min, call).then((missed) => this.checkNow(req, missed));
+  }
+
+  /** Check, answered as CheckResponse bytes: what `check` answers, encoded, mostly from the answer cache. */
+  checkWire(req: CheckRequest, call?: ServerUnaryCall<unknown, unknown>): Buffer | Promise<Buffer> {
+    validateCheck(req, "");
+    const min = req.minRevision;
+    if (min === undefined || min <= this.deps.replica.revision) return this.checkNowWire(req, undefined);
+    return this.waitFor(min, call).then((missed) => this.checkNowWire(req, missed));
   }
 
   checkBatch(req: CheckBatchRequest, call?: ServerUnaryCall<unknown, unknown>): CheckBatchResponse | Promise<CheckBatchResponse> {
@@ -92,8 +105,52 @@ export class CheckHandler {
     const stale = missed ?? this.staleness(started, catalog);
     const response = this.respond(decision, catalog, stale, revision);
     metrics.checkTook((performance.now() - started) / 1000);
-    this.deps.decisionLog?.offer(at, req.customerId, req.feature, req.quantity, response);
+    this.deps.decisionLog?.offer(at, req.customerId, req.feature, req.quantity, () => response);
     return response;
+  }
+
+  /**
+   * The cached path. While the replica's revision is the one an answer was confirmed at, nothing
+   * changed: no read at all. After any change, one point read confirms the customer's document is
+   * the same bytes. Stale answers are never cached (they carry a sentence about the moment).
+   */
+  private checkNowWire(req: CheckRequest, missed: Staleness): Buffer {
+    const started = performance.now();
+    const { replica, metrics } = this.deps;
+    const catalog = replica.catalog;
+    const stale = missed ?? this.staleness(started, catalog);
+    if (stale !== undefined) return Buffer.from(CheckResponseCodec.encode(this.checkNow(req, stale)).finish());
+    const at = this.deps.now();
+    const key = AnswerCache.key(req.customerId, req.feature, req.quantity);
+    let answer = this.answers.get(key, catalog, at);
+    let revision = replica.revision;
+    if (answer && answer.revision !== revision) {
+      const [rev, raw] = replica.lookup(req.customerId);
+      revision = rev;
+      if (sameDocument(raw, answer.document)) answer.revision = rev;
+      else answer = this.answer(req, key, catalog, at, rev, raw);
+    } else if (!answer) {
+      const [rev, raw] = replica.lookup(req.customerId);
+      revision = rev;
+      answer = this.answer(req, key, catalog, at, rev, raw);
+    }
+    const decision = answer.decision;
+    metrics.decided(decision.status);
+    metrics.checkTook((performance.now() - started) / 1000);
+    this.deps.decisionLog?.offer(at, req.customerId, req.feature, req.quantity, () => toCheckResponse(decision, revision, false));
+    return withRevision(answer.body, revision, false);
+  }
+
+  private answer(req: CheckRequest, key: string, catalog: CatalogIndex, at: number, revision: number, raw: Buffer | null): Answer {
+    const doc = raw ? AccessDocument.decode(raw) : undefined;
+    return this.answers.put(key, {
+      catalog,
+      revision,
+      document: raw,
+      fromMs: at,
+      untilMs: answersHoldUntil(doc, catalog, at),
+      decision: evaluate(doc, catalog, req.feature, req.quantity, at),
+    });
   }
 
   private batchNow(req: CheckBatchRequest, missed: Staleness): CheckBatchResponse {
@@ -118,7 +175,7 @@ export class CheckHandler {
         }
         const response = this.respond(evaluate(lastDoc, catalog, c.feature, c.quantity, at), catalog, stale, revision);
         results[i] = response;
-        this.deps.decisionLog?.offer(at, c.customerId, c.feature, c.quantity, response);
+        this.deps.decisionLog?.offer(at, c.customerId, c.feature, c.quantity, () => response);
       }
     });
     metrics.batchTook((performance.now() - started) / 1000);

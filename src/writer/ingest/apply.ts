@@ -80,7 +80,7 @@ function applyOne(core: WriterCore, item: Incoming): Applied {
   try {
     return ledger.transaction(() => {
       const now = core.now();
-      if (!ledger.insertFact(e, item.origin, now)) return { eventId, result: IngestResult.INGEST_RESULT_DUPLICATE, reason: "", outboxId: undefined };
+      if (!core.addFact(e, item.origin, now)) return { eventId, result: IngestResult.INGEST_RESULT_DUPLICATE, reason: "", outboxId: undefined };
       ledger.appendAudit(
         {
           kind: AuditKind.AUDIT_KIND_EVENT_APPLIED,

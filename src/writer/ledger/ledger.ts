@@ -1,8 +1,9 @@
 import { randomUUID } from "node:crypto";
 import Database from "better-sqlite3";
+import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { BillingEvent } from "../../gen/proofgate/v1/billing.js";
 import { Catalog } from "../../gen/proofgate/v1/catalog.js";
-import { Override } from "../../gen/proofgate/v1/document.js";
+import { InvoiceState, Override } from "../../gen/proofgate/v1/document.js";
 import type { AuditEntry, AuditKind } from "../../gen/proofgate/v1/admin.js";
 import type { AccessStatus } from "../../gen/proofgate/v1/check.js";
 import { migrate } from "./schema.js";
@@ -33,6 +34,30 @@ export interface StoredDocument {
   readonly customerId: string;
   readonly token: string;
   readonly document: Uint8Array;
+}
+
+/** A customer's folded state, as stored (see "Incremental folding" in policy/fold.ts). */
+export interface FoldedCustomer {
+  readonly factCount: number;
+  readonly lastEventAtMs: number;
+}
+
+/** Deciding facts as stored: field 1, repeated BillingEvent (the layout of a `repeated` field). */
+function encodeFacts(facts: readonly BillingEvent[]): Uint8Array {
+  const w = new BinaryWriter();
+  for (const f of facts) BillingEvent.encode(f, w.uint32(10).fork()).join();
+  return w.finish();
+}
+
+function decodeFacts(bytes: Uint8Array): BillingEvent[] {
+  const r = new BinaryReader(bytes);
+  const out: BillingEvent[] = [];
+  while (r.pos < r.len) {
+    const tag = r.uint32();
+    if (tag !== 10) throw new Error(`folded facts: unexpected tag ${tag}`);
+    out.push(BillingEvent.decode(r, r.uint32()));
+  }
+  return out;
 }
 
 interface AuditRow {
@@ -91,6 +116,38 @@ export class Ledger {
       facts: db.prepare<[string], { event: Buffer }>("SELECT event FROM facts WHERE customer_id = ? ORDER BY seq"),
       factCount: db.prepare<[string], { n: number }>("SELECT count(*) AS n FROM facts WHERE customer_id = ?"),
       deleteFacts: db.prepare<[string]>("DELETE FROM facts WHERE customer_id = ?"),
+      foldCustomer: db.prepare<[string], { fact_count: number; last_event_at_ms: number }>(
+        "SELECT fact_count, last_event_at_ms FROM fold_customers WHERE customer_id = ?",
+      ),
+      putFoldCustomer: db.prepare<[string, number, number]>(
+        `INSERT INTO fold_customers (customer_id, fact_count, last_event_at_ms) VALUES (?, ?, ?)
+         ON CONFLICT (customer_id) DO UPDATE SET fact_count = excluded.fact_count, last_event_at_ms = excluded.last_event_at_ms`,
+      ),
+      foldSubscriptions: db.prepare<[string], { subscription_id: string; intent: Buffer }>(
+        "SELECT subscription_id, intent FROM fold_subscriptions WHERE customer_id = ? ORDER BY subscription_id",
+      ),
+      foldIntent: db.prepare<[string, string], { intent: Buffer }>("SELECT intent FROM fold_subscriptions WHERE customer_id = ? AND subscription_id = ?"),
+      putFoldSubscription: db.prepare<[string, string, Uint8Array]>(
+        `INSERT INTO fold_subscriptions (customer_id, subscription_id, intent) VALUES (?, ?, ?)
+         ON CONFLICT (customer_id, subscription_id) DO UPDATE SET intent = excluded.intent`,
+      ),
+      foldInvoice: db.prepare<[string, string, string], { facts: Buffer }>(
+        "SELECT facts FROM fold_invoices WHERE customer_id = ? AND subscription_id = ? AND invoice_id = ?",
+      ),
+      putFoldInvoice: db.prepare<[string, string, string, number, Uint8Array, Uint8Array]>(
+        `INSERT INTO fold_invoices (customer_id, subscription_id, invoice_id, period_end_ms, facts, state) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (customer_id, subscription_id, invoice_id) DO UPDATE SET period_end_ms = excluded.period_end_ms, facts = excluded.facts, state = excluded.state`,
+      ),
+      // The latest `limit` invoices by period end, and every invoice tied with the last of them
+      // (the document breaks ties by invoice id in code-unit order, which is not SQLite's).
+      latestInvoices: db.prepare<[string, string, string, string, number], { state: Buffer }>(
+        `SELECT state FROM fold_invoices WHERE customer_id = ? AND subscription_id = ? AND period_end_ms >= coalesce(
+           (SELECT period_end_ms FROM fold_invoices WHERE customer_id = ? AND subscription_id = ? ORDER BY period_end_ms DESC LIMIT 1 OFFSET ?),
+           -9223372036854775808)`,
+      ),
+      deleteFoldCustomer: db.prepare<[string]>("DELETE FROM fold_customers WHERE customer_id = ?"),
+      deleteFoldSubscriptions: db.prepare<[string]>("DELETE FROM fold_subscriptions WHERE customer_id = ?"),
+      deleteFoldInvoices: db.prepare<[string]>("DELETE FROM fold_invoices WHERE customer_id = ?"),
       document: db.prepare<[string], { document: Buffer }>("SELECT document FROM documents WHERE customer_id = ?"),
       putDocument: db.prepare<[string, string, Uint8Array, number]>(
         `INSERT INTO documents (customer_id, token, document, updated_at_ms) VALUES (?, ?, ?, ?)
@@ -242,8 +299,56 @@ export class Ledger {
     return this.s.factCount.get(customerId)?.n ?? 0;
   }
 
+  /** Deletes the customer's facts and everything folded from them. */
   deleteFacts(customerId: string): void {
     this.s.deleteFacts.run(customerId);
+    this.deleteFold(customerId);
+  }
+
+  // Folded parts (derived from facts; see policy/fold.ts)
+
+  foldedCustomer(customerId: string): FoldedCustomer | undefined {
+    const r = this.s.foldCustomer.get(customerId);
+    return r ? { factCount: r.fact_count, lastEventAtMs: r.last_event_at_ms } : undefined;
+  }
+
+  putFoldedCustomer(customerId: string, c: FoldedCustomer): void {
+    this.s.putFoldCustomer.run(customerId, c.factCount, c.lastEventAtMs);
+  }
+
+  /** Every subscription of the customer with its intent's deciding facts. */
+  foldedSubscriptions(customerId: string): { subscriptionId: string; intent: BillingEvent[] }[] {
+    return this.s.foldSubscriptions.all(customerId).map((r) => ({ subscriptionId: r.subscription_id, intent: decodeFacts(r.intent) }));
+  }
+
+  /** The intent's deciding facts, or undefined if the subscription has no folded part yet. */
+  foldedIntent(customerId: string, subscriptionId: string): BillingEvent[] | undefined {
+    const r = this.s.foldIntent.get(customerId, subscriptionId);
+    return r ? decodeFacts(r.intent) : undefined;
+  }
+
+  putFoldedIntent(customerId: string, subscriptionId: string, deciding: readonly BillingEvent[]): void {
+    this.s.putFoldSubscription.run(customerId, subscriptionId, encodeFacts(deciding));
+  }
+
+  foldedInvoice(customerId: string, subscriptionId: string, invoiceId: string): BillingEvent[] | undefined {
+    const r = this.s.foldInvoice.get(customerId, subscriptionId, invoiceId);
+    return r ? decodeFacts(r.facts) : undefined;
+  }
+
+  putFoldedInvoice(customerId: string, subscriptionId: string, deciding: readonly BillingEvent[], state: InvoiceState): void {
+    this.s.putFoldInvoice.run(customerId, subscriptionId, state.invoiceId, state.periodEndMs, encodeFacts(deciding), InvoiceState.encode(state).finish());
+  }
+
+  /** The subscription's latest `limit` invoice states by period end, plus any tied with the last (unordered). */
+  latestInvoices(customerId: string, subscriptionId: string, limit: number): InvoiceState[] {
+    return this.s.latestInvoices.all(customerId, subscriptionId, customerId, subscriptionId, limit - 1).map((r) => InvoiceState.decode(r.state));
+  }
+
+  deleteFold(customerId: string): void {
+    this.s.deleteFoldCustomer.run(customerId);
+    this.s.deleteFoldSubscriptions.run(customerId);
+    this.s.deleteFoldInvoices.run(customerId);
   }
 
   // Documents

@@ -98,6 +98,38 @@ export const MIGRATIONS: readonly ((db: Database.Database) => void)[] = [
       ) STRICT;
     `);
   },
+  // 2: the folded parts of each customer's document, so an event costs the same at any history
+  // length (policy/fold.ts, "Incremental folding"). Derived from facts: a customer without a
+  // fold_customers row is folded from its facts on its next change.
+  (db) => {
+    db.exec(`
+      CREATE TABLE fold_customers (
+        customer_id       TEXT PRIMARY KEY,
+        fact_count        INTEGER NOT NULL,
+        last_event_at_ms  INTEGER NOT NULL
+      ) STRICT, WITHOUT ROWID;
+
+      -- intent: the deciding facts of the subscription's intent (protobuf FoldedFacts).
+      CREATE TABLE fold_subscriptions (
+        customer_id     TEXT NOT NULL,
+        subscription_id TEXT NOT NULL,
+        intent          BLOB NOT NULL,
+        PRIMARY KEY (customer_id, subscription_id)
+      ) STRICT, WITHOUT ROWID;
+
+      -- facts: the invoice's deciding facts; state: the InvoiceState they give (protobuf).
+      CREATE TABLE fold_invoices (
+        customer_id     TEXT NOT NULL,
+        subscription_id TEXT NOT NULL,
+        invoice_id      TEXT NOT NULL,
+        period_end_ms   INTEGER NOT NULL,
+        facts           BLOB NOT NULL,
+        state           BLOB NOT NULL,
+        PRIMARY KEY (customer_id, subscription_id, invoice_id)
+      ) STRICT, WITHOUT ROWID;
+      CREATE INDEX fold_invoices_latest ON fold_invoices (customer_id, subscription_id, period_end_ms);
+    `);
+  },
 ];
 
 /** Applies the migrations the file has not seen yet, each in its own transaction. */
