@@ -185,8 +185,12 @@ export function readReplica(path: string): ReplicaContents {
   try {
     return db.transaction(() => {
       const meta = db.prepare("SELECT applied_revision FROM meta WHERE id = 1").get() as { applied_revision: number } | undefined;
-      const rows = db.prepare("SELECT customer_id, revision, document FROM documents").all() as { customer_id: string; revision: number; document: Buffer }[];
-      return { revision: meta?.applied_revision ?? 0, documents: new Map(rows.map((r) => [r.customer_id, { revision: r.revision, document: r.document }])) };
+      // Rows are keyed by a hash; the customer id is the document's own (spilled rows carry it too).
+      const rows = db.prepare("SELECT revision, document FROM documents UNION ALL SELECT revision, document FROM spill").all() as { revision: number; document: Buffer }[];
+      return {
+        revision: meta?.applied_revision ?? 0,
+        documents: new Map(rows.map((r) => [AccessDocument.decode(r.document).customerId, { revision: r.revision, document: r.document }])),
+      };
     })();
   } finally {
     db.close();
