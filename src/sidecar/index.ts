@@ -13,6 +13,7 @@ import { CheckHandler } from "./check/service.js";
 import { DecisionLog } from "./check/decision-log.js";
 import { RevisionWaiters } from "./check/revision-waiters.js";
 import { SidecarMetrics } from "./metrics.js";
+import { SnapshotRestorer } from "../snapshot/restore.js";
 import { defaultSidecarOptions, type SidecarOptions } from "./options.js";
 
 export { sidecarOptionSpec, defaultSidecarOptions, type SidecarOptions, type SidecarCliOptions } from "./options.js";
@@ -118,6 +119,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
     throw err;
   }
 
+  const restorer = options.snapshotBootstrap ? new SnapshotRestorer(replica, registry, log.child({ component: "snapshot" })) : undefined;
   const f = new Follower(replica, freshness, metrics, log.child({ component: "follower" }), {
     natsUrl: options.natsUrl,
     natsCreds: options.natsCreds,
@@ -128,6 +130,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
     coherencyWindowMs: () => replica.catalog.coherencyWindowMs,
     onRevision: (revision) => waiters.notify(revision),
     onReady: setReady,
+    bootstrap: restorer ? (nc, info) => restorer.restore(nc, info) : undefined,
   });
   link.follower = f;
   f.start();

@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from "../errors/index.js";
-import { duration, oneOf, string, type Option, type OptionValues } from "../config/options.js";
+import { boolean, duration, oneOf, string, type Option, type OptionValues } from "../config/options.js";
 import { natsOptionSpec } from "../replication/connection.js";
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -24,6 +24,7 @@ export const sidecarOptionSpec = {
   minRevisionWait: duration("how long a check with min_revision waits for the replica to reach it", 2_000),
   decisionLogSample: fraction("fraction of decisions published to NATS subject proofgate.decisions (0 = off)", 0),
   logLevel: oneOf("log level", LOG_LEVELS, "info"),
+  snapshotBootstrap: boolean("start an empty replica from the newest replica snapshot in the NATS Object Store (bucket PROOFGATE_SNAPSHOTS), then follow the stream from its revision; false always replays the stream", true),
 };
 
 export type SidecarCliOptions = OptionValues<typeof sidecarOptionSpec>;

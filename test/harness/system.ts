@@ -96,8 +96,8 @@ export interface SidecarUnderTest {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export async function startSidecarProcess(name: string, natsUrl: string, replicaPath: string): Promise<SidecarUnderTest> {
-  const proc = await spawnSidecar(["--nats-url", natsUrl, "--replica", replicaPath, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]);
+export async function startSidecarProcess(name: string, natsUrl: string, replicaPath: string, args: readonly string[] = []): Promise<SidecarUnderTest> {
+  const proc = await spawnSidecar(["--nats-url", natsUrl, "--replica", replicaPath, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", ...args]);
   const address = proc.grpcAddresses[0];
   if (!address || !proc.httpAddress) throw new Error(`sidecar ${name} did not say where it listens:\n${proc.output()}`);
   const client = new CheckClient(address);
