@@ -90,6 +90,11 @@ export class SnapshotProducer {
     tick();
   }
 
+  /** True once its replica caught up with the stream (snapshots are written only then). */
+  get ready(): boolean {
+    return this.follower.ready;
+  }
+
   /** The producer's replica revision (what the next snapshot would hold). */
   get revision(): number {
     return this.replica.revision;

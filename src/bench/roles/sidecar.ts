@@ -17,11 +17,11 @@ export function start(): void {
   };
   serve(
     {
-      start: async (a: { replica: string; natsUrl: string; socket?: string }) => {
+      start: async (a: { replica: string; natsUrl: string; socket?: string; snapshotBootstrap?: boolean }) => {
         const uptimeMs = process.uptime() * 1000;
         startedAt = performance.now();
         sidecar = await startSidecar(
-          { replica: a.replica, natsUrl: a.natsUrl, grpcListen: "127.0.0.1:0", grpcSocket: a.socket ?? "", httpListen: "" },
+          { replica: a.replica, natsUrl: a.natsUrl, grpcListen: "127.0.0.1:0", grpcSocket: a.socket ?? "", httpListen: "", snapshotBootstrap: a.snapshotBootstrap ?? false },
           benchLogger("sidecar"),
         );
         return { tcp: sidecar.grpcAddress, unix: sidecar.grpcSocketAddress, listenMs: performance.now() - startedAt, uptimeAtStartMs: uptimeMs, revision: sidecar.revision };
