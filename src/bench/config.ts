@@ -26,6 +26,8 @@ export interface Config {
     readonly transports: readonly ("tcp" | "unix")[];
   };
   readonly warmRestarts: number;
+  /** Cold sidecars started at once in the snapshot suite's herd. */
+  readonly herd: number;
   readonly e2e: {
     readonly rate: number;
     readonly durationMs: number;
@@ -59,6 +61,7 @@ export function config(quick: boolean, customers?: number): Config {
       restMs: 1_000,
       check: { durationMs: 700, warmupMs: 200, concurrency: 16, rates: [500, 2_000], sustainFractions: [0.2, 0.5, 0.8], transports: ["tcp", "unix"] },
       warmRestarts: 1,
+      herd: 4,
       e2e: { rate: 200, durationMs: 3_000, ladder: [1_000], ladderMs: 1_500, customers: 2_000 },
       ingest: { batches: [1, 10, 100], concurrencies: [8], durationMs: 1_000, warmupMs: 200, natsCount: 5_000, customers: 5_000 },
       evaluate: { docs: 10_000, ms: 100 },
@@ -76,6 +79,7 @@ export function config(quick: boolean, customers?: number): Config {
     restMs: 3_000,
     check: { durationMs: 8_000, warmupMs: 2_000, concurrency: 16, rates: [500, 2_000], sustainFractions: [0.1, 0.2, 0.4, 0.6, 0.8, 1], transports: ["tcp", "unix"] },
     warmRestarts: 3,
+    herd: 20,
     e2e: { rate: 200, durationMs: 30_000, ladder: [500, 1_000, 2_000, 3_000, 4_000], ladderMs: 10_000, customers: 10_000 },
     ingest: { batches: [1, 10, 100], concurrencies: [1, 16], durationMs: 10_000, warmupMs: 1_000, natsCount: 50_000, customers: 20_000 },
     evaluate: { docs: 100_000, ms: 1_000 },

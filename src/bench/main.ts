@@ -17,9 +17,10 @@ import { busyCpu, cpuSnapshot, machine, othersBusy, versions } from "./machine.j
 import { render, verdicts, type EvalResults, type Results } from "./report.js";
 import { sidecarSuite, type Env } from "./suites/sidecar.js";
 import { writerSuite } from "./suites/writer.js";
+import { snapshotSuite } from "./suites/snapshot.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const GROUPS = ["eval", "sidecar", "writer"] as const;
+const GROUPS = ["eval", "sidecar", "snapshot", "writer"] as const;
 
 const USAGE = `usage: npm run bench [-- options]
   --quick            about a minute: 50k customers, short runs (figures are indicative)
@@ -91,6 +92,7 @@ async function main(): Promise<void> {
       await ev.stop();
     }
     if (only.has("sidecar")) results.sidecar = await sidecarSuite(cfg, env);
+    if (only.has("snapshot")) results.snapshot = await snapshotSuite(cfg, env);
     if (only.has("writer")) results.writer = await writerSuite(cfg, env);
   } catch (err) {
     failed = err;

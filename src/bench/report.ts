@@ -2,6 +2,7 @@
 import type { Config } from "./config.js";
 import type { SidecarResults, Window } from "./suites/sidecar.js";
 import type { WriterResults } from "./suites/writer.js";
+import type { SnapshotResults } from "./suites/snapshot.js";
 
 export interface EvalResults {
   readonly docs: number;
@@ -13,6 +14,7 @@ export interface EvalResults {
 export interface Results {
   evaluate?: EvalResults;
   sidecar?: SidecarResults;
+  snapshot?: SnapshotResults;
   writer?: WriterResults;
 }
 
@@ -54,6 +56,23 @@ export function verdicts(cfg: Config, r: Results): Verdict[] {
     out.push({ what: "Sidecar warm restart", target: "≤ 1 s", measured: `${fmt(s.warmRestart.medianReadyMs)} ms (${fmt(s.warmRestart.medianFromSpawnMs)} ms from spawn)`, met: s.warmRestart.medianReadyMs <= 1000, note: scale });
     const rss = Math.max(s.rss.atRestBytes, s.rss.underLoadMaxBytes);
     out.push({ what: "Sidecar RSS (at rest / under load)", target: "≤ 150 MB", measured: `${fmt(s.rss.atRestBytes / MB)} / ${fmt(s.rss.underLoadMaxBytes / MB)} MiB`, met: rss <= 150 * MB, note: scale });
+  }
+  const sn = r.snapshot;
+  if (sn) {
+    const at = sn.customers >= 1_000_000 ? "" : ` (${sn.customers.toLocaleString("en")} customers, not 1M)`;
+    out.push({
+      what: "Cold start from a snapshot",
+      target: "≤ 10 s to ready at 1M",
+      measured: `${fmt(sn.restore.readyMs / 1000, 2)} s (replay ${fmt(sn.replay.readyMs / 1000, 2)} s)`,
+      met: sn.customers >= 1_000_000 ? sn.restore.readyMs <= 10_000 : undefined,
+      note: at,
+    });
+    out.push({
+      what: "Replica bytes per customer (restored / replayed)",
+      target: "≤ 200 B",
+      measured: `${fmt(sn.restore.bytesPerCustomer)} / ${fmt(sn.replay.bytesPerCustomer)} B`,
+      met: Math.max(sn.restore.bytesPerCustomer, sn.replay.bytesPerCustomer) <= 200,
+    });
   }
   const w = r.writer;
   if (w) {
@@ -179,6 +198,21 @@ export function render(cfg: Config, r: Results, v: Verdict[]): string {
         ["replica file (+ WAL)", `${fmt(s.replica.fileBytes / MB)} MiB (+ ${fmt(s.replica.walBytes / MB)} MiB)`],
         ["sidecar RSS: after bootstrap / at rest / under load (max) / peak", `${fmt(s.rss.afterBootstrapBytes / MB)} / ${fmt(s.rss.atRestBytes / MB)} / ${fmt(s.rss.underLoadMaxBytes / MB)} / ${fmt(s.rss.peakHwmBytes / MB)} MiB`],
         ["sidecar RSS at rest: anonymous / file-backed (binary, libraries)", `${fmt(s.rss.atRestAnonBytes / MB)} / ${fmt(s.rss.atRestFileBytes / MB)} MiB`],
+      ]),
+    );
+  }
+  const sn = r.snapshot;
+  if (sn) {
+    const c = (x: SnapshotResults["replay"]): string =>
+      `${fmt(x.readyMs / 1000, 2)} s; replica ${fmt(x.replicaBytes / MB, 1)} MiB (+ ${fmt(x.walBytes / MB, 1)} MiB WAL), ${fmt(x.bytesPerCustomer)} B/customer; RSS at rest ${fmt(x.rssAtRestBytes / MB)} MiB`;
+    parts.push(
+      table(`6. Replica snapshots (${fmt(sn.customers)} customers)`, ["", "value"], [
+        ["state stream", `${fmt(sn.stream.bytes / MB, 1)} MiB, ${fmt(sn.stream.bytesPerRecord)} B/record`],
+        ["snapshot", `revision ${fmt(sn.snapshot.revision)}, ${fmt(sn.snapshot.bytes / MB, 1)} MiB (${fmt(sn.snapshot.bytesPerCustomer)} B/customer); producer replica ready in ${fmt(sn.snapshot.producerReadyMs / 1000, 1)} s, snapshot written in ${fmt(sn.snapshot.writeMs / 1000, 2)} s`],
+        ["cold start, replaying the stream", c(sn.replay)],
+        ["cold start, from the snapshot", c(sn.restore)],
+        [`herd of ${sn.herd.size}, replaying: all ready`, `${fmt(sn.herd.replay.allReadyMs / 1000, 2)} s, ~${fmt(sn.herd.replay.natsBytesEach / MB, 1)} MiB from NATS each`],
+        [`herd of ${sn.herd.size}, from the snapshot: all ready`, `${fmt(sn.herd.snapshot.allReadyMs / 1000, 2)} s, ~${fmt(sn.herd.snapshot.natsBytesEach / MB, 1)} MiB from NATS each`],
       ]),
     );
   }

@@ -15,6 +15,7 @@ import { CheckHandler } from "./check/service.js";
 import { DecisionLog } from "./check/decision-log.js";
 import { RevisionWaiters } from "./check/revision-waiters.js";
 import { SidecarMetrics } from "./metrics.js";
+import { SnapshotRestorer } from "../snapshot/restore.js";
 import { defaultSidecarOptions, type SidecarOptions } from "./options.js";
 import { ExtAuthzHandler } from "./extauthz/service.js";
 import { ExtAuthzMetrics } from "./extauthz/metrics.js";
@@ -143,6 +144,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
     throw err;
   }
 
+  const restorer = options.snapshotBootstrap ? new SnapshotRestorer(replica, registry, log.child({ component: "snapshot" })) : undefined;
   const f = new Follower(replica, freshness, metrics, log.child({ component: "follower" }), {
     natsUrl: options.natsUrl,
     natsCreds: options.natsCreds,
@@ -153,6 +155,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
     coherencyWindowMs: () => replica.catalog.coherencyWindowMs,
     onRevision: (revision) => waiters.notify(revision),
     onReady: setReady,
+    bootstrap: restorer ? (nc, info) => restorer.restore(nc, info) : undefined,
   });
   link.follower = f;
   f.start();

@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from "../errors/index.js";
-import { duration, logLevel, optionDefaults, string, type Option, type OptionValues } from "../config/options.js";
+import { boolean, duration, logLevel, optionDefaults, string, type Option, type OptionValues } from "../config/options.js";
 import { natsOptionSpec } from "../replication/connection.js";
 
 const fraction = (description: string, def: number): Option<number> => ({
@@ -25,6 +25,7 @@ export const sidecarOptionSpec = {
   extAuthzListen: string("where ext_authz is served (host:port or unix:/path); empty serves it on the Check listener(s)", ""),
   logLevel: logLevel(),
   readyFile: string("once listening, write the bound addresses here as JSON (pid, grpc, http); removed on stop. For scripts and test harnesses, like nats-server's ports file"),
+  snapshotBootstrap: boolean("start an empty replica from the newest replica snapshot in the NATS Object Store (bucket PROOFGATE_SNAPSHOTS), then follow the stream from its revision; false always replays the stream", true),
 };
 
 export type SidecarCliOptions = OptionValues<typeof sidecarOptionSpec>;

@@ -15,6 +15,7 @@ import { DeadLetterPublisher } from "./outbox/deadletters.js";
 import { OutboxPublisher } from "./outbox/publisher.js";
 import { HeartbeatSender } from "./heartbeat.js";
 import type { WriterOptions } from "./options.js";
+import { SnapshotProducer } from "../snapshot/producer.js";
 import { writerStripeRoutes, type WriterStripeRoutes } from "../stripe/writer-routes.js";
 
 export { writerOptionSpec, writerOptions, type WriterOptions } from "./options.js";
@@ -147,6 +148,25 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     deadLetters.start();
     consumer.start();
     heartbeat.start();
+    const snapshots =
+      options.snapshotInterval > 0
+        ? new SnapshotProducer(
+            {
+              natsUrl: options.natsUrl,
+              natsCreds: options.natsCreds,
+              natsUser: options.natsUser,
+              natsPassword: options.natsPassword,
+              natsToken: options.natsToken,
+              replica: options.snapshotReplica || `${options.ledger}.snapshot-replica.db`,
+              intervalMs: options.snapshotInterval,
+              keep: options.snapshotKeep,
+              streamReplicas: options.streamReplicas,
+            },
+            registry,
+            logger.child({ component: "snapshots" }),
+          )
+        : undefined;
+    snapshots?.start();
     log.info({ grpc: grpc.addresses[0], http: ops.address, nats: options.natsUrl }, "writer started");
 
     let closed: Promise<void> | undefined;
@@ -173,6 +193,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
           sidecars.close();
           await opsServer.close();
           stripeRoutes.close();
+          await snapshots?.close();
           await link.close();
           ledger.close();
           log.info("writer stopped");

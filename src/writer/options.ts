@@ -19,6 +19,9 @@ export const writerOptionSpec = {
   readyFile: string("once listening, write the bound addresses here as JSON (pid, grpc, http); removed on stop. For scripts and test harnesses, like nats-server's ports file"),
   stripeWebhookSecret: string("Stripe webhook signing secret (whsec_..., comma separated while rolling); enables POST /webhooks/stripe on the HTTP listener (docs/stripe.md)"),
   stripePriceMap: string("Stripe price to plan/add-on map: a YAML or JSON file, or the map inline as JSON (docs/stripe.md)"),
+  snapshotInterval: duration("how often a replica snapshot is put into the NATS Object Store for cold sidecars (docs/replication.md); 0 disables snapshots", 0),
+  snapshotReplica: { ...string("the snapshot producer's own replica file", ""), shownDefault: "the ledger path + .snapshot-replica.db" },
+  snapshotKeep: integer("replica snapshots kept in the Object Store", 3, 1),
   stripeTolerance: duration("maximum age of a Stripe webhook signature (replay protection)", 300_000),
 };
 

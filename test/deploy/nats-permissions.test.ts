@@ -91,7 +91,8 @@ describe("least-privilege NATS users from the chart's natsAuth values", () => {
     nats = await ConfiguredNats.start(auth.data["accounts.conf"] ?? "");
     writer = await startTestWriter({
       natsUrl: nats.url,
-      options: { natsUser: "proofgate-writer", natsPassword: PASSWORDS.PROOFGATE_WRITER_NATS_PASSWORD },
+      // Replica snapshots too: the producer follows the state stream and writes the Object Store.
+      options: { natsUser: "proofgate-writer", natsPassword: PASSWORDS.PROOFGATE_WRITER_NATS_PASSWORD, snapshotInterval: 300 },
     });
     await waitFor(() => writer.writer.ready(), "the writer to be ready (streams created as proofgate-writer)");
     await writer.client.applyCatalog();
@@ -134,6 +135,27 @@ describe("least-privilege NATS users from the chart's natsAuth values", () => {
       return /<table id="sidecars">.*<td class="num">[1-9]\d*<\/td>/s.test(health) && health.includes("PROOFGATE_DEADLETTER stream is empty") ? true : undefined;
     }, "the writer's console to list the sidecar and read the dead-letter stream");
     expect(nats.violations()).toEqual([]);
+  });
+
+  it("lets the writer put replica snapshots and a cold sidecar restore one, with no violation", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "proofgate-sidecar-auth-"));
+    try {
+      // The customer of the test above is in the stream: wait for a snapshot that holds it.
+      await waitFor(async () => /proofgate_writer_replica_snapshots_total\{[^}]*result="written"[^}]*\} [1-9]/.test((await httpGet(writer.writer.httpAddress, "/metrics")).body), "a snapshot written");
+      const cold = await startTestSidecar({ natsUrl: nats.url, dir });
+      try {
+        await cold.sidecar.whenReady();
+        const metrics = (await httpGet(cold.sidecar.httpAddress ?? "", "/metrics")).body;
+        expect(metrics).toMatch(/proofgate_sidecar_snapshot_restores_total\{[^}]*result="restored"[^}]*\} 1/);
+        const r = await cold.client.check({ customerId: "cus_least_privilege", feature: "advanced-filtering" });
+        expect(r.status).toBe(AccessStatus.ACCESS_STATUS_GRANTED);
+      } finally {
+        await cold.close();
+      }
+      expect(nats.violations()).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("refuses what each user does not need", async () => {

@@ -96,8 +96,8 @@ export interface SidecarUnderTest {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export async function startSidecarProcess(name: string, natsUrl: string, replicaPath: string): Promise<SidecarUnderTest> {
-  const proc = await spawnSidecar(["--nats-url", natsUrl, "--replica", replicaPath, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]);
+export async function startSidecarProcess(name: string, natsUrl: string, replicaPath: string, args: readonly string[] = []): Promise<SidecarUnderTest> {
+  const proc = await spawnSidecar(["--nats-url", natsUrl, "--replica", replicaPath, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", ...args]);
   const address = proc.grpcAddresses[0];
   if (!address || !proc.httpAddress) throw new Error(`sidecar ${name} did not say where it listens:\n${proc.output()}`);
   const client = new CheckClient(address);
@@ -201,8 +201,12 @@ export function readReplica(path: string): ReplicaContents {
   try {
     return db.transaction(() => {
       const meta = db.prepare("SELECT applied_revision FROM meta WHERE id = 1").get() as { applied_revision: number } | undefined;
-      const rows = db.prepare("SELECT customer_id, revision, document FROM documents").all() as { customer_id: string; revision: number; document: Buffer }[];
-      return { revision: meta?.applied_revision ?? 0, documents: new Map(rows.map((r) => [r.customer_id, { revision: r.revision, document: r.document }])) };
+      // Rows are keyed by a hash; the customer id is the document's own (spilled rows carry it too).
+      const rows = db.prepare("SELECT revision, document FROM documents UNION ALL SELECT revision, document FROM spill").all() as { revision: number; document: Buffer }[];
+      return {
+        revision: meta?.applied_revision ?? 0,
+        documents: new Map(rows.map((r) => [AccessDocument.decode(r.document).customerId, { revision: r.revision, document: r.document }])),
+      };
     })();
   } finally {
     db.close();

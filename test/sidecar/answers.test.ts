@@ -38,7 +38,7 @@ beforeAll(async () => {
     replica,
     freshness,
     waiters: new RevisionWaiters(() => replica.revision),
-    metrics: new SidecarMetrics(createRegistry("sidecar"), {
+    metrics: new SidecarMetrics(createRegistry(), {
       revision: () => replica.revision,
       head: () => 0,
       ageSeconds: () => 0,

@@ -1,10 +1,12 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { join } from "node:path";
+import { writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import Database from "better-sqlite3";
 import { tempDir } from "../harness/tmp.js";
 import { paidCustomer, testCatalog } from "../harness/sidecar.js";
 import { Freshness } from "../../src/sidecar/follow/freshness.js";
 import { readRecord, readCustomerId } from "../../src/sidecar/replica/record.js";
-import { Replica } from "../../src/sidecar/replica/replica.js";
+import { Replica, customerKey } from "../../src/sidecar/replica/replica.js";
 import { validateCheck } from "../../src/sidecar/check/validate.js";
 import { RevisionWaiters } from "../../src/sidecar/check/revision-waiters.js";
 import { AccessDocument, StateRecord } from "../../src/gen/proofgate/v1/document.js";
@@ -98,6 +100,60 @@ describe("replica file", () => {
     expect(third.revision).toBe(1);
     expect(third.streamCreated).toBeUndefined();
     await third.close();
+  });
+
+  it("finds a customer whose key another customer holds in the spill table, updates and erases it there", async () => {
+    const { path } = open();
+    const replica = Replica.open(path, silentLogger());
+    await replica.apply([{ seq: 1, record: doc("a") }], 1);
+    // A key collision cannot be produced on purpose: put "z" aside as the writer thread would
+    // have, under its own key, and put a stranger's document under "z"'s key.
+    const raw = new Database(path);
+    const zDoc = AccessDocument.encode(paidCustomer("z", "premium", 0)).finish();
+    const strangerDoc = AccessDocument.encode(paidCustomer("stranger", "basic", 0)).finish();
+    raw.prepare("INSERT INTO documents (k, revision, document) VALUES (?, 1, ?)").run(customerKey("z"), strangerDoc);
+    raw.prepare("INSERT INTO spill (customer_id, k, revision, document) VALUES ('z', ?, 1, ?)").run(customerKey("z"), zDoc);
+    raw.close();
+    const z = replica.document("z");
+    expect(z && AccessDocument.decode(z).customerId).toBe("z");
+    expect(replica.lookup("z")[1]?.equals(Buffer.from(zDoc))).toBe(true);
+    // "stranger" is not found under another customer's key.
+    expect(replica.document("stranger")).toBeUndefined();
+    // An update of "z" goes to the spill row (the key is taken); erasing it by token removes it.
+    await replica.apply([{ seq: 2, record: doc("z", "basic") }], 2);
+    const z2 = replica.document("z");
+    expect(z2 && AccessDocument.decode(z2).subscriptions[0]?.intent?.planId).toBe("basic");
+    await replica.apply([{ seq: 3, record: { kind: "erased", token: customerToken("z") } }], 3);
+    expect(replica.document("z")).toBeUndefined();
+    expect(replica.documentCount()).toBe(2);
+    await replica.close();
+  });
+
+  it("writes a compact snapshot at its revision and restores it into an empty replica only", async () => {
+    const { path } = open();
+    const replica = Replica.open(path, silentLogger());
+    const catalog = readRecord(CATALOG_SUBJECT, encode({ record: { $case: "catalog", value: testCatalog({ coherencyWindowMs: 4321 }) } }));
+    await replica.apply([{ seq: 1, record: catalog }, { seq: 2, record: doc("a") }, { seq: 3, record: doc("b") }], 3);
+    await replica.setStreamCreated("2026-02-02T00:00:00Z");
+    const file = join(dirname(path), "snapshot.db");
+    expect(await replica.snapshotTo(file)).toEqual({ revision: 3, streamCreated: "2026-02-02T00:00:00Z" });
+    await expect(replica.restore(file)).rejects.toThrow(/empty replica/);
+
+    const other = Replica.open(join(dirname(path), "other.db"), silentLogger());
+    expect(await other.restore(file)).toEqual({ revision: 3, streamCreated: "2026-02-02T00:00:00Z" });
+    expect(other.revision).toBe(3);
+    expect(other.streamCreated).toBe("2026-02-02T00:00:00Z");
+    expect(other.catalog.coherencyWindowMs).toBe(4321);
+    expect(other.document("a")?.equals(replica.document("a") ?? Buffer.alloc(0))).toBe(true);
+    expect(other.documentCount()).toBe(2);
+
+    const garbage = join(dirname(path), "garbage.db");
+    writeFileSync(garbage, "not a database at all");
+    const third = Replica.open(join(dirname(path), "third.db"), silentLogger());
+    await expect(third.restore(garbage)).rejects.toThrow(/replica write failed/);
+    expect(third.revision).toBe(0);
+    expect(third.documentCount()).toBe(0);
+    await Promise.all([replica.close(), other.close(), third.close()]);
   });
 });
 

@@ -42,7 +42,7 @@ export function start(): void {
       try {
         const core = new WriterCore(ledger, () => now, benchLogger("history"));
         ledger.transaction(() => core.putCatalog(demoCatalog()));
-        const metrics = createWriterMetrics(createRegistry("bench"), { outbox: () => ({ count: 0, oldestAtMs: undefined }), headRevision: () => 0, natsConnected: () => true, now: () => now });
+        const metrics = createWriterMetrics(createRegistry(), { outbox: () => ({ count: 0, oldestAtMs: undefined }), headRevision: () => 0, natsConnected: () => true, now: () => now });
         // Every length is filled first, then the measured batches alternate between lengths, so
         // drift over the run (JIT, page cache, WAL checkpoints, other load) reaches each alike.
         const sets = a.histories.map((facts) => {

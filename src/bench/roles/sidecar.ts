@@ -17,12 +17,20 @@ export function start(): void {
   };
   serve(
     {
-      start: async (a: { replica: string; natsUrl: string; socket?: string; extAuthzRules?: string }) => {
+      start: async (a: { replica: string; natsUrl: string; socket?: string; extAuthzRules?: string; snapshotBootstrap?: boolean }) => {
         const uptimeMs = process.uptime() * 1000;
         startedAt = performance.now();
         sidecar = await startSidecar(
           // ext_authz, when asked for, on the Check listeners: the same transport for both.
-          { replica: a.replica, natsUrl: a.natsUrl, grpcListen: "127.0.0.1:0", grpcSocket: a.socket ?? "", httpListen: "", extAuthzRules: a.extAuthzRules ?? "" },
+          {
+            replica: a.replica,
+            natsUrl: a.natsUrl,
+            grpcListen: "127.0.0.1:0",
+            grpcSocket: a.socket ?? "",
+            httpListen: "",
+            extAuthzRules: a.extAuthzRules ?? "",
+            snapshotBootstrap: a.snapshotBootstrap ?? false,
+          },
           benchLogger("sidecar"),
         );
         return { tcp: sidecar.grpcAddress, unix: sidecar.grpcSocketAddress, listenMs: performance.now() - startedAt, uptimeAtStartMs: uptimeMs, revision: sidecar.revision };

@@ -150,7 +150,7 @@ export function window(r: RunResult, loopDelay?: Window["loopDelay"], cpuPerCall
 
 const ratio = (a: number, b: number): number => (b > 0 ? Math.round((a / b) * 100) / 100 : NaN);
 
-function fileSize(path: string): number {
+export function fileSize(path: string): number {
   try {
     return statSync(path).size;
   } catch {

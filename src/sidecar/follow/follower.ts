@@ -52,6 +52,8 @@ export interface FollowerOptions extends NatsOptions {
   readonly onRevision: (revision: number) => void;
   /** Readiness changed: true once the initial sync caught up, false during a rebuild. */
   readonly onReady: (ready: boolean) => void;
+  /** Called before following while the replica is empty: may fill it (a snapshot restore). */
+  readonly bootstrap?: ((nc: NatsConnection, stream: StreamInfo) => Promise<unknown>) | undefined;
 }
 
 /** Messages per fetch, and the backlog below which the next fetch goes out. */
@@ -264,7 +266,14 @@ export class Follower {
     const restart = (this.restart = deferred());
     const found = await this.waitForStream(jsm);
     if (!found) return "closing";
-    const { info, askedAt: infoAt } = found;
+    let { info, askedAt: infoAt } = found;
+    if (this.replica.revision === 0 && this.options.bootstrap && this.nc) {
+      await this.options.bootstrap(this.nc, info);
+      if (this.isClosed()) return "closing";
+      // The restore took a while: measure the distance to the head from now.
+      infoAt = mono();
+      info = await jsm.streams.info(STATE_STREAM);
+    }
     await this.ensureIncarnation(info);
     if (this.isClosed()) return "closing";
     this.lastStreamCheckAt = infoAt;

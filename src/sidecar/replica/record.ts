@@ -74,3 +74,15 @@ export function readCustomerId(document: Uint8Array): string | undefined {
   }
   return undefined;
 }
+
+/**
+ * Whether an `AccessDocument` encoding is this customer's. The common case (field 1 first, an id
+ * under 128 bytes) is a byte comparison; anything else falls back to reading the field.
+ */
+export function documentIsFor(document: Buffer, customerId: string): boolean {
+  const len = document[1];
+  if (document[0] === CUSTOMER_ID_TAG && len !== undefined && len < 0x80 && document.length >= 2 + len) {
+    return document.toString("utf8", 2, 2 + len) === customerId;
+  }
+  return readCustomerId(document) === customerId;
+}
