@@ -9,6 +9,7 @@ import { InvalidArgumentError } from "../errors/index.js";
 import { Replica } from "./replica/replica.js";
 import { Freshness } from "./follow/freshness.js";
 import { Follower } from "./follow/follower.js";
+import { recordFreshness } from "./follow/record-freshness.js";
 import { CheckHandler } from "./check/service.js";
 import { DecisionLog } from "./check/decision-log.js";
 import { RevisionWaiters } from "./check/revision-waiters.js";
@@ -56,6 +57,8 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
   const registry = createRegistry("sidecar");
   const replica = Replica.open(options.replica, log.child({ component: "replica" }));
   const freshness = new Freshness();
+  // For the client's local mode, which reads the replica file and must know what we would say.
+  const freshnessRecord = recordFreshness(replica, freshness, log.child({ component: "replica" }));
   // Set once the servers listen; the metrics and decision log read it through this holder.
   const link: { follower?: Follower } = {};
   let grpc: GrpcServer | undefined;
@@ -114,6 +117,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
     }
   } catch (err) {
     await grpc?.close(0);
+    await freshnessRecord.stop();
     await replica.close();
     throw err;
   }
@@ -171,6 +175,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
         await ops?.close();
         decisionLog?.close();
         await f.close();
+        await freshnessRecord.stop();
         await replica.close();
         if (options.grpcSocket) rmSync(options.grpcSocket, { force: true });
         log.info("sidecar stopped");

@@ -21,6 +21,7 @@ export type WriteOp =
   | { readonly op: "apply"; readonly rows: readonly WriteRow[]; readonly blob: Uint8Array; readonly revision: number }
   | { readonly op: "advance"; readonly revision: number }
   | { readonly op: "streamCreated"; readonly created: string }
+  | { readonly op: "freshness"; readonly currentAtMs: number | null }
   | { readonly op: "reset" };
 
 /** The SQL the thread runs; built by replica.ts so the schema has one source. */
@@ -32,6 +33,7 @@ export interface WriterSql {
   readonly putCatalog: string;
   readonly setRevision: string;
   readonly setStreamCreated: string;
+  readonly setFreshness: string;
   /** Drops and recreates every table, in one transaction: an empty replica. */
   readonly reset: string;
 }
@@ -64,6 +66,7 @@ function writerThreadMain(): void {
   const putCatalog = db.prepare(data.sql.putCatalog);
   const setRevision = db.prepare(data.sql.setRevision);
   const setStreamCreated = db.prepare(data.sql.setStreamCreated);
+  const setFreshness = db.prepare(data.sql.setFreshness);
   const apply = db.transaction((rows: readonly WriteRow[], blob: Uint8Array, revision: number) => {
     const b = Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength);
     for (const row of rows) {
@@ -89,6 +92,7 @@ function writerThreadMain(): void {
       if (op.op === "apply") apply(op.rows, op.blob, op.revision);
       else if (op.op === "advance") setRevision.run(op.revision);
       else if (op.op === "streamCreated") setStreamCreated.run(op.created);
+      else if (op.op === "freshness") setFreshness.run(op.currentAtMs);
       else reset();
       port.postMessage({ id: msg.id });
     } catch (err) {
