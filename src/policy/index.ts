@@ -7,3 +7,4 @@ export { answersHoldUntil, evaluate, evaluateAll } from "./evaluate.js";
 export { ALLOWED_STATUSES, DENIAL_PRECEDENCE, statusName, type Decision } from "./decision.js";
 export { toCheckResponse, toEntitlement } from "./wire.js";
 export { TRANSITIONS, renderAccessStates, type Transition, type Trigger } from "./transitions.js";
+export { staleReason, withStalePolicy, staleDenial, formatMs } from "./stale.js";

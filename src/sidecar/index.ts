@@ -11,6 +11,7 @@ import { Replica } from "./replica/replica.js";
 import { Freshness } from "./follow/freshness.js";
 import { Follower } from "./follow/follower.js";
 import { StatusAnnouncer } from "./follow/status.js";
+import { recordFreshness } from "./follow/record-freshness.js";
 import { CheckHandler } from "./check/service.js";
 import { DecisionLog } from "./check/decision-log.js";
 import { RevisionWaiters } from "./check/revision-waiters.js";
@@ -68,6 +69,8 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
   const rulesFile = extAuthzMetrics ? new RulesFile(options.extAuthzRules, log.child({ component: "ext-authz" }), extAuthzMetrics) : undefined;
   const replica = Replica.open(options.replica, log.child({ component: "replica" }));
   const freshness = new Freshness();
+  // For the client's local mode, which reads the replica file and must know what we would say.
+  const freshnessRecord = recordFreshness(replica, freshness, log.child({ component: "replica" }));
   // Set once the servers listen; the metrics and decision log read it through this holder.
   const link: { follower?: Follower } = {};
   let grpc: GrpcServer | undefined;
@@ -140,6 +143,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
     await grpc?.close(0);
     await extAuthzServer?.close(0);
     rulesFile?.close();
+    await freshnessRecord.stop();
     await replica.close();
     throw err;
   }
@@ -220,6 +224,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
         decisionLog?.close();
         announcer.close();
         await f.close();
+        await freshnessRecord.stop();
         await replica.close();
         if (options.grpcSocket) rmSync(options.grpcSocket, { force: true });
         if (options.extAuthzListen.startsWith("unix:")) rmSync(options.extAuthzListen.slice("unix:".length), { force: true });

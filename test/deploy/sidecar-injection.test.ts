@@ -188,6 +188,25 @@ describe("sidecar values", () => {
     expect(secretRef(withToken, "PROOFGATE_NATS_USER")).toBeUndefined();
   });
 
+  it("shares the replica with the app for the client's local mode (replica.shareWithApp)", () => {
+    const p = pod(helm.template(appChart, { values: { proofgateSidecar: { replica: { shareWithApp: true } } } }));
+    const c = container(p, "proofgate-sidecar");
+    const app = container(p, "app");
+    const sidecarMount = c.volumeMounts?.find((m) => m.name === "proofgate-replica");
+    const appMount = app.volumeMounts?.find((m) => m.name === "proofgate-replica");
+    expect(appMount?.mountPath).toBe(sidecarMount?.mountPath);
+    // Not readOnly: SQLite readers in WAL mode record read marks in the -shm file.
+    expect(appMount?.readOnly).toBeUndefined();
+    expect(envValue(app, "PROOFGATE_REPLICA")).toBe(envValue(c, "PROOFGATE_REPLICA"));
+    expect(envValue(app, "PROOFGATE_SIDECAR_ADDRESS")).toBe("127.0.0.1:50061");
+    // Files the pod's fsGroup may read (and -shm write), even over TCP.
+    expect(c.command).toEqual(["/bin/sh", "-c", "umask 0007 && exec node bin/proofgate.js sidecar"]);
+    expect(p.securityContext?.["fsGroup"]).toBe(10001);
+    // With a unix socket too, the app mounts both.
+    const both = pod(helm.template(appChart, { values: { proofgateSidecar: { transport: "unix", replica: { shareWithApp: true } } } }));
+    expect(container(both, "app").volumeMounts?.map((m) => m.name).sort()).toEqual(["proofgate-replica", "proofgate-socket"]);
+  });
+
   it("rejects an unknown transport", () => {
     expect(helm.failure(["template", "x", appChart, "--set", "proofgateSidecar.transport=udp"])).toMatch(/transport must be tcp, unix or both/);
   });

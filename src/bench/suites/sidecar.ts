@@ -13,6 +13,7 @@ import type { Config } from "../config.js";
 import { Histogram, type Summary } from "../histogram.js";
 import { Child } from "../ipc.js";
 import type { RunPlan, RunResult, Rpc } from "../roles/load.js";
+import type { ClientPlan, ClientRun } from "../roles/client.js";
 import { cpuMsOf, round, rssOf, sleep } from "../util.js";
 import { benchRules } from "../extauthz.js";
 
@@ -104,12 +105,30 @@ export interface SidecarResults {
   readonly answerMix: Record<string, number>;
   readonly scenarios: readonly Scenario[];
   readonly sustainable: { readonly sidecar: Sustain; readonly echo: Sustain };
+  /** `ProofgateClient` in another process: local mode (uniform, hot set) and over gRPC, one call at a time; beside the echo floor of the same run. */
+  readonly client: ClientResults;
   readonly warmRestart: { readonly runs: readonly { readyMs: number; fromSpawnMs: number }[]; readonly medianReadyMs: number; readonly medianFromSpawnMs: number };
   /**
    * Envoy's ext_authz Check (header identity, then an ES256 JWT) beside CheckService/Check, on one
    * sidecar process serving both on one TCP listener (warm replica), each against its echo floor.
    */
   readonly extAuthz: { readonly rules: number; readonly scenarios: readonly Scenario[] };
+}
+
+export interface ClientWindow {
+  readonly latency: Summary;
+  /** One thread, one call at a time: what one core does. */
+  readonly checksPerSecond: number;
+  readonly sources: Record<string, number>;
+}
+
+export interface ClientResults {
+  readonly hotSet: number;
+  readonly localUniform: ClientWindow;
+  readonly localHot: ClientWindow;
+  readonly grpc: ClientWindow;
+  /** The bare grpc-js echo, TCP, one call at a time, from the scenarios above. */
+  readonly echo: Summary | undefined;
 }
 
 export interface Env {
@@ -309,6 +328,10 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       }
       return { sustained, meetingP99, closedLoopMax: max, steps };
     };
+    // ---------------------------------------------------------------- ProofgateClient: local mode and over gRPC
+    const client = await clientSuite(fork, { address: started.tcp, replica: replicaPath, customers: cfg.customers, durationMs: cfg.check.durationMs, warmupMs: cfg.check.warmupMs }, log);
+    const echoC1 = scenarios.find((x) => x.transport === "tcp" && x.rpc === "check" && x.concurrency === 1)?.echo.latency;
+
     log("open-loop rates up to the closed-loop maximum (TCP)");
     const sustainable = { sidecar: await sustain("sidecar"), echo: await sustain("echo") };
     clearInterval(rssTimer);
@@ -377,6 +400,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       answerMix: sample.statuses,
       scenarios,
       sustainable,
+      client: { ...client, echo: echoC1 },
       warmRestart: { runs, medianReadyMs: median(runs.map((r) => r.readyMs)), medianFromSpawnMs: median(runs.map((r) => r.fromSpawnMs)) },
       extAuthz,
     };
@@ -478,4 +502,32 @@ async function extAuthzScenarios(
   await echo.stop();
   await sidecar.stop();
   return { rules: (parse(benchRules({ header: "x-customer-id" })) as { rules: unknown[] }).rules.length, scenarios };
+}
+
+const HOT_SET = 1_000;
+
+/** ProofgateClient in its own process against the running sidecar: local mode (uniform, hot set), then over gRPC. */
+async function clientSuite(
+  fork: (role: string) => Promise<Child>,
+  base: Omit<ClientPlan, "hotSet">,
+  log: (line: string) => void,
+): Promise<Omit<ClientResults, "echo">> {
+  const c = await fork("client");
+  try {
+    const one = async (name: string, plan: ClientPlan): Promise<ClientWindow> => {
+      const r = await c.call<ClientRun>("run", plan);
+      const w = { latency: Histogram.fromJSON(r.hist).summary(), checksPerSecond: round(r.checksPerSecond, 0), sources: r.sources };
+      log(`  ProofgateClient ${name.padEnd(26)} p50 ${w.latency.p50_us} µs, p99 ${w.latency.p99_us} µs, ${w.checksPerSecond.toLocaleString("en")} checks/s (${JSON.stringify(w.sources)})`);
+      return w;
+    };
+    log("ProofgateClient: local mode (the replica file, in process) and over gRPC, one call at a time");
+    return {
+      hotSet: HOT_SET,
+      localUniform: await one("local, uniform", base),
+      localHot: await one(`local, hot set of ${HOT_SET}`, { ...base, hotSet: HOT_SET }),
+      grpc: await one("over gRPC (TCP)", { ...base, replica: false }),
+    };
+  } finally {
+    await c.stop();
+  }
 }

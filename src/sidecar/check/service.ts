@@ -1,7 +1,6 @@
 import { performance } from "node:perf_hooks";
 import type { ServerUnaryCall } from "@grpc/grpc-js";
 import { InvalidArgumentError } from "../../errors/index.js";
-import { StalePolicy } from "../../gen/proofgate/v1/catalog.js";
 import {
   CheckResponse as CheckResponseCodec,
   CheckServiceService,
@@ -14,7 +13,7 @@ import {
 } from "../../gen/proofgate/v1/check.js";
 import { AccessDocument } from "../../gen/proofgate/v1/document.js";
 import type { CatalogIndex } from "../../catalog/index.js";
-import { answersHoldUntil, evaluate, evaluateAll, statusName, toCheckResponse, toEntitlement, type Decision } from "../../policy/index.js";
+import { answersHoldUntil, evaluate, evaluateAll, formatMs, staleReason, statusName, toCheckResponse, toEntitlement, withStalePolicy, type Decision } from "../../policy/index.js";
 import { unary, type ServiceBinding } from "../../transport/grpc.js";
 import type { Logger } from "../../observability/logger.js";
 import type { Replica } from "../replica/replica.js";
@@ -189,7 +188,7 @@ export class CheckHandler {
     const [revision, raw] = replica.lookup(req.customerId);
     const stale = missed ?? this.staleness(started, catalog);
     const entitlements = evaluateAll(raw ? AccessDocument.decode(raw) : undefined, catalog, this.deps.now()).map(({ feature, decision }) => {
-      const d = stale !== undefined && catalog.stalePolicy === StalePolicy.STALE_POLICY_DENY ? staleDenial(decision, stale) : decision;
+      const d = withStalePolicy(decision, catalog, stale);
       metrics.decided(d.status);
       return toEntitlement(feature, d);
     });
@@ -210,7 +209,7 @@ export class CheckHandler {
       return toCheckResponse(decision, revision, false);
     }
     metrics.staleAnswers.inc();
-    const d = catalog.stalePolicy === StalePolicy.STALE_POLICY_DENY ? staleDenial(decision, stale) : decision;
+    const d = withStalePolicy(decision, catalog, stale);
     metrics.decided(d.status);
     return toCheckResponse(d, revision, true);
   }
@@ -219,10 +218,7 @@ export class CheckHandler {
   private staleness(monoNow: number, catalog: CatalogIndex): Staleness {
     const { freshness } = this.deps;
     if (!freshness.isStale(monoNow, catalog.coherencyWindowMs)) return undefined;
-    const age = freshness.ageMs(monoNow);
-    return Number.isFinite(age)
-      ? `the replica was last confirmed current ${formatMs(age)} ago (coherency window ${formatMs(catalog.coherencyWindowMs)})`
-      : "the replica has not yet been confirmed current with the state stream";
+    return staleReason(freshness.ageMs(monoNow), catalog.coherencyWindowMs);
   }
 
   /** Waits for `min_revision` within min-revision-wait (and the call's deadline); returns why the answer is stale if not reached. */
@@ -240,21 +236,4 @@ export class CheckHandler {
     metrics.minRevisionTimeouts.inc();
     return `the replica had not applied revision ${revision} after ${formatMs(Math.max(0, timeout))} (it is at ${replica.revision})`;
   }
-}
-
-/** stale_policy: deny. The status stays what the replica would have answered; `allowed` is false. */
-function staleDenial(d: Decision, why: string): Decision {
-  if (!d.allowed) return { ...d, reason: `Stale replica: ${why}. ${d.reason}` };
-  return {
-    allowed: false,
-    status: d.status,
-    reason: `Denied because the replica is stale (${why}); it would have answered ${statusName(d.status)}: ${d.reason}`,
-    value: "",
-    limit: undefined,
-    validUntilMs: undefined,
-  };
-}
-
-function formatMs(ms: number): string {
-  return ms >= 10_000 ? `${Math.round(ms / 1000)} s` : ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
 }

@@ -45,6 +45,13 @@ CREATE TABLE IF NOT EXISTS catalog (
   revision INTEGER NOT NULL,
   catalog  BLOB NOT NULL
 );
+-- For readers in other processes (the client's local mode): the wall-clock time (Unix ms) the
+-- sidecar last confirmed the replica current, NULL when it has not since it started. With the
+-- catalog's coherency window and stale policy it gives the sidecar's own staleness.
+CREATE TABLE IF NOT EXISTS freshness (
+  id            INTEGER PRIMARY KEY CHECK (id = 1),
+  current_at_ms INTEGER
+);
 `;
 
 const PAGE_SIZE = 8192;
@@ -74,6 +81,7 @@ const WRITER_SQL: WriterSql = {
   putCatalog: "INSERT INTO catalog (id, revision, catalog) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, catalog = excluded.catalog",
   setRevision: "UPDATE meta SET applied_revision = ? WHERE id = 1",
   setStreamCreated: "UPDATE meta SET stream_created = ? WHERE id = 1",
+  setFreshness: "INSERT INTO freshness (id, current_at_ms) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET current_at_ms = excluded.current_at_ms",
   // DROP is proportional to pages, not rows: fast even for a million documents.
   reset: `DROP TABLE IF EXISTS documents; DROP TABLE IF EXISTS spill; DROP TABLE IF EXISTS catalog; DROP TABLE IF EXISTS meta; ${TABLES} ${INIT_META}`,
   schemaVersion: SCHEMA_VERSION,
@@ -272,6 +280,11 @@ export class Replica {
     this.streamCreatedValue = created;
   }
 
+  /** Records for readers in other processes when the replica was last confirmed current (wall-clock Unix ms; undefined: not since start). */
+  async recordFreshness(currentAtMs: number | undefined): Promise<void> {
+    await this.writer.write({ op: "freshness", currentAtMs: currentAtMs === undefined ? null : Math.round(currentAtMs) });
+  }
+
   /**
    * Empties the replica (documents, catalog, revision, stream identity): used when the stream
    * cannot be resumed. From the call on, reads and `revision` describe an empty replica once the
@@ -367,5 +380,102 @@ function removeDatabaseFiles(path: string): void {
   for (const suffix of ["", "-wal", "-shm", "-journal"]) {
     const file = path + suffix;
     if (existsSync(file)) rmSync(file, { force: true });
+  }
+}
+
+/** What a reader sees of the replica besides documents, read in one statement. */
+export interface ReplicaState {
+  readonly revision: number;
+  /** When the sidecar last confirmed the replica current (wall-clock Unix ms); undefined: not since it started. */
+  readonly currentAtMs: number | undefined;
+  /** The revision of the stored catalog; 0 when there is none. */
+  readonly catalogRevision: number;
+}
+
+/**
+ * A read-only view of a sidecar's replica file from another process (the client's local mode).
+ * It never writes the database: the connection is opened read-only. In WAL mode SQLite readers
+ * still record their read marks in the `-shm` file, so that file (or its directory) should be
+ * writable by the reader; when it is not, SQLite falls back to a slower read-only-shm mode.
+ *
+ * The reads mirror `Replica`'s: the same statements over the same schema, so a change of format
+ * changes both here.
+ */
+export class ReplicaReader {
+  private readonly lookupStmt: Statement<[string], [number, number | null, Buffer | null]>;
+  private readonly documentStmt: Statement<[string], Buffer>;
+  private readonly stateStmt: Statement<[], [number, number | null, number | null]>;
+  private readonly catalogStmt: Statement<[], Buffer>;
+  private readonly dataVersionStmt: Statement<[], number>;
+
+  private constructor(
+    readonly path: string,
+    private readonly db: Db,
+  ) {
+    const version = readSchemaVersion(db);
+    if (version !== SCHEMA_VERSION) throw new Error(`replica schema version ${version ?? "none"}, this reader reads ${SCHEMA_VERSION}`);
+    // One statement, so one snapshot: the revision, and the document with the revision that wrote it.
+    this.lookupStmt = db
+      .prepare<[string], [number, number | null, Buffer | null]>(
+        "SELECT (SELECT applied_revision FROM meta WHERE id = 1), d.revision, d.document FROM (SELECT 1) LEFT JOIN documents d ON d.customer_id = ?",
+      )
+      .raw();
+    this.documentStmt = db.prepare<[string], Buffer>("SELECT document FROM documents WHERE customer_id = ?").pluck();
+    this.stateStmt = db
+      .prepare<[], [number, number | null, number | null]>(
+        "SELECT (SELECT applied_revision FROM meta WHERE id = 1), (SELECT current_at_ms FROM freshness WHERE id = 1), (SELECT revision FROM catalog WHERE id = 1)",
+      )
+      .raw();
+    this.catalogStmt = db.prepare<[], Buffer>("SELECT catalog FROM catalog WHERE id = 1").pluck();
+    this.dataVersionStmt = db.prepare<[], number>("PRAGMA data_version").pluck();
+  }
+
+  /** Opens an existing replica file read-only; throws if it is missing, unreadable or of another schema version. */
+  static open(path: string): ReplicaReader {
+    const db = new Database(path, { readonly: true, fileMustExist: true });
+    try {
+      return new ReplicaReader(path, db);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  }
+
+  /** Changes whenever another connection (the sidecar) commits: a cheap "has anything changed?". */
+  dataVersion(): number {
+    return this.dataVersionStmt.get() ?? 0;
+  }
+
+  state(): ReplicaState {
+    const [revision, currentAt, catalogRevision] = this.stateStmt.get() ?? [0, null, null];
+    return { revision, currentAtMs: currentAt ?? undefined, catalogRevision: catalogRevision ?? 0 };
+  }
+
+  /** The stored catalog, decoded; undefined when there is none. */
+  catalog(): Catalog | undefined {
+    const stored = this.catalogStmt.get();
+    return stored ? Catalog.decode(stored) : undefined;
+  }
+
+  /**
+   * The applied revision, and a customer's document with the revision that last wrote it (nulls
+   * if none), in one statement so they agree.
+   */
+  lookup(customerId: string): [revision: number, documentRevision: number | null, document: Buffer | null] {
+    return this.lookupStmt.get(customerId) ?? [0, null, null];
+  }
+
+  /** The encoded AccessDocument of a customer, or undefined. */
+  document(customerId: string): Buffer | undefined {
+    return this.documentStmt.get(customerId);
+  }
+
+  /** Runs `fn` on one snapshot of the file (a read transaction). */
+  snapshot<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
   }
 }

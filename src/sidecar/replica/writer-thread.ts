@@ -25,7 +25,8 @@ export type WriteOp =
   /** Replaces the (empty) replica's contents with a snapshot file's: see `Replica.restore`. */
   | { readonly op: "restore"; readonly file: string }
   /** Writes a compact copy of the replica, as committed now, to a new file. */
-  | { readonly op: "snapshot"; readonly file: string };
+  | { readonly op: "snapshot"; readonly file: string }
+  | { readonly op: "freshness"; readonly currentAtMs: number | null };
 
 /** What "restore" and "snapshot" report: the copy's revision and stream identity. */
 export interface SnapshotState {
@@ -46,6 +47,7 @@ export interface WriterSql {
   readonly putCatalog: string;
   readonly setRevision: string;
   readonly setStreamCreated: string;
+  readonly setFreshness: string;
   /** Drops and recreates every table, in one transaction: an empty replica. */
   readonly reset: string;
   readonly schemaVersion: number;
@@ -116,6 +118,7 @@ function writerThreadMain(): void {
     return undefined;
   };
 
+  const setFreshness = db.prepare(data.sql.setFreshness);
   const apply = db.transaction((rows: readonly WriteRow[], blob: Uint8Array, revision: number) => {
     const b = Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength);
     for (const row of rows) {
@@ -191,6 +194,7 @@ function writerThreadMain(): void {
       else if (op.op === "streamCreated") setStreamCreated.run(op.created);
       else if (op.op === "restore") result = restore(op.file);
       else if (op.op === "snapshot") result = snapshot(op.file);
+      else if (op.op === "freshness") setFreshness.run(op.currentAtMs);
       else reset();
       port.postMessage({ id: msg.id, result });
     } catch (err) {

@@ -82,6 +82,13 @@ replica:
   volume:
     emptyDir:
       sizeLimit: 2Gi
+  # Local mode of the client (proofgate/client): the application container mounts the replica
+  # volume at the same dir and gets PROOFGATE_REPLICA, so ProofgateClient evaluates checks in
+  # process from the file, read-only, with no network hop. The sidecar then runs with
+  # socket.umask, so the file and its -wal/-shm are readable and writable by the pod's fsGroup
+  # (set podSecurityContext.fsGroup): SQLite readers in WAL mode record read marks in -shm. The
+  # mount is not readOnly for the same reason; the client never writes the database itself.
+  shareWithApp: false
 # How long a check with min_revision waits for the replica to reach it (PROOFGATE_MIN_REVISION_WAIT).
 minRevisionWait: 2s
 # Fraction of decisions published on proofgate.decisions, 0 to 1 (PROOFGATE_DECISION_LOG_SAMPLE).
@@ -180,6 +187,7 @@ proofgate.io/sidecar: "true"
 {{- $root := .root -}}
 {{- $tcp := or (eq $v.transport "tcp") (eq $v.transport "both") -}}
 {{- $unix := or (eq $v.transport "unix") (eq $v.transport "both") -}}
+{{- $umask := or $unix $v.replica.shareWithApp -}}
 - name: {{ $v.name }}
   {{- if $v.image.digest }}
   image: {{ printf "%s@%s" $v.image.repository $v.image.digest | quote }}
@@ -187,8 +195,8 @@ proofgate.io/sidecar: "true"
   image: {{ printf "%s:%s" $v.image.repository (default (include "proofgate.sidecar.appVersion" .) $v.image.tag) | quote }}
   {{- end }}
   imagePullPolicy: {{ $v.image.pullPolicy }}
-  {{- if $unix }}
-  # A umask so the socket is connectable by the pod's fsGroup (see socket.umask).
+  {{- if $umask }}
+  # A umask so the socket is connectable, and a shared replica readable, by the pod's fsGroup (see socket.umask).
   command: ["/bin/sh", "-c", {{ printf "umask %s && exec node bin/proofgate.js sidecar" $v.socket.umask | quote }}]
   {{- else }}
   args: ["sidecar"]
@@ -332,19 +340,23 @@ chart then includes "proofgate.sidecar.container" under initContainers instead o
 {{- end }}
 {{- end }}
 
-{{/* Volume mounts for the application container: the socket directory in unix mode. */}}
+{{/* Volume mounts for the application container: the socket directory in unix mode, the replica when shared. */}}
 {{- define "proofgate.sidecar.appVolumeMounts" -}}
 {{- $v := include "proofgate.sidecar.values" . | fromYaml -}}
+{{- $mounts := list -}}
 {{- if or (eq $v.transport "unix") (eq $v.transport "both") -}}
-- name: proofgate-socket
-  mountPath: {{ $v.socket.dir }}
-{{- end }}
+{{- $mounts = append $mounts (dict "name" "proofgate-socket" "mountPath" $v.socket.dir) -}}
+{{- end -}}
+{{- if $v.replica.shareWithApp -}}
+{{- $mounts = append $mounts (dict "name" "proofgate-replica" "mountPath" $v.replica.dir) -}}
+{{- end -}}
+{{- if $mounts -}}{{ toYaml $mounts }}{{- end -}}
 {{- end }}
 
 {{/*
 Environment for the application container: PROOFGATE_SIDECAR_ADDRESS, the gRPC target of the
-sidecar (what `proofgate check` reads too): unix:<path> when a socket is enabled, else
-127.0.0.1:<port>.
+sidecar (what `proofgate check` and ProofgateClient read): unix:<path> when a socket is enabled,
+else 127.0.0.1:<port>; with replica.shareWithApp, PROOFGATE_REPLICA (ProofgateClient's local mode).
 */}}
 {{- define "proofgate.sidecar.appEnv" -}}
 {{- $v := include "proofgate.sidecar.values" . | fromYaml -}}
@@ -354,4 +366,8 @@ sidecar (what `proofgate check` reads too): unix:<path> when a socket is enabled
   {{- else }}
   value: {{ printf "127.0.0.1:%v" $v.grpcPort | quote }}
   {{- end }}
+{{- if $v.replica.shareWithApp }}
+- name: PROOFGATE_REPLICA
+  value: {{ printf "%s/%s" (trimSuffix "/" $v.replica.dir) $v.replica.file | quote }}
+{{- end }}
 {{- end }}

@@ -1,0 +1,64 @@
+import { execFile, execFileSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { NatsServer } from "../harness/nats.js";
+import { startTestSidecar, waitFor, type TestSidecar } from "../harness/sidecar.js";
+import { tempDir } from "../harness/tmp.js";
+import { startTestWriter, type TestWriter } from "../harness/writer.js";
+
+const run = promisify(execFile);
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+/** The system's Python, where Debian's python3-grpcio lives (not a version manager's shim). */
+const PYTHON = "/usr/bin/python3";
+
+/** The example needs python3-grpcio, protobuf-compiler and protobuf-compiler-grpc (CI installs them: .ci/run). */
+function pythonToolsInstalled(): boolean {
+  try {
+    execFileSync(PYTHON, ["-c", "import grpc, google.protobuf"], { stdio: "ignore" });
+    execFileSync("sh", ["-c", "command -v protoc && command -v grpc_python_plugin"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe.runIf(pythonToolsInstalled())("the Python example client (examples/python)", () => {
+  let nats: NatsServer;
+  let dir: ReturnType<typeof tempDir>;
+  let writer: TestWriter;
+  let sc: TestSidecar;
+
+  beforeAll(async () => {
+    nats = await NatsServer.start();
+    dir = tempDir("proofgate-python-");
+    writer = await startTestWriter({ natsUrl: nats.url });
+    const catalogRevision = await writer.client.applyCatalog();
+    sc = await startTestSidecar({ natsUrl: nats.url, dir: dir.path, socket: true });
+    await waitFor(() => sc.sidecar.ready && sc.sidecar.revision >= catalogRevision, "sidecar ready with the catalog");
+  });
+
+  afterAll(async () => {
+    await sc.close();
+    await writer.dispose();
+    await nats.dispose();
+    dir.dispose();
+  });
+
+  it("generates its stubs from proto/, publishes to the writer and checks at the sidecar (TCP and unix socket)", async () => {
+    const gen = `${dir.path}/gen`;
+    await run("sh", [`${ROOT}examples/python/generate.sh`, gen]);
+    const example = async (sidecar: string, customer: string): Promise<Record<string, unknown>> => {
+      const { stdout } = await run(PYTHON, [`${ROOT}examples/python/proofgate_example.py`, "--writer", writer.writer.grpcAddress, "--sidecar", sidecar, "--customer", customer, "--gen", gen], { timeout: 60_000 });
+      return JSON.parse(stdout) as Record<string, unknown>;
+    };
+    const tcp = await example(sc.sidecar.grpcAddress ?? "", "cus_python");
+    expect(tcp).toMatchObject({ results: ["INGEST_RESULT_ACCEPTED", "INGEST_RESULT_ACCEPTED"], allowed: true, status: "ACCESS_STATUS_GRANTED", stale: false });
+    expect(tcp["reason"]).toMatch(/^Paid through/);
+    expect(tcp["revision"]).toBeGreaterThanOrEqual(tcp["published_revision"] as number);
+    expect(tcp["valid_until"]).toMatch(/^\d{4}-\d\d-\d\dT/);
+    // The same events again are duplicates; over the unix socket the answer is the same.
+    const unix = await example(sc.sidecar.grpcSocketAddress ?? "", "cus_python");
+    expect(unix).toMatchObject({ results: ["INGEST_RESULT_DUPLICATE", "INGEST_RESULT_DUPLICATE"], allowed: true, status: "ACCESS_STATUS_GRANTED" });
+  });
+});
