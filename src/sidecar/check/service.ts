@@ -13,7 +13,7 @@ import {
 } from "../../gen/proofgate/v1/check.js";
 import { AccessDocument } from "../../gen/proofgate/v1/document.js";
 import type { CatalogIndex } from "../../catalog/index.js";
-import { answersHoldUntil, evaluate, evaluateAll, formatMs, staleReason, statusName, toCheckResponse, toEntitlement, withStalePolicy, type Decision } from "../../policy/index.js";
+import { answersHoldUntil, evaluate, evaluateAll, formatMs, staleReason, toCheckResponse, toEntitlement, withStalePolicy, type Decision } from "../../policy/index.js";
 import { unary, type ServiceBinding } from "../../transport/grpc.js";
 import type { Logger } from "../../observability/logger.js";
 import type { Replica } from "../replica/replica.js";
