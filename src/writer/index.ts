@@ -57,7 +57,10 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
   let ops: OpsServer | undefined;
   let stripe: WriterStripeRoutes | undefined;
   try {
-    const core = new WriterCore(ledger, now, logger.child({ component: "ledger" }), deps.hooks ?? {});
+    const core = new WriterCore(ledger, now, logger.child({ component: "ledger" }), deps.hooks ?? {}, {
+      maxDocumentBytes: options.maxDocumentBytes,
+      maxEventSkewMs: options.maxEventSkew,
+    });
     const registry = createRegistry("writer");
     const link = new NatsLink(options, logger.child({ component: "nats" }));
     const ref: { publisher?: OutboxPublisher } = {};
@@ -120,6 +123,14 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     healthTimer.unref();
     const heartbeat = new HeartbeatSender(link, options.writerId, options.heartbeatInterval, () => (pub.reconciled ? pub.headRevision : undefined), Date.now);
 
+    link.onReady(() => {
+      const maxPayload = link.ready?.nc.info?.max_payload;
+      if (maxPayload !== undefined && options.maxDocumentBytes + 512 > maxPayload)
+        log.warn(
+          { maxDocumentBytes: options.maxDocumentBytes, maxPayload },
+          "--max-document-bytes is above what the NATS server accepts (max_payload): documents between the two would be committed but never replicated",
+        );
+    });
     link.start();
     pub.start();
     deadLetters.start();
