@@ -9,7 +9,7 @@ import type { NatsLink } from "../nats-link.js";
 import { backoffMs, pause, Signal } from "../signal.js";
 
 /** The most of a rejected payload a dead letter carries; the rest is identified by size and SHA-256. */
-export const DEAD_LETTER_PAYLOAD_BYTES = 16 * 1024;
+export const DEAD_LETTER_PAYLOAD_BYTES = 8 * 1024;
 
 /**
  * A dead letter, bounded whatever was received: the reason and ids are cut to a few hundred
