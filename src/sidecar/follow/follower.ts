@@ -539,7 +539,7 @@ export class Follower {
   }
 
   private afterConfirmation(): void {
-    if (!this.readyNow && this.freshness.everCurrent) {
+    if (!this.readyNow && this.freshness.everCaughtUp) {
       if (this.bootstrap) {
         const seconds = (mono() - this.bootstrap.startedAt) / 1000;
         this.logger.info({ revision: this.replica.revision, seconds: Math.round(seconds * 10) / 10 }, "initial sync complete; ready");
@@ -611,7 +611,7 @@ export class Follower {
     }
     if (!this.connectedNow || !this.session || this.isClosed()) return;
     if (!this.checkingStream && (this.streamCheckWanted || now - this.lastStreamCheckAt > STREAM_CHECK_MS)) void this.checkStream();
-    if (!this.probing && (!this.readyNow || this.freshness.ageMs(now) > this.tickMs())) void this.probe();
+    if (!this.probing && (!this.readyNow || this.freshness.caughtUpAgeMs(now) > this.tickMs())) void this.probe();
   }
 
   /** Detects a recreated or rewound stream while following it. */

@@ -1,16 +1,22 @@
 /**
- * How current the replica is. The replica is *current* at time t when, at t, it had applied
- * everything the stream held: confirmed either by a writer heartbeat whose head revision the
- * replica has reached, or by NATS itself (the consumer had nothing pending). Answers are stale
- * when the last such moment is older than the catalog's coherency window, or when there never
- * was one since the replica was (re)built.
+ * How current the replica is. The replica is *caught up* at time t when, at t, it had applied
+ * everything the stream held: confirmed by a writer heartbeat whose head revision the replica
+ * has reached, or by NATS itself (the consumer had nothing pending). That decides readiness.
+ *
+ * It is *current* only as of the writer's word: a stream with nothing pending says nothing about
+ * changes a dead or partitioned writer could not publish. So currency is never dated later than
+ * the last writer heartbeat received; answers are stale when it is older than the catalog's
+ * coherency window (a SIGKILLed writer turns every answer stale after the window), or when there
+ * never was one since the replica was (re)built.
  *
  * Times here are monotonic milliseconds (`performance.now()`), never the wall clock: a clock
  * step must not make a replica look fresh or stale.
  */
 export class Freshness {
-  /** The last moment the replica was known current; undefined until the first confirmation. */
+  /** The last moment the replica was known current (never after the last heartbeat); undefined until the first. */
   private lastCurrentAt: number | undefined;
+  /** The last moment the replica was known caught up with the stream (for readiness). */
+  private lastCaughtUpAt: number | undefined;
   private headRevision = 0;
   private lastHeartbeatAt: number | undefined;
   /** Heartbeats not yet reached, oldest first: when the replica applies `head`, it was current as of `at`. */
@@ -20,8 +26,9 @@ export class Freshness {
     return this.headRevision;
   }
 
-  get everCurrent(): boolean {
-    return this.lastCurrentAt !== undefined;
+  /** Caught up with the stream at least once since the replica was (re)built. */
+  get everCaughtUp(): boolean {
+    return this.lastCaughtUpAt !== undefined;
   }
 
   /** A writer heartbeat received at `at`. */
@@ -73,6 +80,7 @@ export class Freshness {
   /** The replica was rebuilt from scratch: nothing about it is known current. */
   reset(): void {
     this.lastCurrentAt = undefined;
+    this.lastCaughtUpAt = undefined;
     this.pending = [];
   }
 
@@ -84,6 +92,11 @@ export class Freshness {
   /** Milliseconds since the replica was last known current (Infinity if never). */
   ageMs(now: number): number {
     return this.lastCurrentAt === undefined ? Infinity : Math.max(0, now - this.lastCurrentAt);
+  }
+
+  /** Milliseconds since the replica was last known caught up with the stream (Infinity if never). */
+  caughtUpAgeMs(now: number): number {
+    return this.lastCaughtUpAt === undefined ? Infinity : Math.max(0, now - this.lastCaughtUpAt);
   }
 
   /** Milliseconds since the last heartbeat (Infinity if none). */
@@ -107,6 +120,9 @@ export class Freshness {
   }
 
   private confirm(at: number): void {
-    if (this.lastCurrentAt === undefined || at > this.lastCurrentAt) this.lastCurrentAt = at;
+    if (this.lastCaughtUpAt === undefined || at > this.lastCaughtUpAt) this.lastCaughtUpAt = at;
+    if (this.lastHeartbeatAt === undefined) return;
+    const current = Math.min(at, this.lastHeartbeatAt);
+    if (this.lastCurrentAt === undefined || current > this.lastCurrentAt) this.lastCurrentAt = current;
   }
 }
