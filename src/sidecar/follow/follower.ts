@@ -13,7 +13,7 @@ import {
 } from "nats";
 import { Heartbeat } from "../../gen/proofgate/v1/document.js";
 import { HEARTBEAT_SUBJECT, STATE_STREAM } from "../../replication/subjects.js";
-import { isStreamNotFound } from "../../replication/streams.js";
+import { isStreamNotFound, streamIdentity } from "../../replication/streams.js";
 import { natsConnectionOptions, type NatsOptions } from "../../replication/connection.js";
 import { errorMessage } from "../../errors/index.js";
 import type { Logger } from "../../observability/logger.js";
@@ -374,20 +374,27 @@ export class Follower {
    * has not gone back in time. Otherwise it is rebuilt from scratch rather than serve wrong data.
    */
   private async ensureIncarnation(info: StreamInfo): Promise<void> {
-    const stored = this.replica.streamCreated;
+    const identity = streamIdentity(info);
+    let stored = this.replica.streamCreated;
     const revision = this.replica.revision;
+    // A replica bound by `created` (before the writer named the stream) adopts the stream's
+    // incarnation id if `created` still matches: an upgrade does not rebuild every sidecar.
+    if (stored !== undefined && stored !== identity && stored === info.created && identity.startsWith("incarnation=")) {
+      await this.replica.setStreamCreated(identity);
+      stored = identity;
+    }
     let reason: string | undefined;
-    if (stored !== undefined && stored !== info.created) reason = "stream recreated";
+    if (stored !== undefined && stored !== identity) reason = "stream recreated";
     else if (revision > info.state.last_seq) reason = "replica ahead of the stream";
     else if (stored === undefined && revision > 0) reason = "replica not bound to a stream";
     if (reason) {
       this.logger.warn(
-        { reason, revision, streamLastSeq: info.state.last_seq, streamCreated: info.created, replicaStreamCreated: stored },
+        { reason, revision, streamLastSeq: info.state.last_seq, stream: identity, replicaStream: stored },
         "cannot resume the replica; rebuilding it from the stream",
       );
       await this.rebuild(reason);
     }
-    if (this.replica.streamCreated === undefined) await this.replica.setStreamCreated(info.created);
+    if (this.replica.streamCreated === undefined) await this.replica.setStreamCreated(identity);
   }
 
   private async rebuild(reason: string): Promise<void> {
@@ -625,7 +632,7 @@ export class Follower {
       const info = await jsm.streams.info(STATE_STREAM);
       this.lastStreamCheckAt = mono();
       if (epoch !== this.epoch) return;
-      if (info.created !== this.replica.streamCreated || info.state.last_seq < this.replica.revision) this.requestRestart("stream changed");
+      if (streamIdentity(info) !== this.replica.streamCreated || info.state.last_seq < this.replica.revision) this.requestRestart("stream changed");
     } catch (err) {
       if (isStreamNotFound(err)) {
         this.streamMissing = true;
