@@ -121,7 +121,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
       }
     }, 100);
     healthTimer.unref();
-    const heartbeat = new HeartbeatSender(link, options.writerId, options.heartbeatInterval, () => (pub.reconciled ? pub.headRevision : undefined), Date.now);
+    const heartbeat = new HeartbeatSender(link, options.writerId, options.heartbeatInterval, () => (pub.reconciled ? pub.headRevision : undefined), Date.now, () => pub.snapshotInProgress);
 
     link.onReady(() => {
       const maxPayload = link.ready?.nc.info?.max_payload;

@@ -214,7 +214,7 @@ export class StatePublisher {
   }
 
   heartbeat(headRevision: number): void {
-    this.nc.publish(HEARTBEAT_SUBJECT, Heartbeat.encode({ headRevision, writerId: "test", sentAt: new Date() }).finish());
+    this.nc.publish(HEARTBEAT_SUBJECT, Heartbeat.encode({ headRevision, writerId: "test", sentAt: new Date(), snapshotInProgress: false }).finish());
   }
 
   async lastSeq(): Promise<number> {

@@ -118,6 +118,10 @@ export class Follower {
   private lastStreamCheckAt = 0;
   private streamCheckWanted = false;
 
+  /** The replica was checked against the stream in this process: until then nothing confirms it. */
+  private streamVerified = false;
+  /** The stream an unbound replica is being built from; it is bound once caught up. */
+  private syncing: string | undefined;
   private bootstrap: { target: number; total: number; startedAt: number; lastLogAt: number; remaining: number } | undefined;
   private running: Promise<void> | undefined;
 
@@ -267,6 +271,10 @@ export class Follower {
     const { info, askedAt: infoAt } = found;
     await this.ensureIncarnation(info);
     if (this.isClosed()) return "closing";
+    // Confirmations that came before the replica was checked against the stream (a heartbeat
+    // can arrive first) may speak of another stream: only later ones count.
+    if (!this.streamVerified) this.freshness.reset();
+    this.streamVerified = true;
     this.lastStreamCheckAt = infoAt;
     const epoch = ++this.epoch;
     this.stalledProbes = 0;
@@ -386,7 +394,9 @@ export class Follower {
     let reason: string | undefined;
     if (stored !== undefined && stored !== identity) reason = "stream recreated";
     else if (revision > info.state.last_seq) reason = "replica ahead of the stream";
-    else if (stored === undefined && revision > 0) reason = "replica not bound to a stream";
+    // Unbound with data: a bootstrap interrupted before it completed, by another process or on
+    // another stream. What it holds is a part of some state, never a replica to resume.
+    else if (stored === undefined && revision > 0 && this.syncing !== identity) reason = "interrupted bootstrap";
     if (reason) {
       this.logger.warn(
         { reason, revision, streamLastSeq: info.state.last_seq, stream: identity, replicaStream: stored },
@@ -394,7 +404,8 @@ export class Follower {
       );
       await this.rebuild(reason);
     }
-    if (this.replica.streamCreated === undefined) await this.replica.setStreamCreated(identity);
+    // The replica is bound to the stream (and so counts as warm) only once it has caught up.
+    if (this.replica.streamCreated === undefined) this.syncing = identity;
   }
 
   private async rebuild(reason: string): Promise<void> {
@@ -407,6 +418,7 @@ export class Follower {
     this.releaseDrainWaiters();
     this.lastReceived = 0;
     this.settleAfterDrain = undefined;
+    this.syncing = undefined;
     this.freshness.reset();
     this.freshness.forgetHead();
     this.setReady(false);
@@ -525,7 +537,7 @@ export class Follower {
       return;
     }
     const applied = this.replica.revision;
-    this.freshness.heartbeat(hb.headRevision, mono(), applied);
+    this.freshness.heartbeat(hb.headRevision, mono(), applied, hb.snapshotInProgress);
     if (this.freshness.headBehind(applied)) this.streamCheckWanted = true;
     this.afterConfirmation();
   }
@@ -546,7 +558,17 @@ export class Follower {
   }
 
   private afterConfirmation(): void {
-    if (!this.readyNow && this.freshness.everCaughtUp) {
+    if (!this.readyNow && this.streamVerified && this.freshness.everCaughtUp && !this.freshness.snapshotInProgress) {
+      const syncing = this.syncing;
+      if (this.replica.streamCreated === undefined && syncing !== undefined) {
+        const incarnation = this.incarnation;
+        this.replica.setStreamCreated(syncing).then(
+          () => {
+            if (incarnation === this.incarnation && this.syncing === syncing) this.syncing = undefined;
+          },
+          (err: unknown) => this.logger.error({ err: errorMessage(err) }, "cannot record the replica's stream"),
+        );
+      }
       if (this.bootstrap) {
         const seconds = (mono() - this.bootstrap.startedAt) / 1000;
         this.logger.info({ revision: this.replica.revision, seconds: Math.round(seconds * 10) / 10 }, "initial sync complete; ready");
@@ -609,6 +631,8 @@ export class Follower {
     const now = mono();
     if (
       !this.readyNow &&
+      // Warm only if it completed a sync once (bound to its stream), never mid-bootstrap.
+      this.replica.streamCreated !== undefined &&
       this.replica.revision > 0 &&
       now - this.startedAt >= this.options.offlineReadyAfterMs &&
       (!this.connectedNow || this.streamMissing)
@@ -632,7 +656,8 @@ export class Follower {
       const info = await jsm.streams.info(STATE_STREAM);
       this.lastStreamCheckAt = mono();
       if (epoch !== this.epoch) return;
-      if (streamIdentity(info) !== this.replica.streamCreated || info.state.last_seq < this.replica.revision) this.requestRestart("stream changed");
+      const following = this.replica.streamCreated ?? this.syncing;
+      if (streamIdentity(info) !== following || info.state.last_seq < this.replica.revision) this.requestRestart("stream changed");
     } catch (err) {
       if (isStreamNotFound(err)) {
         this.streamMissing = true;

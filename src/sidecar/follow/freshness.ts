@@ -31,10 +31,27 @@ export class Freshness {
     return this.lastCaughtUpAt !== undefined;
   }
 
+  /**
+   * The writer is republishing a full snapshot (the stream was recreated or replaced): reaching
+   * its head does not make a replica complete, so nothing is confirmed until it is through.
+   */
+  private writerSnapshotting = false;
+
+  get snapshotInProgress(): boolean {
+    return this.writerSnapshotting;
+  }
+
   /** A writer heartbeat received at `at`. */
-  heartbeat(head: number, at: number, applied: number): void {
+  heartbeat(head: number, at: number, applied: number, snapshotInProgress = false): void {
     this.lastHeartbeatAt = at;
     this.headRevision = head;
+    this.writerSnapshotting = snapshotInProgress;
+    if (snapshotInProgress) {
+      this.pending = [];
+      return;
+    }
+    // A writer behind the replica speaks of another stream (recreated): it confirms nothing.
+    if (head < applied) return;
     this.expect(head, at, applied);
   }
 
@@ -120,6 +137,7 @@ export class Freshness {
   }
 
   private confirm(at: number): void {
+    if (this.writerSnapshotting) return;
     if (this.lastCaughtUpAt === undefined || at > this.lastCaughtUpAt) this.lastCaughtUpAt = at;
     if (this.lastHeartbeatAt === undefined) return;
     const current = Math.min(at, this.lastHeartbeatAt);

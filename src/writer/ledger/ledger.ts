@@ -376,6 +376,15 @@ export class Ledger {
     return Number(this.meta("published_high") ?? "0");
   }
 
+  /** The last outbox id of the latest full snapshot (0 if none): while rows up to it are pending, a snapshot is in progress. */
+  snapshotThrough(): number {
+    return Number(this.meta("snapshot_through") ?? "0");
+  }
+
+  setSnapshotThrough(outboxId: number): void {
+    this.s.setMeta.run("snapshot_through", String(outboxId));
+  }
+
   /** After a snapshot onto a new or foreign stream, its sequence is the one that counts. */
   resetPublishedHigh(seq: number): void {
     this.s.setMeta.run("published_high", String(seq));

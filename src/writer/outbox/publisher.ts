@@ -56,8 +56,6 @@ export class OutboxPublisher {
   private readonly stopped = (): boolean => this.stop.signal.aborted;
   private loop: Promise<void> | undefined;
   private lastPruneMs = 0;
-  /** The last outbox id of the latest snapshot; while rows up to it are pending, no new one is needed. */
-  private snapshotThrough = 0;
 
   constructor(
     private readonly ledger: Ledger,
@@ -305,7 +303,7 @@ export class OutboxPublisher {
     }
     if (snapshotReason) {
       const first = this.ledger.firstPendingId();
-      if (first !== undefined && first <= this.snapshotThrough) {
+      if (first !== undefined && first <= this.ledger.snapshotThrough()) {
         log.info({ lastSeq }, "a snapshot is still on its way to the state stream");
       } else {
         log.warn({ lastSeq, publishedHigh: high }, `${snapshotReason}: republishing a full snapshot`);
@@ -337,8 +335,15 @@ export class OutboxPublisher {
         if (!last || page.length < SNAPSHOT_PAGE) break;
         after = last.customerId;
       }
+      // Kept in the ledger: a writer restarted mid-snapshot still says it is in progress.
+      ledger.setSnapshotThrough(ledger.maxOutboxId());
     });
-    this.snapshotThrough = ledger.maxOutboxId();
+  }
+
+  /** A full snapshot is still on its way to the stream (heartbeats say so: replicas are not complete yet). */
+  get snapshotInProgress(): boolean {
+    const first = this.ledger.firstPendingId();
+    return first !== undefined && first <= this.ledger.snapshotThrough();
   }
 
   private maybePrune(): void {

@@ -184,7 +184,14 @@ export interface Heartbeat {
   /** The latest revision the writer has published to PROOFGATE_STATE. */
   headRevision: number;
   writerId: string;
-  sentAt: Date | undefined;
+  sentAt:
+    | Date
+    | undefined;
+  /**
+   * The writer is republishing a full snapshot (onto a new or recreated stream): until it is
+   * through, reaching head_revision does not make a replica complete, so sidecars stay stale.
+   */
+  snapshotInProgress: boolean;
 }
 
 /** An event that can never be applied, published to `proofgate.deadletter` with the reason. */
@@ -1512,7 +1519,7 @@ export const CustomerErased: MessageFns<CustomerErased> = {
 };
 
 function createBaseHeartbeat(): Heartbeat {
-  return { headRevision: 0, writerId: "", sentAt: undefined };
+  return { headRevision: 0, writerId: "", sentAt: undefined, snapshotInProgress: false };
 }
 
 export const Heartbeat: MessageFns<Heartbeat> = {
@@ -1525,6 +1532,9 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     }
     if (message.sentAt !== undefined) {
       Timestamp.encode(toTimestamp(message.sentAt), writer.uint32(26).fork()).join();
+    }
+    if (message.snapshotInProgress !== false) {
+      writer.uint32(32).bool(message.snapshotInProgress);
     }
     return writer;
   },
@@ -1566,6 +1576,14 @@ export const Heartbeat: MessageFns<Heartbeat> = {
             message.sentAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.snapshotInProgress = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1595,6 +1613,11 @@ export const Heartbeat: MessageFns<Heartbeat> = {
         : isSet(object.sent_at)
         ? fromJsonTimestamp(object.sent_at)
         : undefined,
+      snapshotInProgress: isSet(object.snapshotInProgress)
+        ? globalThis.Boolean(object.snapshotInProgress)
+        : isSet(object.snapshot_in_progress)
+        ? globalThis.Boolean(object.snapshot_in_progress)
+        : false,
     };
   },
 
@@ -1609,6 +1632,9 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     if (message.sentAt !== undefined) {
       obj.sentAt = message.sentAt.toISOString();
     }
+    if (message.snapshotInProgress !== false) {
+      obj.snapshotInProgress = message.snapshotInProgress;
+    }
     return obj;
   },
 
@@ -1620,6 +1646,7 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     message.headRevision = object.headRevision ?? 0;
     message.writerId = object.writerId ?? "";
     message.sentAt = object.sentAt ?? undefined;
+    message.snapshotInProgress = object.snapshotInProgress ?? false;
     return message;
   },
 };
