@@ -118,6 +118,7 @@ export class Follower {
   private lastStreamCheckAt = 0;
   private streamCheckWanted = false;
 
+  private warnedIncomplete = false;
   /** The replica was checked against the stream in this process: until then nothing confirms it. */
   private streamVerified = false;
   /** The stream an unbound replica is being built from; it is bound once caught up. */
@@ -639,6 +640,10 @@ export class Follower {
     ) {
       this.logger.warn({ revision: this.replica.revision }, "NATS or the state stream is unavailable; serving the warm replica (answers are stale beyond the coherency window)");
       this.setReady(true);
+    }
+    if (!this.readyNow && !this.warnedIncomplete && this.replica.streamCreated === undefined && this.replica.revision > 0 && now - this.startedAt >= this.options.offlineReadyAfterMs && !this.connectedNow) {
+      this.warnedIncomplete = true;
+      this.logger.warn({ revision: this.replica.revision }, "the replica holds an interrupted bootstrap, not a complete state; not ready until it has synced from the stream");
     }
     if (!this.connectedNow || !this.session || this.isClosed()) return;
     if (!this.checkingStream && (this.streamCheckWanted || now - this.lastStreamCheckAt > STREAM_CHECK_MS)) void this.checkStream();
