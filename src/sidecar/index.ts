@@ -1,3 +1,4 @@
+import { redactNatsUrl } from "../replication/connection.js";
 import { lstatSync, rmSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import type { Registry } from "prom-client";
@@ -135,7 +136,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
   const tcp = grpcServer.addresses.find((a) => !a.startsWith("unix:"));
   const unix = grpcServer.addresses.find((a) => a.startsWith("unix:"));
   log.info(
-    { grpc: grpcServer.addresses, http: ops?.address, replica: options.replica, revision: replica.revision, warm: replica.warm, nats: options.natsUrl },
+    { grpc: grpcServer.addresses, http: ops?.address, replica: options.replica, revision: replica.revision, warm: replica.warm, nats: redactNatsUrl(options.natsUrl) },
     "sidecar listening",
   );
 

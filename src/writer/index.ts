@@ -1,3 +1,4 @@
+import { redactNatsUrl } from "../replication/connection.js";
 import type { Registry } from "prom-client";
 import { createRegistry } from "../observability/metrics.js";
 import type { Logger } from "../observability/logger.js";
@@ -136,7 +137,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     deadLetters.start();
     consumer.start();
     heartbeat.start();
-    log.info({ grpc: grpc.addresses[0], http: ops.address, nats: options.natsUrl }, "writer started");
+    log.info({ grpc: grpc.addresses[0], http: ops.address, nats: redactNatsUrl(options.natsUrl) }, "writer started");
 
     let closed: Promise<void> | undefined;
     return {

@@ -14,7 +14,7 @@ import {
 import { Heartbeat } from "../../gen/proofgate/v1/document.js";
 import { HEARTBEAT_SUBJECT, STATE_STREAM } from "../../replication/subjects.js";
 import { isStreamNotFound, streamIdentity } from "../../replication/streams.js";
-import { natsConnectionOptions, type NatsOptions } from "../../replication/connection.js";
+import { natsConnectionOptions, redactNatsUrl, type NatsOptions } from "../../replication/connection.js";
 import { errorMessage } from "../../errors/index.js";
 import type { Logger } from "../../observability/logger.js";
 import { readRecord, type ReplicaRecord } from "../replica/record.js";
@@ -224,7 +224,7 @@ export class Follower {
 
   private async connectForever(): Promise<NatsConnection | undefined> {
     const connectOptions = natsConnectionOptions(this.options, "proofgate-sidecar", 500);
-    const servers = connectOptions.servers;
+    const servers = redactNatsUrl(this.options.natsUrl);
     for (let attempt = 0; !this.isClosed(); attempt++) {
       try {
         const nc = await connect(connectOptions);

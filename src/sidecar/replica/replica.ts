@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, rmSync } from "node:fs";
 import { dirname } from "node:path";
 import Database, { type Database as Db, type Statement } from "better-sqlite3";
 import { CatalogIndex } from "../../catalog/index.js";
@@ -99,12 +99,14 @@ export class Replica {
   ) {
     if (path === "" || path === ":memory:") throw new InvalidArgumentError("replica", "must be a file path");
     mkdirSync(dirname(path), { recursive: true });
+    ownerOnly(path);
     let db = new Database(path);
     const version = readSchemaVersion(db);
     if (version !== undefined && version !== SCHEMA_VERSION) {
       this.logger.warn({ found: version, expected: SCHEMA_VERSION }, "replica schema changed; rebuilding it from the stream");
       db.close();
       removeDatabaseFiles(path);
+      ownerOnly(path);
       db = new Database(path);
     }
     db.pragma("journal_mode = WAL");
@@ -298,4 +300,10 @@ function removeDatabaseFiles(path: string): void {
     const file = path + suffix;
     if (existsSync(file)) rmSync(file, { force: true });
   }
+}
+
+/** The replica holds customer ids: readable by its owner only (SQLite gives -wal and -shm the same mode). */
+function ownerOnly(path: string): void {
+  closeSync(openSync(path, "a", 0o600));
+  chmodSync(path, 0o600);
 }

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { chmodSync, closeSync, openSync } from "node:fs";
 import Database from "better-sqlite3";
 import { BillingEvent } from "../../gen/proofgate/v1/billing.js";
 import { Catalog } from "../../gen/proofgate/v1/catalog.js";
@@ -138,6 +139,12 @@ export class Ledger {
 
   /** Opens (creating and migrating as needed) the ledger at `path`. */
   static open(path: string): Ledger {
+    // It holds customer ids: readable by its owner only. SQLite gives the -wal and -shm files the
+    // database file's mode.
+    if (path !== ":memory:") {
+      closeSync(openSync(path, "a", 0o600));
+      chmodSync(path, 0o600);
+    }
     const db = new Database(path);
     try {
       // One writer per ledger: the lock is taken at the first access and held until close, so a
