@@ -54,3 +54,21 @@ describe("strict JSON decoding and bounded fields", () => {
     expect(describeEvent({ ...e, subscriptionId: "s".repeat(100_000) }).length).toBeLessThan(1100);
   });
 });
+
+describe("bounded echoes", () => {
+  test("a 1 MB invalid catalog key is not echoed back whole", async () => {
+    const { validateCatalog } = await import("../../src/catalog/index.js");
+    const { demoCatalog } = await import("../policy/story.js");
+    const catalog = demoCatalog();
+    const first = catalog.features[0];
+    if (!first) throw new Error("demo catalog has no features");
+    const bad = { ...catalog, features: [{ ...first, key: "K".repeat(1_000_000) }, ...catalog.features.slice(1)] };
+    let message = "";
+    try {
+      validateCatalog(bad);
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/^features\[0\]\.key: "K{64}"… \(1000000 bytes\) must be 1-64/);
+  });
+});
