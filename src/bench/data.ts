@@ -363,7 +363,9 @@ export function paymentEvent(customerId: string, eventId: string, at: number, in
  */
 export class EventStream {
   private n = 0;
-  private readonly start = Date.now();
+  // Events advance 1 ms each, faster than real time: start in the past so none is dated ahead
+  // of the writer's clock (which it rejects beyond --max-event-skew).
+  private readonly start = Date.now() - DAY;
   constructor(
     private readonly customers: number,
     private readonly prefix: string,

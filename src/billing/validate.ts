@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from "../errors/index.js";
+import { InvalidArgumentError, quote } from "../errors/index.js";
 import {
   PaymentResult,
   RecoveryResult,
@@ -8,7 +8,25 @@ import {
 import type { CatalogIndex } from "../catalog/index.js";
 import { enumLabel, isKnownEnum } from "./describe.js";
 
+/**
+ * Limits on what an event may carry (docs/billing-events.md, "Limits"). They keep every
+ * customer's access document far below NATS's max_payload, and every echo of input bounded.
+ */
 export const MAX_ID_BYTES = 256;
+/** `source` and `correlation_id`. */
+export const MAX_LABEL_BYTES = 256;
+export const MAX_CURRENCY_BYTES = 16;
+export const MAX_FAILURE_REASON_BYTES = 1024;
+export const MAX_ADDONS = 64;
+/** google.protobuf.Timestamp's range: 0001-01-01 to 9999-12-31. */
+const MIN_TIME_MS = -62_135_596_800_000;
+const MAX_TIME_MS = 253_402_300_799_999;
+
+/** Where the writer's clock bounds `occurred_at`: events dated further ahead than `maxSkewMs` are rejected. */
+export interface ClockBound {
+  readonly now: number;
+  readonly maxSkewMs: number;
+}
 
 /** Results that describe what an invoice pays for, so they must carry a period and items. */
 const NEEDS_ITEMS = new Set([
@@ -21,11 +39,18 @@ const NEEDS_ITEMS = new Set([
  * Checks an event before it becomes a fact. Throws InvalidArgumentError naming the field in the
  * event's own (proto) field names. With a catalog, plans and add-ons must exist in it.
  */
-export function validateEvent(e: BillingEvent, catalog?: CatalogIndex): void {
+export function validateEvent(e: BillingEvent, catalog?: CatalogIndex, clock?: ClockBound): void {
   id(e.eventId, "event_id");
   time(e.occurredAt, "occurred_at", true);
+  if (clock && e.occurredAt && e.occurredAt.getTime() > clock.now + clock.maxSkewMs)
+    throw new InvalidArgumentError(
+      "occurred_at",
+      `${e.occurredAt.toISOString()} is more than ${Math.round(clock.maxSkewMs / 1000)} s ahead of the writer's clock (${new Date(clock.now).toISOString()}); a future-dated event would outrank real ones`,
+    );
   id(e.customerId, "customer_id");
   id(e.subscriptionId, "subscription_id");
+  text(e.source, "source", MAX_LABEL_BYTES);
+  text(e.correlationId, "correlation_id", MAX_LABEL_BYTES);
   const kind = e.kind;
   if (!kind) throw new InvalidArgumentError("kind", "one of subscription, payment or recovery is required");
   switch (kind.$case) {
@@ -55,6 +80,8 @@ export function validateEvent(e: BillingEvent, catalog?: CatalogIndex): void {
       items(p.planId, p.addonIds, "payment", catalog);
       uint(p.quantity, "payment.quantity", 0xffff_ffff);
       if (!Number.isSafeInteger(p.amountMinor)) throw new InvalidArgumentError("payment.amount_minor", "must be an integer");
+      text(p.currency, "payment.currency", MAX_CURRENCY_BYTES);
+      text(p.failureReason, "payment.failure_reason", MAX_FAILURE_REASON_BYTES);
       return;
     }
     case "recovery": {
@@ -73,9 +100,22 @@ function uint(v: number, field: string, max: number): void {
   if (!Number.isInteger(v) || v < 0 || v > max) throw new InvalidArgumentError(field, `must be a whole number from 0 to ${max}, got ${v}`);
 }
 
-function id(v: string, field: string): void {
-  if (!v) throw new InvalidArgumentError(field, "required");
-  if (Buffer.byteLength(v, "utf8") > MAX_ID_BYTES) throw new InvalidArgumentError(field, `longer than ${MAX_ID_BYTES} bytes`);
+/**
+ * Decoders replace invalid UTF-8 with U+FFFD, which would fold distinct ids into one, so an id
+ * holding U+FFFD is refused rather than guessed at.
+ */
+function id(v: string, field: string, empty = "required"): void {
+  if (!v) throw new InvalidArgumentError(field, empty);
+  text(v, field, MAX_ID_BYTES);
+  if (v.includes("\uFFFD")) throw new InvalidArgumentError(field, "not valid UTF-8");
+}
+
+/** A string field within `max` UTF-8 bytes. */
+function text(v: string, field: string, max: number): void {
+  if (typeof v !== "string") throw new InvalidArgumentError(field, "must be a string");
+  if (v.length * 3 <= max) return; // hot path: cannot be over the limit
+  const bytes = Buffer.byteLength(v, "utf8");
+  if (bytes > max) throw new InvalidArgumentError(field, `${bytes} bytes, above the limit of ${max}`);
 }
 
 function time(v: Date | undefined, field: string, required: boolean): void {
@@ -83,7 +123,9 @@ function time(v: Date | undefined, field: string, required: boolean): void {
     if (required) throw new InvalidArgumentError(field, "required");
     return;
   }
-  if (Number.isNaN(v.getTime())) throw new InvalidArgumentError(field, "not a valid timestamp");
+  const ms = v instanceof Date ? v.getTime() : NaN;
+  if (Number.isNaN(ms)) throw new InvalidArgumentError(field, "not a valid timestamp");
+  if (ms < MIN_TIME_MS || ms > MAX_TIME_MS) throw new InvalidArgumentError(field, "outside 0001-01-01..9999-12-31");
 }
 
 function period(start: Date | undefined, end: Date | undefined, startField: string, endField: string, required: boolean): void {
@@ -93,12 +135,12 @@ function period(start: Date | undefined, end: Date | undefined, startField: stri
 }
 
 function items(planId: string, addonIds: string[], at: string, catalog: CatalogIndex | undefined): void {
-  addonIds.forEach((a, i) => {
-    if (!a) throw new InvalidArgumentError(`${at}.addon_ids[${i}]`, "must not be empty");
-  });
+  if (planId) id(planId, `${at}.plan_id`);
+  if (addonIds.length > MAX_ADDONS) throw new InvalidArgumentError(`${at}.addon_ids`, `${addonIds.length} entries, above the limit of ${MAX_ADDONS}`);
+  addonIds.forEach((a, i) => id(a, `${at}.addon_ids[${i}]`, "must not be empty"));
   if (!catalog) return;
-  if (planId && !catalog.hasPlan(planId)) throw new InvalidArgumentError(`${at}.plan_id`, `unknown plan "${planId}"`);
+  if (planId && !catalog.hasPlan(planId)) throw new InvalidArgumentError(`${at}.plan_id`, `unknown plan ${quote(planId)}`);
   addonIds.forEach((a, i) => {
-    if (!catalog.hasAddon(a)) throw new InvalidArgumentError(`${at}.addon_ids[${i}]`, `unknown add-on "${a}"`);
+    if (!catalog.hasAddon(a)) throw new InvalidArgumentError(`${at}.addon_ids[${i}]`, `unknown add-on ${quote(a)}`);
   });
 }

@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from "../errors/index.js";
+import { InvalidArgumentError, quote } from "../errors/index.js";
 import { isKnownEnum } from "../billing/describe.js";
 import { FeatureType, type Catalog, type FeatureGrant } from "../gen/proofgate/v1/catalog.js";
 
@@ -10,7 +10,7 @@ export function validateCatalog(catalog: Catalog): void {
   const types = new Map<string, FeatureType>();
   catalog.features.forEach((f, i) => {
     const at = `features[${i}]`;
-    if (!KEY.test(f.key)) throw new InvalidArgumentError(`${at}.key`, `"${f.key}" must be 1-64 of a-z 0-9 . _ - starting with a letter or digit`);
+    if (!KEY.test(f.key)) throw new InvalidArgumentError(`${at}.key`, `${quote(f.key)} must be 1-64 of a-z 0-9 . _ - starting with a letter or digit`);
     if (types.has(f.key)) throw new InvalidArgumentError(`${at}.key`, `duplicate feature "${f.key}"`);
     if (!isKnownEnum(FeatureType, f.type))
       throw new InvalidArgumentError(`${at}.type`, `feature "${f.key}" needs a type: boolean, numeric or string`);
@@ -26,7 +26,7 @@ export function validateCatalog(catalog: Catalog): void {
     grants.forEach((g, j) => {
       const gat = `${at}.features[${j}]`;
       const type = types.get(g.feature);
-      if (type === undefined) throw new InvalidArgumentError(`${gat}.feature`, `unknown feature "${g.feature}"`);
+      if (type === undefined) throw new InvalidArgumentError(`${gat}.feature`, `unknown feature ${quote(g.feature)}`);
       if (seen.has(g.feature)) throw new InvalidArgumentError(`${gat}.feature`, `feature "${g.feature}" listed twice`);
       seen.add(g.feature);
       const v = g.value?.kind;
@@ -38,14 +38,14 @@ export function validateCatalog(catalog: Catalog): void {
       if (v.$case === "text") {
         const allowed = catalog.features.find((f) => f.key === g.feature)?.values ?? [];
         if (allowed.length > 0 && !allowed.includes(v.value))
-          throw new InvalidArgumentError(`${gat}.value`, `"${v.value}" is not one of ${allowed.join(", ")}`);
+          throw new InvalidArgumentError(`${gat}.value`, `${quote(v.value)} is not one of ${allowed.join(", ")}`);
       }
     });
   };
   const ids = (what: "plans" | "addons"): void => {
     const seen = new Set<string>();
     catalog[what].forEach((p, i) => {
-      if (!ID.test(p.id)) throw new InvalidArgumentError(`${what}[${i}].id`, `"${p.id}" must be 1-128 of A-Z a-z 0-9 . _ : -`);
+      if (!ID.test(p.id)) throw new InvalidArgumentError(`${what}[${i}].id`, `${quote(p.id)} must be 1-128 of A-Z a-z 0-9 . _ : -`);
       if (seen.has(p.id)) throw new InvalidArgumentError(`${what}[${i}].id`, `duplicate id "${p.id}"`);
       seen.add(p.id);
       checkGrants(`${what}[${i}]`, p.features);

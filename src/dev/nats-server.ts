@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -21,12 +21,13 @@ export class NatsServer {
   port = -1;
   readonly storeDir: string;
 
-  private constructor() {
+  private constructor(private readonly maxPayload?: number) {
     this.storeDir = mkdtempSync(join(tmpdir(), "proofgate-nats-"));
   }
 
-  static async start(): Promise<NatsServer> {
-    const server = new NatsServer();
+  /** `maxPayload` lowers the server's max_payload (default 1 MiB), for tests of oversized messages. */
+  static async start(opts: { maxPayload?: number } = {}): Promise<NatsServer> {
+    const server = new NatsServer(opts.maxPayload);
     try {
       await server.start();
     } catch (err) {
@@ -46,7 +47,14 @@ export class NatsServer {
 
   async start(): Promise<void> {
     if (this.child) throw new Error("nats-server already running");
-    const child = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(this.port), "-js", "-sd", this.storeDir], {
+    const config: string[] = [];
+    if (this.maxPayload !== undefined) {
+      // max_payload has no command-line flag.
+      const file = join(this.storeDir, "nats.conf");
+      writeFileSync(file, `max_payload: ${this.maxPayload}\n`);
+      config.push("-c", file);
+    }
+    const child = spawn("nats-server", [...config, "-a", "127.0.0.1", "-p", String(this.port), "-js", "-sd", this.storeDir], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     this.child = child;

@@ -51,6 +51,17 @@ export class DeadlineExceededError extends ProofgateError {
   }
 }
 
+/** Input echoed in an error or a log line, bounded: `"abc"`, or its first bytes and its size when long. */
+export function quote(value: string, max = 64): string {
+  if (value.length <= max) return JSON.stringify(value);
+  return `${JSON.stringify(value.slice(0, max))}… (${Buffer.byteLength(value, "utf8")} bytes)`;
+}
+
+/** At most `max` UTF-16 units of `text` (reasons and messages that may carry input), marked when cut. */
+export function bounded(text: string, max = 1024): string {
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more characters)`;
+}
+
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

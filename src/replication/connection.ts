@@ -13,6 +13,11 @@ export const natsOptionSpec = {
 
 export type NatsOptions = OptionValues<typeof natsOptionSpec>;
 
+/** The NATS URL(s) as they may be logged: any user:password@ (or token@) is replaced by `***@`. */
+export function redactNatsUrl(url: string): string {
+  return url.replace(/(^|,|\/\/)\s*[^/@,\s]+@/g, "$1***@");
+}
+
 /** Connection options that reconnect forever: a service outlives any NATS outage. */
 export function natsConnectionOptions(o: NatsOptions, name: string, reconnectTimeWait: number): ConnectionOptions {
   const opts: ConnectionOptions = {

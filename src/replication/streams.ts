@@ -1,4 +1,5 @@
-import { DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig } from "nats";
+import { randomUUID } from "node:crypto";
+import { DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig, type StreamInfo } from "nats";
 import {
   BILLING_STREAM,
   BILLING_SUBJECTS,
@@ -46,17 +47,42 @@ export function streamConfigs(replicas = 1): Partial<StreamConfig>[] {
   ];
 }
 
-/** Creates the streams, or updates them when they exist (so upgrades can change limits). */
+const STATE_DESCRIPTION = "proofgate access documents and catalog";
+const INCARNATION = /\bincarnation=([0-9a-f-]{36})\b/;
+
+/**
+ * What names one incarnation of PROOFGATE_STATE, for sidecars deciding whether their replica was
+ * built from it: a random id the creator writes into the stream's description. The server's
+ * `created` time is not enough: nats-server may report a new one after a clean restart of an
+ * intact stream. A stream created without the id (by hand, or by an older writer that has not
+ * added it yet) is named by `created`.
+ */
+export function streamIdentity(info: StreamInfo): string {
+  const m = INCARNATION.exec(info.config.description ?? "");
+  return m?.[1] ? `incarnation=${m[1]}` : info.created;
+}
+
+/**
+ * Creates the streams, or updates them when they exist (so upgrades can change limits). The
+ * state stream keeps its incarnation id; one that has none gets one.
+ */
 export async function ensureStreams(jsm: JetStreamManager, replicas = 1): Promise<void> {
   for (const config of streamConfigs(replicas)) {
     const name = config.name as string;
+    const described = (existing?: string): Partial<StreamConfig> => {
+      if (name !== STATE_STREAM) return config;
+      const id = (existing && INCARNATION.exec(existing)?.[1]) ?? randomUUID();
+      return { ...config, description: `${STATE_DESCRIPTION}; incarnation=${id}` };
+    };
+    let info: StreamInfo;
     try {
-      await jsm.streams.info(name);
-      await jsm.streams.update(name, config);
+      info = await jsm.streams.info(name);
     } catch (err) {
       if (!isStreamNotFound(err)) throw err;
-      await jsm.streams.add(config);
+      await jsm.streams.add(described());
+      continue;
     }
+    await jsm.streams.update(name, described(info.config.description));
   }
 }
 

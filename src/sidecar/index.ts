@@ -1,3 +1,4 @@
+import { redactNatsUrl } from "../replication/connection.js";
 import { lstatSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
 import { performance } from "node:perf_hooks";
@@ -185,7 +186,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
   const unix = grpcServer.addresses.find((a) => a.startsWith("unix:"));
   const extAuthzAddresses = extAuthz ? (extAuthzServer ?? grpcServer).addresses : [];
   log.info(
-    { grpc: grpcServer.addresses, extAuthz: extAuthzAddresses, http: ops?.address, replica: options.replica, revision: replica.revision, warm: replica.warm, nats: options.natsUrl },
+    { grpc: grpcServer.addresses, extAuthz: extAuthzAddresses, http: ops?.address, replica: options.replica, revision: replica.revision, warm: replica.warm, nats: redactNatsUrl(options.natsUrl) },
     "sidecar listening",
   );
 

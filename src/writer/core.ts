@@ -1,4 +1,5 @@
 import { CatalogIndex } from "../catalog/index.js";
+import { InvalidArgumentError } from "../errors/index.js";
 import { AuditKind } from "../gen/proofgate/v1/admin.js";
 import type { Catalog } from "../gen/proofgate/v1/catalog.js";
 import { AccessStatus } from "../gen/proofgate/v1/check.js";
@@ -36,6 +37,19 @@ export function faultHooksFromEnv(env: NodeJS.ProcessEnv = process.env): FaultHo
     ...(env["PROOFGATE_TEST_CRASH_AFTER_PUBLISH"] === "1" ? { afterPublish: crash } : {}),
   };
 }
+
+/** Bounds the writer enforces before a commit (docs/writer.md, "Limits"). */
+export interface WriterLimits {
+  /**
+   * The largest access document the writer commits. It must fit NATS's max_payload (1 MiB by
+   * default) with room for headers, or the document could never be replicated.
+   */
+  readonly maxDocumentBytes: number;
+  /** How far ahead of the writer's clock an event's occurred_at may be. */
+  readonly maxEventSkewMs: number;
+}
+
+export const DEFAULT_LIMITS: WriterLimits = { maxDocumentBytes: 512 * 1024, maxEventSkewMs: 5 * 60_000 };
 
 const encode = (doc: AccessDocument): Uint8Array => AccessDocument.encode(doc).finish();
 
@@ -76,6 +90,7 @@ export class WriterCore {
     readonly now: () => number,
     readonly logger: Logger,
     readonly hooks: FaultHooks = {},
+    readonly limits: WriterLimits = DEFAULT_LIMITS,
   ) {
     const c = ledger.catalog();
     this.catalogIndex = c ? CatalogIndex.from(c) : undefined;
@@ -187,6 +202,13 @@ export class WriterCore {
     const bytes = encode(doc);
     const beforeBytes = ledger.document(customerId);
     if (bytesEqual(beforeBytes, bytes)) return undefined;
+    // Checked before commit: a document too large to publish would never reach any sidecar.
+    // The caller's transaction rolls back, so the change that grew it is refused, not applied.
+    if (bytes.length > this.limits.maxDocumentBytes)
+      throw new InvalidArgumentError(
+        "customer_id",
+        `this change would make the customer's access document ${bytes.length} bytes, above the limit of ${this.limits.maxDocumentBytes} (--max-document-bytes)`,
+      );
     const token = customerToken(customerId);
     ledger.putDocument(customerId, token, bytes, now);
     const id = ledger.enqueue(customerSubject(customerId), documentRecord(bytes), now);

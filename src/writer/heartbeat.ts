@@ -17,6 +17,7 @@ export class HeartbeatSender {
     private readonly intervalMs: number,
     private readonly head: () => number | undefined,
     private readonly now: () => number,
+    private readonly snapshotInProgress: () => boolean = () => false,
   ) {}
 
   start(): void {
@@ -28,7 +29,7 @@ export class HeartbeatSender {
   beat(): void {
     const head = this.head();
     if (head === undefined) return;
-    this.link.publishCore(HEARTBEAT_SUBJECT, Heartbeat.encode({ headRevision: head, writerId: this.writerId, sentAt: new Date(this.now()) }).finish());
+    this.link.publishCore(HEARTBEAT_SUBJECT, Heartbeat.encode({ headRevision: head, writerId: this.writerId, sentAt: new Date(this.now()), snapshotInProgress: this.snapshotInProgress() }).finish());
   }
 
   stop(): void {

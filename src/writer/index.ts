@@ -1,3 +1,4 @@
+import { redactNatsUrl } from "../replication/connection.js";
 import type { Registry } from "prom-client";
 import { createRegistry } from "../observability/metrics.js";
 import type { Logger } from "../observability/logger.js";
@@ -62,7 +63,10 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
   let ops: OpsServer | undefined;
   let stripe: WriterStripeRoutes | undefined;
   try {
-    const core = new WriterCore(ledger, now, logger.child({ component: "ledger" }), deps.hooks ?? {});
+    const core = new WriterCore(ledger, now, logger.child({ component: "ledger" }), deps.hooks ?? {}, {
+      maxDocumentBytes: options.maxDocumentBytes,
+      maxEventSkewMs: options.maxEventSkew,
+    });
     const registry = createRegistry();
     const link = new NatsLink(options, logger.child({ component: "nats" }));
     const ref: { publisher?: OutboxPublisher } = {};
@@ -141,8 +145,16 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
       }
     }, 100);
     healthTimer.unref();
-    const heartbeat = new HeartbeatSender(link, options.writerId, options.heartbeatInterval, () => (pub.reconciled ? pub.headRevision : undefined), Date.now);
+    const heartbeat = new HeartbeatSender(link, options.writerId, options.heartbeatInterval, () => (pub.reconciled ? pub.headRevision : undefined), Date.now, () => pub.snapshotInProgress);
 
+    link.onReady(() => {
+      const maxPayload = link.ready?.nc.info?.max_payload;
+      if (maxPayload !== undefined && options.maxDocumentBytes + 512 > maxPayload)
+        log.warn(
+          { maxDocumentBytes: options.maxDocumentBytes, maxPayload },
+          "--max-document-bytes is above what the NATS server accepts (max_payload): documents between the two would be committed but never replicated",
+        );
+    });
     link.start();
     pub.start();
     deadLetters.start();
@@ -167,7 +179,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
           )
         : undefined;
     snapshots?.start();
-    log.info({ grpc: grpc.addresses[0], http: ops.address, nats: options.natsUrl }, "writer started");
+    log.info({ grpc: grpc.addresses[0], http: ops.address, nats: redactNatsUrl(options.natsUrl) }, "writer started");
 
     let closed: Promise<void> | undefined;
     return {

@@ -10,6 +10,7 @@ export interface WriterMetrics {
   readonly published: Counter;
   readonly deadLetters: Counter;
   readonly snapshots: Counter;
+  readonly unpublishable: Counter;
 }
 
 export interface MetricSources {
@@ -79,6 +80,11 @@ export function createWriterMetrics(registry: Registry, sources: MetricSources):
     snapshots: new Counter({
       name: "proofgate_writer_snapshots_total",
       help: "Full snapshots republished because the state stream was empty, recreated or written by another ledger",
+      registers: [registry],
+    }),
+    unpublishable: new Counter({
+      name: "proofgate_writer_unpublishable_total",
+      help: "Outbox rows set aside because they exceed the NATS server's max_payload (their customer's sidecars keep the previous document; lower --max-document-bytes)",
       registers: [registry],
     }),
   };

@@ -14,6 +14,8 @@ export const writerOptionSpec = {
   publishTimeout: duration("how long a change waits to reach the state stream before the call answers UNAVAILABLE (the change stays committed)", 5_000),
   outboxRetention: duration("how long published outbox rows are kept before pruning (GetCustomer reports their exact revision meanwhile)", 60_000),
   consumerName: string("durable consumer name on PROOFGATE_BILLING", "proofgate-writer"),
+  maxDocumentBytes: integer("largest access document the writer commits, in bytes; a change that would exceed it is rejected with the reason (keep it below the NATS server's max_payload, 1 MiB by default)", 512 * 1024, 4096),
+  maxEventSkew: duration("how far ahead of the writer's clock an event's occurred_at may be; later events are rejected (a future date would outrank real events)", 300_000),
   ackWait: duration("how soon billing events delivered to a writer that died before committing them are delivered again", 5_000),
   logLevel: logLevel(),
   readyFile: string("once listening, write the bound addresses here as JSON (pid, grpc, http); removed on stop. For scripts and test harnesses, like nats-server's ports file"),

@@ -142,18 +142,41 @@ export function paidCustomer(customerId: string, plan: string, at: number, perio
  * not need a writer. Every publish returns its stream sequence (the revision).
  */
 export class StatePublisher {
+  /** The highest sequence this publisher wrote: the head its heartbeats announce, as a writer's do. */
+  private head = 0;
+  private heartbeats: NodeJS.Timeout | undefined;
+
   private constructor(
     readonly nc: NatsConnection,
     readonly jsm: JetStreamManager,
     readonly js: JetStreamClient,
   ) {}
 
-  static async connect(url: string, options: { createStreams?: boolean } = {}): Promise<StatePublisher> {
+  /**
+   * Like a writer, it announces its head every 200 ms (sidecars date freshness by the writer's
+   * heartbeats) unless `heartbeats: false`; `stopHeartbeats()` plays a dead writer.
+   */
+  static async connect(url: string, options: { createStreams?: boolean; heartbeats?: boolean } = {}): Promise<StatePublisher> {
     const nc = await connect({ servers: url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
     // Short timeouts: a publish lost in a NATS restart fails fast, so `waitFor` can retry it.
     const jsm = await nc.jetstreamManager({ timeout: 1_000 });
     if (options.createStreams ?? true) await ensureStreams(jsm);
-    return new StatePublisher(nc, jsm, nc.jetstream({ timeout: 1_000 }));
+    const pub = new StatePublisher(nc, jsm, nc.jetstream({ timeout: 1_000 }));
+    if (options.heartbeats ?? true) pub.startHeartbeats();
+    return pub;
+  }
+
+  startHeartbeats(): void {
+    if (this.heartbeats) return;
+    this.heartbeats = setInterval(() => {
+      if (!this.nc.isClosed()) this.heartbeat(this.head);
+    }, 200);
+    this.heartbeats.unref();
+  }
+
+  stopHeartbeats(): void {
+    clearInterval(this.heartbeats);
+    this.heartbeats = undefined;
   }
 
   async ensureStreams(): Promise<void> {
@@ -190,11 +213,11 @@ export class StatePublisher {
 
   /** Raw bytes on a state subject (for malformed-record tests). */
   async raw(subject: string, data: Uint8Array): Promise<number> {
-    return (await this.js.publish(subject, data)).seq;
+    return this.published((await this.js.publish(subject, data)).seq);
   }
 
   heartbeat(headRevision: number): void {
-    this.nc.publish(HEARTBEAT_SUBJECT, Heartbeat.encode({ headRevision, writerId: "test", sentAt: new Date() }).finish());
+    this.nc.publish(HEARTBEAT_SUBJECT, Heartbeat.encode({ headRevision, writerId: "test", sentAt: new Date(), snapshotInProgress: false }).finish());
   }
 
   async lastSeq(): Promise<number> {
@@ -204,15 +227,22 @@ export class StatePublisher {
   /** Deletes and recreates the state stream (a new incarnation, sequences from 1). */
   async recreateStream(): Promise<void> {
     await this.jsm.streams.delete(STATE_STREAM);
+    this.head = 0;
     await ensureStreams(this.jsm);
   }
 
   async close(): Promise<void> {
+    this.stopHeartbeats();
     await this.nc.close();
   }
 
   private async publish(subject: string, record: StateRecord): Promise<number> {
-    return (await this.js.publish(subject, StateRecord.encode(record).finish())).seq;
+    return this.published((await this.js.publish(subject, StateRecord.encode(record).finish())).seq);
+  }
+
+  private published(seq: number): number {
+    this.head = Math.max(this.head, seq);
+    return seq;
   }
 }
 

@@ -312,7 +312,8 @@ export class BillingTraffic {
   private randomEvent(customer: string): BillingEvent {
     const f = this.factory(customer);
     const r = this.rng;
-    const at = r.int(-3, 3) * 3_600_000 + r.int(0, 59_999);
+    // Never ahead of the writer's clock (it rejects events dated beyond --max-event-skew).
+    const at = r.int(-6, -1) * 3_600_000 + r.int(0, 59_999);
     const plan = r.pick(PLANS);
     const roll = r.next();
     if (roll < 0.3 || !this.sent.has(customer)) {

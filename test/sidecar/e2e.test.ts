@@ -23,6 +23,8 @@ describe("writer → sidecar end to end", () => {
     await writer.client.applyCatalog(testCatalog());
     sc = await startTestSidecar({ natsUrl: nats.url, dir: dir.path });
     await sc.sidecar.whenReady();
+    // Ready means caught up with the stream; fresh needs the writer's word (its heartbeat) too.
+    await waitFor(() => !sc.sidecar.stale, { what: "fresh" });
   });
 
   afterAll(async () => {

@@ -185,8 +185,20 @@ describe("freshness", () => {
     expect(f.confirmedAt(200)).toBe(30);
     expect(f.ageMs(250)).toBe(50);
     f.reset();
-    expect(f.everCurrent).toBe(false);
+    expect(f.everCaughtUp).toBe(false);
     expect(f.isStale(300, 1e9)).toBe(true);
+  });
+
+  it("never dates currency after the writer's last heartbeat: NATS alone says caught up, not current", () => {
+    const f = new Freshness();
+    f.confirmedAt(100);
+    expect(f.everCaughtUp).toBe(true);
+    expect(f.isStale(100, 1000)).toBe(true);
+    f.heartbeat(5, 200, 5);
+    // The writer goes silent; NATS keeps confirming nothing is pending.
+    f.confirmedAt(5_000);
+    expect(f.ageMs(5_000)).toBe(4_800);
+    expect(f.isStale(5_000, 1000)).toBe(true);
   });
 
   it("notices a writer head behind the replica (a recreated stream)", () => {

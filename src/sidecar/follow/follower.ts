@@ -13,8 +13,8 @@ import {
 } from "nats";
 import { Heartbeat } from "../../gen/proofgate/v1/document.js";
 import { HEARTBEAT_SUBJECT, STATE_STREAM } from "../../replication/subjects.js";
-import { isStreamNotFound } from "../../replication/streams.js";
-import { natsConnectionOptions, type NatsOptions } from "../../replication/connection.js";
+import { isStreamNotFound, streamIdentity } from "../../replication/streams.js";
+import { natsConnectionOptions, redactNatsUrl, type NatsOptions } from "../../replication/connection.js";
 import { errorMessage } from "../../errors/index.js";
 import type { Logger } from "../../observability/logger.js";
 import { readRecord, type ReplicaRecord } from "../replica/record.js";
@@ -120,6 +120,11 @@ export class Follower {
   private lastStreamCheckAt = 0;
   private streamCheckWanted = false;
 
+  private warnedIncomplete = false;
+  /** The replica was checked against the stream in this process: until then nothing confirms it. */
+  private streamVerified = false;
+  /** The stream an unbound replica is being built from; it is bound once caught up. */
+  private syncing: string | undefined;
   private bootstrap: { target: number; total: number; startedAt: number; lastLogAt: number; remaining: number } | undefined;
   private running: Promise<void> | undefined;
 
@@ -221,7 +226,7 @@ export class Follower {
 
   private async connectForever(): Promise<NatsConnection | undefined> {
     const connectOptions = natsConnectionOptions(this.options, "proofgate-sidecar", 500);
-    const servers = connectOptions.servers;
+    const servers = redactNatsUrl(this.options.natsUrl);
     for (let attempt = 0; !this.isClosed(); attempt++) {
       try {
         const nc = await connect(connectOptions);
@@ -276,6 +281,10 @@ export class Follower {
     }
     await this.ensureIncarnation(info);
     if (this.isClosed()) return "closing";
+    // Confirmations that came before the replica was checked against the stream (a heartbeat
+    // can arrive first) may speak of another stream: only later ones count.
+    if (!this.streamVerified) this.freshness.reset();
+    this.streamVerified = true;
     this.lastStreamCheckAt = infoAt;
     const epoch = ++this.epoch;
     this.stalledProbes = 0;
@@ -383,20 +392,30 @@ export class Follower {
    * has not gone back in time. Otherwise it is rebuilt from scratch rather than serve wrong data.
    */
   private async ensureIncarnation(info: StreamInfo): Promise<void> {
-    const stored = this.replica.streamCreated;
+    const identity = streamIdentity(info);
+    let stored = this.replica.streamCreated;
     const revision = this.replica.revision;
+    // A replica bound by `created` (before the writer named the stream) adopts the stream's
+    // incarnation id if `created` still matches: an upgrade does not rebuild every sidecar.
+    if (stored !== undefined && stored !== identity && stored === info.created && identity.startsWith("incarnation=")) {
+      await this.replica.setStreamCreated(identity);
+      stored = identity;
+    }
     let reason: string | undefined;
-    if (stored !== undefined && stored !== info.created) reason = "stream recreated";
+    if (stored !== undefined && stored !== identity) reason = "stream recreated";
     else if (revision > info.state.last_seq) reason = "replica ahead of the stream";
-    else if (stored === undefined && revision > 0) reason = "replica not bound to a stream";
+    // Unbound with data: a bootstrap interrupted before it completed, by another process or on
+    // another stream. What it holds is a part of some state, never a replica to resume.
+    else if (stored === undefined && revision > 0 && this.syncing !== identity) reason = "interrupted bootstrap";
     if (reason) {
       this.logger.warn(
-        { reason, revision, streamLastSeq: info.state.last_seq, streamCreated: info.created, replicaStreamCreated: stored },
+        { reason, revision, streamLastSeq: info.state.last_seq, stream: identity, replicaStream: stored },
         "cannot resume the replica; rebuilding it from the stream",
       );
       await this.rebuild(reason);
     }
-    if (this.replica.streamCreated === undefined) await this.replica.setStreamCreated(info.created);
+    // The replica is bound to the stream (and so counts as warm) only once it has caught up.
+    if (this.replica.streamCreated === undefined) this.syncing = identity;
   }
 
   private async rebuild(reason: string): Promise<void> {
@@ -409,6 +428,7 @@ export class Follower {
     this.releaseDrainWaiters();
     this.lastReceived = 0;
     this.settleAfterDrain = undefined;
+    this.syncing = undefined;
     this.freshness.reset();
     this.freshness.forgetHead();
     this.setReady(false);
@@ -527,7 +547,7 @@ export class Follower {
       return;
     }
     const applied = this.replica.revision;
-    this.freshness.heartbeat(hb.headRevision, mono(), applied);
+    this.freshness.heartbeat(hb.headRevision, mono(), applied, hb.snapshotInProgress);
     if (this.freshness.headBehind(applied)) this.streamCheckWanted = true;
     this.afterConfirmation();
   }
@@ -548,7 +568,17 @@ export class Follower {
   }
 
   private afterConfirmation(): void {
-    if (!this.readyNow && this.freshness.everCurrent) {
+    if (!this.readyNow && this.streamVerified && this.freshness.everCaughtUp && !this.freshness.snapshotInProgress) {
+      const syncing = this.syncing;
+      if (this.replica.streamCreated === undefined && syncing !== undefined) {
+        const incarnation = this.incarnation;
+        this.replica.setStreamCreated(syncing).then(
+          () => {
+            if (incarnation === this.incarnation && this.syncing === syncing) this.syncing = undefined;
+          },
+          (err: unknown) => this.logger.error({ err: errorMessage(err) }, "cannot record the replica's stream"),
+        );
+      }
       if (this.bootstrap) {
         const seconds = (mono() - this.bootstrap.startedAt) / 1000;
         this.logger.info({ revision: this.replica.revision, seconds: Math.round(seconds * 10) / 10 }, "initial sync complete; ready");
@@ -611,6 +641,8 @@ export class Follower {
     const now = mono();
     if (
       !this.readyNow &&
+      // Warm only if it completed a sync once (bound to its stream), never mid-bootstrap.
+      this.replica.streamCreated !== undefined &&
       this.replica.revision > 0 &&
       now - this.startedAt >= this.options.offlineReadyAfterMs &&
       (!this.connectedNow || this.streamMissing)
@@ -618,9 +650,13 @@ export class Follower {
       this.logger.warn({ revision: this.replica.revision }, "NATS or the state stream is unavailable; serving the warm replica (answers are stale beyond the coherency window)");
       this.setReady(true);
     }
+    if (!this.readyNow && !this.warnedIncomplete && this.replica.streamCreated === undefined && this.replica.revision > 0 && now - this.startedAt >= this.options.offlineReadyAfterMs && !this.connectedNow) {
+      this.warnedIncomplete = true;
+      this.logger.warn({ revision: this.replica.revision }, "the replica holds an interrupted bootstrap, not a complete state; not ready until it has synced from the stream");
+    }
     if (!this.connectedNow || !this.session || this.isClosed()) return;
     if (!this.checkingStream && (this.streamCheckWanted || now - this.lastStreamCheckAt > STREAM_CHECK_MS)) void this.checkStream();
-    if (!this.probing && (!this.readyNow || this.freshness.ageMs(now) > this.tickMs())) void this.probe();
+    if (!this.probing && (!this.readyNow || this.freshness.caughtUpAgeMs(now) > this.tickMs())) void this.probe();
   }
 
   /** Detects a recreated or rewound stream while following it. */
@@ -634,7 +670,8 @@ export class Follower {
       const info = await jsm.streams.info(STATE_STREAM);
       this.lastStreamCheckAt = mono();
       if (epoch !== this.epoch) return;
-      if (info.created !== this.replica.streamCreated || info.state.last_seq < this.replica.revision) this.requestRestart("stream changed");
+      const following = this.replica.streamCreated ?? this.syncing;
+      if (streamIdentity(info) !== following || info.state.last_seq < this.replica.revision) this.requestRestart("stream changed");
     } catch (err) {
       if (isStreamNotFound(err)) {
         this.streamMissing = true;

@@ -1,16 +1,22 @@
 /**
- * How current the replica is. The replica is *current* at time t when, at t, it had applied
- * everything the stream held: confirmed either by a writer heartbeat whose head revision the
- * replica has reached, or by NATS itself (the consumer had nothing pending). Answers are stale
- * when the last such moment is older than the catalog's coherency window, or when there never
- * was one since the replica was (re)built.
+ * How current the replica is. The replica is *caught up* at time t when, at t, it had applied
+ * everything the stream held: confirmed by a writer heartbeat whose head revision the replica
+ * has reached, or by NATS itself (the consumer had nothing pending). That decides readiness.
+ *
+ * It is *current* only as of the writer's word: a stream with nothing pending says nothing about
+ * changes a dead or partitioned writer could not publish. So currency is never dated later than
+ * the last writer heartbeat received; answers are stale when it is older than the catalog's
+ * coherency window (a SIGKILLed writer turns every answer stale after the window), or when there
+ * never was one since the replica was (re)built.
  *
  * Times here are monotonic milliseconds (`performance.now()`), never the wall clock: a clock
  * step must not make a replica look fresh or stale.
  */
 export class Freshness {
-  /** The last moment the replica was known current; undefined until the first confirmation. */
+  /** The last moment the replica was known current (never after the last heartbeat); undefined until the first. */
   private lastCurrentAt: number | undefined;
+  /** The last moment the replica was known caught up with the stream (for readiness). */
+  private lastCaughtUpAt: number | undefined;
   private headRevision = 0;
   private lastHeartbeatAt: number | undefined;
   /** Heartbeats not yet reached, oldest first: when the replica applies `head`, it was current as of `at`. */
@@ -20,14 +26,32 @@ export class Freshness {
     return this.headRevision;
   }
 
-  get everCurrent(): boolean {
-    return this.lastCurrentAt !== undefined;
+  /** Caught up with the stream at least once since the replica was (re)built. */
+  get everCaughtUp(): boolean {
+    return this.lastCaughtUpAt !== undefined;
+  }
+
+  /**
+   * The writer is republishing a full snapshot (the stream was recreated or replaced): reaching
+   * its head does not make a replica complete, so nothing is confirmed until it is through.
+   */
+  private writerSnapshotting = false;
+
+  get snapshotInProgress(): boolean {
+    return this.writerSnapshotting;
   }
 
   /** A writer heartbeat received at `at`. */
-  heartbeat(head: number, at: number, applied: number): void {
+  heartbeat(head: number, at: number, applied: number, snapshotInProgress = false): void {
     this.lastHeartbeatAt = at;
     this.headRevision = head;
+    this.writerSnapshotting = snapshotInProgress;
+    if (snapshotInProgress) {
+      this.pending = [];
+      return;
+    }
+    // A writer behind the replica speaks of another stream (recreated): it confirms nothing.
+    if (head < applied) return;
     this.expect(head, at, applied);
   }
 
@@ -73,6 +97,7 @@ export class Freshness {
   /** The replica was rebuilt from scratch: nothing about it is known current. */
   reset(): void {
     this.lastCurrentAt = undefined;
+    this.lastCaughtUpAt = undefined;
     this.pending = [];
   }
 
@@ -84,6 +109,11 @@ export class Freshness {
   /** Milliseconds since the replica was last known current (Infinity if never). */
   ageMs(now: number): number {
     return this.lastCurrentAt === undefined ? Infinity : Math.max(0, now - this.lastCurrentAt);
+  }
+
+  /** Milliseconds since the replica was last known caught up with the stream (Infinity if never). */
+  caughtUpAgeMs(now: number): number {
+    return this.lastCaughtUpAt === undefined ? Infinity : Math.max(0, now - this.lastCaughtUpAt);
   }
 
   /** Milliseconds since the last heartbeat (Infinity if none). */
@@ -107,6 +137,10 @@ export class Freshness {
   }
 
   private confirm(at: number): void {
-    if (this.lastCurrentAt === undefined || at > this.lastCurrentAt) this.lastCurrentAt = at;
+    if (this.writerSnapshotting) return;
+    if (this.lastCaughtUpAt === undefined || at > this.lastCaughtUpAt) this.lastCaughtUpAt = at;
+    if (this.lastHeartbeatAt === undefined) return;
+    const current = Math.min(at, this.lastHeartbeatAt);
+    if (this.lastCurrentAt === undefined || current > this.lastCurrentAt) this.lastCurrentAt = current;
   }
 }

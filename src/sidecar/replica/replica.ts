@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, rmSync } from "node:fs";
 import { dirname } from "node:path";
 import Database, { type Database as Db, type Statement } from "better-sqlite3";
 import { CatalogIndex } from "../../catalog/index.js";
@@ -123,12 +123,14 @@ export class Replica {
   ) {
     if (path === "" || path === ":memory:") throw new InvalidArgumentError("replica", "must be a file path");
     mkdirSync(dirname(path), { recursive: true });
+    ownerOnly(path);
     let db = new Database(path);
     const version = readSchemaVersion(db);
     if (version !== undefined && version !== SCHEMA_VERSION) {
       this.logger.warn({ found: version, expected: SCHEMA_VERSION }, "replica schema changed; rebuilding it from the stream");
       db.close();
       removeDatabaseFiles(path);
+      ownerOnly(path);
       db = new Database(path);
     }
     // Set before the first table exists (no effect on an existing file): ~370-byte rows fill 8 KiB
@@ -478,4 +480,14 @@ export class ReplicaReader {
   close(): void {
     if (this.db.open) this.db.close();
   }
+}
+
+/**
+ * The replica holds customer ids: no access for others (SQLite gives -wal and -shm the same mode).
+ * The group keeps read and write so that an application container of the same pod (fsGroup) can
+ * read it in the client's local mode, which also writes read marks to -shm.
+ */
+function ownerOnly(path: string): void {
+  closeSync(openSync(path, "a", 0o660));
+  chmodSync(path, 0o660);
 }

@@ -1,12 +1,12 @@
 import { validateEvent, describeEvent, MAX_ID_BYTES } from "../../billing/index.js";
-import { InvalidArgumentError, errorMessage } from "../../errors/index.js";
+import { InvalidArgumentError, bounded, errorMessage } from "../../errors/index.js";
 import { AuditKind } from "../../gen/proofgate/v1/admin.js";
 import type { BillingEvent } from "../../gen/proofgate/v1/billing.js";
-import { DeadLetter } from "../../gen/proofgate/v1/document.js";
 import { IngestResult } from "../../gen/proofgate/v1/ingest.js";
 import { customerToken } from "../../replication/subjects.js";
 import type { WriterCore } from "../core.js";
 import type { EventOrigin, WriterMetrics } from "../metrics.js";
+import { deadLetterBytes } from "../outbox/deadletters.js";
 
 /** One event as received: decoded, or the reason it could not be. */
 export interface Incoming {
@@ -53,7 +53,7 @@ export function applyEvents(core: WriterCore, items: readonly Incoming[], source
   const results = ledger.transaction(() =>
     items.map((item) => {
       const start = performance.now();
-      const r = applyOne(core, item);
+      const r = applySafely(core, item);
       metrics.applySeconds.observe((performance.now() - start) / 1000);
       return r;
     }),
@@ -65,6 +65,31 @@ export function applyEvents(core: WriterCore, items: readonly Incoming[], source
   return results;
 }
 
+/**
+ * One event in its own savepoint: whatever goes wrong with it (a bug, an input no check
+ * foresaw) is confined to it, so it can never fail the batch around it. Only a failing ledger
+ * (the savepoint itself cannot be written) escapes.
+ */
+function applySafely(core: WriterCore, item: Incoming): Applied {
+  try {
+    return core.ledger.transaction(() => applyOne(core, item));
+  } catch (err) {
+    if (isLedgerFailure(err)) throw err;
+    const eventId = typeof item.event?.eventId === "string" ? bounded(item.event.eventId, 256) : "";
+    core.logger.error({ err: bounded(errorMessage(err)), eventId, origin: item.origin }, "failed to handle an event");
+    const attempt = item.attempt ?? 1;
+    const reason = `internal error: ${bounded(errorMessage(err), 256)}`;
+    if (attempt < MAX_APPLY_ATTEMPTS) return { eventId, result: IngestResult.INGEST_RESULT_UNSPECIFIED, reason, outboxId: undefined };
+    // Dead-lettered with nothing from the event but its bytes, which cannot fail again.
+    return core.ledger.transaction(() => reject(core, item, undefined, `could not be applied after ${attempt} attempts: ${reason}`));
+  }
+}
+
+/** SQLite errors mean the ledger (disk, file) failed, not the event: the whole batch is retried. */
+function isLedgerFailure(err: unknown): boolean {
+  return err instanceof Error && (err.name === "SqliteError" || /^SQLITE_/.test((err as { code?: string }).code ?? ""));
+}
+
 function applyOne(core: WriterCore, item: Incoming): Applied {
   const ledger = core.ledger;
   const e = item.event;
@@ -72,7 +97,7 @@ function applyOne(core: WriterCore, item: Incoming): Applied {
   if (!e) return reject(core, item, undefined, item.decodeError ?? "payload: cannot be decoded");
   if (eventId && ledger.isProcessed(eventId)) return { eventId, result: IngestResult.INGEST_RESULT_DUPLICATE, reason: "", outboxId: undefined };
   try {
-    validateEvent(e, core.catalog);
+    validateEvent(e, core.catalog, { now: core.now(), maxSkewMs: core.limits.maxEventSkewMs });
   } catch (err) {
     if (err instanceof InvalidArgumentError) return reject(core, item, e, err.message);
     throw err;
@@ -98,6 +123,9 @@ function applyOne(core: WriterCore, item: Incoming): Applied {
       return { eventId, result: IngestResult.INGEST_RESULT_ACCEPTED, reason: "", outboxId };
     });
   } catch (err) {
+    // Too large a document: the savepoint rolled back; the event is refused with the reason.
+    if (err instanceof InvalidArgumentError) return reject(core, item, e, err.message);
+    if (isLedgerFailure(err)) throw err;
     // A bug (the fold threw): the savepoint rolled back; the event is not rejected, since
     // nothing is wrong with it. The caller retries it later.
     core.logger.error({ err, eventId, customer: customerToken(e.customerId) }, "failed to apply an event");
@@ -112,14 +140,7 @@ function reject(core: WriterCore, item: Incoming, e: BillingEvent | undefined, r
   const ledger = core.ledger;
   const eventId = e?.eventId ?? "";
   ledger.enqueueDeadLetter(
-    DeadLetter.encode({
-      reason,
-      eventId,
-      origin: item.origin,
-      payload: Buffer.from(item.payload),
-      contentType: item.contentType,
-      receivedAt: new Date(now),
-    }).finish(),
+    deadLetterBytes({ reason, eventId, origin: item.origin, payload: item.payload, contentType: item.contentType, receivedAt: new Date(now) }),
     now,
   );
   const customerId = e?.customerId ?? "";
@@ -129,16 +150,16 @@ function reject(core: WriterCore, item: Incoming, e: BillingEvent | undefined, r
         kind: AuditKind.AUDIT_KIND_EVENT_REJECTED,
         customerId,
         customerToken: customerToken(customerId),
-        subscriptionId: e?.subscriptionId ?? "",
-        eventId,
-        correlationId: e?.correlationId ?? "",
-        actor: e?.source ?? "",
+        subscriptionId: bounded(e?.subscriptionId ?? "", 256),
+        eventId: bounded(eventId, 256),
+        correlationId: bounded(e?.correlationId ?? "", 256),
+        actor: bounded(e?.source ?? "", 256),
         reason,
         detail: e ? describeEvent(e) : "",
       },
       now,
     );
   }
-  core.logger.info({ eventId, origin: item.origin, reason }, "event rejected and dead-lettered");
-  return { eventId, result: IngestResult.INGEST_RESULT_REJECTED, reason, outboxId: undefined };
+  core.logger.info({ eventId: bounded(eventId, 256), origin: item.origin, reason: bounded(reason) }, "event rejected and dead-lettered");
+  return { eventId: bounded(eventId, 256), result: IngestResult.INGEST_RESULT_REJECTED, reason: bounded(reason), outboxId: undefined };
 }

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { chmodSync, closeSync, openSync } from "node:fs";
 import Database from "better-sqlite3";
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { BillingEvent } from "../../gen/proofgate/v1/billing.js";
@@ -219,6 +220,12 @@ export class Ledger {
 
   /** Opens (creating and migrating as needed) the ledger at `path`. */
   static open(path: string): Ledger {
+    // It holds customer ids: readable by its owner only. SQLite gives the -wal and -shm files the
+    // database file's mode.
+    if (path !== ":memory:") {
+      closeSync(openSync(path, "a", 0o600));
+      chmodSync(path, 0o600);
+    }
     const db = new Database(path);
     try {
       // One writer per ledger: the lock is taken at the first access and held until close, so a
@@ -521,6 +528,15 @@ export class Ledger {
   /** The highest stream sequence ever recorded for this ledger's published rows. */
   publishedHigh(): number {
     return Number(this.meta("published_high") ?? "0");
+  }
+
+  /** The last outbox id of the latest full snapshot (0 if none): while rows up to it are pending, a snapshot is in progress. */
+  snapshotThrough(): number {
+    return Number(this.meta("snapshot_through") ?? "0");
+  }
+
+  setSnapshotThrough(outboxId: number): void {
+    this.s.setMeta.run("snapshot_through", String(outboxId));
   }
 
   /** After a snapshot onto a new or foreign stream, its sequence is the one that counts. */

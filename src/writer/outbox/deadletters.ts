@@ -1,10 +1,48 @@
+import { createHash } from "node:crypto";
 import { DEADLETTER_SUBJECT } from "../../replication/subjects.js";
-import { errorMessage } from "../../errors/index.js";
+import { bounded, errorMessage } from "../../errors/index.js";
+import { DeadLetter } from "../../gen/proofgate/v1/document.js";
 import type { Logger } from "../../observability/logger.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { WriterMetrics } from "../metrics.js";
 import type { NatsLink } from "../nats-link.js";
 import { backoffMs, pause, Signal } from "../signal.js";
+
+/** The most of a rejected payload a dead letter carries; the rest is identified by size and SHA-256. */
+export const DEAD_LETTER_PAYLOAD_BYTES = 8 * 1024;
+
+/**
+ * A dead letter, bounded whatever was received: the reason and ids are cut to a few hundred
+ * bytes and the payload to its first DEAD_LETTER_PAYLOAD_BYTES, with its size and digest, so
+ * it always fits NATS's max_payload and can never wedge the dead-letter publisher.
+ */
+export function deadLetterBytes(d: { reason: string; eventId: string; origin: string; payload: Uint8Array; contentType: string; receivedAt: Date }): Uint8Array {
+  const payload = Buffer.from(d.payload.buffer, d.payload.byteOffset, d.payload.byteLength);
+  const truncated = payload.length > DEAD_LETTER_PAYLOAD_BYTES;
+  return DeadLetter.encode({
+    reason: bounded(d.reason, 2048),
+    eventId: bounded(d.eventId, 256),
+    origin: bounded(d.origin, 256),
+    payload: truncated ? payload.subarray(0, DEAD_LETTER_PAYLOAD_BYTES) : payload,
+    contentType: bounded(d.contentType, 256),
+    receivedAt: d.receivedAt,
+    payloadSize: payload.length,
+    payloadSha256: createHash("sha256").update(payload).digest("hex"),
+    payloadTruncated: truncated,
+  }).finish();
+}
+
+/** A dead letter stored by an older writer may be of any size: bound it the same way. */
+function boundedDeadLetter(stored: Uint8Array): Uint8Array {
+  if (stored.length <= DEAD_LETTER_PAYLOAD_BYTES + 4096) return stored;
+  try {
+    const d = DeadLetter.decode(stored);
+    if (d.payloadSha256) return stored;
+    return deadLetterBytes({ ...d, receivedAt: d.receivedAt ?? new Date(0) });
+  } catch {
+    return deadLetterBytes({ reason: "stored dead letter unreadable", eventId: "", origin: "", payload: stored, contentType: "", receivedAt: new Date(0) });
+  }
+}
 
 /**
  * Moves dead letters from the ledger to PROOFGATE_DEADLETTER. They are written in the same
@@ -51,7 +89,7 @@ export class DeadLetterPublisher {
       }
       try {
         for (const r of rows) {
-          await handles.js.publish(DEADLETTER_SUBJECT, r.payload, { msgID: `${this.ledger.ledgerId}:dl:${r.id}`, timeout: 5_000 });
+          await handles.js.publish(DEADLETTER_SUBJECT, boundedDeadLetter(r.payload), { msgID: `${this.ledger.ledgerId}:dl:${r.id}`, timeout: 5_000 });
           this.ledger.deleteDeadLetter(r.id);
           this.metrics.deadLetters.inc();
         }

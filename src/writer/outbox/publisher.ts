@@ -30,6 +30,8 @@ interface Waiter {
 }
 
 const SNAPSHOT_PAGE = 1_000;
+/** Room left for the headers (Nats-Msg-Id, ledger and outbox ids) within max_payload. */
+const HEADER_ROOM = 512;
 /** Pruning runs at most this often, deleting at most PRUNE_CHUNK rows, so it never stalls the loop. */
 const PRUNE_EVERY_MS = 5_000;
 const PRUNE_CHUNK = 5_000;
@@ -54,8 +56,6 @@ export class OutboxPublisher {
   private readonly stopped = (): boolean => this.stop.signal.aborted;
   private loop: Promise<void> | undefined;
   private lastPruneMs = 0;
-  /** The last outbox id of the latest snapshot; while rows up to it are pending, no new one is needed. */
-  private snapshotThrough = 0;
 
   constructor(
     private readonly ledger: Ledger,
@@ -156,7 +156,7 @@ export class OutboxPublisher {
       try {
         if (this.knownLastSeq === undefined) await this.reconcile();
         this.maybePrune();
-        const rows = this.ledger.pendingOutbox(this.options.batchSize ?? 256);
+        const rows = this.setAsideUnpublishable(this.ledger.pendingOutbox(this.options.batchSize ?? 256));
         if (rows.length === 0) {
           this.advance();
           await this.signal.wait(PRUNE_EVERY_MS);
@@ -172,6 +172,32 @@ export class OutboxPublisher {
         await pause(backoffMs(failures++), this.stop.signal);
       }
     }
+  }
+
+  /**
+   * A row larger than the server's max_payload can never be published; retrying it would hold
+   * back every row behind it, for every customer. It is marked published at the stream's current
+   * sequence (so nothing waits for it), counted and logged loudly; its subject keeps its previous
+   * message. The document limit (--max-document-bytes) keeps this from happening when it is below
+   * max_payload; this is the safety net when it is not.
+   */
+  private setAsideUnpublishable(rows: OutboxRow[]): OutboxRow[] {
+    const max = this.link.ready?.nc.info?.max_payload;
+    const seq = this.knownLastSeq;
+    if (!max || seq === undefined) return rows;
+    const limit = max - HEADER_ROOM;
+    const tooLarge = rows.filter((r) => r.payload.length > limit);
+    if (tooLarge.length === 0) return rows;
+    const now = this.options.now();
+    this.ledger.transaction(() => this.ledger.markPublished(tooLarge.map((r) => r.id), seq, now));
+    for (const r of tooLarge) {
+      this.options.logger.error(
+        { outboxId: r.id, subject: r.subject, bytes: r.payload.length, maxPayload: max },
+        "outbox row exceeds the NATS server's max_payload and can never be published; skipped so the rows behind it are not blocked (lower --max-document-bytes below max_payload)",
+      );
+    }
+    this.options.metrics.unpublishable.inc(tooLarge.length);
+    return rows.filter((r) => r.payload.length <= limit);
   }
 
   private async publish(rows: readonly OutboxRow[]): Promise<void> {
@@ -277,7 +303,7 @@ export class OutboxPublisher {
     }
     if (snapshotReason) {
       const first = this.ledger.firstPendingId();
-      if (first !== undefined && first <= this.snapshotThrough) {
+      if (first !== undefined && first <= this.ledger.snapshotThrough()) {
         log.info({ lastSeq }, "a snapshot is still on its way to the state stream");
       } else {
         log.warn({ lastSeq, publishedHigh: high }, `${snapshotReason}: republishing a full snapshot`);
@@ -309,8 +335,15 @@ export class OutboxPublisher {
         if (!last || page.length < SNAPSHOT_PAGE) break;
         after = last.customerId;
       }
+      // Kept in the ledger: a writer restarted mid-snapshot still says it is in progress.
+      ledger.setSnapshotThrough(ledger.maxOutboxId());
     });
-    this.snapshotThrough = ledger.maxOutboxId();
+  }
+
+  /** A full snapshot is still on its way to the stream (heartbeats say so: replicas are not complete yet). */
+  get snapshotInProgress(): boolean {
+    const first = this.ledger.firstPendingId();
+    return first !== undefined && first <= this.ledger.snapshotThrough();
   }
 
   private maybePrune(): void {

@@ -184,7 +184,14 @@ export interface Heartbeat {
   /** The latest revision the writer has published to PROOFGATE_STATE. */
   headRevision: number;
   writerId: string;
-  sentAt: Date | undefined;
+  sentAt:
+    | Date
+    | undefined;
+  /**
+   * The writer is republishing a full snapshot (onto a new or recreated stream): until it is
+   * through, reaching head_revision does not make a replica complete, so sidecars stay stale.
+   */
+  snapshotInProgress: boolean;
 }
 
 /** An event that can never be applied, published to `proofgate.deadletter` with the reason. */
@@ -194,10 +201,21 @@ export interface DeadLetter {
   eventId: string;
   /** Where the event came from: a NATS subject, "grpc" or "webhook". */
   origin: string;
-  /** The original payload, byte for byte. */
+  /**
+   * The original payload, byte for byte; only its first bytes when payload_truncated is set
+   * (a dead letter must fit NATS's max_payload whatever was received).
+   */
   payload: Buffer;
   contentType: string;
-  receivedAt: Date | undefined;
+  receivedAt:
+    | Date
+    | undefined;
+  /** The size of the original payload in bytes. */
+  payloadSize: number;
+  /** The SHA-256 of the original payload, lowercase hex: identifies it when it was truncated. */
+  payloadSha256: string;
+  /** True when payload holds only the first bytes of the original. */
+  payloadTruncated: boolean;
 }
 
 function createBaseAccessDocument(): AccessDocument {
@@ -1501,7 +1519,7 @@ export const CustomerErased: MessageFns<CustomerErased> = {
 };
 
 function createBaseHeartbeat(): Heartbeat {
-  return { headRevision: 0, writerId: "", sentAt: undefined };
+  return { headRevision: 0, writerId: "", sentAt: undefined, snapshotInProgress: false };
 }
 
 export const Heartbeat: MessageFns<Heartbeat> = {
@@ -1514,6 +1532,9 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     }
     if (message.sentAt !== undefined) {
       Timestamp.encode(toTimestamp(message.sentAt), writer.uint32(26).fork()).join();
+    }
+    if (message.snapshotInProgress !== false) {
+      writer.uint32(32).bool(message.snapshotInProgress);
     }
     return writer;
   },
@@ -1555,6 +1576,14 @@ export const Heartbeat: MessageFns<Heartbeat> = {
             message.sentAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.snapshotInProgress = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1584,6 +1613,11 @@ export const Heartbeat: MessageFns<Heartbeat> = {
         : isSet(object.sent_at)
         ? fromJsonTimestamp(object.sent_at)
         : undefined,
+      snapshotInProgress: isSet(object.snapshotInProgress)
+        ? globalThis.Boolean(object.snapshotInProgress)
+        : isSet(object.snapshot_in_progress)
+        ? globalThis.Boolean(object.snapshot_in_progress)
+        : false,
     };
   },
 
@@ -1598,6 +1632,9 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     if (message.sentAt !== undefined) {
       obj.sentAt = message.sentAt.toISOString();
     }
+    if (message.snapshotInProgress !== false) {
+      obj.snapshotInProgress = message.snapshotInProgress;
+    }
     return obj;
   },
 
@@ -1609,12 +1646,23 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     message.headRevision = object.headRevision ?? 0;
     message.writerId = object.writerId ?? "";
     message.sentAt = object.sentAt ?? undefined;
+    message.snapshotInProgress = object.snapshotInProgress ?? false;
     return message;
   },
 };
 
 function createBaseDeadLetter(): DeadLetter {
-  return { reason: "", eventId: "", origin: "", payload: Buffer.alloc(0), contentType: "", receivedAt: undefined };
+  return {
+    reason: "",
+    eventId: "",
+    origin: "",
+    payload: Buffer.alloc(0),
+    contentType: "",
+    receivedAt: undefined,
+    payloadSize: 0,
+    payloadSha256: "",
+    payloadTruncated: false,
+  };
 }
 
 export const DeadLetter: MessageFns<DeadLetter> = {
@@ -1636,6 +1684,15 @@ export const DeadLetter: MessageFns<DeadLetter> = {
     }
     if (message.receivedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.receivedAt), writer.uint32(50).fork()).join();
+    }
+    if (message.payloadSize !== 0) {
+      writer.uint32(56).uint64(message.payloadSize);
+    }
+    if (message.payloadSha256 !== "") {
+      writer.uint32(66).string(message.payloadSha256);
+    }
+    if (message.payloadTruncated !== false) {
+      writer.uint32(72).bool(message.payloadTruncated);
     }
     return writer;
   },
@@ -1701,6 +1758,30 @@ export const DeadLetter: MessageFns<DeadLetter> = {
             message.receivedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.payloadSize = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.payloadSha256 = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.payloadTruncated = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1733,6 +1814,21 @@ export const DeadLetter: MessageFns<DeadLetter> = {
         : isSet(object.received_at)
         ? fromJsonTimestamp(object.received_at)
         : undefined,
+      payloadSize: isSet(object.payloadSize)
+        ? globalThis.Number(object.payloadSize)
+        : isSet(object.payload_size)
+        ? globalThis.Number(object.payload_size)
+        : 0,
+      payloadSha256: isSet(object.payloadSha256)
+        ? globalThis.String(object.payloadSha256)
+        : isSet(object.payload_sha256)
+        ? globalThis.String(object.payload_sha256)
+        : "",
+      payloadTruncated: isSet(object.payloadTruncated)
+        ? globalThis.Boolean(object.payloadTruncated)
+        : isSet(object.payload_truncated)
+        ? globalThis.Boolean(object.payload_truncated)
+        : false,
     };
   },
 
@@ -1756,6 +1852,15 @@ export const DeadLetter: MessageFns<DeadLetter> = {
     if (message.receivedAt !== undefined) {
       obj.receivedAt = message.receivedAt.toISOString();
     }
+    if (message.payloadSize !== 0) {
+      obj.payloadSize = Math.round(message.payloadSize);
+    }
+    if (message.payloadSha256 !== "") {
+      obj.payloadSha256 = message.payloadSha256;
+    }
+    if (message.payloadTruncated !== false) {
+      obj.payloadTruncated = message.payloadTruncated;
+    }
     return obj;
   },
 
@@ -1770,6 +1875,9 @@ export const DeadLetter: MessageFns<DeadLetter> = {
     message.payload = object.payload ?? Buffer.alloc(0);
     message.contentType = object.contentType ?? "";
     message.receivedAt = object.receivedAt ?? undefined;
+    message.payloadSize = object.payloadSize ?? 0;
+    message.payloadSha256 = object.payloadSha256 ?? "";
+    message.payloadTruncated = object.payloadTruncated ?? false;
     return message;
   },
 };
