@@ -34,6 +34,8 @@ test("a password in --nats-url never reaches the logs, and ledger and replica fi
   expect(writer.output()).toContain("***@127.0.0.1");
   expect(writer.output()).not.toContain("s3cret-pw");
   expect(sidecar.proc.output()).not.toContain("s3cret-pw");
-  for (const file of [ledgerPath, `${ledgerPath}-wal`, replicaPath]) expect(statSync(file).mode & 0o777).toBe(0o600);
+  for (const file of [ledgerPath, `${ledgerPath}-wal`]) expect(statSync(file).mode & 0o777).toBe(0o600);
+  // The replica: nothing for others; its group may read it (the client's local mode, same pod).
+  expect(statSync(replicaPath).mode & 0o777).toBe(0o660);
   expect(redactNatsUrl("nats://a:b@h1:4222, tls://tok@h2:4222,nats://h3")).toBe("nats://***@h1:4222, tls://***@h2:4222,nats://h3");
 });
