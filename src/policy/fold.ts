@@ -39,6 +39,7 @@ interface InvoiceAcc {
   payment?: Pick<PaymentOutcome>;
   period?: Pick<PaymentOutcome>;
   refund?: Pick<PaymentOutcome>;
+  lastRefund?: Pick<PaymentOutcome>;
   dispute?: Pick<PaymentOutcome>;
   recovery?: Pick<{ result: RecoveryResult; nextAttemptAt: Date | undefined }>;
   failure?: Pick<PaymentOutcome>;
@@ -105,6 +106,7 @@ export function foldDocument(customerId: string, facts: readonly BillingEvent[],
     } else if (p.result === PaymentResult.PAYMENT_RESULT_REFUNDED) {
       // The first refund is when access was revoked; later ones change nothing.
       inv.refund = later(inv.refund, { key: [-at, e.eventId], event: e, value: p });
+      inv.lastRefund = later(inv.lastRefund, { key: [at, e.eventId], event: e, value: p });
     } else if (DISPUTES.has(p.result)) {
       inv.dispute = later(inv.dispute, { key: [at, disputeRank(p.result), e.eventId], event: e, value: p });
     }
@@ -177,7 +179,7 @@ function toInvoice(invoiceId: string, inv: InvoiceAcc): InvoiceState {
     planId: period?.planId ?? "",
     addonIds: items(period?.addonIds ?? []),
     quantity: qty(period?.quantity ?? 0),
-    refunded: inv.refund !== undefined,
+    refunded: refunded(inv),
     refundedAtMs: ms(inv.refund?.event.occurredAt),
     dispute: inv.dispute?.value.result ?? PaymentResult.PAYMENT_RESULT_UNSPECIFIED,
     disputeAtMs: ms(inv.dispute?.event.occurredAt),
@@ -186,6 +188,16 @@ function toInvoice(invoiceId: string, inv: InvoiceAcc): InvoiceState {
     nextAttemptAtMs: ms(inv.recovery?.value.nextAttemptAt),
     failureReason: inv.failure?.value.failureReason ?? "",
   };
+}
+
+/**
+ * A full refund revokes, unless a successful payment of the invoice is later than every refund:
+ * the refund failed and the money came back (Stripe's `refund.failed`).
+ */
+function refunded(inv: InvoiceAcc): boolean {
+  if (!inv.refund || !inv.lastRefund) return false;
+  const p = inv.payment;
+  return !(p?.value.result === PaymentResult.PAYMENT_RESULT_SUCCEEDED && ms(p.event.occurredAt) > ms(inv.lastRefund.event.occurredAt));
 }
 
 /** Code-unit order, independent of locale. */

@@ -1,0 +1,100 @@
+import Stripe from "stripe";
+import type { ChargeShape, DisputeShape, InvoiceLineShape, InvoiceShape, PaymentIntentShape, PriceShape, RefundShape, SubscriptionShape } from "./objects.js";
+
+/**
+ * What the adapter reads from Stripe's API when a webhook cannot carry the truth (a truncated
+ * line list, a payment intent that no longer names its invoice, two changes in one second), and
+ * what reconciliation pages through. Objects come back in the client's pinned API version; the
+ * mapping reads every version (objects.ts). Tests point it at a local HTTP double.
+ */
+export interface StripeReader {
+  invoice(id: string): Promise<InvoiceShape>;
+  /** Every line of an invoice, across pages. */
+  invoiceLines(invoiceId: string): Promise<InvoiceLineShape[]>;
+  paymentIntent(id: string): Promise<PaymentIntentShape>;
+  /** The invoice a payment intent pays (`invoice_payments` since basil, the intent's `invoice` before). */
+  invoiceOfPaymentIntent(paymentIntentId: string): Promise<string | undefined>;
+  subscription(id: string): Promise<SubscriptionShape>;
+  price(id: string): Promise<PriceShape>;
+  /** Every subscription, whatever its status. */
+  subscriptions(): AsyncIterable<SubscriptionShape>;
+  /** Objects created at or after `since` (Unix seconds). */
+  invoices(since: number): AsyncIterable<InvoiceShape>;
+  charges(since: number): AsyncIterable<ChargeShape>;
+  refunds(since: number): AsyncIterable<RefundShape>;
+  disputes(since: number): AsyncIterable<DisputeShape>;
+}
+
+export interface StripeApiOptions {
+  /** A secret or restricted key (`sk_...`/`rk_...`) with read access to billing objects. */
+  readonly apiKey: string;
+  /** Stripe's API by default; a local double in tests, e.g. `http://127.0.0.1:12111`. */
+  readonly baseUrl?: string;
+  /** Retries of 429s, 5xx and network errors, with Stripe's exponential backoff. */
+  readonly maxNetworkRetries?: number;
+  readonly timeoutMs?: number;
+}
+
+/** The StripeReader over the official client; its auto-pagination walks every list. */
+export class StripeApiReader implements StripeReader {
+  private readonly stripe: Stripe;
+
+  constructor(options: StripeApiOptions) {
+    const url = options.baseUrl ? new URL(options.baseUrl) : undefined;
+    this.stripe = new Stripe(options.apiKey, {
+      maxNetworkRetries: options.maxNetworkRetries ?? 5,
+      timeout: options.timeoutMs ?? 30_000,
+      telemetry: false,
+      ...(url ? { host: url.hostname, port: url.port || (url.protocol === "https:" ? 443 : 80), protocol: url.protocol.replace(":", "") as "http" | "https" } : {}),
+    });
+  }
+
+  async invoice(id: string): Promise<InvoiceShape> {
+    return (await this.stripe.invoices.retrieve(id, { expand: ["payments.data.payment.payment_intent"] })) as unknown as InvoiceShape;
+  }
+
+  async invoiceLines(invoiceId: string): Promise<InvoiceLineShape[]> {
+    return (await this.stripe.invoices.listLineItems(invoiceId, { limit: 100 }).autoPagingToArray({ limit: 10_000 })) as unknown as InvoiceLineShape[];
+  }
+
+  async paymentIntent(id: string): Promise<PaymentIntentShape> {
+    return (await this.stripe.paymentIntents.retrieve(id)) as unknown as PaymentIntentShape;
+  }
+
+  async invoiceOfPaymentIntent(paymentIntentId: string): Promise<string | undefined> {
+    const page = await this.stripe.invoicePayments.list({ payment: { type: "payment_intent", payment_intent: paymentIntentId }, limit: 1 });
+    const found = page.data[0]?.invoice;
+    if (found) return typeof found === "string" ? found : found.id;
+    // Before basil the payment intent names its invoice itself.
+    const pi = await this.paymentIntent(paymentIntentId);
+    return typeof pi.invoice === "string" ? pi.invoice : pi.invoice?.id;
+  }
+
+  async subscription(id: string): Promise<SubscriptionShape> {
+    return (await this.stripe.subscriptions.retrieve(id)) as unknown as SubscriptionShape;
+  }
+
+  async price(id: string): Promise<PriceShape> {
+    return (await this.stripe.prices.retrieve(id, { expand: ["product"] })) as unknown as PriceShape;
+  }
+
+  subscriptions(): AsyncIterable<SubscriptionShape> {
+    return this.stripe.subscriptions.list({ status: "all", limit: 100 }) as unknown as AsyncIterable<SubscriptionShape>;
+  }
+
+  invoices(since: number): AsyncIterable<InvoiceShape> {
+    return this.stripe.invoices.list({ created: { gte: since }, limit: 100, expand: ["data.payments"] }) as unknown as AsyncIterable<InvoiceShape>;
+  }
+
+  charges(since: number): AsyncIterable<ChargeShape> {
+    return this.stripe.charges.list({ created: { gte: since }, limit: 100 }) as unknown as AsyncIterable<ChargeShape>;
+  }
+
+  refunds(since: number): AsyncIterable<RefundShape> {
+    return this.stripe.refunds.list({ created: { gte: since }, limit: 100 }) as unknown as AsyncIterable<RefundShape>;
+  }
+
+  disputes(since: number): AsyncIterable<DisputeShape> {
+    return this.stripe.disputes.list({ created: { gte: since }, limit: 100 }) as unknown as AsyncIterable<DisputeShape>;
+  }
+}
