@@ -443,7 +443,7 @@ function mapInvoice(event: StripeEventShape, inv: InvoiceShape, ctx: MapContext)
       ];
       const next = date(inv.next_payment_attempt);
       if (next) events.push(recovery(`retry:${attempt}`, RecoveryResult.RECOVERY_RESULT_RETRY_SCHEDULED, next));
-      return mapped(withIntent(events, event, inv, customerId, subscriptionId, what));
+      return mapped(withIntent(events, event, inv, customerId, subscriptionId, what, ctx));
     }
     case "invoice.payment_action_required":
     case "invoice.payment_attempt_required":
@@ -462,7 +462,7 @@ function mapInvoice(event: StripeEventShape, inv: InvoiceShape, ctx: MapContext)
       ];
       // Paid after a failed attempt: dunning is over.
       if ((inv.attempt_count ?? 0) > 1) events.push(recovery("recovered", RecoveryResult.RECOVERY_RESULT_RECOVERED));
-      return mapped(withIntent(events, event, inv, customerId, subscriptionId, what));
+      return mapped(withIntent(events, event, inv, customerId, subscriptionId, what, ctx));
     }
   }
 }
@@ -490,7 +490,7 @@ function mapAwaiting(
       kind: { $case: "payment", value: payment(inv.id, PaymentResult.PAYMENT_RESULT_REQUIRES_ACTION, { ...withItems(what), session, amountMinor: inv.amount_due ?? 0, currency }) },
     },
   ];
-  return mapped(withIntent(events, event, inv, customerId, at().subscriptionId, what));
+  return mapped(withIntent(events, event, inv, customerId, at().subscriptionId, what, ctx));
 }
 
 /**
@@ -498,7 +498,8 @@ function mapAwaiting(
  * known intent: a SubscriptionChanged of version 1, which every real subscription event (version
  * = its time) outranks, so the invoice is not denied while the subscription event is in flight.
  */
-function withIntent(events: BillingEvent[], event: StripeEventShape, inv: InvoiceShape, customerId: string, subscriptionId: string, what: Items | undefined): BillingEvent[] {
+function withIntent(events: BillingEvent[], event: StripeEventShape, inv: InvoiceShape, customerId: string, subscriptionId: string, what: Items | undefined, ctx: MapContext): BillingEvent[] {
+  if (ctx.links.note(seenKey(subscriptionId)) !== undefined) return events;
   if (!what?.planId || what.periodStart === undefined || what.periodEnd === undefined || what.periodEnd <= what.periodStart) return events;
   events.push({
     ...base(event, customerId, subscriptionId, `${subscriptionId}:from:${inv.id}`),
@@ -696,6 +697,7 @@ export function learnFromEvent(event: StripeEventShape, ctx: MapContext): LinkUp
   if (kind === "subscription" || event.type.startsWith("customer.subscription.")) {
     // Which event changed the subscription in this second: a second one is read back from the API.
     out.push({ kind: "note", key: secondKey(object.id, event.created), value: event.id });
+    out.push({ kind: "note", key: seenKey(object.id), value: event.id });
     // Prices named by lookup key or metadata here appear on invoice lines by id only (since basil).
     for (const item of (object as SubscriptionShape).items?.data ?? []) {
       const ref = priceRef(item.price);
@@ -737,6 +739,8 @@ export function learnFromEvent(event: StripeEventShape, ctx: MapContext): LinkUp
 
 /** The note naming the event that changed subscription `id` in second `created`. */
 export const secondKey = (id: string, created: number): string => `second:${id}@${created}`;
+/** The note saying an event of subscription `id` was seen (its intent is then known). */
+export const seenKey = (id: string): string => `subscription:${id}`;
 
 /** For logs and responses: "plan "premium"" / "ignore". */
 export { describeRole };
