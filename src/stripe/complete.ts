@@ -39,8 +39,10 @@ export async function completeEvent(event: StripeEventShape, reader: StripeReade
   }
   if (event.type === "payment_intent.processing") {
     const pi = object as PaymentIntentShape;
-    if (pi.invoice || links.invoiceOfPayment(pi.id) || pi.metadata?.["proofgate_invoice_id"]) return event;
-    const invoiceId = await reader.invoiceOfPaymentIntent(pi.id);
+    if (refObject(pi.invoice)) return event;
+    const known = refId(pi.invoice) ?? links.invoiceOfPayment(pi.id) ?? pi.metadata?.["proofgate_invoice_id"];
+    if (known && links.invoice(known)?.periodEnd !== undefined) return event;
+    const invoiceId = known ?? (await reader.invoiceOfPaymentIntent(pi.id));
     if (!invoiceId) return event;
     const inv = await completeInvoice(await reader.invoice(invoiceId), reader, links, prices);
     return replace({ ...pi, invoice: inv });

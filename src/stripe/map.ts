@@ -699,7 +699,8 @@ export function learnFromEvent(event: StripeEventShape, ctx: MapContext): LinkUp
     out.push({ kind: "note", key: secondKey(object.id, event.created), value: event.id });
     out.push({ kind: "note", key: seenKey(object.id), value: event.id });
     // Prices named by lookup key or metadata here appear on invoice lines by id only (since basil).
-    for (const item of (object as SubscriptionShape).items?.data ?? []) {
+    const sub = object as SubscriptionShape;
+    for (const item of [...(sub.items?.data ?? []), ...(sub.pending_update?.subscription_items ?? [])]) {
       const ref = priceRef(item.price);
       const role = ref ? ctx.prices.resolve(ref) : undefined;
       if (ref?.priceId && role) out.push({ kind: "price", priceId: ref.priceId, role });
