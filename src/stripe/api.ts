@@ -58,7 +58,7 @@ export class StripeApiReader implements StripeReader {
   }
 
   async paymentIntent(id: string): Promise<PaymentIntentShape> {
-    return (await this.stripe.paymentIntents.retrieve(id)) as unknown as PaymentIntentShape;
+    return await this.stripe.paymentIntents.retrieve(id);
   }
 
   async invoiceOfPaymentIntent(paymentIntentId: string): Promise<string | undefined> {
@@ -71,15 +71,15 @@ export class StripeApiReader implements StripeReader {
   }
 
   async subscription(id: string): Promise<SubscriptionShape> {
-    return (await this.stripe.subscriptions.retrieve(id)) as unknown as SubscriptionShape;
+    return await this.stripe.subscriptions.retrieve(id);
   }
 
   async price(id: string): Promise<PriceShape> {
-    return (await this.stripe.prices.retrieve(id, { expand: ["product"] })) as unknown as PriceShape;
+    return await this.stripe.prices.retrieve(id, { expand: ["product"] });
   }
 
   subscriptions(): AsyncIterable<SubscriptionShape> {
-    return this.stripe.subscriptions.list({ status: "all", limit: 100 }) as unknown as AsyncIterable<SubscriptionShape>;
+    return this.stripe.subscriptions.list({ status: "all", limit: 100 });
   }
 
   invoices(since: number): AsyncIterable<InvoiceShape> {
@@ -87,14 +87,14 @@ export class StripeApiReader implements StripeReader {
   }
 
   charges(since: number): AsyncIterable<ChargeShape> {
-    return this.stripe.charges.list({ created: { gte: since }, limit: 100 }) as unknown as AsyncIterable<ChargeShape>;
+    return this.stripe.charges.list({ created: { gte: since }, limit: 100 });
   }
 
   refunds(since: number): AsyncIterable<RefundShape> {
-    return this.stripe.refunds.list({ created: { gte: since }, limit: 100 }) as unknown as AsyncIterable<RefundShape>;
+    return this.stripe.refunds.list({ created: { gte: since }, limit: 100 });
   }
 
   disputes(since: number): AsyncIterable<DisputeShape> {
-    return this.stripe.disputes.list({ created: { gte: since }, limit: 100 }) as unknown as AsyncIterable<DisputeShape>;
+    return this.stripe.disputes.list({ created: { gte: since }, limit: 100 });
   }
 }
