@@ -19,6 +19,9 @@ export const writerOptionSpec = {
   stripeWebhookSecret: string("Stripe webhook signing secret (whsec_..., comma separated while rolling); enables POST /webhooks/stripe on the HTTP listener (docs/stripe.md)"),
   stripePriceMap: string("Stripe price to plan/add-on map: a YAML or JSON file, or the map inline as JSON (docs/stripe.md)"),
   stripeTolerance: duration("maximum age of a Stripe webhook signature (replay protection)", 300_000),
+  stripeApiKey: string("Stripe API key with read access to billing objects (rk_... restricted key preferred); lets the adapter read what webhooks cannot carry and enables reconciliation (docs/stripe.md)"),
+  stripeApiBase: string("Stripe API base URL (for a test double or proxy); empty for Stripe's API"),
+  stripeReconcileInterval: duration("how often the writer reconciles the ledger with Stripe's objects (0 = off; needs --stripe-api-key)", 0),
 };
 
 export type WriterOptions = OptionValues<typeof writerOptionSpec>;
