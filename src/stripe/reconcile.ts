@@ -66,6 +66,7 @@ export interface ReconcileReport {
 
 const CHECKPOINT = "reconcile:checkpoint";
 const DEFAULT_LOOKBACK_S = 45 * 86_400;
+const APPLY_BATCH = 500;
 
 interface ReconcileMetrics {
   readonly drift: Counter<"kind">;
@@ -184,10 +185,11 @@ export async function reconcileStripe(options: ReconcileOptions): Promise<Reconc
   if (options.dryRun) {
     for (const m of missing) drift.push({ customerId: m.event.customerId, subscriptionId: m.event.subscriptionId, eventId: m.event.eventId, why: `${describeEvent(m.event)} (from ${m.from})`, result: "dry_run" });
   } else if (missing.length > 0) {
-    // One customer at a time, in the order Stripe's objects imply, each batch a plain publish.
-    const res = await options.apply(missing.map((m) => m.event));
+    // In batches well under the writer's limit per call, in the order Stripe's objects imply.
+    const results: Awaited<ReturnType<ApplyEvents>>["results"] = [];
+    for (let i = 0; i < missing.length; i += APPLY_BATCH) results.push(...(await options.apply(missing.slice(i, i + APPLY_BATCH).map((m) => m.event))).results);
     for (const [i, m] of missing.entries()) {
-      const r = res.results[i];
+      const r = results[i];
       const result = r?.result === IngestResult.INGEST_RESULT_ACCEPTED ? "accepted" : r?.result === IngestResult.INGEST_RESULT_DUPLICATE ? "duplicate" : "rejected";
       drift.push({ customerId: m.event.customerId, subscriptionId: m.event.subscriptionId, eventId: m.event.eventId, why: `${describeEvent(m.event)} (from ${m.from})${r?.reason ? `: ${r.reason}` : ""}`, result });
       if (result === "accepted") metrics?.drift.inc({ kind: m.event.kind?.$case ?? "unknown" });
