@@ -302,9 +302,8 @@ function invoiceItems(inv: InvoiceShape, ctx: MapContext): { items: Items | unde
     const amount = line.amount ?? 0;
     if (amount < 0 || (proration && amount === 0)) continue;
     // A line of a priced item that charges nothing is a trial (of the subscription or of the
-    // item): no payment proof. A 100% discount still shows the full amount, and a free price (0)
-    // is paid in full by nothing, so both still count.
-    if (amount === 0 && lineUnitAmount(line) !== 0) continue;
+    // item): no payment proof. A line a coupon brought to 0 and a free price (0) still count.
+    if (amount === 0 && lineUnitAmount(line) !== 0 && !discounted(line)) continue;
     const ref = linePriceRef(line);
     if (!ref) continue; // a line with no price (a custom one-off amount) grants nothing
     const role = resolvePrice(ref, ctx);
@@ -332,6 +331,11 @@ function lineUnitAmount(line: InvoiceLineShape): number | undefined {
   const decimal = line.pricing?.unit_amount_decimal;
   const n = decimal ? Number(decimal) : NaN;
   return Number.isFinite(n) ? n : undefined;
+}
+
+/** A line a discount brought down (a coupon is a price the merchant chose, not a trial). */
+function discounted(line: InvoiceLineShape): boolean {
+  return (line.discount_amounts ?? []).some((d) => typeof d === "object" && d !== null && Number((d as { amount?: unknown }).amount) > 0);
 }
 
 /** Seats: `quantity`, or `quantity_decimal` in newer API versions (whole units paid for). */
