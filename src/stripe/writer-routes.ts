@@ -89,7 +89,9 @@ export function writerStripeRoutes(options: StripeWriterOptions, apply: ApplyEve
     routes: { [STRIPE_WEBHOOK_ROUTE]: handler },
     close: () => {
       if (timer) clearInterval(timer);
-      links.close();
+      // A run in flight finishes against the links file before it is closed.
+      if (running) void running.finally(() => links.close());
+      else links.close();
     },
   };
 }
