@@ -12,6 +12,7 @@ const commands: Record<string, () => Promise<Command>> = {
   catalog: () => import("./catalog.js"),
   explain: () => import("./explain.js"),
   dev: () => import("./dev.js"),
+  reconcile: () => import("./reconcile.js"),
 };
 
 export async function main(argv: string[]): Promise<number> {

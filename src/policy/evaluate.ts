@@ -156,15 +156,21 @@ function subscriptionOutcome(s: SubscriptionAccess, f: Feature, catalog: Catalog
   const unpaid = s.invoices.filter((i) => i.payment !== PaymentResult.PAYMENT_RESULT_SUCCEEDED && after(i));
   const exhausted = unpaid.find((i) => i.recovery === RecoveryResult.RECOVERY_RESULT_EXHAUSTED);
   const failed = unpaid.filter((i) => i.payment === PaymentResult.PAYMENT_RESULT_FAILED).at(-1);
+  // Voided, or uncollectible without an attempt (e.g. paused collection): no payment is coming.
+  const notCollected = unpaid.filter((i) => i.payment === PaymentResult.PAYMENT_RESULT_CANCELED && i.periodEndMs > 0).at(-1);
+  // Due later without a failed attempt: an invoice sent with payment terms, awaited until its due date.
+  const due = unpaid.filter((i) => i.payment === PaymentResult.PAYMENT_RESULT_UNSPECIFIED && i.recovery === RecoveryResult.RECOVERY_RESULT_RETRY_SCHEDULED && i.nextAttemptAtMs > 0).at(-1);
   const inFlight = (r: PaymentResult): InvoiceState | undefined =>
     unpaid.filter((i) => i.payment === r && itemsValue(f, i.planId, i.addonIds, i.quantity, catalog)).at(-1);
   const authenticating = inFlight(PaymentResult.PAYMENT_RESULT_REQUIRES_ACTION);
   const processing = inFlight(PaymentResult.PAYMENT_RESULT_PROCESSING);
-  if (lastPaid && !exhausted) {
-    const graceEnd = lastPaid.end + catalog.gracePeriodMs;
+  if (lastPaid && !exhausted && !notCollected) {
+    const graceEnd = Math.max(lastPaid.end, due && !failed ? due.nextAttemptAtMs : 0) + catalog.gracePeriodMs;
     if (now < graceEnd) {
       const until = `paid access continues until ${when(graceEnd)}`;
-      const reason = authenticating
+      const reason = due && !failed && !authenticating
+        ? `Renewal invoice ${due.invoiceId} is due on ${when(due.nextAttemptAtMs)}; ${until}.`
+        : authenticating
         ? `Renewal requires customer authentication; ${until}.`
         : failed
           ? `Renewal failed${failed.failureReason ? ` (${failed.failureReason})` : ""}; ${until} while the payment is retried${retry(failed)}.`
@@ -176,6 +182,8 @@ function subscriptionOutcome(s: SubscriptionAccess, f: Feature, catalog: Catalog
   if (authenticating) return { status: G.ACCESS_STATUS_PAYMENT_PENDING, reason: `Awaiting customer authentication (3-D Secure) for invoice ${authenticating.invoiceId}.` };
   if (processing) return { status: G.ACCESS_STATUS_PAYMENT_PENDING, reason: `Payment processing for invoice ${processing.invoiceId}.` };
   if (exhausted) return { status: G.ACCESS_STATUS_SUSPENDED, reason: `Payment recovery gave up on invoice ${exhausted.invoiceId}${exhausted.failureReason ? ` (${exhausted.failureReason})` : ""}.` };
+  if (lastPaid && notCollected)
+    return { status: G.ACCESS_STATUS_PAYMENT_REQUIRED, reason: `The paid period ended on ${when(lastPaid.end)} and renewal invoice ${notCollected.invoiceId} is not being collected (voided, or collection paused): pay to continue.` };
   if (lastPaid && failed)
     return { status: G.ACCESS_STATUS_SUSPENDED, reason: `The grace period ended on ${when(lastPaid.end + catalog.gracePeriodMs)} after a failed renewal${failed.failureReason ? ` (${failed.failureReason})` : ""}.` };
   if (lastPaid) return { status: G.ACCESS_STATUS_PAYMENT_REQUIRED, reason: `The paid period ended on ${when(lastPaid.end)} and no renewal payment arrived: pay to continue.` };

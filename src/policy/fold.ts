@@ -39,6 +39,7 @@ interface InvoiceAcc {
   payment?: Pick<PaymentOutcome>;
   period?: Pick<PaymentOutcome>;
   refund?: Pick<PaymentOutcome>;
+  lastRefund?: Pick<PaymentOutcome>;
   dispute?: Pick<PaymentOutcome>;
   recovery?: Pick<{ result: RecoveryResult; nextAttemptAt: Date | undefined }>;
   failure?: Pick<PaymentOutcome>;
@@ -140,6 +141,8 @@ function accumulate(subs: Map<string, SubscriptionAcc>, e: BillingEvent): void {
   } else if (p.result === PaymentResult.PAYMENT_RESULT_REFUNDED) {
     // The first refund is when access was revoked; later ones change nothing.
     inv.refund = later(inv.refund, { key: [-at, e.eventId], event: e, value: p });
+    // The latest refund: a success after it (a refund that failed, re-reported) restores the invoice.
+    inv.lastRefund = later(inv.lastRefund, { key: [at, e.eventId], event: e, value: p });
   } else if (DISPUTES.has(p.result)) {
     inv.dispute = later(inv.dispute, { key: [at, disputeRank(p.result), e.eventId], event: e, value: p });
   }
@@ -149,7 +152,7 @@ function accumulate(subs: Map<string, SubscriptionAcc>, e: BillingEvent): void {
  * Incremental folding. A customer's document is made of parts that events touch independently:
  * each subscription's intent and each invoice. Every field of a part is the maximum of some key
  * over the part's facts, so a part is fully described by its *deciding* facts (the winners, at
- * most six), and folding new facts into the deciding ones gives what folding them into all of
+ * most seven), and folding new facts into the deciding ones gives what folding them into all of
  * the part's facts gives. That lets the writer store parts and pay per event for one part, not
  * for the customer's whole history. Assumes distinct events have distinct ids (the ledger's
  * guarantee); exact redeliveries change nothing.
@@ -172,7 +175,7 @@ export function foldPart(deciding: readonly BillingEvent[], facts: readonly Bill
   for (const e of dedupe([...deciding, ...facts])) accumulate(subs, e);
   const winners = new Map<string, BillingEvent>();
   for (const sub of subs.values()) {
-    for (const p of [sub.intent, ...[...sub.invoices.values()].flatMap((i) => [i.payment, i.period, i.refund, i.dispute, i.recovery, i.failure])])
+    for (const p of [sub.intent, ...[...sub.invoices.values()].flatMap((i) => [i.payment, i.period, i.refund, i.lastRefund, i.dispute, i.recovery, i.failure])])
       if (p) winners.set(p.event.eventId, p.event);
   }
   return [...winners.values()].sort((a, b) => compare(a.eventId, b.eventId));
@@ -240,7 +243,7 @@ function toInvoice(invoiceId: string, inv: InvoiceAcc): InvoiceState {
     planId: period?.planId ?? "",
     addonIds: items(period?.addonIds ?? []),
     quantity: qty(period?.quantity ?? 0),
-    refunded: inv.refund !== undefined,
+    refunded: refunded(inv),
     refundedAtMs: ms(inv.refund?.event.occurredAt),
     dispute: inv.dispute?.value.result ?? PaymentResult.PAYMENT_RESULT_UNSPECIFIED,
     disputeAtMs: ms(inv.dispute?.event.occurredAt),
@@ -249,6 +252,16 @@ function toInvoice(invoiceId: string, inv: InvoiceAcc): InvoiceState {
     nextAttemptAtMs: ms(inv.recovery?.value.nextAttemptAt),
     failureReason: inv.failure?.value.failureReason ?? "",
   };
+}
+
+/**
+ * A full refund revokes, unless a successful payment of the invoice is later than every refund:
+ * the refund failed and the money came back (Stripe's `refund.failed`).
+ */
+function refunded(inv: InvoiceAcc): boolean {
+  if (!inv.refund || !inv.lastRefund) return false;
+  const p = inv.payment;
+  return !(p?.value.result === PaymentResult.PAYMENT_RESULT_SUCCEEDED && ms(p.event.occurredAt) > ms(inv.lastRefund.event.occurredAt));
 }
 
 /** Code-unit order, independent of locale. */

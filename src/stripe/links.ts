@@ -26,13 +26,16 @@ export interface InvoiceLink {
 export type LinkUpdate =
   | { readonly kind: "payment"; readonly paymentId: string; readonly invoiceId: string }
   | { readonly kind: "invoice"; readonly invoiceId: string; readonly link: InvoiceLink }
-  | { readonly kind: "price"; readonly priceId: string; readonly role: PriceRole };
+  | { readonly kind: "price"; readonly priceId: string; readonly role: PriceRole }
+  /** A small value under a key: which event changed a subscription in a given second, reconciliation's checkpoint. */
+  | { readonly kind: "note"; readonly key: string; readonly value: string };
 
 export interface LinkReader {
   /** The invoice a PaymentIntent or Charge paid. */
   invoiceOfPayment(paymentId: string): string | undefined;
   invoice(invoiceId: string): InvoiceLink | undefined;
   priceRole(priceId: string): PriceRole | undefined;
+  note(key: string): string | undefined;
 }
 
 /** A verified Stripe event waiting for a link (see `MapResult.waitFor`), as its JSON text. */
@@ -63,6 +66,7 @@ export class MemoryLinkStore implements LinkStore {
   private readonly payments = new Map<string, string>();
   private readonly invoices = new Map<string, InvoiceLink>();
   private readonly prices = new Map<string, PriceRole>();
+  private readonly notes = new Map<string, string>();
   private readonly waiting = new Map<string, Map<string, string>>();
 
   constructor(private readonly maxEntries = 100_000) {}
@@ -101,11 +105,15 @@ export class MemoryLinkStore implements LinkStore {
   priceRole(priceId: string): PriceRole | undefined {
     return this.prices.get(priceId);
   }
+  note(key: string): string | undefined {
+    return this.notes.get(key);
+  }
 
   learn(updates: readonly LinkUpdate[]): void {
     for (const u of updates) {
       if (u.kind === "payment") put(this.payments, u.paymentId, u.invoiceId, this.maxEntries);
       else if (u.kind === "invoice") put(this.invoices, u.invoiceId, merge(this.invoices.get(u.invoiceId), u.link), this.maxEntries);
+      else if (u.kind === "note") put(this.notes, u.key, u.value, this.maxEntries);
       else put(this.prices, u.priceId, u.role, this.maxEntries);
     }
   }
@@ -114,6 +122,7 @@ export class MemoryLinkStore implements LinkStore {
     this.payments.clear();
     this.invoices.clear();
     this.prices.clear();
+    this.notes.clear();
     this.waiting.clear();
   }
 }
@@ -187,6 +196,9 @@ export class SqliteLinkStore implements LinkStore {
     const v = this.get("price", priceId);
     return v === undefined ? undefined : (JSON.parse(v) as PriceRole);
   }
+  note(key: string): string | undefined {
+    return this.get("note", key);
+  }
 
   park(keys: readonly string[], parked: ParkedEvent): void {
     const at = this.now();
@@ -217,6 +229,7 @@ export class SqliteLinkStore implements LinkStore {
       for (const u of updates) {
         if (u.kind === "payment") this.putStmt.run("payment", u.paymentId, u.invoiceId, at);
         else if (u.kind === "invoice") this.putStmt.run("invoice", u.invoiceId, JSON.stringify(merge(this.invoice(u.invoiceId), u.link)), at);
+        else if (u.kind === "note") this.putStmt.run("note", u.key, u.value, at);
         else this.putStmt.run("price", u.priceId, JSON.stringify(u.role), at);
       }
     })();

@@ -19,6 +19,7 @@ import {
   type PaymentIntentShape,
   type PriceShape,
   type Ref,
+  type RefundShape,
   type StripeEventShape,
   type SubscriptionShape,
 } from "./objects.js";
@@ -84,14 +85,19 @@ export const HANDLED_TYPES: readonly string[] = [
   "customer.subscription.deleted",
   "customer.subscription.paused",
   "customer.subscription.resumed",
+  "customer.subscription.pending_update_applied",
+  "customer.subscription.pending_update_expired",
+  "invoice.finalized",
   "invoice.paid",
   "invoice.payment_succeeded",
   "invoice.payment_failed",
   "invoice.payment_action_required",
+  "invoice.payment_attempt_required",
   "invoice.marked_uncollectible",
   "invoice.voided",
   "payment_intent.processing",
   "charge.refunded",
+  "refund.failed",
   "charge.dispute.created",
   "charge.dispute.updated",
   "charge.dispute.closed",
@@ -110,9 +116,10 @@ const INTENT: Readonly<Record<string, SubscriptionStatus | undefined>> = {
   past_due: ACTIVE,
   unpaid: ACTIVE,
   incomplete: ACTIVE,
+  // Paused when a trial ended without a payment method: still wanted, not paid (pay to resume).
+  paused: ACTIVE,
   canceled: CANCELED,
   incomplete_expired: CANCELED,
-  paused: CANCELED,
 };
 
 const ignored = (reason: IgnoreReason, detail: string): MapResult => ({ outcome: "ignored", reason, detail });
@@ -130,13 +137,22 @@ export function mapStripeEvent(event: StripeEventShape, ctx: MapContext): MapRes
   if (event.type.startsWith("invoice.")) return mapInvoice(event, object as InvoiceShape, ctx);
   if (event.type === "payment_intent.processing") return mapProcessing(event, object as PaymentIntentShape, ctx);
   if (event.type === "charge.refunded") return mapRefund(event, object as ChargeShape, ctx);
+  if (event.type === "refund.failed") return mapRefundFailed(event, object as RefundShape, ctx);
   return mapDispute(event, object as DisputeShape, ctx);
 }
 
-function base(event: StripeEventShape, customerId: string, subscriptionId: string, suffix?: string): Omit<BillingEvent, "kind"> {
+/**
+ * Billing event ids. Payment and recovery facts are named after the Stripe object and the fact
+ * (`stripe:in_123:paid`, `stripe:in_123:failed:2`), so a Stripe retry, the twin event
+ * (`invoice.paid` and `invoice.payment_succeeded`) and reconciliation all give the same id: a
+ * DUPLICATE, never a second fact. A subscription change keeps the Stripe event id (each event is
+ * a state of its own, ordered by `version`).
+ */
+export const factId = (key: string): string => `stripe:${key}`;
+
+function base(event: StripeEventShape, customerId: string, subscriptionId: string, key?: string): Omit<BillingEvent, "kind"> {
   return {
-    // The Stripe event id is the idempotency key: Stripe's retries of one event are duplicates.
-    eventId: suffix ? `${event.id}#${suffix}` : event.id,
+    eventId: key ? factId(key) : event.id,
     occurredAt: new Date(event.created * 1000),
     customerId,
     subscriptionId,
@@ -187,7 +203,10 @@ function mapSubscription(event: StripeEventShape, sub: SubscriptionShape, ctx: M
   const status = event.type === "customer.subscription.deleted" ? CANCELED : INTENT[sub.status];
   if (status === undefined) return ignored("unknown_status", `subscription ${sub.id} has status "${sub.status}"`);
 
-  const items = sub.items?.data ?? [];
+  // An update held on its payment (pending_if_incomplete) is what the customer wants: what is
+  // new is PAYMENT_PENDING until its invoice is paid, what was paid stays (check-rules.md).
+  const pending = sub.pending_update?.subscription_items;
+  const items = pending?.length ? pending : (sub.items?.data ?? []);
   let plan: { id: string; quantity: number; start: number | null | undefined; end: number | null | undefined } | undefined;
   const addons = new Set<string>();
   for (const item of items) {
@@ -202,7 +221,7 @@ function mapSubscription(event: StripeEventShape, sub: SubscriptionShape, ctx: M
     if (role.kind !== "plan") continue;
     if (plan && plan.id !== role.id && status === ACTIVE)
       return unmapped(`subscription ${sub.id}: items map to two plans ("${plan.id}" and "${role.id}"); map one of the prices as an add-on or ignore it`);
-    plan ??= { id: role.id, quantity: item.quantity ?? 1, start: item.current_period_start, end: item.current_period_end };
+    plan ??= { id: role.id, quantity: lineQuantity(item), start: item.current_period_start, end: item.current_period_end };
   }
   if (status === ACTIVE && !plan) return unmapped(`subscription ${sub.id}: no item maps to a plan; ${UNMAPPED_HINT}`);
 
@@ -228,8 +247,9 @@ function mapSubscription(event: StripeEventShape, sub: SubscriptionShape, ctx: M
           cancelAt: date(cancelAt),
           trialEnd: date(sub.trial_end),
           // Stripe objects carry no version: the event time orders them. Within one second a
-          // terminal status (canceled) wins, since a canceled Stripe subscription never comes back.
-          version: event.created * 10 + (status === CANCELED ? 1 : 0),
+          // state read back from Stripe's API (`observed`, its state now) wins over payloads, and
+          // a terminal status (canceled) wins, since a canceled Stripe subscription never comes back.
+          version: event.created * 10 + (event.observed ? 2 : 0) + (status === CANCELED ? 1 : 0),
         },
       },
     },
@@ -238,7 +258,7 @@ function mapSubscription(event: StripeEventShape, sub: SubscriptionShape, ctx: M
   const latest = refId(sub.latest_invoice);
   if (sub.status === "unpaid" && status === ACTIVE && latest) {
     events.push({
-      ...base(event, customerId, sub.id, "exhausted"),
+      ...base(event, customerId, sub.id, `${latest}:exhausted`),
       kind: { $case: "recovery", value: { invoiceId: latest, result: RecoveryResult.RECOVERY_RESULT_EXHAUSTED, nextAttemptAt: undefined } },
     });
   }
@@ -281,6 +301,9 @@ function invoiceItems(inv: InvoiceShape, ctx: MapContext): { items: Items | unde
     const proration = Boolean(line.proration ?? line.parent?.subscription_item_details?.proration ?? line.parent?.invoice_item_details?.proration);
     const amount = line.amount ?? 0;
     if (amount < 0 || (proration && amount === 0)) continue;
+    // A line of a priced item that charges nothing is a trial (of the subscription or of the
+    // item): no payment proof. A line a coupon brought to 0 and a free price (0) still count.
+    if (amount === 0 && lineUnitAmount(line) !== 0 && !discounted(line)) continue;
     const ref = linePriceRef(line);
     if (!ref) continue; // a line with no price (a custom one-off amount) grants nothing
     const role = resolvePrice(ref, ctx);
@@ -292,7 +315,7 @@ function invoiceItems(inv: InvoiceShape, ctx: MapContext): { items: Items | unde
     const lineEnd = line.period?.end ?? 0;
     if (role.kind === "addon") addons.add(role.id);
     else if (!plan || (plan.proration && !proration) || (plan.proration === proration && lineEnd > plan.end))
-      plan = { id: role.id, quantity: line.quantity ?? 1, proration, end: lineEnd };
+      plan = { id: role.id, quantity: lineQuantity(line), proration, end: lineEnd };
     if (line.period) {
       start = start === undefined ? line.period.start : Math.min(start, line.period.start);
       end = end === undefined ? line.period.end : Math.max(end, line.period.end);
@@ -300,6 +323,26 @@ function invoiceItems(inv: InvoiceShape, ctx: MapContext): { items: Items | unde
   }
   if (!plan && addons.size === 0) return { items: undefined, unresolved };
   return { items: { planId: plan?.id ?? "", addonIds: [...addons].sort(), quantity: Math.max(1, plan?.quantity ?? 1), periodStart: start, periodEnd: end }, unresolved };
+}
+
+/** The unit price of a line: the price object before basil, `pricing.unit_amount_decimal` since. */
+function lineUnitAmount(line: InvoiceLineShape): number | undefined {
+  if (typeof line.price?.unit_amount === "number") return line.price.unit_amount;
+  const decimal = line.pricing?.unit_amount_decimal;
+  const n = decimal ? Number(decimal) : NaN;
+  return Number.isFinite(n) ? n : undefined;
+}
+
+/** A line a discount brought down (a coupon is a price the merchant chose, not a trial). */
+function discounted(line: InvoiceLineShape): boolean {
+  return (line.discount_amounts ?? []).some((d) => typeof d === "object" && d !== null && Number((d as { amount?: unknown }).amount) > 0);
+}
+
+/** Seats: `quantity`, or `quantity_decimal` in newer API versions (whole units paid for). */
+function lineQuantity(line: { quantity?: number | null; quantity_decimal?: string | null }): number {
+  if (typeof line.quantity === "number") return line.quantity;
+  const n = Number(line.quantity_decimal ?? NaN);
+  return Number.isFinite(n) ? Math.max(1, Math.floor(n)) : 1;
 }
 
 function itemsFromLink(link: InvoiceLink | undefined): Items | undefined {
@@ -349,61 +392,137 @@ function withItems(items: Items | undefined): Partial<PaymentOutcome> {
   };
 }
 
+/** The invoice's payment intent when it arrived expanded (complete.ts reads it for a failure). */
+function invoicePaymentIntent(inv: InvoiceShape): PaymentIntentShape | undefined {
+  return refObject(inv.payment_intent) ?? (inv.payments?.data ?? []).map((p) => refObject(p.payment?.payment_intent)).find((pi) => pi !== undefined);
+}
+
+/** A failure that is in fact a 3-D Secure challenge: Stripe sends `invoice.payment_failed` for those too. */
+function awaitingAuthentication(inv: InvoiceShape): boolean {
+  const pi = invoicePaymentIntent(inv);
+  return pi?.status === "requires_action" || pi?.last_payment_error?.code === "authentication_required";
+}
+
 function mapInvoice(event: StripeEventShape, inv: InvoiceShape, ctx: MapContext): MapResult {
   const subscriptionId = invoiceSubscription(inv);
   if (!subscriptionId) return ignored("no_subscription", `invoice ${inv.id} belongs to no subscription`);
   const customerId = refId(inv.customer) ?? ctx.links.invoice(inv.id)?.customerId;
   if (!customerId) return ignored("malformed", `invoice ${inv.id} without a customer`);
+  if (inv.lines?.has_more)
+    return unmapped(`invoice ${inv.id} has more lines than the event carries; give the writer a Stripe API key (--stripe-api-key) so the adapter can read them all`);
   const currency = (inv.currency ?? "").toUpperCase();
   const session = SESSION[inv.billing_reason ?? ""] ?? PaymentSession.PAYMENT_SESSION_UNSPECIFIED;
-  const at = (suffix?: string): Omit<BillingEvent, "kind"> => base(event, customerId, subscriptionId, suffix);
+  const at = (key?: string): Omit<BillingEvent, "kind"> => base(event, customerId, subscriptionId, key);
+  const attempt = inv.attempt_count ?? 1;
+  const { items, unresolved } = invoiceItems(inv, ctx);
+  const what = items ?? itemsFromLink(ctx.links.invoice(inv.id));
+  const recovery = (key: string, result: RecoveryResult, nextAttemptAt?: Date): BillingEvent => ({ ...at(`${inv.id}:${key}`), kind: { $case: "recovery", value: { invoiceId: inv.id, result, nextAttemptAt } } });
+  // Not being collected: voided, or marked uncollectible without ever being attempted (collection
+  // paused with `void` or `mark_uncollectible`). No payment is coming, so no grace (check-rules.md).
+  const notCollected = (key: string): MapResult =>
+    mapped([{ ...at(`${inv.id}:${key}`), kind: { $case: "payment", value: payment(inv.id, PaymentResult.PAYMENT_RESULT_CANCELED, { ...withItems(what), currency, session }) } }]);
 
   switch (event.type) {
+    case "invoice.finalized":
+      // An invoice sent with payment terms is paid by its due date, not charged: until then the
+      // renewal is awaited like a scheduled retry (check-rules.md).
+      if (inv.collection_method !== "send_invoice" || !date(inv.due_date)) return ignored("unhandled_type", `invoice ${inv.id} is charged automatically: finalizing it changes nothing`);
+      return mapped([recovery("due", RecoveryResult.RECOVERY_RESULT_RETRY_SCHEDULED, date(inv.due_date))]);
     case "invoice.marked_uncollectible":
-      return mapped([{ ...at(), kind: { $case: "recovery", value: { invoiceId: inv.id, result: RecoveryResult.RECOVERY_RESULT_EXHAUSTED, nextAttemptAt: undefined } } }]);
+      if ((inv.attempt_count ?? 0) === 0) return notCollected("uncollectible");
+      return mapped([recovery("exhausted", RecoveryResult.RECOVERY_RESULT_EXHAUSTED)]);
     case "invoice.voided":
-      return mapped([{ ...at(), kind: { $case: "payment", value: payment(inv.id, PaymentResult.PAYMENT_RESULT_CANCELED, { currency, session }) } }]);
+      return notCollected("void");
     case "invoice.payment_failed": {
-      const { items } = invoiceItems(inv, ctx);
-      const reason = inv.last_finalization_error?.message ?? `payment attempt ${inv.attempt_count ?? 1} failed`;
+      if (awaitingAuthentication(inv)) return mapAwaiting(event, inv, ctx, at, session, currency, attempt);
+      const reason = inv.last_finalization_error?.message ?? `payment attempt ${attempt} failed`;
       const events: BillingEvent[] = [
         {
-          ...at(),
+          ...at(`${inv.id}:failed:${attempt}`),
           kind: {
             $case: "payment",
-            value: payment(inv.id, PaymentResult.PAYMENT_RESULT_FAILED, { ...withItems(items), session, amountMinor: inv.amount_due ?? 0, currency, failureReason: reason }),
+            value: payment(inv.id, PaymentResult.PAYMENT_RESULT_FAILED, { ...withItems(what), session, amountMinor: inv.amount_due ?? 0, currency, failureReason: reason }),
           },
         },
       ];
       const next = date(inv.next_payment_attempt);
-      if (next) {
-        events.push({ ...at("retry"), kind: { $case: "recovery", value: { invoiceId: inv.id, result: RecoveryResult.RECOVERY_RESULT_RETRY_SCHEDULED, nextAttemptAt: next } } });
-      }
-      return mapped(events);
+      if (next) events.push(recovery(`retry:${attempt}`, RecoveryResult.RECOVERY_RESULT_RETRY_SCHEDULED, next));
+      return mapped(withIntent(events, event, inv, customerId, subscriptionId, what, ctx));
     }
+    case "invoice.payment_action_required":
+    case "invoice.payment_attempt_required":
+      return mapAwaiting(event, inv, ctx, at, session, currency, attempt);
     default: {
-      // invoice.paid, invoice.payment_succeeded, invoice.payment_action_required: what is being paid for is required.
-      const { items, unresolved } = invoiceItems(inv, ctx);
+      // invoice.paid, invoice.payment_succeeded: what is being paid for is required.
       if (unresolved.length) return unmapped(`invoice ${inv.id}: price ${unresolved.join("; ")} is not mapped to a plan or add-on; ${UNMAPPED_HINT}`);
-      const what = items ?? itemsFromLink(ctx.links.invoice(inv.id));
-      if (!what) return ignored("nothing_granted", `invoice ${inv.id} bills for nothing in the catalog`);
+      if (!what) return ignored("nothing_granted", `invoice ${inv.id} pays for nothing in the catalog (a $0 trial invoice proves no payment)`);
       if (what.periodStart === undefined || what.periodEnd === undefined || what.periodEnd <= what.periodStart)
         return ignored("malformed", `invoice ${inv.id}: its lines carry no service period`);
-      const paid = event.type !== "invoice.payment_action_required";
-      const result = paid ? PaymentResult.PAYMENT_RESULT_SUCCEEDED : PaymentResult.PAYMENT_RESULT_REQUIRES_ACTION;
       const events: BillingEvent[] = [
         {
-          ...at(),
-          kind: { $case: "payment", value: payment(inv.id, result, { ...withItems(what), session, amountMinor: paid ? (inv.amount_paid ?? 0) : (inv.amount_due ?? 0), currency }) },
+          ...at(`${inv.id}:paid`),
+          kind: { $case: "payment", value: payment(inv.id, PaymentResult.PAYMENT_RESULT_SUCCEEDED, { ...withItems(what), session, amountMinor: inv.amount_paid ?? 0, currency }) },
         },
       ];
       // Paid after a failed attempt: dunning is over.
-      if (paid && (inv.attempt_count ?? 0) > 1) {
-        events.push({ ...at("recovered"), kind: { $case: "recovery", value: { invoiceId: inv.id, result: RecoveryResult.RECOVERY_RESULT_RECOVERED, nextAttemptAt: undefined } } });
-      }
-      return mapped(events);
+      if ((inv.attempt_count ?? 0) > 1) events.push(recovery("recovered", RecoveryResult.RECOVERY_RESULT_RECOVERED));
+      return mapped(withIntent(events, event, inv, customerId, subscriptionId, what, ctx));
     }
   }
+}
+
+/** REQUIRES_ACTION: 3-D Secure (`payment_action_required`, or a failure that is one), or a payment the customer must make (`payment_attempt_required`). */
+function mapAwaiting(
+  event: StripeEventShape,
+  inv: InvoiceShape,
+  ctx: MapContext,
+  at: (key?: string) => Omit<BillingEvent, "kind">,
+  session: PaymentSession,
+  currency: string,
+  attempt: number,
+): MapResult {
+  const { items, unresolved } = invoiceItems(inv, ctx);
+  if (unresolved.length) return unmapped(`invoice ${inv.id}: price ${unresolved.join("; ")} is not mapped to a plan or add-on; ${UNMAPPED_HINT}`);
+  const what = items ?? itemsFromLink(ctx.links.invoice(inv.id));
+  if (!what) return ignored("nothing_granted", `invoice ${inv.id} bills for nothing in the catalog`);
+  if (what.periodStart === undefined || what.periodEnd === undefined || what.periodEnd <= what.periodStart)
+    return ignored("malformed", `invoice ${inv.id}: its lines carry no service period`);
+  const customerId = at().customerId;
+  const events: BillingEvent[] = [
+    {
+      ...at(`${inv.id}:action:${attempt}`),
+      kind: { $case: "payment", value: payment(inv.id, PaymentResult.PAYMENT_RESULT_REQUIRES_ACTION, { ...withItems(what), session, amountMinor: inv.amount_due ?? 0, currency }) },
+    },
+  ];
+  return mapped(withIntent(events, event, inv, customerId, at().subscriptionId, what, ctx));
+}
+
+/**
+ * An invoice can arrive before its subscription's event. What it bills for is then the best
+ * known intent: a SubscriptionChanged of version 1, which every real subscription event (version
+ * = its time) outranks, so the invoice is not denied while the subscription event is in flight.
+ */
+function withIntent(events: BillingEvent[], event: StripeEventShape, inv: InvoiceShape, customerId: string, subscriptionId: string, what: Items | undefined, ctx: MapContext): BillingEvent[] {
+  if (ctx.links.note(seenKey(subscriptionId)) !== undefined) return events;
+  if (!what?.planId || what.periodStart === undefined || what.periodEnd === undefined || what.periodEnd <= what.periodStart) return events;
+  events.push({
+    ...base(event, customerId, subscriptionId, `${subscriptionId}:from:${inv.id}`),
+    kind: {
+      $case: "subscription",
+      value: {
+        status: ACTIVE,
+        planId: what.planId,
+        addonIds: what.addonIds,
+        quantity: what.quantity,
+        currentPeriodStart: date(what.periodStart),
+        currentPeriodEnd: date(what.periodEnd),
+        cancelAt: undefined,
+        trialEnd: undefined,
+        version: 1,
+      },
+    },
+  });
+  return events;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -452,7 +571,7 @@ function mapProcessing(event: StripeEventShape, pi: PaymentIntentShape, ctx: Map
     return unlinked(`payment_intent ${pi.id}: what invoice ${t.invoiceId} bills for is not known yet`, [t.invoiceId]);
   return mapped([
     {
-      ...base(event, t.customerId, t.subscriptionId),
+      ...base(event, t.customerId, t.subscriptionId, `${t.invoiceId}:processing:${pi.id}`),
       kind: {
         $case: "payment",
         value: payment(t.invoiceId, PaymentResult.PAYMENT_RESULT_PROCESSING, { ...withItems(items), amountMinor: pi.amount ?? 0, currency: (pi.currency ?? "").toUpperCase() }),
@@ -478,7 +597,7 @@ function mapRefund(event: StripeEventShape, charge: ChargeShape, ctx: MapContext
   if ("missing" in t) return unlinked(`charge ${charge.id}: ${t.missing}`, t.waitFor);
   return mapped([
     {
-      ...base(event, t.customerId, t.subscriptionId),
+      ...base(event, t.customerId, t.subscriptionId, `${charge.id}:refunded`),
       kind: {
         $case: "payment",
         value: payment(t.invoiceId, PaymentResult.PAYMENT_RESULT_REFUNDED, { amountMinor: refunded || charge.amount, currency: (charge.currency ?? "").toUpperCase() }),
@@ -498,6 +617,45 @@ const DISPUTE: Readonly<Record<string, PaymentResult | undefined>> = {
   appeal_under_review: PaymentResult.PAYMENT_RESULT_DISPUTE_LOST,
 };
 
+const DISPUTE_FACT: Readonly<Record<number, string>> = {
+  [PaymentResult.PAYMENT_RESULT_DISPUTE_OPENED]: "opened",
+  [PaymentResult.PAYMENT_RESULT_DISPUTE_WON]: "won",
+  [PaymentResult.PAYMENT_RESULT_DISPUTE_LOST]: "lost",
+};
+
+/**
+ * A refund that failed (`refund.failed`): the money came back, so the payment proves its period
+ * again. Published as the invoice's SUCCEEDED at the failure's time, which the fold lets outrank
+ * an earlier refund (check-rules.md).
+ */
+function mapRefundFailed(event: StripeEventShape, refund: RefundShape, ctx: MapContext): MapResult {
+  if (refund.status !== "failed") return ignored("unknown_status", `refund ${refund.id} has status "${refund.status ?? ""}"`);
+  const charge = refObject(refund.charge);
+  const pi = refObject(refund.payment_intent) ?? refObject(charge?.payment_intent);
+  const t = target(
+    {
+      invoice: [charge?.invoice, pi?.invoice],
+      paymentIds: [refId(refund.payment_intent) ?? refId(charge?.payment_intent), refId(refund.charge)],
+      metadata: [refund.metadata, charge?.metadata, pi?.metadata],
+      customer: refId(charge?.customer) ?? refId(pi?.customer),
+    },
+    ctx,
+  );
+  if ("missing" in t) return unlinked(`refund ${refund.id}: ${t.missing}`, t.waitFor);
+  const items = (t.invoice ? invoiceItems(t.invoice, ctx).items : undefined) ?? itemsFromLink(t.invoiceLink);
+  if (!items || items.periodStart === undefined || items.periodEnd === undefined)
+    return unlinked(`refund ${refund.id}: what invoice ${t.invoiceId} paid for is not known yet`, [t.invoiceId]);
+  return mapped([
+    {
+      ...base(event, t.customerId, t.subscriptionId, `${refund.id}:failed`),
+      kind: {
+        $case: "payment",
+        value: payment(t.invoiceId, PaymentResult.PAYMENT_RESULT_SUCCEEDED, { ...withItems(items), amountMinor: refund.amount ?? 0, currency: (refund.currency ?? "").toUpperCase() }),
+      },
+    },
+  ]);
+}
+
 function mapDispute(event: StripeEventShape, dispute: DisputeShape, ctx: MapContext): MapResult {
   const result = DISPUTE[dispute.status];
   if (result === undefined) return ignored("inquiry", `dispute ${dispute.id} has status "${dispute.status}": no chargeback`);
@@ -515,7 +673,7 @@ function mapDispute(event: StripeEventShape, dispute: DisputeShape, ctx: MapCont
   if ("missing" in t) return unlinked(`dispute ${dispute.id}: ${t.missing}`, t.waitFor);
   return mapped([
     {
-      ...base(event, t.customerId, t.subscriptionId),
+      ...base(event, t.customerId, t.subscriptionId, `${dispute.id}:${DISPUTE_FACT[result] ?? dispute.status}`),
       kind: {
         $case: "payment",
         value: payment(t.invoiceId, result, { amountMinor: dispute.amount ?? 0, currency: (dispute.currency ?? "").toUpperCase(), failureReason: dispute.reason ?? "" }),
@@ -541,8 +699,12 @@ export function learnFromEvent(event: StripeEventShape, ctx: MapContext): LinkUp
   };
 
   if (kind === "subscription" || event.type.startsWith("customer.subscription.")) {
+    // Which event changed the subscription in this second: a second one is read back from the API.
+    out.push({ kind: "note", key: secondKey(object.id, event.created), value: event.id });
+    out.push({ kind: "note", key: seenKey(object.id), value: event.id });
     // Prices named by lookup key or metadata here appear on invoice lines by id only (since basil).
-    for (const item of (object as SubscriptionShape).items?.data ?? []) {
+    const sub = object as SubscriptionShape;
+    for (const item of [...(sub.items?.data ?? []), ...(sub.pending_update?.subscription_items ?? [])]) {
       const ref = priceRef(item.price);
       const role = ref ? ctx.prices.resolve(ref) : undefined;
       if (ref?.priceId && role) out.push({ kind: "price", priceId: ref.priceId, role });
@@ -579,6 +741,11 @@ export function learnFromEvent(event: StripeEventShape, ctx: MapContext): LinkUp
   }
   return out;
 }
+
+/** The note naming the event that changed subscription `id` in second `created`. */
+export const secondKey = (id: string, created: number): string => `second:${id}@${created}`;
+/** The note saying an event of subscription `id` was seen (its intent is then known). */
+export const seenKey = (id: string): string => `subscription:${id}`;
 
 /** For logs and responses: "plan "premium"" / "ignore". */
 export { describeRole };

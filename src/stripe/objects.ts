@@ -33,6 +33,12 @@ export interface StripeEventShape {
   readonly api_version?: string | null;
   readonly livemode?: boolean;
   readonly data: { readonly object: unknown; readonly previous_attributes?: unknown };
+  /**
+   * Not Stripe's: set by the adapter when `data.object` was read from Stripe's API after the
+   * event (its state now, at least as new as the event's), so it wins over a payload of the same
+   * second (complete.ts).
+   */
+  readonly observed?: boolean;
   readonly request?: { readonly id?: string | null; readonly idempotency_key?: string | null } | null;
 }
 
@@ -43,6 +49,7 @@ export interface ProductShape {
 
 export interface PriceShape {
   readonly id: string;
+  readonly unit_amount?: number | null;
   readonly lookup_key?: string | null;
   readonly metadata?: Metadata;
   readonly product?: Ref<ProductShape>;
@@ -52,6 +59,7 @@ export interface SubscriptionItemShape {
   readonly id: string;
   readonly price?: PriceShape | null;
   readonly quantity?: number | null;
+  readonly quantity_decimal?: string | null;
   /** On items since 2025-03-31.basil. */
   readonly current_period_start?: number | null;
   readonly current_period_end?: number | null;
@@ -79,17 +87,28 @@ export interface SubscriptionShape {
   readonly trial_end?: number | null;
   readonly latest_invoice?: Ref<{ id: string }>;
   readonly metadata?: Metadata;
+  /** Collection paused: renewals are voided, marked uncollectible or kept as drafts. */
+  readonly pause_collection?: { readonly behavior?: string | null; readonly resumes_at?: number | null } | null;
+  /** An update held until its invoice is paid (`payment_behavior: pending_if_incomplete`). */
+  readonly pending_update?: { readonly subscription_items?: readonly SubscriptionItemShape[] | null; readonly expires_at?: number | null } | null;
+  readonly collection_method?: string | null;
 }
 
 export interface InvoiceLineShape {
   readonly id: string;
   readonly amount?: number | null;
   readonly quantity?: number | null;
+  /** Newer API versions: fractional quantities, as a decimal string. */
+  readonly quantity_decimal?: string | null;
+  readonly discount_amounts?: readonly unknown[] | null;
   readonly period?: { readonly start: number; readonly end: number } | null;
   /** Before 2025-03-31.basil: the price object itself. */
   readonly price?: PriceShape | null;
   /** Since 2025-03-31.basil: `pricing.price_details.price` (an id unless expanded) and `product`. */
-  readonly pricing?: { readonly price_details?: { readonly price?: Ref<PriceShape>; readonly product?: string | null } | null } | null;
+  readonly pricing?: {
+    readonly price_details?: { readonly price?: Ref<PriceShape>; readonly product?: string | null } | null;
+    readonly unit_amount_decimal?: string | null;
+  } | null;
   readonly proration?: boolean | null;
   readonly type?: string | null;
   readonly subscription?: Ref<{ id: string }>;
@@ -116,10 +135,20 @@ export interface InvoiceShape {
   readonly amount_paid?: number | null;
   readonly attempt_count?: number | null;
   readonly next_payment_attempt?: number | null;
+  readonly collection_method?: string | null;
+  /** Unix seconds; invoices sent with payment terms (`send_invoice`). */
+  readonly due_date?: number | null;
+  readonly created?: number | null;
+  readonly status_transitions?: {
+    readonly finalized_at?: number | null;
+    readonly paid_at?: number | null;
+    readonly voided_at?: number | null;
+    readonly marked_uncollectible_at?: number | null;
+  } | null;
   readonly lines?: ListShape<InvoiceLineShape> | null;
   /** Before 2025-03-31.basil. */
   readonly subscription?: Ref<{ id: string }>;
-  readonly payment_intent?: Ref<{ id: string }>;
+  readonly payment_intent?: Ref<PaymentIntentShape>;
   readonly charge?: Ref<{ id: string }>;
   /** Since 2025-03-31.basil. */
   readonly parent?: {
@@ -139,7 +168,7 @@ export interface InvoicePaymentShape {
   readonly status?: string | null;
   readonly payment?: {
     readonly type?: string | null;
-    readonly payment_intent?: Ref<{ id: string }>;
+    readonly payment_intent?: Ref<PaymentIntentShape>;
     readonly charge?: Ref<{ id: string }>;
   } | null;
 }
@@ -155,6 +184,19 @@ export interface PaymentIntentShape {
   readonly invoice?: Ref<InvoiceShape>;
   readonly latest_charge?: Ref<{ id: string }>;
   readonly metadata?: Metadata;
+  readonly last_payment_error?: { readonly code?: string | null } | null;
+}
+
+export interface RefundShape {
+  readonly id: string;
+  readonly object?: "refund";
+  readonly charge?: Ref<ChargeShape>;
+  readonly payment_intent?: Ref<PaymentIntentShape>;
+  readonly status?: string | null;
+  readonly amount?: number | null;
+  readonly currency?: string | null;
+  readonly created?: number | null;
+  readonly metadata?: Metadata;
 }
 
 export interface ChargeShape {
@@ -165,6 +207,7 @@ export interface ChargeShape {
   readonly amount_refunded?: number | null;
   readonly refunded?: boolean | null;
   readonly currency?: string | null;
+  readonly created?: number | null;
   readonly payment_intent?: Ref<PaymentIntentShape>;
   /** Before 2025-03-31.basil. */
   readonly invoice?: Ref<InvoiceShape>;
@@ -177,6 +220,7 @@ export interface DisputeShape {
   readonly charge: Ref<ChargeShape>;
   readonly payment_intent?: Ref<PaymentIntentShape>;
   readonly status: string;
+  readonly created?: number | null;
   readonly reason?: string | null;
   readonly amount?: number | null;
   readonly currency?: string | null;

@@ -8,6 +8,8 @@ import { IngestResult, type PublishResponse } from "../gen/proofgate/v1/ingest.j
 import type { Logger } from "../observability/logger.js";
 import { customerToken } from "../replication/subjects.js";
 import type { RouteHandler } from "../transport/http.js";
+import type { StripeReader } from "./api.js";
+import { completeEvent } from "./complete.js";
 import { MemoryLinkStore, learnedKeys, type LinkStore } from "./links.js";
 import { learnFromEvent, mapStripeEvent, type MapContext } from "./map.js";
 import type { StripeEventShape } from "./objects.js";
@@ -32,6 +34,8 @@ export interface StripeWebhookOptions {
   /** What earlier events taught (refund → invoice, price → plan). In memory when not given. */
   readonly links?: LinkStore;
   readonly apply: ApplyEvents;
+  /** Stripe's API, for what a payload cannot carry (complete.ts). Without it those cases are mapped from the payload alone (docs/stripe.md). */
+  readonly reader?: StripeReader | undefined;
   readonly logger: Logger;
   readonly registry: Registry;
   /** The clock for the timestamp check, Unix ms; for tests. Default: Date.now. */
@@ -161,8 +165,16 @@ export function createStripeWebhook(options: StripeWebhookOptions): RouteHandler
       send(res, 400, { error: verified.message });
       return;
     }
-    const event = verified.event;
     const count = (type: string, outcome: string): void => metrics.events.inc({ type, outcome });
+    let event: StripeEventShape;
+    try {
+      event = await completeEvent(verified.event, options.reader, links, ctx.prices);
+    } catch (err) {
+      count(verified.event.type, "failed");
+      log.error({ err, stripeEvent: verified.event.id, type: verified.event.type }, "could not read from Stripe's API; Stripe will retry");
+      send(res, 500, { error: `could not read ${verified.event.type} details from Stripe's API: ${errorMessage(err)}` });
+      return;
+    }
 
     const learned = learnFromEvent(event, ctx);
     links.learn(learned);

@@ -109,7 +109,10 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     const ready = (): boolean => !closing && ledger.open && pub.reconciled;
     const grpcServer = grpc;
     const stripeLog = logger.child({ component: "stripe" });
-    stripe = writerStripeRoutes(options, (events) => publish({ ...common, metrics, logger: stripeLog }, { events }, "webhook"), stripeLog, registry);
+    stripe = writerStripeRoutes(options, (events) => publish({ ...common, metrics, logger: stripeLog }, { events }, "webhook"), stripeLog, registry, {
+      facts: (customerId) => core.ledger.facts(customerId),
+      document: (customerId) => core.currentDocument(customerId),
+    });
     const stripeRoutes = stripe;
     const sidecars = new SidecarDirectory(now);
     link.onReady(() => {

@@ -25,6 +25,9 @@ export const writerOptionSpec = {
   snapshotReplica: { ...string("the snapshot producer's own replica file", ""), shownDefault: "the ledger path + .snapshot-replica.db" },
   snapshotKeep: integer("replica snapshots kept in the Object Store", 3, 1),
   stripeTolerance: duration("maximum age of a Stripe webhook signature (replay protection)", 300_000),
+  stripeApiKey: string("Stripe API key with read access to billing objects (rk_... restricted key preferred); lets the adapter read what webhooks cannot carry and enables reconciliation (docs/stripe.md)"),
+  stripeApiBase: string("Stripe API base URL (for a test double or proxy); empty for Stripe's API"),
+  stripeReconcileInterval: duration("how often the writer reconciles the ledger with Stripe's objects (0 = off; needs --stripe-api-key)", 0),
 };
 
 export type WriterOptions = OptionValues<typeof writerOptionSpec>;

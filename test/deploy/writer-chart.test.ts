@@ -146,7 +146,12 @@ describe("proofgate chart: external NATS cluster with credentials from a Secret"
           credentials: { existingSecret: "proofgate-writer-nats", key: "writer.creds" },
         },
         writer: {
-          stripe: { webhookSecret: { existingSecret: "stripe", key: "whsec" }, priceMap: { plans: { premium: ["price_1"] } } },
+          stripe: {
+            webhookSecret: { existingSecret: "stripe", key: "whsec" },
+            apiKey: { existingSecret: "stripe", key: "restricted-key" },
+            reconcileInterval: "30m",
+            priceMap: { plans: { premium: ["price_1"] } },
+          },
         },
         serviceMonitor: { enabled: true, labels: { release: "prom" } },
         podMonitor: { enabled: true, labels: { release: "prom" } },
@@ -175,6 +180,10 @@ describe("proofgate chart: external NATS cluster with credentials from a Secret"
     const { c, config } = writer(manifests);
     expect(c.env?.find((e) => e.name === "PROOFGATE_STRIPE_WEBHOOK_SECRET")?.valueFrom?.secretKeyRef).toEqual({ name: "stripe", key: "whsec" });
     expect(JSON.parse(config.data["PROOFGATE_STRIPE_PRICE_MAP"] ?? "null")).toEqual({ plans: { premium: ["price_1"] } });
+    // The read-only API key comes from the Secret too; scheduled reconciliation is configured with it.
+    expect(c.env?.find((e) => e.name === "PROOFGATE_STRIPE_API_KEY")?.valueFrom?.secretKeyRef).toEqual({ name: "stripe", key: "restricted-key" });
+    expect(config.data["PROOFGATE_STRIPE_API_KEY"]).toBeUndefined();
+    expect(config.data["PROOFGATE_STRIPE_RECONCILE_INTERVAL"]).toBe("30m");
     const declared = optionVariables(writerOptionSpec);
     for (const name of writerVariables(manifests)) expect(declared, `${name} is not a writer option`).toContain(name);
   });

@@ -93,6 +93,34 @@ const cases: [string, Step[]][] = [
     ],
   ],
   [
+    "a voided renewal (paused collection) gets no grace; a voided invoice of the paid period changes nothing",
+    [
+      step((s) => s.subscribe("premium").pay(P.PAYMENT_RESULT_SUCCEEDED).pay(P.PAYMENT_RESULT_CANCELED, { invoiceId: "in_dup" })),
+      is("api-access", "GRANTED"),
+      step((s) => s.advance(30).pay(P.PAYMENT_RESULT_CANCELED, { invoiceId: s.newInvoice() })),
+      is("api-access", "PAYMENT_REQUIRED", { reason: /not being collected/ }),
+    ],
+  ],
+  [
+    "an invoice with payment terms: paid access until the due date plus grace, then pay to continue",
+    [
+      step((s) => s.subscribe("premium").pay(P.PAYMENT_RESULT_SUCCEEDED).advance(30)),
+      step((s) => s.recovery(s.newInvoice(), R.RECOVERY_RESULT_RETRY_SCHEDULED, new Date(s.now + 30 * DAY)).advance(20)),
+      is("api-access", "GRACE_PERIOD", { reason: /due on 2026-12-31/, validUntil: T0 + 67 * DAY }),
+      step((s) => s.advance(18)),
+      is("api-access", "PAYMENT_REQUIRED", { reason: /pay to continue/ }),
+    ],
+  ],
+  [
+    "a failed refund (a later success of the same invoice) restores access",
+    [
+      step((s) => s.subscribe("premium").pay(P.PAYMENT_RESULT_SUCCEEDED).advance(3).pay(P.PAYMENT_RESULT_REFUNDED, { invoiceId: "in_1", periodStart: undefined, periodEnd: undefined })),
+      is("api-access", "REVOKED"),
+      step((s) => s.advance(1).pay(P.PAYMENT_RESULT_SUCCEEDED, { invoiceId: "in_1", periodStart: new Date(T0), periodEnd: new Date(T0 + 30 * DAY) })),
+      is("api-access", "GRANTED", { validUntil: T0 + 30 * DAY }),
+    ],
+  ],
+  [
     "grace → recovery exhausted → suspended",
     [
       step((s) => s.subscribe("premium").pay(P.PAYMENT_RESULT_SUCCEEDED).advance(30).pay(P.PAYMENT_RESULT_FAILED, { invoiceId: s.newInvoice() })),

@@ -82,7 +82,7 @@ describe("fold", () => {
     );
   });
 
-  it("keeps at most six deciding facts per part, however long the history", () => {
+  it("keeps at most seven deciding facts per part, however long the history", () => {
     fc.assert(
       fc.property(longEvents, (es) => {
         const byPart = new Map<string, BillingEvent[]>();
@@ -91,7 +91,7 @@ describe("fold", () => {
           const key = `${subscriptionId}/${invoiceId ?? ""}`;
           byPart.set(key, foldPart(byPart.get(key) ?? [], [e]));
         }
-        for (const deciding of byPart.values()) expect(deciding.length).toBeLessThanOrEqual(6);
+        for (const deciding of byPart.values()) expect(deciding.length).toBeLessThanOrEqual(7);
       }),
       { numRuns: RUNS / 4 },
     );

@@ -50,7 +50,8 @@ describe("mapping Stripe events to billing events", () => {
       for (const b of r.events) {
         expect(() => validateEvent(b, catalog), `${e.type} → ${b.eventId}`).not.toThrow();
         expect(b.source).toBe("stripe");
-        expect(b.eventId.startsWith(e.id)).toBe(true);
+        // A subscription change is its Stripe event; a payment fact is named after its object.
+        expect(b.eventId === e.id || b.eventId.startsWith("stripe:"), b.eventId).toBe(true);
         expect(b.occurredAt?.getTime()).toBe(e.created * 1000);
         n++;
       }
@@ -83,8 +84,9 @@ describe("mapping Stripe events to billing events", () => {
       if (b?.kind?.$case !== "subscription") throw new Error("not a subscription");
       return b.kind.value.status;
     };
-    for (const s of ["active", "trialing", "past_due", "unpaid", "incomplete"]) expect(statusOf(s), s).toBe(SubscriptionStatus.SUBSCRIPTION_STATUS_ACTIVE);
-    for (const s of ["canceled", "incomplete_expired", "paused"]) expect(statusOf(s), s).toBe(SubscriptionStatus.SUBSCRIPTION_STATUS_CANCELED);
+    // Paused (a trial ended without a payment method) is still wanted: pay to resume.
+    for (const s of ["active", "trialing", "past_due", "unpaid", "incomplete", "paused"]) expect(statusOf(s), s).toBe(SubscriptionStatus.SUBSCRIPTION_STATUS_ACTIVE);
+    for (const s of ["canceled", "incomplete_expired"]) expect(statusOf(s), s).toBe(SubscriptionStatus.SUBSCRIPTION_STATUS_CANCELED);
     expect(statusOf("active", "customer.subscription.deleted")).toBe(SubscriptionStatus.SUBSCRIPTION_STATUS_CANCELED);
     const unknown = run(context(), acct.event("customer.subscription.updated", acct.subscription({ id: "sub_1QStatus0Kb8mTr2cVw", status: "frozen", items: [{ price: PRICES.basic }], ...p1 }), T0));
     expect(unknown).toMatchObject({ outcome: "ignored", reason: "unknown_status" });
@@ -106,7 +108,7 @@ describe("mapping Stripe events to billing events", () => {
     const e = acct.event("customer.subscription.updated", acct.subscription({ id: "sub_1QUnpaid0Kb8mTr2cVw", status: "unpaid", items: [{ price: PRICES.basic }], ...p1, latestInvoice: "in_1QUnpaidLatest" }), T0);
     const [intent, recovery] = events(run(context(), e));
     expect(intent?.eventId).toBe(e.id);
-    expect(recovery).toMatchObject({ eventId: `${e.id}#exhausted`, kind: { $case: "recovery", value: { invoiceId: "in_1QUnpaidLatest", result: RecoveryResult.RECOVERY_RESULT_EXHAUSTED } } });
+    expect(recovery).toMatchObject({ eventId: "stripe:in_1QUnpaidLatest:exhausted", kind: { $case: "recovery", value: { invoiceId: "in_1QUnpaidLatest", result: RecoveryResult.RECOVERY_RESULT_EXHAUSTED } } });
   });
 
   it("a trial maps to trial_end", () => {
@@ -124,11 +126,11 @@ describe("mapping Stripe events to billing events", () => {
     const e = acct.event("invoice.paid", inv, T0 + 3 * DAY, { automatic: true });
     const [paid, recovered] = events(run(ctx, e));
     expect(paid).toMatchObject({
-      eventId: e.id,
+      eventId: "stripe:in_1QRecov0001:paid",
       kind: { $case: "payment", value: { invoiceId: "in_1QRecov0001", result: PaymentResult.PAYMENT_RESULT_SUCCEEDED, planId: "premium", quantity: 2, session: PaymentSession.PAYMENT_SESSION_OFF_SESSION, amountMinor: 9800, currency: "EUR" } },
     });
     expect(paid?.kind?.$case === "payment" && [seconds(paid.kind.value.periodStart), seconds(paid.kind.value.periodEnd)]).toEqual([p1.start, p1.end]);
-    expect(recovered).toMatchObject({ eventId: `${e.id}#recovered`, kind: { $case: "recovery", value: { invoiceId: "in_1QRecov0001", result: RecoveryResult.RECOVERY_RESULT_RECOVERED } } });
+    expect(recovered).toMatchObject({ eventId: "stripe:in_1QRecov0001:recovered", kind: { $case: "recovery", value: { invoiceId: "in_1QRecov0001", result: RecoveryResult.RECOVERY_RESULT_RECOVERED } } });
     // Paid at the first attempt: no recovery outcome.
     const first = acct.event("invoice.paid", { ...inv, attempt_count: 1 }, T0 + 3 * DAY);
     expect(events(run(ctx, first))).toHaveLength(1);
@@ -165,8 +167,8 @@ describe("mapping Stripe events to billing events", () => {
     const inv = acct.invoice({ id: "in_1QFailed0001", subscription: "sub_1QFailed00Kb8mTr2cVw", lines: [{ price: PRICES.basic, ...p1 }], status: "open", billingReason: "subscription_cycle", created: T0, attemptCount: 2, nextPaymentAttempt: T0 + 5 * DAY });
     const e = acct.event("invoice.payment_failed", inv, T0 + 2 * DAY, { automatic: true });
     const [failed, retry] = events(run(context(), e));
-    expect(failed).toMatchObject({ eventId: e.id, correlationId: "", kind: { $case: "payment", value: { result: PaymentResult.PAYMENT_RESULT_FAILED, failureReason: "payment attempt 2 failed", planId: "basic" } } });
-    expect(retry).toMatchObject({ eventId: `${e.id}#retry`, kind: { $case: "recovery", value: { result: RecoveryResult.RECOVERY_RESULT_RETRY_SCHEDULED } } });
+    expect(failed).toMatchObject({ eventId: "stripe:in_1QFailed0001:failed:2", correlationId: "", kind: { $case: "payment", value: { result: PaymentResult.PAYMENT_RESULT_FAILED, failureReason: "payment attempt 2 failed", planId: "basic" } } });
+    expect(retry).toMatchObject({ eventId: "stripe:in_1QFailed0001:retry:2", kind: { $case: "recovery", value: { result: RecoveryResult.RECOVERY_RESULT_RETRY_SCHEDULED } } });
     expect(retry?.kind?.$case === "recovery" && seconds(retry.kind.value.nextAttemptAt)).toBe(T0 + 5 * DAY);
 
     // No further attempt planned; a price the map does not know does not stop a failure from counting.

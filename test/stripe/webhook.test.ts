@@ -153,7 +153,7 @@ describe("Stripe webhook over the policy core", () => {
 
     const link = await deliver(ep.url, acct.event("invoice_payment.paid", acct.invoicePayment({ invoice: inv, paymentIntent: pi, amount: 4900, paidAt: T0 + 60 }), T0 + 60));
     expect(link.status).toBe(200);
-    expect(link.body.results).toEqual([{ event_id: refund.id, result: "accepted" }]);
+    expect(link.body.results).toEqual([{ event_id: "stripe:ch_3QPark00Kb8mTr2cVwCh00001:refunded", result: "accepted" }]);
     expect(ep.writer.decide(acct.customer, "api-access", (T0 + 2 * DAY) * 1000).statusName).toBe("REVOKED");
     expect(await ep.counter("proofgate_stripe_events_total", { type: "charge.refunded", outcome: "released" })).toBe(1);
     // Released once: a second sighting of the link applies nothing new.

@@ -104,6 +104,9 @@ PROOFGATE_STRIPE_PRICE_MAP: {{ toJson .priceMap | quote }}
 {{- if .webhookSecret.existingSecret }}
 PROOFGATE_STRIPE_TOLERANCE: {{ .tolerance | quote }}
 {{- end }}
+{{- if .apiKey.existingSecret }}
+PROOFGATE_STRIPE_RECONCILE_INTERVAL: {{ .reconcileInterval | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 
