@@ -1,5 +1,7 @@
 import { DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig } from "nats";
 import {
+  AUDIT_HEAD_SUBJECT,
+  AUDIT_STREAM,
   BILLING_STREAM,
   BILLING_SUBJECTS,
   DEADLETTER_STREAM,
@@ -41,6 +43,15 @@ export function streamConfigs(replicas = 1): Partial<StreamConfig>[] {
       storage: StorageType.File,
       retention: RetentionPolicy.Limits,
       max_age: 30 * DAY_NS,
+      num_replicas: replicas,
+    },
+    {
+      // Audit chain heads: what a rewritten ledger is checked against. Kept for 400 days.
+      name: AUDIT_STREAM,
+      subjects: [AUDIT_HEAD_SUBJECT],
+      storage: StorageType.File,
+      retention: RetentionPolicy.Limits,
+      max_age: 400 * DAY_NS,
       num_replicas: replicas,
     },
   ];

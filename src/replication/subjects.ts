@@ -15,6 +15,9 @@ export const CUSTOMER_SUBJECT_PREFIX = "proofgate.state.customer.";
 export const CATALOG_SUBJECT = "proofgate.state.catalog";
 export const DEADLETTER_SUBJECT = "proofgate.deadletter";
 export const HEARTBEAT_SUBJECT = "proofgate.heartbeat";
+/** The writer's audit chain head, kept in PROOFGATE_AUDIT as an outside copy (docs/security.md). */
+export const AUDIT_STREAM = "PROOFGATE_AUDIT";
+export const AUDIT_HEAD_SUBJECT = "proofgate.audit.head";
 
 /** Message headers. */
 export const HEADER_MSG_ID = "Nats-Msg-Id";

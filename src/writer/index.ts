@@ -2,6 +2,10 @@ import type { Registry } from "prom-client";
 import { createRegistry } from "../observability/metrics.js";
 import type { Logger } from "../observability/logger.js";
 import { GrpcServer } from "../transport/grpc.js";
+import { grpcServerCredentials } from "../transport/tls.js";
+import { guardedRoute } from "../auth/index.js";
+import { requireAuthForListen, writerAccess, writerTls } from "./access.js";
+import { AuditHeadSender } from "./audit-head.js";
 import { OpsServer, type RouteHandler } from "../transport/http.js";
 import { adminBinding } from "./admin/service.js";
 import { WriterCore, type FaultHooks } from "./core.js";
@@ -18,6 +22,7 @@ import { writerStripeRoutes, type WriterStripeRoutes } from "../stripe/writer-ro
 
 export { writerOptionSpec, writerOptions, type WriterOptions } from "./options.js";
 export { faultHooksFromEnv, type FaultHooks } from "./core.js";
+export { verifyAuditChain, type AuditVerification } from "./ledger/audit-chain.js";
 
 /** A running writer. */
 export interface Writer {
@@ -41,7 +46,7 @@ export interface WriterDeps {
   readonly now?: () => number;
   /** Test-only fault injection. */
   readonly hooks?: FaultHooks;
-  /** Extra HTTP routes on the ops server, e.g. `POST /webhooks/stripe`. */
+  /** Extra HTTP routes on the ops server; they need the read role (GET) or the admin role (other methods). */
   readonly routes?: Readonly<Record<string, RouteHandler>>;
 }
 
@@ -51,14 +56,19 @@ const FLUSH_ON_CLOSE_MS = 2_000;
 export async function startWriter(options: WriterOptions, logger: Logger, deps: WriterDeps = {}): Promise<Writer> {
   const now = deps.now ?? Date.now;
   const log = logger.child({ component: "writer" });
+  requireAuthForListen(options);
+  const tls = writerTls(options);
   const ledger = Ledger.open(options.ledger);
   log.info({ ledger: options.ledger, ledgerId: ledger.ledgerId }, "ledger open");
   let grpc: GrpcServer | undefined;
   let ops: OpsServer | undefined;
   let stripe: WriterStripeRoutes | undefined;
+  let access: ReturnType<typeof writerAccess> | undefined;
   try {
     const core = new WriterCore(ledger, now, logger.child({ component: "ledger" }), deps.hooks ?? {});
     const registry = createRegistry("writer");
+    access = writerAccess(options, ledger, registry, now, logger.child({ component: "auth" }));
+    const { gate } = access;
     const link = new NatsLink(options, logger.child({ component: "nats" }));
     const ref: { publisher?: OutboxPublisher } = {};
     const metrics = createWriterMetrics(registry, {
@@ -90,10 +100,11 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     const common = { core, publisher: pub, publishTimeoutMs: options.publishTimeout, committed };
     grpc = await GrpcServer.start(
       [
-        ingestBinding({ ...common, metrics, logger: logger.child({ component: "ingest" }) }),
-        adminBinding({ ...common, logger: logger.child({ component: "admin" }), catalogApplied: () => consumer.attach() }),
+        ingestBinding({ ...common, gate, metrics, logger: logger.child({ component: "ingest" }) }),
+        adminBinding({ ...common, gate, logger: logger.child({ component: "admin" }), catalogApplied: () => consumer.attach() }),
       ],
       [options.grpcListen],
+      grpcServerCredentials(tls),
     );
     let closing = false;
     const ready = (): boolean => !closing && ledger.open && pub.reconciled;
@@ -101,9 +112,13 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     const stripeLog = logger.child({ component: "stripe" });
     stripe = writerStripeRoutes(options, (events) => publish({ ...common, metrics, logger: stripeLog }, { events }, "webhook"), stripeLog, registry);
     const stripeRoutes = stripe;
+    // Extra routes are authenticated; the Stripe webhook keeps its own signature check.
+    const extra = Object.fromEntries(
+      Object.entries(deps.routes ?? {}).map(([route, handler]) => [route, guardedRoute(gate, route.startsWith("GET ") ? "read" : "admin", handler)]),
+    );
     ops = await OpsServer.start(
       options.httpListen,
-      { registry, healthy: () => !closing && ledger.open, ready, routes: { ...deps.routes, ...stripe.routes } },
+      { registry, healthy: () => !closing && ledger.open, ready, routes: { ...extra, ...stripe.routes }, tls },
       logger.child({ component: "http" }),
     );
     const opsServer = ops;
@@ -118,6 +133,8 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
       }
     }, 100);
     healthTimer.unref();
+    const auditHead = new AuditHeadSender(ledger, link, options.auditHeadInterval, Date.now);
+    link.onReady(() => auditHead.send());
     const heartbeat = new HeartbeatSender(link, options.writerId, options.heartbeatInterval, () => (pub.reconciled ? pub.headRevision : undefined), Date.now);
 
     link.start();
@@ -125,6 +142,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     deadLetters.start();
     consumer.start();
     heartbeat.start();
+    auditHead.start();
     log.info({ grpc: grpc.addresses[0], http: ops.address, nats: options.natsUrl }, "writer started");
 
     let closed: Promise<void> | undefined;
@@ -143,13 +161,16 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
           log.info("writer shutting down");
           clearInterval(healthTimer);
           heartbeat.stop();
+          auditHead.stop();
           await consumer.stop();
           // In-flight calls finish while the publisher still runs (they wait for their revision).
           await grpcServer.close(options.publishTimeout + 1_000);
           await pub.close(FLUSH_ON_CLOSE_MS);
+          auditHead.send();
           await deadLetters.close();
           await opsServer.close();
           stripeRoutes.close();
+          access?.close();
           await link.close();
           ledger.close();
           log.info("writer stopped");
@@ -159,6 +180,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     await grpc?.close(0);
     await ops?.close();
     stripe?.close();
+    access?.close();
     ledger.close();
     throw err;
   }

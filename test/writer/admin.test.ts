@@ -210,7 +210,7 @@ describe("bad admin input", () => {
     ["PutOverride ending before it starts", () => w.client.putOverride({ customerId: "cus_bad", override: override({ validFromMs: T0 + DAY, validUntilMs: T0 }), actor: "a", reason: "r" }), /^override\.valid_until_ms: /],
     ["DeleteOverride without reason", () => w.client.deleteOverride({ customerId: "cus_bad", overrideId: "x", actor: "a", reason: "" }), /^reason: required/],
     ["EraseCustomer without actor", () => w.client.eraseCustomer({ customerId: "cus_bad", actor: "", reason: "r" }), /^actor: required/],
-    ["ApplyCatalog without catalog", () => w.client.applyCatalogRequest({ catalog: undefined, actor: "a", reason: "r" }), /^catalog: required/],
+    ["ApplyCatalog without catalog", () => w.client.applyCatalogRequest({ catalog: undefined, actor: "a", reason: "r", allowRemovals: false }), /^catalog: required/],
     ["ApplyCatalog with a bad feature key", () => w.client.applyCatalog({ ...demoCatalog(), features: [{ key: "Bad Key", type: FeatureType.FEATURE_TYPE_BOOLEAN, perUnit: false, values: [], description: "" }] }), /^catalog\.features\[0\]\.key: /],
     ["ApplyCatalog with a plan granting an unknown feature", () => w.client.applyCatalog({ ...demoCatalog(), features: [] }), /^catalog\.plans\[0\]\.features\[0\]\.feature: unknown feature/],
     ["Publish with too many events", () => w.client.publish(Array.from({ length: 1001 }, () => BillingEvent.create())), /^events: at most 1000/],

@@ -92,7 +92,7 @@ export function start(): void {
       },
       applyCatalog: async () => {
         const c = need(admin, "writer");
-        const res = await unary<{ revision: number }>((cb) => c.applyCatalog({ catalog: demoCatalog(), actor: "bench", reason: "benchmark" }, cb));
+        const res = await unary<{ revision: number }>((cb) => c.applyCatalog({ catalog: demoCatalog(), actor: "bench", reason: "benchmark", allowRemovals: false }, cb));
         return { revision: res.revision };
       },
       /** Customers offset..offset+count-1 subscribe to premium (not paid yet). Returns the revision that holds them. */

@@ -18,6 +18,8 @@ export interface Incoming {
   /** The bytes as received (for the dead letter). */
   readonly payload: Uint8Array;
   readonly contentType: string;
+  /** The authenticated principal that sent it over gRPC; the audit's actor (the event's source becomes "on behalf of"). */
+  readonly principal?: string;
   /** How many times this message has been delivered (NATS redeliveries); 1 when unknown. */
   readonly attempt?: number;
 }
@@ -65,6 +67,13 @@ export function applyEvents(core: WriterCore, items: readonly Incoming[], source
   return results;
 }
 
+/** The principal that sent the event (gRPC), else its billing source (NATS, whose credentials admitted it). */
+function actorOf(item: Incoming, e: BillingEvent | undefined): { actor: string; onBehalfOf: string } {
+  const source = e?.source ?? "";
+  if (item.principal === undefined) return { actor: source, onBehalfOf: "" };
+  return { actor: item.principal, onBehalfOf: source === item.principal ? "" : source };
+}
+
 function applyOne(core: WriterCore, item: Incoming): Applied {
   const ledger = core.ledger;
   const e = item.event;
@@ -89,12 +98,12 @@ function applyOne(core: WriterCore, item: Incoming): Applied {
           subscriptionId: e.subscriptionId,
           eventId,
           correlationId: e.correlationId,
-          actor: e.source,
+          ...actorOf(item, e),
           detail: describeEvent(e),
         },
         now,
       );
-      const outboxId = core.refreshDocument(e.customerId, { subscriptionId: e.subscriptionId, eventId, correlationId: e.correlationId, actor: e.source });
+      const outboxId = core.refreshDocument(e.customerId, { subscriptionId: e.subscriptionId, eventId, correlationId: e.correlationId, actor: item.principal ?? e.source });
       return { eventId, result: IngestResult.INGEST_RESULT_ACCEPTED, reason: "", outboxId };
     });
   } catch (err) {
@@ -132,7 +141,7 @@ function reject(core: WriterCore, item: Incoming, e: BillingEvent | undefined, r
         subscriptionId: e?.subscriptionId ?? "",
         eventId,
         correlationId: e?.correlationId ?? "",
-        actor: e?.source ?? "",
+        ...actorOf(item, e),
         reason,
         detail: e ? describeEvent(e) : "",
       },
