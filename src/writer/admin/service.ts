@@ -171,7 +171,7 @@ export class AdminOperations {
         { kind: AuditKind.AUDIT_KIND_OVERRIDE_PUT, customerId, customerToken: token, feature: override.feature, ...who, reason, detail: describeOverride(override) },
         now,
       );
-      return core.refreshDocument(customerId, { actor });
+      return core.refreshDocument(customerId, who);
     });
     this.deps.logger.info({ customer: token, overrideId: override.overrideId, actor }, "override put");
     return { overrideId: override.overrideId, revision: await this.visible(outboxId) };
@@ -192,7 +192,7 @@ export class AdminOperations {
         { kind: AuditKind.AUDIT_KIND_OVERRIDE_DELETED, customerId, customerToken: token, feature: existing.feature, ...who, reason, detail: describeOverride(existing) },
         core.now(),
       );
-      return core.refreshDocument(customerId, { actor });
+      return core.refreshDocument(customerId, who);
     });
     this.deps.logger.info({ customer: token, overrideId, actor }, "override deleted");
     return { revision: await this.visible(outboxId) };

@@ -103,7 +103,7 @@ function applyOne(core: WriterCore, item: Incoming): Applied {
         },
         now,
       );
-      const outboxId = core.refreshDocument(e.customerId, { subscriptionId: e.subscriptionId, eventId, correlationId: e.correlationId, actor: item.principal ?? e.source });
+      const outboxId = core.refreshDocument(e.customerId, { subscriptionId: e.subscriptionId, eventId, correlationId: e.correlationId, ...actorOf(item, e) });
       return { eventId, result: IngestResult.INGEST_RESULT_ACCEPTED, reason: "", outboxId };
     });
   } catch (err) {
