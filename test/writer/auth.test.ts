@@ -55,7 +55,7 @@ afterAll(async () => {
 
 type Clients = ReturnType<typeof writerClients>;
 const as = (token: string | undefined): Clients => writerClients(writer.grpcAddress, token, {});
-const codeOf = async (p: Promise<unknown>): Promise<string> => p.then(() => "OK", (err: unknown) => String((err as Error).message).split(":")[0] ?? "");
+const codeOf = async (p: Promise<unknown>): Promise<string> => p.then(() => "OK", (err: unknown) => (err as Error).message.split(":")[0] ?? "");
 
 const customer = "cus_auth_1";
 const f = new EventFactory(customer, "auth", Date.now());
@@ -202,7 +202,7 @@ describe("the audit chain of this writer", () => {
     try {
       const result = verifyAuditChain(db);
       expect(result.ok).toBe(true);
-      const rows = db.prepare<[], { kind: number; actor: string; on_behalf_of: string; reason: string; detail: string }>("SELECT kind, actor, on_behalf_of, reason, detail FROM audit ORDER BY seq").all();
+      const rows = db.prepare<[], { kind: AuditKind; actor: string; on_behalf_of: string; reason: string; detail: string }>("SELECT kind, actor, on_behalf_of, reason, detail FROM audit ORDER BY seq").all();
       const catalog = rows.find((r) => r.kind === AuditKind.AUDIT_KIND_CATALOG_APPLIED);
       expect(catalog).toMatchObject({ actor: "ops@example.com", on_behalf_of: "cfo@example.com" });
       expect(rows.find((r) => r.kind === AuditKind.AUDIT_KIND_OVERRIDE_PUT)).toMatchObject({ actor: "ops@example.com", on_behalf_of: "cfo@example.com" });
