@@ -35,6 +35,7 @@ export class Gate {
   constructor(
     private readonly auth: (Authenticator & Partial<CertificateAuthenticator>) | undefined,
     private readonly denied: (d: Denial) => void = () => undefined,
+    private readonly allowed: (method: string, principal: Principal) => void = () => undefined,
   ) {}
 
   get enabled(): boolean {
@@ -63,6 +64,7 @@ export class Gate {
       this.denied({ method, reason: "permission_denied", principal: principal.name, message });
       throw new PermissionDeniedError(message);
     }
+    this.allowed(method, principal);
     return principal;
   }
 }

@@ -67,6 +67,13 @@ export function writerAccess(options: WriterOptions, ledger: Ledger, registry: R
     labelNames: ["result"] as const,
     registers: [registry],
   });
+  // Who changes what, how often: the anomaly alerts (overrides, erasures, catalog changes) read it.
+  const calls = new Counter({
+    name: "proofgate_writer_calls_total",
+    help: "Authorized calls by method and principal (the principals of the auth file; \"local\" without one)",
+    labelNames: ["method", "principal"] as const,
+    registers: [registry],
+  });
   const file = options.authFile ? AuthFile.open(options.authFile, logger, { onReload: (ok) => reloads.inc({ result: ok ? "ok" : "error" }) }) : undefined;
   if (!file) logger.warn("no --auth-file: every local caller acts as principal \"local\" with every role (loopback only)");
   let windowStart = 0;
@@ -88,5 +95,5 @@ export function writerAccess(options: WriterOptions, ledger: Ledger, registry: R
     suppressed = 0;
     ledger.appendAudit({ kind: AuditKind.AUDIT_KIND_AUTH_DENIED, actor: d.principal ?? "", reason: d.reason, detail: `${d.method}: ${d.message}${more}` }, t);
   };
-  return { gate: new Gate(file, onDenied), close: () => file?.close() };
+  return { gate: new Gate(file, onDenied, (method, p) => calls.inc({ method, principal: p.name })), close: () => file?.close() };
 }
