@@ -189,6 +189,8 @@ export function render(cfg: Config, r: Results, v: Verdict[]): string {
         ]),
       ),
     );
+    if (w.authPerCall_us !== undefined)
+      parts.push(`Authentication (bearer token, role check) per writer call: ${w.authPerCall_us} µs of writer CPU; the Publish rows above include it.`);
   }
   parts.push(table("Targets (docs: BENCHMARKS.md)", ["what", "target", "measured", "met"], v.map((x) => [x.what + (x.note ?? ""), x.target, x.measured, x.met === undefined ? "?" : x.met ? "yes" : "NO"])));
   return parts.join("\n\n");
