@@ -1,8 +1,8 @@
-import { lstatSync, rmSync } from "node:fs";
+import { chmodSync, lstatSync, rmSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import type { Registry } from "prom-client";
 import { GrpcServer } from "../transport/grpc.js";
-import { OpsServer } from "../transport/http.js";
+import { OpsServer, isLoopbackListen } from "../transport/http.js";
 import { createRegistry } from "../observability/metrics.js";
 import type { Logger } from "../observability/logger.js";
 import { InvalidArgumentError } from "../errors/index.js";
@@ -52,6 +52,8 @@ export interface Sidecar {
 export async function startSidecar(partial: Partial<SidecarOptions>, logger: Logger): Promise<Sidecar> {
   const options: SidecarOptions = { ...defaultSidecarOptions(), ...partial };
   if (!options.grpcListen && !options.grpcSocket) throw new InvalidArgumentError("grpc-listen", "set --grpc-listen or --grpc-socket (both are empty)");
+  if (options.grpcListen && !options.grpcAllowRemote && !isLoopbackListen(options.grpcListen))
+    throw new InvalidArgumentError("grpc-listen", `${options.grpcListen} is not a loopback address and CheckService is unauthenticated: listen on 127.0.0.1 or a unix socket, or set --grpc-allow-remote (PROOFGATE_GRPC_ALLOW_REMOTE)`);
   const log = logger.child({ component: "sidecar" });
   const registry = createRegistry("sidecar");
   const replica = Replica.open(options.replica, log.child({ component: "replica" }));
@@ -109,6 +111,8 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
   let ops: OpsServer | undefined;
   try {
     grpc = await GrpcServer.start([handler.binding()], addresses);
+    // Check answers anyone who can connect: the socket is for the pod's own user and group.
+    if (options.grpcSocket) chmodSync(options.grpcSocket, 0o660);
     if (options.httpListen) {
       ops = await OpsServer.start(options.httpListen, { registry, healthy: () => true, ready: () => ready }, log.child({ component: "http" }));
     }

@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from "../errors/index.js";
-import { duration, oneOf, string, type Option, type OptionValues } from "../config/options.js";
+import { boolean, duration, oneOf, string, type Option, type OptionValues } from "../config/options.js";
 import { natsOptionSpec } from "../replication/connection.js";
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -19,7 +19,8 @@ export const sidecarOptionSpec = {
   ...natsOptionSpec,
   replica: string("path of the SQLite replica file", "./proofgate-replica.db"),
   grpcListen: string("gRPC TCP address (host:port); empty disables TCP", "127.0.0.1:50061"),
-  grpcSocket: string("gRPC unix socket path; empty disables it", ""),
+  grpcSocket: string("gRPC unix socket path (owner and group only, mode 0660); empty disables it", ""),
+  grpcAllowRemote: boolean("allow --grpc-listen on a non-loopback address: CheckService is unauthenticated, so anyone who reaches it can ask (docs/security.md)", false),
   httpListen: string("HTTP address for /healthz, /readyz and /metrics; empty disables it", "127.0.0.1:9091"),
   minRevisionWait: duration("how long a check with min_revision waits for the replica to reach it", 2_000),
   decisionLogSample: fraction("fraction of decisions published to NATS subject proofgate.decisions (0 = off)", 0),

@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from "node:http";
 import { createServer as createTlsServer } from "node:https";
-import type { AddressInfo } from "node:net";
+import { isIP, type AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 import type { Logger } from "../observability/logger.js";
 import type { TlsFiles } from "./tls.js";
@@ -102,4 +102,12 @@ export function splitHostPort(listen: string): { host: string; port: number } {
   const host = i > 0 ? listen.slice(0, i).replace(/^\[|\]$/g, "") : "127.0.0.1";
   const port = Number(i >= 0 ? listen.slice(i + 1) : listen);
   return { host, port };
+}
+
+/** A listen address only this machine can reach: a unix socket, localhost, 127.0.0.0/8 or ::1. */
+export function isLoopbackListen(listen: string): boolean {
+  if (listen.startsWith("unix:")) return true;
+  const { host } = splitHostPort(listen);
+  if (host === "localhost" || host === "::1") return true;
+  return isIP(host) === 4 && host.startsWith("127.");
 }

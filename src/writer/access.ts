@@ -1,24 +1,15 @@
 import { readFileSync } from "node:fs";
-import { isIP } from "node:net";
 import { Counter, type Registry } from "prom-client";
 import { AuthFile, Gate, type Denial } from "../auth/index.js";
 import { AuditKind } from "../gen/proofgate/v1/admin.js";
 import type { Logger } from "../observability/logger.js";
-import { splitHostPort } from "../transport/http.js";
+import { isLoopbackListen } from "../transport/http.js";
 import type { TlsFiles } from "../transport/tls.js";
 import type { Ledger } from "./ledger/ledger.js";
 import type { WriterOptions } from "./options.js";
 
 /** At most this many denials a second become audit entries; the rest are counted into the next one. */
 const DENIALS_AUDITED_PER_SECOND = 10;
-
-function isLoopback(listen: string): boolean {
-  if (listen.startsWith("unix:")) return true;
-  const { host } = splitHostPort(listen);
-  if (host === "localhost") return true;
-  if (isIP(host) === 4) return host.startsWith("127.");
-  return host === "::1";
-}
 
 /**
  * Safe by default: without an auth file the writer serves only this machine. Throws the one line
@@ -27,7 +18,7 @@ function isLoopback(listen: string): boolean {
 export function requireAuthForListen(options: WriterOptions): void {
   if (options.authFile) return;
   for (const listen of [options.grpcListen, options.httpListen])
-    if (!isLoopback(listen))
+    if (!isLoopbackListen(listen))
       throw new Error(`refusing to listen on ${listen} without authentication: set --auth-file (PROOFGATE_AUTH_FILE) to a file of principals (docs/security.md), or listen on 127.0.0.1`);
 }
 
