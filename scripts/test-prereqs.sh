@@ -6,6 +6,8 @@
 #   command       Debian package   used by
 #   nats-server   nats-server      every integration test (a real JetStream server per suite)
 #   promtool      prometheus       the metrics tests (`promtool check metrics`)
+#   openssl       openssl          the mTLS tests (a test CA made in the test)
+#   sqlite3       sqlite3          the audit tests (an audit row edited by hand)
 #   chromium      chromium         the console's browser tests (test/writer/console.test.ts)
 #   protoc, grpc_python_plugin, python3 grpcio: protobuf-compiler, protobuf-compiler-grpc,
 #                 python3-grpcio, python3-protobuf   the Python example client (examples/python)
@@ -19,6 +21,8 @@ declare -A PACKAGE_OF=(
   [chromium]=chromium
   [protoc]=protobuf-compiler
   [grpc_python_plugin]=protobuf-compiler-grpc
+  [openssl]=openssl
+  [sqlite3]=sqlite3
 )
 
 missing_packages=()

@@ -269,6 +269,8 @@ export function render(cfg: Config, r: Results, v: Verdict[]): string {
         ]),
       ),
     );
+    if (w.authPerCall_us !== undefined)
+      parts.push(`Authentication (bearer token, role check) per writer call: ${w.authPerCall_us} µs of writer CPU; the Publish rows above include it.`);
   }
   if (w?.history.length) {
     parts.push(

@@ -6,16 +6,19 @@ import { parseCommand, required } from "./args.js";
 
 export const summary = "apply or show the catalog (features, plans, add-ons, policy)";
 
-const USAGE = `usage: proofgate catalog apply FILE [--writer HOST:PORT] [--actor NAME] [--reason TEXT]
+const USAGE = `usage: proofgate catalog apply FILE [--writer HOST:PORT] [--actor NAME] [--reason TEXT] [--allow-removals]
        proofgate catalog get [--writer HOST:PORT]
 
 apply validates FILE (YAML or JSON; see examples/catalog.yaml) locally, then replaces the
-catalog on the writer (PROOFGATE_WRITER_ADDRESS, the running \`proofgate dev\`, else ${DEFAULT_WRITER}) and prints the revision at which sidecars have it.`;
+catalog on the writer (PROOFGATE_WRITER_ADDRESS, the running \`proofgate dev\`, else ${DEFAULT_WRITER}) and prints the revision at which sidecars have it.
+A catalog that drops plans, add-ons or features customers still use is refused, listing them,
+unless --allow-removals is given. The audit records the authenticated principal; --actor is
+kept as "on behalf of".`;
 
 export async function run(argv: string[]): Promise<number> {
   const { values: v, positionals, help } = parseCommand(
     argv,
-    { writer: { type: "string" }, actor: { type: "string" }, reason: { type: "string" } },
+    { writer: { type: "string" }, actor: { type: "string" }, reason: { type: "string" }, "allow-removals": { type: "boolean" } },
     USAGE,
   );
   if (help) return 0;
@@ -25,7 +28,7 @@ export async function run(argv: string[]): Promise<number> {
     if (action === "apply") {
       const path = required(file, "FILE");
       const catalog = parseCatalogText(readFileSync(path, "utf8"));
-      const request = { catalog, actor: v.actor ?? process.env["USER"] ?? "cli", reason: v.reason ?? `proofgate catalog apply ${path}` };
+      const request = { catalog, actor: v.actor ?? process.env["USER"] ?? "cli", reason: v.reason ?? `proofgate catalog apply ${path}`, allowRemovals: v["allow-removals"] === true };
       const res = await call<ApplyCatalogResponse>((md, o, cb) => admin.applyCatalog(request, md, o, cb));
       console.log(`catalog applied: ${catalog.features.length} features, ${catalog.plans.length} plans, ${catalog.addons.length} add-ons; revision ${res.revision}`);
       return 0;

@@ -1,5 +1,5 @@
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir, userInfo } from "node:os";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { homedir, tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { AdminServiceClient } from "../gen/proofgate/v1/admin.js";
@@ -68,14 +68,54 @@ export function redactUrl(url: string): string {
 // ---------------------------------------------------------------------------------------------
 // gRPC clients
 
-const credentials = grpc.credentials.createInsecure();
+const insecure = grpc.credentials.createInsecure();
 
-export const writerClients = (address: string) => ({
-  ingest: new IngestServiceClient(address, credentials),
-  admin: new AdminServiceClient(address, credentials),
-});
+/**
+ * Where `proofgate dev` leaves the token of the writer it runs at `address` (owner-only file),
+ * so the operator commands pointed at that writer authenticate with no extra step.
+ */
+export function devTokenPath(address: string, env: NodeJS.ProcessEnv = process.env): string {
+  const config = env["XDG_CONFIG_HOME"] || join(homedir(), ".config");
+  return join(config, "proofgate", "dev", `${address.replace(/[^A-Za-z0-9.-]/g, "_")}.token`);
+}
 
-export const checkClient = (address: string): CheckServiceClient => new CheckServiceClient(address, credentials);
+/** The bearer token for the writer at `address`: PROOFGATE_TOKEN, the file PROOFGATE_TOKEN_FILE names, or the dev token. */
+export function writerToken(address: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (env["PROOFGATE_TOKEN"]) return env["PROOFGATE_TOKEN"].trim();
+  const file = env["PROOFGATE_TOKEN_FILE"] || (existsSync(devTokenPath(address, env)) ? devTokenPath(address, env) : undefined);
+  return file ? readFileSync(file, "utf8").trim() || undefined : undefined;
+}
+
+/** TLS to the writer when PROOFGATE_WRITER_CA names its CA; a client certificate too (mTLS) with PROOFGATE_CLIENT_CERT and _KEY. */
+function writerCredentials(env: NodeJS.ProcessEnv): grpc.ChannelCredentials {
+  const ca = env["PROOFGATE_WRITER_CA"];
+  if (!ca) return insecure;
+  const cert = env["PROOFGATE_CLIENT_CERT"];
+  const key = env["PROOFGATE_CLIENT_KEY"];
+  return grpc.credentials.createSsl(readFileSync(ca), key ? readFileSync(key) : null, cert ? readFileSync(cert) : null);
+}
+
+/** Adds `authorization: Bearer <token>` to every call. */
+function bearer(token: string): grpc.Interceptor {
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set("authorization", `Bearer ${token}`);
+        next(metadata, listener);
+      },
+    });
+}
+
+export const writerClients = (address: string, token: string | undefined = writerToken(address), env: NodeJS.ProcessEnv = process.env) => {
+  const credentials = writerCredentials(env);
+  const options: grpc.ClientOptions = token ? { interceptors: [bearer(token)] } : {};
+  return {
+    ingest: new IngestServiceClient(address, credentials, options),
+    admin: new AdminServiceClient(address, credentials, options),
+  };
+};
+
+export const checkClient = (address: string): CheckServiceClient => new CheckServiceClient(address, insecure);
 
 type Callback<Res> = (err: grpc.ServiceError | null, res: Res) => void;
 
@@ -87,7 +127,9 @@ export function call<Res>(invoke: (metadata: grpc.Metadata, options: Partial<grp
   return new Promise((resolve, reject) => {
     invoke(new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
       if (err) {
-        reject(new Error(`${grpc.status[err.code]}: ${err.details || err.message}`));
+        const hint =
+          err.code === grpc.status.UNAUTHENTICATED ? " (set PROOFGATE_TOKEN or PROOFGATE_TOKEN_FILE; docs/security.md)" : "";
+        reject(new Error(`${grpc.status[err.code]}: ${err.details || err.message}${hint}`));
         return;
       }
       resolve(res);

@@ -55,6 +55,9 @@ export function renderExplanation(customerId: string, res: GetCustomerResponse, 
   return out.join("\n");
 }
 
+/** The authenticated principal, and whom the caller said it acted for. */
+const by = (e: AuditEntry): string => (e.onBehalfOf ? `${e.actor} (on behalf of ${e.onBehalfOf})` : e.actor);
+
 function line(e: AuditEntry, occurred: ReadonlyMap<string, Date | undefined>): string {
   const tail = [e.eventId && `event ${e.eventId}`, e.correlationId && `correlation ${e.correlationId}`].filter(Boolean).join(", ");
   const suffix = tail ? `  [${tail}]` : "";
@@ -70,9 +73,9 @@ function line(e: AuditEntry, occurred: ReadonlyMap<string, Date | undefined>): s
       return `access   ${e.feature}: ${statusName(e.fromStatus)} -> ${statusName(e.toStatus)}${e.reason ? `  (${e.reason})` : ""}${suffix}`;
     case AuditKind.AUDIT_KIND_OVERRIDE_PUT:
     case AuditKind.AUDIT_KIND_OVERRIDE_DELETED:
-      return `operator ${e.detail} by ${e.actor}: ${e.reason}`;
+      return `operator ${e.detail} by ${by(e)}: ${e.reason}`;
     case AuditKind.AUDIT_KIND_CATALOG_APPLIED:
-      return `catalog  ${e.detail} by ${e.actor}: ${e.reason}`;
+      return `catalog  ${e.detail} by ${by(e)}: ${e.reason}`;
     default:
       return `${e.detail || "(no detail)"}${suffix}`;
   }

@@ -11,6 +11,7 @@ const commands: Record<string, () => Promise<Command>> = {
   publish: () => import("./publish.js"),
   catalog: () => import("./catalog.js"),
   explain: () => import("./explain.js"),
+  audit: () => import("./audit.js"),
   dev: () => import("./dev.js"),
   reconcile: () => import("./reconcile.js"),
 };

@@ -28,7 +28,14 @@ export async function run(argv: string[]): Promise<number> {
     return 2;
   }
   const logger = createLogger({ level: options.logLevel, name: "proofgate-writer" });
-  const writer = await startWriter(options, logger, { hooks: faultHooksFromEnv() });
+  let writer;
+  try {
+    writer = await startWriter(options, logger, { hooks: faultHooksFromEnv() });
+  } catch (err) {
+    logger.fatal({ err: errorMessage(err) }, "writer did not start");
+    console.error(`proofgate writer: ${errorMessage(err)}`);
+    return 1;
+  }
   writeReadyFile(options.readyFile, { grpc: [writer.grpcAddress], http: writer.httpAddress });
   logger.info({ signal: await untilStopSignal() }, "shutdown requested");
   removeReadyFile(options.readyFile);

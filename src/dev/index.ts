@@ -1,12 +1,15 @@
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { stringify } from "yaml";
+import { ROLES, tokenDigest } from "../auth/index.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "../observability/logger.js";
 import { parseCatalogText } from "../catalog/index.js";
 import { startWriter, writerOptions, type Writer } from "../writer/index.js";
 import { startSidecar, type Sidecar } from "../sidecar/index.js";
-import { call, checkClient, removeDevEndpoints, writeDevEndpoints, writerClients } from "../cli/client.js";
+import { call, checkClient, devTokenPath, removeDevEndpoints, writeDevEndpoints, writerClients } from "../cli/client.js";
 import type { ApplyCatalogResponse } from "../gen/proofgate/v1/admin.js";
 import type { CheckResponse } from "../gen/proofgate/v1/check.js";
 import type { PublishResponse } from "../gen/proofgate/v1/ingest.js";
@@ -80,9 +83,24 @@ export async function runDev(o: DevOptions, output: (...lines: string[]) => void
       natsUrl = nats.url;
     }
     print(`NATS      ${natsUrl}${o.natsUrl ? "" : " (nats-server -js, temporary store)"}`);
-    const writer = await startWriter(writerOptions({ natsUrl, ledger: join(dir, "ledger.db"), grpcListen: o.writerGrpc, httpListen: o.writerHttp, writerId: "dev" }), logger);
+    // One principal with every role; its token goes where the operator commands look for it.
+    const token = randomBytes(32).toString("base64url");
+    const authFile = join(dir, "auth.yaml");
+    writeFileSync(authFile, stringify({ principals: [{ name: "proofgate-dev", roles: [...ROLES], token_sha256: tokenDigest(token) }] }), { mode: 0o600 });
+    const writer = await startWriter(
+      writerOptions({ natsUrl, ledger: join(dir, "ledger.db"), grpcListen: o.writerGrpc, httpListen: o.writerHttp, writerId: "dev", authFile }),
+      logger,
+    );
     closers.push(() => writer.close());
+    const tokenPath = devTokenPath(writer.grpcAddress);
+    mkdirSync(dirname(tokenPath), { recursive: true, mode: 0o700 });
+    writeFileSync(tokenPath, `${token}\n`, { mode: 0o600 });
+    closers.push(() => {
+      // Another dev may have taken the address since: leave its token alone.
+      if (existsSync(tokenPath) && readFileSync(tokenPath, "utf8").trim() === token) rmSync(tokenPath, { force: true });
+    });
     print(`writer    gRPC ${writer.grpcAddress}   HTTP http://${writer.httpAddress}/metrics`);
+    print(`          principal proofgate-dev (ingest, admin, read); token in ${tokenPath}, used by the operator commands`);
     const sidecar = await startSidecar({ natsUrl, replica: join(dir, "replica.db"), grpcListen: o.sidecarGrpc, httpListen: o.sidecarHttp }, logger);
     closers.push(() => sidecar.close());
     print(`sidecar   gRPC ${sidecar.grpcAddress ?? "-"}   HTTP http://${sidecar.httpAddress ?? "-"}/readyz`);
@@ -91,7 +109,7 @@ export async function runDev(o: DevOptions, output: (...lines: string[]) => void
     writeDevEndpoints({ pid: process.pid, natsUrl, writer: writer.grpcAddress, sidecar: sidecar.grpcAddress ?? "" });
     closers.push(removeDevEndpoints);
 
-    const { ingest, admin } = writerClients(writer.grpcAddress);
+    const { ingest, admin } = writerClients(writer.grpcAddress, token);
     const check = checkClient(sidecar.grpcAddress ?? "");
     closers.push(() => {
       ingest.close();
@@ -99,7 +117,7 @@ export async function runDev(o: DevOptions, output: (...lines: string[]) => void
       check.close();
     });
     const catalog = parseCatalogText(readFileSync(o.catalogPath, "utf8"));
-    const applied = await abortable(call<ApplyCatalogResponse>((md, opts, cb) => admin.applyCatalog({ catalog, actor: "proofgate dev", reason: "demo catalog" }, md, opts, cb)));
+    const applied = await abortable(call<ApplyCatalogResponse>((md, opts, cb) => admin.applyCatalog({ catalog, actor: "proofgate dev", reason: "demo catalog", allowRemovals: false }, md, opts, cb)));
     print(`catalog   ${o.catalogPath}: ${catalog.plans.map((p) => p.id).join(", ")} (revision ${applied.revision})`);
     await abortable(sidecar.whenReady());
 

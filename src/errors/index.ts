@@ -45,6 +45,20 @@ export class UnavailableError extends ProofgateError {
   }
 }
 
+/** No credentials, or credentials that name no principal. */
+export class UnauthenticatedError extends ProofgateError {
+  constructor(message: string) {
+    super(message, status.UNAUTHENTICATED);
+  }
+}
+
+/** A known principal without the role the operation needs. */
+export class PermissionDeniedError extends ProofgateError {
+  constructor(message: string) {
+    super(message, status.PERMISSION_DENIED);
+  }
+}
+
 export class DeadlineExceededError extends ProofgateError {
   constructor(message: string) {
     super(message, status.DEADLINE_EXCEEDED);

@@ -1,6 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager, type StreamConfig, type StreamInfo } from "nats";
 import {
+  AUDIT_HEAD_SUBJECT,
+  AUDIT_STREAM,
   BILLING_STREAM,
   BILLING_SUBJECTS,
   DEADLETTER_STREAM,
@@ -42,6 +44,15 @@ export function streamConfigs(replicas = 1): Partial<StreamConfig>[] {
       storage: StorageType.File,
       retention: RetentionPolicy.Limits,
       max_age: 30 * DAY_NS,
+      num_replicas: replicas,
+    },
+    {
+      // Audit chain heads: what a rewritten ledger is checked against. Kept for 400 days.
+      name: AUDIT_STREAM,
+      subjects: [AUDIT_HEAD_SUBJECT],
+      storage: StorageType.File,
+      retention: RetentionPolicy.Limits,
+      max_age: 400 * DAY_NS,
       num_replicas: replicas,
     },
   ];

@@ -17,6 +17,9 @@ export const DEADLETTER_SUBJECT = "proofgate.deadletter";
 export const HEARTBEAT_SUBJECT = "proofgate.heartbeat";
 /** Sidecars announce their replica's state here (JSON, see sidecar-status.ts); the writer's console lists them. */
 export const SIDECAR_STATUS_SUBJECT = "proofgate.sidecar.status";
+/** The writer's audit chain head, kept in PROOFGATE_AUDIT as an outside copy (docs/security.md). */
+export const AUDIT_STREAM = "PROOFGATE_AUDIT";
+export const AUDIT_HEAD_SUBJECT = "proofgate.audit.head";
 
 /** Message headers. */
 export const HEADER_MSG_ID = "Nats-Msg-Id";

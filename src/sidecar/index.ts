@@ -1,10 +1,10 @@
 import { redactNatsUrl } from "../replication/connection.js";
-import { lstatSync, rmSync } from "node:fs";
+import { chmodSync, lstatSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
 import { performance } from "node:perf_hooks";
 import type { Registry } from "prom-client";
 import { GrpcServer } from "../transport/grpc.js";
-import { OpsServer } from "../transport/http.js";
+import { OpsServer, isLoopbackListen } from "../transport/http.js";
 import { createRegistry } from "../observability/metrics.js";
 import type { Logger } from "../observability/logger.js";
 import { InvalidArgumentError } from "../errors/index.js";
@@ -63,6 +63,8 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
   const options: SidecarOptions = { ...defaultSidecarOptions(), ...partial };
   if (!options.grpcListen && !options.grpcSocket) throw new InvalidArgumentError("grpc-listen", "set --grpc-listen or --grpc-socket (both are empty)");
   if (options.extAuthzListen && !options.extAuthzRules) throw new InvalidArgumentError("ext-authz-listen", "set --ext-authz-rules too: without a rules file ext_authz is off");
+  if (options.grpcListen && !options.grpcAllowRemote && !isLoopbackListen(options.grpcListen))
+    throw new InvalidArgumentError("grpc-listen", `${options.grpcListen} is not a loopback address and CheckService is unauthenticated: listen on 127.0.0.1 or a unix socket, or set --grpc-allow-remote (PROOFGATE_GRPC_ALLOW_REMOTE)`);
   const log = logger.child({ component: "sidecar" });
   const registry = createRegistry();
   // Before anything is opened: a rules file that does not load stops the start with its error.
@@ -137,6 +139,8 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
       if (listen.startsWith("unix:")) removeStaleSocket(listen.slice("unix:".length));
       extAuthzServer = await GrpcServer.start([extAuthz.binding()], [listen]);
     }
+    // Check answers anyone who can connect: the socket is for the pod's own user and group.
+    if (options.grpcSocket) chmodSync(options.grpcSocket, 0o660);
     if (options.httpListen) {
       ops = await OpsServer.start(options.httpListen, { registry, healthy: () => true, ready: () => ready }, log.child({ component: "http" }));
     }

@@ -79,7 +79,7 @@ export class GrpcServer {
   ) {}
 
   /** Addresses: `host:port` (port 0 = ephemeral) or `unix:/path`. Health starts NOT_SERVING. */
-  static async start(services: readonly ServiceBinding[], addresses: readonly string[]): Promise<GrpcServer> {
+  static async start(services: readonly ServiceBinding[], addresses: readonly string[], credentials = grpc.ServerCredentials.createInsecure()): Promise<GrpcServer> {
     const server = new grpc.Server(GRPC_SERVER_OPTIONS);
     for (const s of services) server.addService(s.definition, s.implementation);
     const names = services.map((s) => s.name);
@@ -92,7 +92,7 @@ export class GrpcServer {
     const bound: string[] = [];
     for (const address of addresses) {
       const port = await new Promise<number>((resolve, reject) => {
-        server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) => {
+        server.bindAsync(address, credentials, (err, p) => {
           if (err) {
             reject(new Error(`cannot listen on ${address}: ${err.message}`));
             return;

@@ -1,7 +1,9 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from "node:http";
+import { createServer as createTlsServer } from "node:https";
+import { isIP, type AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 import type { Logger } from "../observability/logger.js";
+import type { TlsFiles } from "./tls.js";
 
 export type RouteHandler = (req: IncomingMessage, res: ServerResponse, body: Buffer) => void | Promise<void>;
 
@@ -14,6 +16,11 @@ export interface OpsServerOptions {
   /** Extra routes by `METHOD path`, e.g. `POST /webhooks/stripe`. Bodies arrive raw (signatures need the exact bytes). */
   readonly routes?: Readonly<Record<string, RouteHandler>>;
   readonly maxBodyBytes?: number;
+  /**
+   * Serve HTTPS. A client CA asks for client certificates without requiring them (probes and
+   * scrapers have none); routes see whether one was verified (`socket.authorized`).
+   */
+  readonly tls?: TlsFiles | undefined;
 }
 
 /** The HTTP side of a service: `/healthz`, `/readyz`, `/metrics` and any extra routes. */
@@ -25,7 +32,7 @@ export class OpsServer {
 
   static async start(listen: string, options: OpsServerOptions, logger: Logger): Promise<OpsServer> {
     const maxBody = options.maxBodyBytes ?? 1024 * 1024;
-    const server = createServer((req, res) => {
+    const listener: RequestListener = (req, res) => {
       const chunks: Buffer[] = [];
       let size = 0;
       req.on("data", (chunk: Buffer) => {
@@ -43,7 +50,11 @@ export class OpsServer {
           if (!res.headersSent) res.writeHead(500).end("internal error\n");
         });
       });
-    });
+    };
+    const tls = options.tls;
+    const server: Server = tls
+      ? createTlsServer({ cert: tls.cert, key: tls.key, ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: false } : {}) }, listener)
+      : createServer(listener);
     const route = async (req: IncomingMessage, res: ServerResponse, body: Buffer): Promise<void> => {
       const path = (req.url ?? "/").split("?")[0] ?? "/";
       if (req.method === "GET" && path === "/healthz") {
@@ -91,4 +102,12 @@ export function splitHostPort(listen: string): { host: string; port: number } {
   const host = i > 0 ? listen.slice(0, i).replace(/^\[|\]$/g, "") : "127.0.0.1";
   const port = Number(i >= 0 ? listen.slice(i + 1) : listen);
   return { host, port };
+}
+
+/** A listen address only this machine can reach: a unix socket, localhost, 127.0.0.0/8 or ::1. */
+export function isLoopbackListen(listen: string): boolean {
+  if (listen.startsWith("unix:")) return true;
+  const { host } = splitHostPort(listen);
+  if (host === "localhost" || host === "::1") return true;
+  return isIP(host) === 4 && host.startsWith("127.");
 }

@@ -17,6 +17,8 @@ export interface ChangeCause {
   readonly eventId?: string;
   readonly correlationId?: string;
   readonly actor?: string;
+  /** The caller's own claim of who it acts for, when it differs from the principal in `actor`. */
+  readonly onBehalfOf?: string;
 }
 
 /** Test-only fault injection (see docs/writer.md); never set in production. */
@@ -231,6 +233,7 @@ export class WriterCore {
             eventId: cause.eventId ?? "",
             correlationId: cause.correlationId ?? "",
             actor: cause.actor ?? "",
+            onBehalfOf: cause.onBehalfOf ?? "",
             reason: decision.reason,
           },
           now,

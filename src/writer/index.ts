@@ -3,6 +3,10 @@ import type { Registry } from "prom-client";
 import { createRegistry } from "../observability/metrics.js";
 import type { Logger } from "../observability/logger.js";
 import { GrpcServer } from "../transport/grpc.js";
+import { grpcServerCredentials } from "../transport/tls.js";
+import { guardedRoute } from "../auth/index.js";
+import { requireAuthForListen, writerAccess, writerTls } from "./access.js";
+import { AuditHeadSender } from "./audit-head.js";
 import { OpsServer, type RouteHandler } from "../transport/http.js";
 import { AdminOperations, adminBinding } from "./admin/service.js";
 import { consoleRoutes, SidecarDirectory, type ConsoleAuth } from "./console/index.js";
@@ -21,7 +25,8 @@ import { writerStripeRoutes, type WriterStripeRoutes } from "../stripe/writer-ro
 
 export { writerOptionSpec, writerOptions, type WriterOptions } from "./options.js";
 export { faultHooksFromEnv, type FaultHooks } from "./core.js";
-export type { ConsoleAuth, AuditVerification } from "./console/index.js";
+export type { ConsoleAuth } from "./console/index.js";
+export { verifyAuditChain, type AuditVerification } from "./ledger/audit-chain.js";
 
 /** A running writer. */
 export interface Writer {
@@ -45,7 +50,7 @@ export interface WriterDeps {
   readonly now?: () => number;
   /** Test-only fault injection. */
   readonly hooks?: FaultHooks;
-  /** Extra HTTP routes on the ops server, e.g. `POST /webhooks/stripe`. */
+  /** Extra HTTP routes on the ops server; they need the read role (GET) or the admin role (other methods). */
   readonly routes?: Readonly<Record<string, RouteHandler>>;
   /** The console's authentication (docs/console.md); without it the console is served on loopback listeners only. */
   readonly console?: ConsoleAuth;
@@ -57,17 +62,22 @@ const FLUSH_ON_CLOSE_MS = 2_000;
 export async function startWriter(options: WriterOptions, logger: Logger, deps: WriterDeps = {}): Promise<Writer> {
   const now = deps.now ?? Date.now;
   const log = logger.child({ component: "writer" });
+  requireAuthForListen(options);
+  const tls = writerTls(options);
   const ledger = Ledger.open(options.ledger);
   log.info({ ledger: options.ledger, ledgerId: ledger.ledgerId }, "ledger open");
   let grpc: GrpcServer | undefined;
   let ops: OpsServer | undefined;
   let stripe: WriterStripeRoutes | undefined;
+  let access: ReturnType<typeof writerAccess> | undefined;
   try {
     const core = new WriterCore(ledger, now, logger.child({ component: "ledger" }), deps.hooks ?? {}, {
       maxDocumentBytes: options.maxDocumentBytes,
       maxEventSkewMs: options.maxEventSkew,
     });
     const registry = createRegistry();
+    access = writerAccess(options, ledger, registry, now, logger.child({ component: "auth" }));
+    const { gate } = access;
     const link = new NatsLink(options, logger.child({ component: "nats" }));
     const ref: { publisher?: OutboxPublisher } = {};
     const metrics = createWriterMetrics(registry, {
@@ -100,10 +110,11 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     const adminLog = logger.child({ component: "admin" });
     grpc = await GrpcServer.start(
       [
-        ingestBinding({ ...common, metrics, logger: logger.child({ component: "ingest" }) }),
-        adminBinding({ ...common, logger: adminLog, catalogApplied: () => consumer.attach() }),
+        ingestBinding({ ...common, gate, metrics, logger: logger.child({ component: "ingest" }) }),
+        adminBinding({ ...common, gate, logger: adminLog, catalogApplied: () => consumer.attach() }),
       ],
       [options.grpcListen],
+      grpcServerCredentials(tls),
     );
     let closing = false;
     const ready = (): boolean => !closing && ledger.open && pub.reconciled;
@@ -122,17 +133,25 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     const opsRef: { address?: string } = {};
     const consolePages = consoleRoutes({
       core,
-      admin: new AdminOperations({ ...common, logger: adminLog, catalogApplied: () => consumer.attach() }),
+      admin: new AdminOperations({ ...common, gate, logger: adminLog, catalogApplied: () => consumer.attach() }),
       now,
       httpAddress: () => opsRef.address ?? options.httpListen,
       sidecars,
       writer: () => ({ writerId: options.writerId, ready: ready(), natsConnected: link.ready !== undefined, headRevision: pub.headRevision, ledgerId: ledger.ledgerId }),
       jsm: () => link.ready?.jsm,
-      auth: deps.console,
+      // The writer's own tokens and audit chain unless a test hands in others.
+      auth: deps.console ?? {
+        ...(access.authenticateToken ? { authenticateToken: access.authenticateToken } : {}),
+        verifyAudit: () => ledger.verifyAuditChain(),
+      },
     });
+    // Extra routes are authenticated; the console has its own login; the Stripe webhook keeps its own signature check.
+    const extra = Object.fromEntries(
+      Object.entries(deps.routes ?? {}).map(([route, handler]) => [route, guardedRoute(gate, route.startsWith("GET ") ? "read" : "admin", handler)]),
+    );
     ops = await OpsServer.start(
       options.httpListen,
-      { registry, healthy: () => !closing && ledger.open, ready, routes: { ...consolePages, ...deps.routes, ...stripe.routes } },
+      { registry, healthy: () => !closing && ledger.open, ready, routes: { ...consolePages, ...extra, ...stripe.routes }, tls },
       logger.child({ component: "http" }),
     );
     opsRef.address = ops.address;
@@ -148,6 +167,8 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
       }
     }, 100);
     healthTimer.unref();
+    const auditHead = new AuditHeadSender(ledger, link, options.auditHeadInterval, Date.now);
+    link.onReady(() => auditHead.send());
     const heartbeat = new HeartbeatSender(link, options.writerId, options.heartbeatInterval, () => (pub.reconciled ? pub.headRevision : undefined), Date.now, () => pub.snapshotInProgress);
 
     link.onReady(() => {
@@ -182,6 +203,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
           )
         : undefined;
     snapshots?.start();
+    auditHead.start();
     log.info({ grpc: grpc.addresses[0], http: ops.address, nats: redactNatsUrl(options.natsUrl) }, "writer started");
 
     let closed: Promise<void> | undefined;
@@ -200,15 +222,18 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
           log.info("writer shutting down");
           clearInterval(healthTimer);
           heartbeat.stop();
+          auditHead.stop();
           await consumer.stop();
           // In-flight calls finish while the publisher still runs (they wait for their revision).
           await grpcServer.close(options.publishTimeout + 1_000);
           await pub.close(FLUSH_ON_CLOSE_MS);
+          auditHead.send();
           await deadLetters.close();
           sidecars.close();
           await opsServer.close();
           stripeRoutes.close();
           await snapshots?.close();
+          access?.close();
           await link.close();
           ledger.close();
           log.info("writer stopped");
@@ -218,6 +243,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     await grpc?.close(0);
     await ops?.close();
     stripe?.close();
+    access?.close();
     ledger.close();
     throw err;
   }

@@ -39,9 +39,9 @@ describe("proofgate explain", () => {
         { feature: "seats", allowed: true, status: AccessStatus.ACCESS_STATUS_GRANTED, reason: "Paid.", value: "5", limit: 5, validUntil: undefined },
       ],
       timeline: [
-        { seq: 1, at: at("00:00:01"), kind: AuditKind.AUDIT_KIND_EVENT_APPLIED, customerId: "cus_1", subscriptionId: "sub_1", feature: "", fromStatus: AccessStatus.ACCESS_STATUS_UNSPECIFIED, toStatus: AccessStatus.ACCESS_STATUS_UNSPECIFIED, eventId: "evt_1", correlationId: "", actor: "", reason: "", detail: "subscription sub_1 ACTIVE, wants premium" },
-        { seq: 2, at: at("00:05:00"), kind: AuditKind.AUDIT_KIND_EVENT_APPLIED, customerId: "cus_1", subscriptionId: "sub_1", feature: "", fromStatus: AccessStatus.ACCESS_STATUS_UNSPECIFIED, toStatus: AccessStatus.ACCESS_STATUS_UNSPECIFIED, eventId: "evt_2", correlationId: "chk_9", actor: "", reason: "", detail: "payment SUCCEEDED for invoice in_1" },
-        { seq: 3, at: at("00:05:00"), kind: AuditKind.AUDIT_KIND_ACCESS_CHANGED, customerId: "cus_1", subscriptionId: "sub_1", feature: "api-access", fromStatus: AccessStatus.ACCESS_STATUS_PAYMENT_REQUIRED, toStatus: AccessStatus.ACCESS_STATUS_GRANTED, eventId: "evt_2", correlationId: "", actor: "", reason: "Paid through 2026-12-01", detail: "" },
+        { seq: 1, at: at("00:00:01"), kind: AuditKind.AUDIT_KIND_EVENT_APPLIED, customerId: "cus_1", subscriptionId: "sub_1", feature: "", fromStatus: AccessStatus.ACCESS_STATUS_UNSPECIFIED, toStatus: AccessStatus.ACCESS_STATUS_UNSPECIFIED, eventId: "evt_1", correlationId: "", actor: "", reason: "", detail: "subscription sub_1 ACTIVE, wants premium", onBehalfOf: "" },
+        { seq: 2, at: at("00:05:00"), kind: AuditKind.AUDIT_KIND_EVENT_APPLIED, customerId: "cus_1", subscriptionId: "sub_1", feature: "", fromStatus: AccessStatus.ACCESS_STATUS_UNSPECIFIED, toStatus: AccessStatus.ACCESS_STATUS_UNSPECIFIED, eventId: "evt_2", correlationId: "chk_9", actor: "", reason: "", detail: "payment SUCCEEDED for invoice in_1", onBehalfOf: "" },
+        { seq: 3, at: at("00:05:00"), kind: AuditKind.AUDIT_KIND_ACCESS_CHANGED, customerId: "cus_1", subscriptionId: "sub_1", feature: "api-access", fromStatus: AccessStatus.ACCESS_STATUS_PAYMENT_REQUIRED, toStatus: AccessStatus.ACCESS_STATUS_GRANTED, eventId: "evt_2", correlationId: "", actor: "", reason: "Paid through 2026-12-01", detail: "", onBehalfOf: "" },
       ],
       revision: 42,
     };

@@ -56,7 +56,7 @@ describe("proofgate chart: default values", () => {
   });
 
   it("renders the writer's objects and nothing from NATS", () => {
-    expect(kinds(manifests)).toEqual(["ConfigMap", "PodDisruptionBudget", "Service", "Service", "ServiceAccount", "StatefulSet"]);
+    expect(kinds(manifests)).toEqual(["ConfigMap", "NetworkPolicy", "PodDisruptionBudget", "Service", "Service", "ServiceAccount", "StatefulSet"]);
   });
 
   it("runs exactly one writer with its ledger on a persistent volume claim", () => {

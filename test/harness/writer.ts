@@ -192,7 +192,7 @@ export class WriterClient {
 
   /** Applies the catalog; resolves with the revision. */
   async applyCatalog(catalog: Catalog = demoCatalog(), actor = "test", reason = "test setup"): Promise<number> {
-    const r = await unaryCall<{ revision: number }>((cb) => this.admin.applyCatalog({ catalog, actor, reason }, cb));
+    const r = await unaryCall<{ revision: number }>((cb) => this.admin.applyCatalog({ catalog, actor, reason, allowRemovals: false }, cb));
     return r.revision;
   }
 

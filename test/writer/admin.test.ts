@@ -102,7 +102,8 @@ describe("the audit log", () => {
     ]);
     // Each transition names its cause.
     const byCause = c.timeline.filter((e) => e.kind === AuditKind.AUDIT_KIND_ACCESS_CHANGED && e.feature === "api-access");
-    expect(byCause.map((e) => e.eventId || e.actor)).toEqual([subscribe.eventId, sca.eventId, paid.eventId, "bob@example.com", "carol@example.com", refund.eventId]);
+    // Without an auth file the actor is the "local" principal; the caller's name is "on behalf of".
+    expect(byCause.map((e) => e.eventId || e.onBehalfOf)).toEqual([subscribe.eventId, sca.eventId, paid.eventId, "bob@example.com", "carol@example.com", refund.eventId]);
     expect(byCause[2]?.correlationId).toBe(paid.correlationId);
     expect(byCause[2]?.reason).not.toBe("");
 
@@ -119,7 +120,7 @@ describe("the audit log", () => {
     expect(applied?.detail).toContain("payment SUCCEEDED for invoice in_1");
     expect(applied?.correlationId).toBe(paid.correlationId);
     const putEntry = c.timeline.find((e) => e.kind === AuditKind.AUDIT_KIND_OVERRIDE_PUT);
-    expect(putEntry).toMatchObject({ actor: "bob@example.com", reason: "abuse ticket 7", feature: "api-access", customerId: id });
+    expect(putEntry).toMatchObject({ actor: "local", onBehalfOf: "bob@example.com", reason: "abuse ticket 7", feature: "api-access", customerId: id });
     // Entries are in order, stamped with the writer's clock.
     const seqs = c.timeline.map((e) => e.seq);
     expect(seqs).toEqual([...seqs].sort((x, y) => x - y));
@@ -146,7 +147,7 @@ describe("overrides", () => {
     expect(m?.seq).toBe(put.revision);
     if (m?.record.record?.$case !== "document") throw new Error("expected a document");
     expect(m.record.record.value.overrides).toEqual([
-      expect.objectContaining({ overrideId: "trial-extension", feature: "seats", actor: "dave@example.com", reason: "pilot", createdAtMs: clock.now }),
+      expect.objectContaining({ overrideId: "trial-extension", feature: "seats", actor: "local", reason: "pilot", createdAtMs: clock.now }),
     ]);
     const c = await w.client.getCustomer(id);
     const seats = c.entitlements.find((e) => e.feature === "seats");
@@ -192,14 +193,13 @@ describe("erasure", () => {
     const old = back.timeline.filter((e) => e.seq < (back.timeline.find((x) => x.kind === AuditKind.AUDIT_KIND_CUSTOMER_ERASED)?.seq ?? 0));
     expect(old.length).toBeGreaterThan(3);
     expect(old.every((e) => e.customerId === "")).toBe(true);
-    expect(back.timeline.find((x) => x.kind === AuditKind.AUDIT_KIND_CUSTOMER_ERASED)).toMatchObject({ actor: "dpo@example.com", reason: "GDPR request 99", customerId: "" });
+    expect(back.timeline.find((x) => x.kind === AuditKind.AUDIT_KIND_CUSTOMER_ERASED)).toMatchObject({ actor: "local", onBehalfOf: "dpo@example.com", reason: "GDPR request 99", customerId: "" });
     expect(back.facts.map((e) => e.eventId)).toEqual([`erase2_1`]);
   });
 });
 
 describe("bad admin input", () => {
   const cases: [string, () => Promise<unknown>, RegExp][] = [
-    ["PutOverride without actor", () => w.client.putOverride({ customerId: "cus_bad", override: override({}), actor: "", reason: "r" }), /^actor: required/],
     ["PutOverride without reason", () => w.client.putOverride({ customerId: "cus_bad", override: override({}), actor: "a", reason: " " }), /^reason: required/],
     ["PutOverride without customer", () => w.client.putOverride({ customerId: "", override: override({}), actor: "a", reason: "r" }), /^customer_id: required/],
     ["PutOverride without override", () => w.client.putOverride({ customerId: "cus_bad", override: undefined, actor: "a", reason: "r" }), /^override: required/],
@@ -209,8 +209,9 @@ describe("bad admin input", () => {
     ["PutOverride with a value of the wrong type", () => w.client.putOverride({ customerId: "cus_bad", override: override({ feature: "seats", effect: OverrideEffect.OVERRIDE_EFFECT_GRANT, value: { kind: { $case: "enabled", value: true } } }), actor: "a", reason: "r" }), /^override\.value: "seats" needs a numeric/],
     ["PutOverride ending before it starts", () => w.client.putOverride({ customerId: "cus_bad", override: override({ validFromMs: T0 + DAY, validUntilMs: T0 }), actor: "a", reason: "r" }), /^override\.valid_until_ms: /],
     ["DeleteOverride without reason", () => w.client.deleteOverride({ customerId: "cus_bad", overrideId: "x", actor: "a", reason: "" }), /^reason: required/],
-    ["EraseCustomer without actor", () => w.client.eraseCustomer({ customerId: "cus_bad", actor: "", reason: "r" }), /^actor: required/],
-    ["ApplyCatalog without catalog", () => w.client.applyCatalogRequest({ catalog: undefined, actor: "a", reason: "r" }), /^catalog: required/],
+    ["EraseCustomer without reason", () => w.client.eraseCustomer({ customerId: "cus_bad", actor: "a", reason: "" }), /^reason: required/],
+    ["ApplyCatalog without reason", () => w.client.applyCatalogRequest({ catalog: demoCatalog(), actor: "a", reason: "", allowRemovals: false }), /^reason: required/],
+    ["ApplyCatalog without catalog", () => w.client.applyCatalogRequest({ catalog: undefined, actor: "a", reason: "r", allowRemovals: false }), /^catalog: required/],
     ["ApplyCatalog with a bad feature key", () => w.client.applyCatalog({ ...demoCatalog(), features: [{ key: "Bad Key", type: FeatureType.FEATURE_TYPE_BOOLEAN, perUnit: false, values: [], description: "" }] }), /^catalog\.features\[0\]\.key: /],
     ["ApplyCatalog with a plan granting an unknown feature", () => w.client.applyCatalog({ ...demoCatalog(), features: [] }), /^catalog\.plans\[0\]\.features\[0\]\.feature: unknown feature/],
     ["Publish with too many events", () => w.client.publish(Array.from({ length: 1001 }, () => BillingEvent.create())), /^events: at most 1000/],

@@ -12,7 +12,8 @@ import { connect, type JetStreamClient, type JetStreamManager, type NatsConnecti
 import { AdminServiceClient } from "../../gen/proofgate/v1/admin.js";
 import { BillingEvent, PaymentResult } from "../../gen/proofgate/v1/billing.js";
 import { AccessStatus, CheckServiceClient, type CheckResponse } from "../../gen/proofgate/v1/check.js";
-import { IngestResult, IngestServiceClient, type PublishResponse } from "../../gen/proofgate/v1/ingest.js";
+import { IngestResult, type IngestServiceClient, type PublishResponse } from "../../gen/proofgate/v1/ingest.js";
+import { writerClients } from "../../cli/client.js";
 import { BILLING_STREAM, CUSTOMER_SUBJECT_PREFIX, customerSubject } from "../../replication/subjects.js";
 import { EventStream, customerId, demoCatalog, paymentEvent, subscriptionEvent } from "../data.js";
 import { Histogram, type HistogramJson } from "../histogram.js";
@@ -81,18 +82,18 @@ export function start(): void {
 
   serve(
     {
-      connect: async (a: { natsUrl: string; writer: string; sidecar?: string }) => {
+      connect: async (a: { natsUrl: string; writer: string; sidecar?: string; token?: string }) => {
         nc = await connect({ servers: a.natsUrl, maxReconnectAttempts: -1 });
         jsm = await nc.jetstreamManager();
         js = nc.jetstream({ timeout: 10_000 });
-        ingest = new IngestServiceClient(a.writer, grpc.credentials.createInsecure());
-        admin = new AdminServiceClient(a.writer, grpc.credentials.createInsecure());
+        // The writer runs with an auth file, as in production: every call carries the token.
+        ({ ingest, admin } = writerClients(a.writer, a.token, {}));
         if (a.sidecar) check = new CheckServiceClient(a.sidecar, grpc.credentials.createInsecure());
         return {};
       },
       applyCatalog: async () => {
         const c = need(admin, "writer");
-        const res = await unary<{ revision: number }>((cb) => c.applyCatalog({ catalog: demoCatalog(), actor: "bench", reason: "benchmark" }, cb));
+        const res = await unary<{ revision: number }>((cb) => c.applyCatalog({ catalog: demoCatalog(), actor: "bench", reason: "benchmark", allowRemovals: false }, cb));
         return { revision: res.revision };
       },
       /** Customers offset..offset+count-1 subscribe to premium (not paid yet). Returns the revision that holds them. */

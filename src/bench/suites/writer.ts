@@ -43,6 +43,8 @@ export interface IngestRun {
 export interface WriterResults {
   readonly e2e: { readonly target: E2eRun; readonly ladder: readonly E2eRun[]; readonly maxSustainableRate: number };
   readonly ingest: readonly IngestRun[];
+  /** Writer CPU that authentication and authorization add to each call (µs); the ingest runs above include it. */
+  readonly authPerCall_us?: number;
   readonly writerRssBytes: number;
   /** Writer CPU per event by the customer's history length (in process). */
   readonly history: readonly HistoryRow[];
@@ -78,11 +80,11 @@ export async function writerSuite(cfg: Config, env: Env): Promise<WriterResults>
     await historian.stop();
     for (const h of history) log(`  ${h.facts} facts: ${h.cpuPerEvent_us} µs CPU/event (full fold of such a customer: ${h.fullFold_us} µs)`);
     const writer = await fork("writer");
-    const w = await writer.call<{ grpc: string }>("start", { natsUrl: nats.url, ledger: join(env.dir, "ledger.db") });
+    const w = await writer.call<{ grpc: string; token: string }>("start", { natsUrl: nats.url, ledger: join(env.dir, "ledger.db") });
     const sidecar = await fork("sidecar");
     const s = await sidecar.call<{ tcp: string }>("start", { replica: join(env.dir, "replica-e2e.db"), natsUrl: nats.url });
     const drive = await fork("drive");
-    await drive.call("connect", { natsUrl: nats.url, writer: w.grpc, sidecar: s.tcp });
+    await drive.call("connect", { natsUrl: nats.url, writer: w.grpc, sidecar: s.tcp, token: w.token });
     await drive.call("applyCatalog");
     log(`event → enforcement: ${cfg.e2e.customers.toLocaleString("en")} customers subscribe (unpaid), then each event pays or refunds one`);
     const pre = await drive.call<{ revision: number }>("precreate", { offset: 0, count: cfg.e2e.customers });
@@ -154,9 +156,11 @@ export async function writerSuite(cfg: Config, env: Env): Promise<WriterResults>
     });
     log(`  NATS, ${cfg.ingest.natsCount.toLocaleString("en")} events pipelined: ${round(n.eventsPerSecond, 0)} events/s (published to acked by the writer)`);
     const writerRss = (await rssOf(writer.pid))?.rss ?? NaN;
+    const auth = await writer.call<{ perCall_us: number }>("authCost", { calls: cfg.quick ? 200_000 : 1_000_000 });
+    log(`  authentication per call (token digest, principal lookup, role check, counter): ${round(auth.perCall_us, 2)} µs of writer CPU`);
     await drive.stop();
     await writer.stop();
-    return { e2e: { target, ladder, maxSustainableRate: maxSustainable }, ingest, writerRssBytes: writerRss, history };
+    return { e2e: { target, ladder, maxSustainableRate: maxSustainable }, ingest, authPerCall_us: round(auth.perCall_us, 2), writerRssBytes: writerRss, history };
   } finally {
     killAll();
     await nats.dispose();

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { actorOf, guardedUnary, type Gate, type Principal } from "../../auth/index.js";
 import { MAX_ID_BYTES } from "../../billing/index.js";
 import { validateCatalog } from "../../catalog/index.js";
 import { typeWord } from "../../catalog/validate.js";
@@ -22,10 +23,11 @@ import { FeatureType, type Catalog } from "../../gen/proofgate/v1/catalog.js";
 import { OverrideEffect, StateRecord, type Override } from "../../gen/proofgate/v1/document.js";
 import { evaluateAll, toEntitlement } from "../../policy/index.js";
 import { customerSubject, customerToken } from "../../replication/subjects.js";
-import { unary, type ServiceBinding } from "../../transport/grpc.js";
+import type { ServiceBinding } from "../../transport/grpc.js";
 import type { Logger } from "../../observability/logger.js";
 import type { WriterCore } from "../core.js";
 import type { OutboxPublisher } from "../outbox/publisher.js";
+import { catalogRemovals } from "./catalog-guard.js";
 
 export interface AdminDeps {
   readonly core: WriterCore;
@@ -36,6 +38,8 @@ export interface AdminDeps {
   readonly committed: () => void;
   /** A catalog was applied (the billing consumer can start). */
   readonly catalogApplied: () => void;
+  /** Who may call what (docs/security.md). */
+  readonly gate: Gate;
 }
 
 const OVERRIDE_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
@@ -82,18 +86,24 @@ export class AdminOperations {
     return outboxId === undefined ? p.waitForCommitted(this.deps.publishTimeoutMs) : p.waitFor(outboxId, this.deps.publishTimeoutMs);
   }
 
-  async applyCatalog(req: ApplyCatalogRequest): Promise<ApplyCatalogResponse> {
+  async applyCatalog(req: ApplyCatalogRequest, principal: Principal): Promise<ApplyCatalogResponse> {
     const catalog = req.catalog;
     if (!catalog) throw new InvalidArgumentError("catalog", "required");
     within("catalog", () => validateCatalog(catalog));
+    const reason = requireText(req.reason, "reason");
+    const who = actorOf(principal, req.actor);
     const { core } = this.deps;
     let outboxId: number | undefined;
     try {
       outboxId = core.ledger.transaction(() => {
+        const before = core.ledger.catalog();
+        const lost = before ? catalogRemovals(core.ledger, before, catalog) : undefined;
+        if (lost && !req.allowRemovals)
+          throw new FailedPreconditionError(`the catalog removes what customers still use: ${lost}; set allow_removals (proofgate catalog apply --allow-removals) to apply it anyway`);
         const id = core.putCatalog(catalog);
         if (id !== undefined)
           core.ledger.appendAudit(
-            { kind: AuditKind.AUDIT_KIND_CATALOG_APPLIED, actor: req.actor, reason: req.reason, detail: describeCatalog(catalog) },
+            { kind: AuditKind.AUDIT_KIND_CATALOG_APPLIED, ...who, reason, detail: `${describeCatalog(catalog)}${lost ? `; removed, still in use: ${lost}` : ""}` },
             core.now(),
           );
         return id;
@@ -102,7 +112,7 @@ export class AdminOperations {
       core.reloadCatalog();
       throw err;
     }
-    this.deps.logger.info({ actor: req.actor, changed: outboxId !== undefined }, "catalog applied");
+    this.deps.logger.info({ ...who, changed: outboxId !== undefined }, "catalog applied");
     this.deps.catalogApplied();
     return { revision: await this.visible(outboxId) };
   }
@@ -113,7 +123,7 @@ export class AdminOperations {
     return { catalog };
   }
 
-  async putOverride(req: PutOverrideRequest): Promise<PutOverrideResponse> {
+  async putOverride(req: PutOverrideRequest, principal: Principal): Promise<PutOverrideResponse> {
     const { core } = this.deps;
     const customerId = requireId(req.customerId, "customer_id");
     const o = req.override;
@@ -143,7 +153,8 @@ export class AdminOperations {
     if (o.validFromMs < 0) throw new InvalidArgumentError("override.valid_from_ms", "must not be negative");
     if (o.validUntilMs < 0) throw new InvalidArgumentError("override.valid_until_ms", "must not be negative");
     if (o.validFromMs && o.validUntilMs && o.validUntilMs <= o.validFromMs) throw new InvalidArgumentError("override.valid_until_ms", "must be after valid_from_ms");
-    const actor = requireText(req.actor, "actor");
+    const who = actorOf(principal, req.actor);
+    const { actor } = who;
     const reason = requireText(req.reason, "reason");
     const now = core.now();
     const override: Override = {
@@ -157,30 +168,31 @@ export class AdminOperations {
     const outboxId = core.ledger.transaction(() => {
       core.ledger.putOverride(customerId, override);
       core.ledger.appendAudit(
-        { kind: AuditKind.AUDIT_KIND_OVERRIDE_PUT, customerId, customerToken: token, feature: override.feature, actor, reason, detail: describeOverride(override) },
+        { kind: AuditKind.AUDIT_KIND_OVERRIDE_PUT, customerId, customerToken: token, feature: override.feature, ...who, reason, detail: describeOverride(override) },
         now,
       );
-      return core.refreshDocument(customerId, { actor });
+      return core.refreshDocument(customerId, who);
     });
     this.deps.logger.info({ customer: token, overrideId: override.overrideId, actor }, "override put");
     return { overrideId: override.overrideId, revision: await this.visible(outboxId) };
   }
 
-  async deleteOverride(req: DeleteOverrideRequest): Promise<DeleteOverrideResponse> {
+  async deleteOverride(req: DeleteOverrideRequest, principal: Principal): Promise<DeleteOverrideResponse> {
     const { core } = this.deps;
     const customerId = requireId(req.customerId, "customer_id");
     const overrideId = requireId(req.overrideId, "override_id");
-    const actor = requireText(req.actor, "actor");
+    const who = actorOf(principal, req.actor);
+    const { actor } = who;
     const reason = requireText(req.reason, "reason");
     const token = customerToken(customerId);
     const outboxId = core.ledger.transaction(() => {
       const existing = core.ledger.overrides(customerId).find((o) => o.overrideId === overrideId);
       if (!existing || !core.ledger.deleteOverride(customerId, overrideId)) throw new NotFoundError(`no override "${overrideId}" for this customer`);
       core.ledger.appendAudit(
-        { kind: AuditKind.AUDIT_KIND_OVERRIDE_DELETED, customerId, customerToken: token, feature: existing.feature, actor, reason, detail: describeOverride(existing) },
+        { kind: AuditKind.AUDIT_KIND_OVERRIDE_DELETED, customerId, customerToken: token, feature: existing.feature, ...who, reason, detail: describeOverride(existing) },
         core.now(),
       );
-      return core.refreshDocument(customerId, { actor });
+      return core.refreshDocument(customerId, who);
     });
     this.deps.logger.info({ customer: token, overrideId, actor }, "override deleted");
     return { revision: await this.visible(outboxId) };
@@ -206,10 +218,11 @@ export class AdminOperations {
     };
   }
 
-  async eraseCustomer(req: EraseCustomerRequest): Promise<EraseCustomerResponse> {
+  async eraseCustomer(req: EraseCustomerRequest, principal: Principal): Promise<EraseCustomerResponse> {
     const { core } = this.deps;
     const customerId = requireId(req.customerId, "customer_id");
-    const actor = requireText(req.actor, "actor");
+    const who = actorOf(principal, req.actor);
+    const { actor } = who;
     const reason = requireText(req.reason, "reason");
     const token = customerToken(customerId);
     const subject = customerSubject(customerId);
@@ -232,7 +245,7 @@ export class AdminOperations {
         {
           kind: AuditKind.AUDIT_KIND_CUSTOMER_ERASED,
           customerToken: token,
-          actor,
+          ...who,
           reason,
           detail: `erased ${facts} facts, ${overrides} overrides and the access document`,
         },
@@ -249,19 +262,21 @@ function describeCatalog(c: Catalog): string {
   return `${c.features.length} features, ${c.plans.length} plans (${c.plans.map((p) => p.id).join(", ")}), ${c.addons.length} add-ons`;
 }
 
+/** Each method with the role it needs: changes need admin, reads need read. */
 export function adminBinding(deps: AdminDeps): ServiceBinding {
   const ops = new AdminOperations(deps);
-  const log = deps.logger;
+  const { gate, logger: log } = deps;
+  const m = (name: string): string => `AdminService.${name}`;
   return {
     name: "proofgate.v1.AdminService",
     definition: AdminServiceService,
     implementation: {
-      applyCatalog: unary(log, (r: ApplyCatalogRequest) => ops.applyCatalog(r)),
-      getCatalog: unary(log, () => ops.getCatalog()),
-      putOverride: unary(log, (r: PutOverrideRequest) => ops.putOverride(r)),
-      deleteOverride: unary(log, (r: DeleteOverrideRequest) => ops.deleteOverride(r)),
-      getCustomer: unary(log, (r: GetCustomerRequest) => ops.getCustomer(r)),
-      eraseCustomer: unary(log, (r: EraseCustomerRequest) => ops.eraseCustomer(r)),
+      applyCatalog: guardedUnary(gate, m("ApplyCatalog"), "admin", log, (r: ApplyCatalogRequest, p) => ops.applyCatalog(r, p)),
+      getCatalog: guardedUnary(gate, m("GetCatalog"), "read", log, () => ops.getCatalog()),
+      putOverride: guardedUnary(gate, m("PutOverride"), "admin", log, (r: PutOverrideRequest, p) => ops.putOverride(r, p)),
+      deleteOverride: guardedUnary(gate, m("DeleteOverride"), "admin", log, (r: DeleteOverrideRequest, p) => ops.deleteOverride(r, p)),
+      getCustomer: guardedUnary(gate, m("GetCustomer"), "read", log, (r: GetCustomerRequest) => ops.getCustomer(r)),
+      eraseCustomer: guardedUnary(gate, m("EraseCustomer"), "admin", log, (r: EraseCustomerRequest, p) => ops.eraseCustomer(r, p)),
     },
   };
 }

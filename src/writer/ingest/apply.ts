@@ -18,6 +18,8 @@ export interface Incoming {
   /** The bytes as received (for the dead letter). */
   readonly payload: Uint8Array;
   readonly contentType: string;
+  /** The authenticated principal that sent it over gRPC; the audit's actor (the event's source becomes "on behalf of"). */
+  readonly principal?: string;
   /** How many times this message has been delivered (NATS redeliveries); 1 when unknown. */
   readonly attempt?: number;
 }
@@ -90,6 +92,13 @@ function isLedgerFailure(err: unknown): boolean {
   return err instanceof Error && (err.name === "SqliteError" || /^SQLITE_/.test((err as { code?: string }).code ?? ""));
 }
 
+/** The principal that sent the event (gRPC), else its billing source (NATS, whose credentials admitted it). */
+function actorOf(item: Incoming, e: BillingEvent | undefined): { actor: string; onBehalfOf: string } {
+  const source = e?.source ?? "";
+  if (item.principal === undefined) return { actor: bounded(source, 256), onBehalfOf: "" };
+  return { actor: item.principal, onBehalfOf: source === item.principal ? "" : bounded(source, 256) };
+}
+
 function applyOne(core: WriterCore, item: Incoming): Applied {
   const ledger = core.ledger;
   const e = item.event;
@@ -114,12 +123,12 @@ function applyOne(core: WriterCore, item: Incoming): Applied {
           subscriptionId: e.subscriptionId,
           eventId,
           correlationId: e.correlationId,
-          actor: e.source,
+          ...actorOf(item, e),
           detail: describeEvent(e),
         },
         now,
       );
-      const outboxId = core.refreshDocument(e.customerId, { subscriptionId: e.subscriptionId, eventId, correlationId: e.correlationId, actor: e.source });
+      const outboxId = core.refreshDocument(e.customerId, { subscriptionId: e.subscriptionId, eventId, correlationId: e.correlationId, ...actorOf(item, e) });
       return { eventId, result: IngestResult.INGEST_RESULT_ACCEPTED, reason: "", outboxId };
     });
   } catch (err) {
@@ -153,7 +162,7 @@ function reject(core: WriterCore, item: Incoming, e: BillingEvent | undefined, r
         subscriptionId: bounded(e?.subscriptionId ?? "", 256),
         eventId: bounded(eventId, 256),
         correlationId: bounded(e?.correlationId ?? "", 256),
-        actor: bounded(e?.source ?? "", 256),
+        ...actorOf(item, e),
         reason,
         detail: e ? describeEvent(e) : "",
       },

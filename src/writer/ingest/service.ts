@@ -1,7 +1,8 @@
 import { FailedPreconditionError, InvalidArgumentError } from "../../errors/index.js";
 import { BillingEvent } from "../../gen/proofgate/v1/billing.js";
 import { IngestServiceService, type PublishRequest, type PublishResponse } from "../../gen/proofgate/v1/ingest.js";
-import { unary, type ServiceBinding } from "../../transport/grpc.js";
+import type { ServiceBinding } from "../../transport/grpc.js";
+import { guardedUnary, type Gate } from "../../auth/index.js";
 import type { Logger } from "../../observability/logger.js";
 import type { WriterCore } from "../core.js";
 import type { WriterMetrics } from "../metrics.js";
@@ -20,13 +21,17 @@ export interface IngestDeps {
   readonly committed: () => void;
 }
 
+export interface IngestBindingDeps extends IngestDeps {
+  readonly gate: Gate;
+}
+
 /**
  * IngestService.Publish: the events are applied in order, each on its own, in one ledger commit;
  * the answer waits until their effects are on the state stream and returns that revision. If NATS
  * is away the events stay committed and the call answers UNAVAILABLE after the publish timeout
  * (a retry answers DUPLICATE and the revision once replicated).
  */
-export async function publish(deps: IngestDeps, request: PublishRequest, origin: "grpc" | "webhook" = "grpc"): Promise<PublishResponse> {
+export async function publish(deps: IngestDeps, request: PublishRequest, origin: "grpc" | "webhook" = "grpc", principal?: string): Promise<PublishResponse> {
   const { core } = deps;
   if (request.events.length > MAX_EVENTS_PER_PUBLISH)
     throw new InvalidArgumentError("events", `at most ${MAX_EVENTS_PER_PUBLISH} events per call, got ${request.events.length}`);
@@ -36,6 +41,7 @@ export async function publish(deps: IngestDeps, request: PublishRequest, origin:
     request.events.map((event) => ({
       event,
       origin,
+      ...(principal === undefined ? {} : { principal }),
       payload: BillingEvent.encode(event).finish(),
       contentType: "application/protobuf",
     })),
@@ -55,12 +61,12 @@ export async function publish(deps: IngestDeps, request: PublishRequest, origin:
   };
 }
 
-export function ingestBinding(deps: IngestDeps): ServiceBinding {
+export function ingestBinding(deps: IngestBindingDeps): ServiceBinding {
   return {
     name: "proofgate.v1.IngestService",
     definition: IngestServiceService,
     implementation: {
-      publish: unary(deps.logger, (req: PublishRequest) => publish(deps, req)),
+      publish: guardedUnary(deps.gate, "IngestService.Publish", "ingest", deps.logger, (req: PublishRequest, p) => publish(deps, req, "grpc", p.name)),
     },
   };
 }

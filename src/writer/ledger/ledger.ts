@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { chmodSync, closeSync, openSync } from "node:fs";
 import Database from "better-sqlite3";
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
@@ -8,6 +8,7 @@ import { InvoiceState, Override } from "../../gen/proofgate/v1/document.js";
 import type { AuditEntry, AuditKind } from "../../gen/proofgate/v1/admin.js";
 import type { AccessStatus } from "../../gen/proofgate/v1/check.js";
 import { migrate } from "./schema.js";
+import { GENESIS_HASH, entryHash, personalDigest, verifyAuditChain, type AuditChainRow, type AuditVerification } from "./audit-chain.js";
 
 export interface OutboxRow {
   readonly id: number;
@@ -26,7 +27,10 @@ export interface AuditInput {
   readonly toStatus?: AccessStatus;
   readonly eventId?: string;
   readonly correlationId?: string;
+  /** The authenticated principal (or the billing source of a NATS event). */
   readonly actor?: string;
+  /** What the caller claimed in its own actor field, when it differs from `actor`. */
+  readonly onBehalfOf?: string;
   readonly reason?: string;
   readonly detail?: string;
 }
@@ -73,6 +77,7 @@ interface AuditRow {
   event_id: string;
   correlation_id: string;
   actor: string;
+  on_behalf_of: string;
   reason: string;
   detail: string;
 }
@@ -92,6 +97,7 @@ function auditEntry(r: AuditRow): AuditEntry {
     actor: r.actor,
     reason: r.reason,
     detail: r.detail,
+    onBehalfOf: r.on_behalf_of,
   };
 }
 
@@ -169,13 +175,16 @@ export class Ledger {
       putCatalog: db.prepare<[Uint8Array, number]>(
         "INSERT INTO catalog (id, catalog, applied_at_ms) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET catalog = excluded.catalog, applied_at_ms = excluded.applied_at_ms",
       ),
-      appendAudit: db.prepare<
-        [number, number, string, string, string, string, number, number, string, string, string, string, string]
-      >(
-        `INSERT INTO audit (at_ms, kind, customer_token, customer_id, subscription_id, feature, from_status, to_status,
-                            event_id, correlation_id, actor, reason, detail)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      appendAudit: db.prepare<[AuditChainRow]>(
+        `INSERT INTO audit (seq, at_ms, kind, customer_token, customer_id, subscription_id, feature, from_status, to_status,
+                            event_id, correlation_id, actor, on_behalf_of, reason, detail, personal_digest, hash)
+         VALUES (@seq, @at_ms, @kind, @customer_token, @customer_id, @subscription_id, @feature, @from_status, @to_status,
+                 @event_id, @correlation_id, @actor, @on_behalf_of, @reason, @detail, @personal_digest, @hash)`,
       ),
+      auditHead: db.prepare<[], { seq: number; hash: string }>("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"),
+      auditKey: db.prepare<[string], { key: Buffer }>("SELECT key FROM audit_keys WHERE customer_token = ?"),
+      putAuditKey: db.prepare<[string, Buffer]>("INSERT INTO audit_keys (customer_token, key) VALUES (?, ?)"),
+      deleteAuditKey: db.prepare<[string]>("DELETE FROM audit_keys WHERE customer_token = ?"),
       timeline: db.prepare<[string], AuditRow>("SELECT * FROM audit WHERE customer_token = ? ORDER BY seq"),
       auditBefore: db.prepare<[number, number], AuditRow>("SELECT * FROM audit WHERE seq < ? ORDER BY seq DESC LIMIT ?"),
       auditBeforeForCustomer: db.prepare<[string, number, number], AuditRow>(
@@ -183,7 +192,7 @@ export class Ledger {
       ),
       auditAtOrAfter: db.prepare<[number], { seq: number; at_ms: number }>("SELECT seq, at_ms FROM audit WHERE seq >= ? ORDER BY seq LIMIT 1"),
       auditBounds: db.prepare<[], { lo: number | null; hi: number | null }>("SELECT min(seq) AS lo, max(seq) AS hi FROM audit"),
-      anonymizeAudit: db.prepare<[string]>("UPDATE audit SET customer_id = '' WHERE customer_token = ?"),
+      anonymizeAudit: db.prepare<[string]>("UPDATE audit SET customer_id = '', subscription_id = '' WHERE customer_token = ?"),
       enqueue: db.prepare<[string, Uint8Array, number]>("INSERT INTO outbox (subject, payload, created_at_ms) VALUES (?, ?, ?)"),
       pending: db.prepare<[number], { id: number; subject: string; payload: Buffer; created_at_ms: number }>(
         "SELECT id, subject, payload, created_at_ms FROM outbox WHERE published_seq IS NULL ORDER BY id LIMIT ?",
@@ -416,22 +425,47 @@ export class Ledger {
 
   // Audit
 
+  /** Appends an entry to the hash chain (audit-chain.ts); call inside the change's transaction. */
   appendAudit(e: AuditInput, atMs: number): void {
-    this.s.appendAudit.run(
-      atMs,
-      e.kind,
-      e.customerToken ?? "",
-      e.customerId ?? "",
-      e.subscriptionId ?? "",
-      e.feature ?? "",
-      e.fromStatus ?? 0,
-      e.toStatus ?? 0,
-      e.eventId ?? "",
-      e.correlationId ?? "",
-      e.actor ?? "",
-      e.reason ?? "",
-      e.detail ?? "",
-    );
+    const customerTokenValue = e.customerToken ?? "";
+    const customerId = e.customerId ?? "";
+    const subscriptionId = e.subscriptionId ?? "";
+    if ((customerId || subscriptionId) && !customerTokenValue) throw new Error("audit: customer fields need the customer token");
+    let key: Buffer | undefined;
+    if (customerId || subscriptionId) {
+      key = this.s.auditKey.get(customerTokenValue)?.key;
+      if (!key) this.s.putAuditKey.run(customerTokenValue, (key = randomBytes(32)));
+    }
+    const head = this.s.auditHead.get();
+    const row = {
+      seq: (head?.seq ?? 0) + 1,
+      at_ms: atMs,
+      kind: e.kind,
+      customer_token: customerTokenValue,
+      customer_id: customerId,
+      subscription_id: subscriptionId,
+      feature: e.feature ?? "",
+      from_status: e.fromStatus ?? 0,
+      to_status: e.toStatus ?? 0,
+      event_id: e.eventId ?? "",
+      correlation_id: e.correlationId ?? "",
+      actor: e.actor ?? "",
+      on_behalf_of: e.onBehalfOf ?? "",
+      reason: e.reason ?? "",
+      detail: e.detail ?? "",
+      personal_digest: personalDigest(key, customerId, subscriptionId),
+    };
+    this.s.appendAudit.run({ ...row, hash: entryHash(head?.hash ?? GENESIS_HASH, row) });
+  }
+
+  /** The last audit entry's sequence and hash (what the writer publishes to NATS). */
+  auditHead(): { seq: number; hash: string } | undefined {
+    return this.s.auditHead.get();
+  }
+
+  /** Checks the whole audit hash chain (see audit-chain.ts). */
+  verifyAuditChain(): AuditVerification {
+    return verifyAuditChain(this.db);
   }
 
   /** Every audit entry of the customer with this token, oldest first. */
@@ -471,9 +505,13 @@ export class Ledger {
     return this.s.auditBounds.get()?.hi ?? 0;
   }
 
-  /** Erasure: the customer's audit entries keep only the token. */
+  /**
+   * Erasure: the customer's audit entries keep only the token; their personal fields and the key
+   * of their digests go, and the chain still verifies (it commits to the digests).
+   */
   anonymizeAudit(customerToken: string): void {
     this.s.anonymizeAudit.run(customerToken);
+    this.s.deleteAuditKey.run(customerToken);
   }
 
   // Outbox

@@ -1,4 +1,6 @@
+import { randomBytes } from "node:crypto";
 import type Database from "better-sqlite3";
+import { GENESIS_HASH, entryHash, personalDigest, type AuditChainRow } from "./audit-chain.js";
 
 /**
  * Versioned schema migrations, applied in order at open; `PRAGMA user_version` records the last
@@ -129,6 +131,37 @@ export const MIGRATIONS: readonly ((db: Database.Database) => void)[] = [
       ) STRICT, WITHOUT ROWID;
       CREATE INDEX fold_invoices_latest ON fold_invoices (customer_id, subscription_id, period_end_ms);
     `);
+  },
+  // 3: the audit log becomes a hash chain (audit-chain.ts); entries record the authenticated
+  // principal as actor and the caller's claim as on_behalf_of. Existing entries are chained in order.
+  (db) => {
+    db.exec(`
+      ALTER TABLE audit ADD COLUMN on_behalf_of    TEXT NOT NULL DEFAULT '';
+      ALTER TABLE audit ADD COLUMN personal_digest TEXT NOT NULL DEFAULT '';
+      ALTER TABLE audit ADD COLUMN hash            TEXT NOT NULL DEFAULT '';
+      -- Per-customer HMAC keys of the audit's personal fields; erasure deletes the key.
+      CREATE TABLE audit_keys (
+        customer_token TEXT PRIMARY KEY,
+        key            BLOB NOT NULL
+      ) STRICT, WITHOUT ROWID;
+      -- Entries of customers erased before this version kept their subscription id: erase it too.
+      UPDATE audit SET subscription_id = '' WHERE customer_id = '' AND customer_token != '';
+    `);
+    const keyOf = db.prepare<[string], { key: Buffer }>("SELECT key FROM audit_keys WHERE customer_token = ?");
+    const putKey = db.prepare<[string, Buffer]>("INSERT INTO audit_keys (customer_token, key) VALUES (?, ?)");
+    const update = db.prepare<[number, string, string, number]>("UPDATE audit SET seq = ?, personal_digest = ?, hash = ? WHERE seq = ?");
+    let prev = GENESIS_HASH;
+    let seq = 0;
+    for (const r of db.prepare<[], AuditChainRow>("SELECT * FROM audit ORDER BY seq").all()) {
+      let key: Buffer | undefined;
+      if (r.customer_id || r.subscription_id) {
+        key = keyOf.get(r.customer_token)?.key;
+        if (!key) putKey.run(r.customer_token, (key = randomBytes(32)));
+      }
+      const row = { ...r, seq: ++seq, personal_digest: personalDigest(key, r.customer_id, r.subscription_id) };
+      prev = entryHash(prev, row);
+      update.run(row.seq, row.personal_digest, prev, r.seq);
+    }
   },
 ];
 

@@ -123,3 +123,14 @@ PROOFGATE_STRIPE_RECONCILE_INTERVAL: {{ .reconcileInterval | quote }}
 {{- fail "writer.persistence.existingClaim needs writer.persistence.enabled=true" }}
 {{- end }}
 {{- end }}
+
+{{/*
+A probe from values; httpGet probes switch to HTTPS when the writer serves TLS.
+*/}}
+{{- define "proofgate.probe" -}}
+{{- $p := deepCopy .probe -}}
+{{- if and .tls $p.httpGet -}}
+{{- $_ := set $p.httpGet "scheme" "HTTPS" -}}
+{{- end -}}
+{{- toYaml $p -}}
+{{- end }}

@@ -34,6 +34,8 @@ export enum AuditKind {
   AUDIT_KIND_OVERRIDE_PUT = 5,
   AUDIT_KIND_OVERRIDE_DELETED = 6,
   AUDIT_KIND_CUSTOMER_ERASED = 7,
+  /** AUDIT_KIND_AUTH_DENIED - A call refused for missing credentials or a missing role (detail names the method). */
+  AUDIT_KIND_AUTH_DENIED = 8,
   UNRECOGNIZED = -1,
 }
 
@@ -63,6 +65,9 @@ export function auditKindFromJSON(object: any): AuditKind {
     case 7:
     case "AUDIT_KIND_CUSTOMER_ERASED":
       return AuditKind.AUDIT_KIND_CUSTOMER_ERASED;
+    case 8:
+    case "AUDIT_KIND_AUTH_DENIED":
+      return AuditKind.AUDIT_KIND_AUTH_DENIED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -88,6 +93,8 @@ export function auditKindToJSON(object: AuditKind): string {
       return "AUDIT_KIND_OVERRIDE_DELETED";
     case AuditKind.AUDIT_KIND_CUSTOMER_ERASED:
       return "AUDIT_KIND_CUSTOMER_ERASED";
+    case AuditKind.AUDIT_KIND_AUTH_DENIED:
+      return "AUDIT_KIND_AUTH_DENIED";
     case AuditKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -95,9 +102,18 @@ export function auditKindToJSON(object: AuditKind): string {
 }
 
 export interface ApplyCatalogRequest {
-  catalog: Catalog | undefined;
+  catalog:
+    | Catalog
+    | undefined;
+  /** On whose behalf the authenticated caller acts (free text, recorded beside the principal). */
   actor: string;
+  /** Required. */
   reason: string;
+  /**
+   * A catalog that drops plans, add-ons or features still referenced by customers' documents or
+   * overrides is refused (FAILED_PRECONDITION listing them) unless this is set.
+   */
+  allowRemovals: boolean;
 }
 
 export interface ApplyCatalogResponse {
@@ -181,10 +197,12 @@ export interface AuditEntry {
   reason: string;
   /** A short human summary, e.g. "payment SUCCEEDED for invoice in_1 (premium x1, 2026-11-01..2026-12-01)". */
   detail: string;
+  /** The caller-supplied actor when it differs from the authenticated principal in `actor`. */
+  onBehalfOf: string;
 }
 
 function createBaseApplyCatalogRequest(): ApplyCatalogRequest {
-  return { catalog: undefined, actor: "", reason: "" };
+  return { catalog: undefined, actor: "", reason: "", allowRemovals: false };
 }
 
 export const ApplyCatalogRequest: MessageFns<ApplyCatalogRequest> = {
@@ -197,6 +215,9 @@ export const ApplyCatalogRequest: MessageFns<ApplyCatalogRequest> = {
     }
     if (message.reason !== "") {
       writer.uint32(26).string(message.reason);
+    }
+    if (message.allowRemovals !== false) {
+      writer.uint32(32).bool(message.allowRemovals);
     }
     return writer;
   },
@@ -238,6 +259,14 @@ export const ApplyCatalogRequest: MessageFns<ApplyCatalogRequest> = {
             message.reason = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.allowRemovals = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -255,6 +284,11 @@ export const ApplyCatalogRequest: MessageFns<ApplyCatalogRequest> = {
       catalog: isSet(object.catalog) ? Catalog.fromJSON(object.catalog) : undefined,
       actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
       reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      allowRemovals: isSet(object.allowRemovals)
+        ? globalThis.Boolean(object.allowRemovals)
+        : isSet(object.allow_removals)
+        ? globalThis.Boolean(object.allow_removals)
+        : false,
     };
   },
 
@@ -269,6 +303,9 @@ export const ApplyCatalogRequest: MessageFns<ApplyCatalogRequest> = {
     if (message.reason !== "") {
       obj.reason = message.reason;
     }
+    if (message.allowRemovals !== false) {
+      obj.allowRemovals = message.allowRemovals;
+    }
     return obj;
   },
 
@@ -282,6 +319,7 @@ export const ApplyCatalogRequest: MessageFns<ApplyCatalogRequest> = {
       : undefined;
     message.actor = object.actor ?? "";
     message.reason = object.reason ?? "";
+    message.allowRemovals = object.allowRemovals ?? false;
     return message;
   },
 };
@@ -1277,6 +1315,7 @@ function createBaseAuditEntry(): AuditEntry {
     actor: "",
     reason: "",
     detail: "",
+    onBehalfOf: "",
   };
 }
 
@@ -1320,6 +1359,9 @@ export const AuditEntry: MessageFns<AuditEntry> = {
     }
     if (message.detail !== "") {
       writer.uint32(106).string(message.detail);
+    }
+    if (message.onBehalfOf !== "") {
+      writer.uint32(114).string(message.onBehalfOf);
     }
     return writer;
   },
@@ -1441,6 +1483,14 @@ export const AuditEntry: MessageFns<AuditEntry> = {
             message.detail = reader.string();
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.onBehalfOf = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1492,6 +1542,11 @@ export const AuditEntry: MessageFns<AuditEntry> = {
       actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
       reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
       detail: isSet(object.detail) ? globalThis.String(object.detail) : "",
+      onBehalfOf: isSet(object.onBehalfOf)
+        ? globalThis.String(object.onBehalfOf)
+        : isSet(object.on_behalf_of)
+        ? globalThis.String(object.on_behalf_of)
+        : "",
     };
   },
 
@@ -1536,6 +1591,9 @@ export const AuditEntry: MessageFns<AuditEntry> = {
     if (message.detail !== "") {
       obj.detail = message.detail;
     }
+    if (message.onBehalfOf !== "") {
+      obj.onBehalfOf = message.onBehalfOf;
+    }
     return obj;
   },
 
@@ -1557,6 +1615,7 @@ export const AuditEntry: MessageFns<AuditEntry> = {
     message.actor = object.actor ?? "";
     message.reason = object.reason ?? "";
     message.detail = object.detail ?? "";
+    message.onBehalfOf = object.onBehalfOf ?? "";
     return message;
   },
 };
