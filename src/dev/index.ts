@@ -151,7 +151,7 @@ export async function runDev(o: DevOptions, output: (...lines: string[]) => void
       `  grpcurl -plaintext -d '{"customer_id":"${DEMO_CUSTOMER}","feature":"seats","quantity":2}' ${side} proofgate.v1.CheckService/Check`,
       `  grpcurl -plaintext ${writer.grpcAddress} list`,
       `  curl -s http://${sidecar.httpAddress ?? ""}/metrics | grep proofgate_`,
-      `Console: http://${writer.httpAddress}/console/customer?id=${DEMO_CUSTOMER}  (the timeline, the audit trail, health)`,
+      `Console: http://${writer.httpAddress}/console/customer?id=${DEMO_CUSTOMER}  (the timeline, the audit trail, health; log in with the token in ${tokenPath})`,
       "Press Ctrl-C to stop.",
     );
     stillWanted();

@@ -6,6 +6,7 @@ import { errorMessage } from "../errors/index.js";
 import type { Logger } from "../observability/logger.js";
 import { SCHEMA_VERSION, type Replica } from "../sidecar/replica/replica.js";
 import { downloadSnapshot, listSnapshots, type StoredSnapshot } from "./store.js";
+import { streamIdentity } from "../replication/streams.js";
 
 /**
  * A cold replica's first step: restore the newest usable snapshot, so the follower resumes the
@@ -46,7 +47,7 @@ export class SnapshotRestorer {
     for (const s of candidates) {
       if (this.refused.has(s.info.nuid)) continue;
       const problem =
-        s.meta.streamCreated !== stream.created
+        s.meta.streamCreated !== streamIdentity(stream)
           ? "it is of another state stream incarnation"
           : s.meta.schemaVersion !== SCHEMA_VERSION
             ? `it has replica schema ${s.meta.schemaVersion}, this sidecar ${SCHEMA_VERSION}`

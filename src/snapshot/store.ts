@@ -21,7 +21,7 @@ const NAME_PREFIX = "replica-";
 export interface SnapshotMeta {
   /** The PROOFGATE_STATE revision the snapshot holds, exactly. */
   readonly revision: number;
-  /** The state stream's creation time: a snapshot of another stream incarnation is unusable. */
+  /** The state stream's identity (replication/streams.ts streamIdentity): a snapshot of another stream incarnation is unusable. */
   readonly streamCreated: string;
   /** The replica schema of the file (`SCHEMA_VERSION`). */
   readonly schemaVersion: number;

@@ -4,13 +4,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { msDuration } from "../../src/catalog/catalog-index.js";
 import { validateCatalog } from "../../src/catalog/index.js";
 import { ProofgateClient, type CheckResult, type Entitlement } from "../../src/client/index.js";
-import { PaymentResult, PaymentSession, RecoveryResult, SubscriptionStatus, type BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
+import { PaymentResult, PaymentSession, SubscriptionStatus, type BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
 import { DisputePolicy, FeatureType, StalePolicy, type Catalog, type Feature, type FeatureGrant, type FeatureValue } from "../../src/gen/proofgate/v1/catalog.js";
 import { OverrideEffect, type Override } from "../../src/gen/proofgate/v1/document.js";
 import { foldDocument } from "../../src/policy/index.js";
 import { NatsServer } from "../harness/nats.js";
 import { DAY, StatePublisher, startTestSidecar, waitFor, type TestSidecar } from "../harness/sidecar.js";
 import { tempDir } from "../harness/tmp.js";
+import { enumValue, kindOf } from "../policy/arbitraries.js";
 
 /**
  * Local mode is the sidecar's answer without the hop: over random catalogs, documents (folded by
@@ -22,13 +23,10 @@ import { tempDir } from "../harness/tmp.js";
 const T0 = Date.UTC(2026, 10, 1);
 const RUNS = 60;
 const time = fc.integer({ min: T0 - 40 * DAY, max: T0 + 80 * DAY });
-const optionalTime = fc.option(time.map((t) => new Date(t)), { nil: undefined });
 const PLANS = ["basic", "premium", "enterprise"] as const;
 const plan = fc.constantFrom(...PLANS, "no-such-plan");
 const addons = fc.subarray(["extra", "ghost"]);
 const invoice = fc.constantFrom("in_1", "in_2", "in_3");
-const enumValue = <T extends number>(e: Record<string, string | T>): fc.Arbitrary<T> =>
-  fc.constantFrom(...Object.values(e).filter((v): v is T => typeof v === "number" && v >= 0));
 
 /** Feature keys documents and checks use; a catalog has some of them, with random types. */
 const KEYS = ["api-access", "seats", "support-tier", "exports", "retention-days"] as const;
@@ -81,39 +79,7 @@ const catalogArb: fc.Arbitrary<Catalog> = fc.uniqueArray(featureArb, { selector:
     }),
 );
 
-const kind: fc.Arbitrary<BillingEvent["kind"]> = fc.oneof(
-  fc.record({
-    $case: fc.constant("subscription" as const),
-    value: fc.record({
-      status: enumValue(SubscriptionStatus),
-      planId: plan,
-      addonIds: addons,
-      quantity: fc.integer({ min: 1, max: 5 }),
-      currentPeriodStart: optionalTime,
-      currentPeriodEnd: optionalTime,
-      cancelAt: optionalTime,
-      trialEnd: optionalTime,
-      version: fc.integer({ min: 0, max: 3 }),
-    }),
-  }),
-  fc.record({
-    $case: fc.constant("payment" as const),
-    value: fc.record({
-      invoiceId: invoice,
-      result: enumValue(PaymentResult),
-      periodStart: optionalTime,
-      periodEnd: optionalTime,
-      planId: plan,
-      addonIds: addons,
-      quantity: fc.integer({ min: 1, max: 5 }),
-      session: fc.constantFrom(0, 1, 2),
-      amountMinor: fc.constant(4_900),
-      currency: fc.constant("EUR"),
-      failureReason: fc.constantFrom("", "card_declined"),
-    }),
-  }),
-  fc.record({ $case: fc.constant("recovery" as const), value: fc.record({ invoiceId: invoice, result: enumValue(RecoveryResult), nextAttemptAt: optionalTime }) }),
-);
+const kind = kindOf({ invoice, plan, addons, time });
 
 const eventsArb = fc.array(fc.record({ at: time, sub: fc.constantFrom("sub_1", "sub_2"), kind }), { maxLength: 12 });
 

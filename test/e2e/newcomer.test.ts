@@ -117,15 +117,23 @@ test(
       client.close();
     }
 
-    // The closing lines name the console; it shows the story's customer (loopback, so no login).
-    const consoleUrl = /^Console: (http:\/\/127\.0\.0\.1:\d+\/console\/customer\?id=cus_demo)\s/m.exec(stdout)?.[1];
-    expect(consoleUrl, stdout).toBeDefined();
-    const page = await fetch(consoleUrl ?? "");
+    // The closing lines name the console and the token to log in with; it shows the story's customer.
+    const consoleLine = /^Console: (http:\/\/127\.0\.0\.1:\d+)(\/console\/customer\?id=cus_demo)\s.*token in (\S+)\)$/m.exec(stdout);
+    expect(consoleLine, stdout).not.toBeNull();
+    const [, origin = "", pagePath = "", tokenFile = ""] = consoleLine ?? [];
+    expect((await fetch(origin + pagePath)).status).toBe(401); // the login page, no data
+    const login = await fetch(`${origin}/console/login`, {
+      method: "POST",
+      body: new URLSearchParams({ token: readFileSync(tokenFile, "utf8").trim(), next: pagePath }),
+      redirect: "manual",
+    });
+    expect(login.status).toBe(303);
+    const cookie = (login.headers.get("set-cookie") ?? "").split(";")[0] ?? "";
+    const page = await fetch(origin + pagePath, { headers: { cookie } });
     expect(page.status).toBe(200);
     const html = await page.text();
     expect(html).toContain('<svg class="timeline"');
     expect(html).toContain('data-subscription="sub_demo"');
-    expect(html).toContain("No authentication is configured");
 
     // The `proofgate check` line it suggests works as printed (npx resolves the local package).
     const suggested = /^ {2}(npx proofgate check .+)$/m.exec(stdout)?.[1];

@@ -186,15 +186,14 @@ describe("the real binaries through the demo story", () => {
     const granted = await runCli(["check", "--json", "--customer", f.customerId, "--feature", "seats", "--quantity", "2", "--address", sidecar.client.address, "--min-revision", String(revision)]);
     expect(granted.code, granted.stderr).toBe(0);
     const answer = JSON.parse(granted.stdout) as { allowed: boolean; status: string; limit: number; revision: number; reason: string; stale?: boolean };
-    expect(answer).toMatchObject({ allowed: true, status: "ACCESS_STATUS_GRANTED", limit: 2 });
+    expect(answer).toMatchObject({ allowed: true, status: "GRANTED", limit: 2, stale: false });
     expect(answer.revision).toBeGreaterThanOrEqual(revision);
     expect(answer.reason).toMatch(/Paid through/);
 
     const over = await runCli(["check", "--json", "--customer", f.customerId, "--feature", "seats", "--quantity", "3", "--address", sidecar.client.address]);
     expect(over.code).toBe(1);
-    // (proto3 JSON leaves out false and zero values)
-    expect(JSON.parse(over.stdout)).toMatchObject({ status: "ACCESS_STATUS_LIMIT_EXCEEDED", limit: 2 });
-    expect(JSON.parse(over.stdout)).not.toHaveProperty("allowed");
+    // Every field, also those at their default (proto3 JSON would leave out allowed: false).
+    expect(JSON.parse(over.stdout)).toMatchObject({ allowed: false, status: "LIMIT_EXCEEDED", limit: 2 });
 
     // The same file again: duplicates, nothing changes.
     const again = await runCli(["publish", file, "--writer", writer.grpcAddress]);
@@ -224,7 +223,7 @@ describe("the real binaries through the demo story", () => {
     expect(revoked.allowed).toBe(false);
     const denied = await runCli(["check", "--json", "--customer", f.customerId, "--feature", "api-access", "--address", sidecar.client.address]);
     expect(denied.code).toBe(1);
-    expect(JSON.parse(denied.stdout)).toMatchObject({ status: "ACCESS_STATUS_REVOKED" });
+    expect(JSON.parse(denied.stdout)).toMatchObject({ status: "REVOKED" });
     expect(JSON.parse(denied.stdout)).not.toHaveProperty("allowed");
 
     // The catalog as the writer holds it.

@@ -36,7 +36,11 @@ test("a SIGKILLed writer turns the sidecar's answers stale after the coherency w
 
   const sidecar = await startSidecarProcess("freshness", nats.url, join(dir.path, "replica.db"));
   cleanup.push(() => sidecar.stop("SIGKILL"));
-  const fresh = await sidecar.client.check({ customerId: "cus_fresh", feature: "api-access", minRevision: revision });
+  // A sidecar is fresh once a heartbeat of the live writer confirms what it applied.
+  const fresh = await waitFor(async () => {
+    const r = await sidecar.client.check({ customerId: "cus_fresh", feature: "api-access", minRevision: revision });
+    return r.stale ? undefined : r;
+  }, "a fresh answer while the writer lives");
   expect(fresh).toMatchObject({ allowed: true, stale: false, status: AccessStatus.ACCESS_STATUS_GRANTED });
 
   await writer.stop("SIGKILL");

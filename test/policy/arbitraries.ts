@@ -5,17 +5,30 @@ import { OverrideEffect, type Override } from "../../src/gen/proofgate/v1/docume
 import { DAY, T0 } from "./story.js";
 
 export const time = fc.integer({ min: T0 - 10 * DAY, max: T0 + 120 * DAY });
-const optionalTime = fc.option(time.map((t) => new Date(t)), { nil: undefined });
-const plan = fc.constantFrom("basic", "premium", "enterprise", "no-such-plan", "");
-const addons = fc.subarray(["ai-assistant", "ai-assistant", "ghost"]);
+const defaultPlan = fc.constantFrom("basic", "premium", "enterprise", "no-such-plan", "");
+const defaultAddons = fc.subarray(["ai-assistant", "ai-assistant", "ghost"]);
 const sub = fc.constantFrom("sub_1", "sub_2");
 const invoice = fc.constantFrom("in_1", "in_2", "in_3", "in_4");
 /** Enough invoices that a subscription keeps only its latest MAX_INVOICES_PER_SUBSCRIPTION. */
 const manyInvoices = fc.integer({ min: 1, max: 40 }).map((n) => `in_${n}`);
-const enumValue = <T extends number>(e: Record<string, string | T>): fc.Arbitrary<T> =>
+export const enumValue = <T extends number>(e: Record<string, string | T>): fc.Arbitrary<T> =>
   fc.constantFrom(...Object.values(e).filter((v): v is T => typeof v === "number"));
 
-const kindOf = (invoice: fc.Arbitrary<string>): fc.Arbitrary<BillingEvent["kind"]> => fc.oneof(
+/** What the event bodies draw from; the defaults are this file's (the fold tests'). */
+export interface KindDomain {
+  readonly invoice: fc.Arbitrary<string>;
+  readonly plan?: fc.Arbitrary<string>;
+  readonly addons?: fc.Arbitrary<string[]>;
+  readonly time?: fc.Arbitrary<number>;
+}
+
+/** A BillingEvent body of any kind (subscription, payment, recovery) over a domain. */
+export const kindOf = (d: KindDomain): fc.Arbitrary<BillingEvent["kind"]> => {
+  const invoice = d.invoice;
+  const plan = d.plan ?? defaultPlan;
+  const addons = d.addons ?? defaultAddons;
+  const optionalTime = fc.option((d.time ?? time).map((t) => new Date(t)), { nil: undefined });
+  return fc.oneof(
   fc.record({
     $case: fc.constant("subscription" as const),
     value: fc.record({
@@ -50,8 +63,9 @@ const kindOf = (invoice: fc.Arbitrary<string>): fc.Arbitrary<BillingEvent["kind"
     $case: fc.constant("recovery" as const),
     value: fc.record({ invoiceId: invoice, result: enumValue(RecoveryResult), nextAttemptAt: optionalTime }),
   }),
-);
-const kind = kindOf(invoice);
+  );
+};
+const kind = kindOf({ invoice });
 
 /** Events with distinct ids; duplicates in the tests are exact copies, as redelivery produces. */
 const eventsOf = (k: fc.Arbitrary<BillingEvent["kind"]>, maxLength: number): fc.Arbitrary<BillingEvent[]> => fc
@@ -70,7 +84,7 @@ const eventsOf = (k: fc.Arbitrary<BillingEvent["kind"]>, maxLength: number): fc.
     ),
   );
 export const events = eventsOf(kind, 25);
-export const longEvents = eventsOf(kindOf(manyInvoices), 120);
+export const longEvents = eventsOf(kindOf({ invoice: manyInvoices }), 120);
 
 export const overrides: fc.Arbitrary<Override[]> = fc.array(
   fc.record({

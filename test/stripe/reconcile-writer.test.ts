@@ -33,6 +33,12 @@ describe("Stripe reconciliation with a real writer", () => {
     dir.dispose();
   });
 
+  /**
+   * The writer's clock stands at the fixtures' date while reconciliation stamps what it observes
+   * with today's: allow that gap, which a real writer (whose clock is today's) never sees.
+   */
+  const CLOCK_SKEW_OF_THIS_TEST = 10 * 365 * 86_400_000;
+
   /** A customer whose Stripe objects exist but whose webhooks never arrived. */
   function lostCustomer(name: string): { customer: string; invoiceId: string } {
     const l = new StripeAccount(name);
@@ -44,7 +50,7 @@ describe("Stripe reconciliation with a real writer", () => {
 
   it("proofgate reconcile stripe: a dry run reports, a run restores and reports, a second run publishes nothing", async () => {
     const lost = lostCustomer("cus_CliLost00001");
-    const w = await startTestWriter({ natsUrl: nats.url, now: () => clock });
+    const w = await startTestWriter({ natsUrl: nats.url, now: () => clock, options: { maxEventSkew: CLOCK_SKEW_OF_THIS_TEST } });
     writers.push(w);
     await w.client.applyCatalog();
     vi.stubEnv("PROOFGATE_STRIPE_API_KEY", "rk_test_reconcile");
@@ -84,6 +90,7 @@ describe("Stripe reconciliation with a real writer", () => {
         stripeApiKey: "rk_test_scheduled",
         stripeApiBase: double.baseUrl,
         stripeReconcileInterval: 200,
+        maxEventSkew: CLOCK_SKEW_OF_THIS_TEST,
         ledger: `${dir.path}/scheduled.db`,
       },
     });

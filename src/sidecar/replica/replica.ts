@@ -404,8 +404,7 @@ export interface ReplicaState {
  * changes both here.
  */
 export class ReplicaReader {
-  private readonly lookupStmt: Statement<[string], [number, number | null, Buffer | null]>;
-  private readonly documentStmt: Statement<[string], Buffer>;
+  private readonly lookupStmt: Statement<[bigint, string], [number, number | null, Buffer | null, number | null, Buffer | null]>;
   private readonly stateStmt: Statement<[], [number, number | null, number | null]>;
   private readonly catalogStmt: Statement<[], Buffer>;
   private readonly dataVersionStmt: Statement<[], number>;
@@ -417,12 +416,13 @@ export class ReplicaReader {
     const version = readSchemaVersion(db);
     if (version !== SCHEMA_VERSION) throw new Error(`replica schema version ${version ?? "none"}, this reader reads ${SCHEMA_VERSION}`);
     // One statement, so one snapshot: the revision, and the document with the revision that wrote it.
+    // The row under the customer's key and the customer's spilled row, as the sidecar reads them.
     this.lookupStmt = db
-      .prepare<[string], [number, number | null, Buffer | null]>(
-        "SELECT (SELECT applied_revision FROM meta WHERE id = 1), d.revision, d.document FROM (SELECT 1) LEFT JOIN documents d ON d.customer_id = ?",
+      .prepare<[bigint, string], [number, number | null, Buffer | null, number | null, Buffer | null]>(
+        `SELECT (SELECT applied_revision FROM meta WHERE id = 1), d.revision, d.document, s.revision, s.document
+           FROM (SELECT 1) LEFT JOIN documents d ON d.k = ? LEFT JOIN spill s ON s.customer_id = ?`,
       )
       .raw();
-    this.documentStmt = db.prepare<[string], Buffer>("SELECT document FROM documents WHERE customer_id = ?").pluck();
     this.stateStmt = db
       .prepare<[], [number, number | null, number | null]>(
         "SELECT (SELECT applied_revision FROM meta WHERE id = 1), (SELECT current_at_ms FROM freshness WHERE id = 1), (SELECT revision FROM catalog WHERE id = 1)",
@@ -464,12 +464,16 @@ export class ReplicaReader {
    * if none), in one statement so they agree.
    */
   lookup(customerId: string): [revision: number, documentRevision: number | null, document: Buffer | null] {
-    return this.lookupStmt.get(customerId) ?? [0, null, null];
+    const row = this.lookupStmt.get(customerKey(customerId), customerId);
+    if (!row) return [0, null, null];
+    const [revision, keyedRevision, keyed, spilledRevision, spilled] = row;
+    if (keyed && documentIsFor(keyed, customerId)) return [revision, keyedRevision, keyed];
+    return [revision, spilled ? spilledRevision : null, spilled];
   }
 
   /** The encoded AccessDocument of a customer, or undefined. */
   document(customerId: string): Buffer | undefined {
-    return this.documentStmt.get(customerId);
+    return this.lookup(customerId)[2] ?? undefined;
   }
 
   /** Runs `fn` on one snapshot of the file (a read transaction). */
