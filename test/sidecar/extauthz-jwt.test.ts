@@ -63,6 +63,8 @@ describe("ext_authz with JWT identity", () => {
     const rev = await pub.document(paidCustomer("cus_jwt", "premium", Date.now()));
     sc = await startTestSidecar({ natsUrl: nats.url, dir: dir.path, extAuthzRules: join(dir.path, "rules.yaml") });
     await sc.sidecar.whenReady();
+    // Fresh once a heartbeat confirms the replica (stale answers would be 503 under stale_policy deny).
+    await waitFor(() => !sc.sidecar.stale, "the sidecar fresh");
     await waitFor(() => sc.sidecar.revision >= rev, { what: "document applied" });
     envoy = new EnvoyAuthzClient(sc.sidecar.extAuthzAddresses[0] ?? "");
   });

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { status as grpcStatus } from "@grpc/grpc-js";
 import { statusName } from "../../src/policy/index.js";
 import { NatsServer } from "../harness/nats.js";
-import { grpcError, startTestSidecar, testCatalog, type TestSidecar } from "../harness/sidecar.js";
+import { grpcError, startTestSidecar, testCatalog, waitFor, type TestSidecar } from "../harness/sidecar.js";
 import { tempDir } from "../harness/tmp.js";
 import { startTestWriter, type TestWriter } from "../harness/writer.js";
 import { lifecycle, CUSTOMER_A } from "./fixtures/lifecycle.js";
@@ -48,9 +48,15 @@ describe("Stripe lifecycle through writer, NATS and sidecar", () => {
     return r;
   }
 
-  /** The sidecar's answer once its replica holds every revision the webhook reported. */
+  /**
+   * The sidecar's answer once its replica holds every revision the webhook reported and a writer
+   * heartbeat has confirmed it current (a loaded machine can delay that past the revision).
+   */
   const check = (customerId: string, feature: string): ReturnType<TestSidecar["client"]["check"]> =>
-    sidecar.client.check({ customerId, feature, minRevision: revision });
+    waitFor(async () => {
+      const d = await sidecar.client.check({ customerId, feature, minRevision: revision });
+      return d.stale ? undefined : d;
+    }, `a fresh answer for ${customerId} ${feature}`);
 
   it("answers every step of the lifecycle as the check rules say", async () => {
     for (const step of lifecycle()) {
