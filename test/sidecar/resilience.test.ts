@@ -245,7 +245,11 @@ describe("sidecar replication", () => {
     await sc.sidecar.whenReady();
     await waitFor(() => sc.sidecar.revision === tombstone, { what: "revision reaches the purged tombstone" });
     expect((await sc.client.check({ customerId: "cus_forgotten", feature: "advanced-filtering" })).status).toBe(AccessStatus.ACCESS_STATUS_UNKNOWN_CUSTOMER);
-    const kept = await sc.client.check({ customerId: "cus_kept", feature: "advanced-filtering", minRevision: tombstone });
+    // Fresh once a heartbeat confirms the replica at the tombstone.
+    const kept = await waitFor(async () => {
+      const r = await sc.client.check({ customerId: "cus_kept", feature: "advanced-filtering", minRevision: tombstone });
+      return r.stale ? undefined : r;
+    }, "a fresh answer for cus_kept");
     expect(kept.allowed).toBe(true);
     expect(kept.stale).toBe(false);
   });
