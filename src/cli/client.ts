@@ -25,7 +25,7 @@ export interface DevEndpoints {
 
 /** `PROOFGATE_DEV_FILE`, or one file per user in the temp directory. */
 export function devEndpointsFile(): string {
-  return process.env["PROOFGATE_DEV_FILE"] || join(tmpdir(), `proofgate-dev-${userInfo().uid}.json`);
+  return process.env["PROOFGATE_DEV_FILE"] || join(tmpdir(), `proofgate-endpoints-${userInfo().uid}.json`);
 }
 
 export function writeDevEndpoints(e: DevEndpoints): void {

@@ -28,7 +28,7 @@ export function renderConfiguration(): string {
     "`proofgate check`, `publish`, `catalog` and `explain` take flags only (`--help` on each). They",
     "find the writer at `PROOFGATE_WRITER_ADDRESS`, the sidecar at `PROOFGATE_SIDECAR_ADDRESS` and",
     "NATS at `PROOFGATE_NATS_URL` unless a flag says otherwise; when those are unset and `proofgate dev`",
-    "is running, at its addresses (it writes them to `$TMPDIR/proofgate-dev-<uid>.json`, or",
+    "is running, at its addresses (it writes them to `$TMPDIR/proofgate-endpoints-<uid>.json`, or",
     "`PROOFGATE_DEV_FILE`, while it runs); else at `127.0.0.1:50051`, `127.0.0.1:50061` and",
     "`nats://127.0.0.1:4222`.",
     "",

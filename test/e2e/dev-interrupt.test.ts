@@ -1,5 +1,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, dirname } from "node:path";
 import { afterAll, expect, test } from "vitest";
 import { waitFor } from "../harness/wait.js";
 import { BIN, ROOT } from "../harness/system.js";
@@ -16,7 +18,8 @@ const dirs: string[] = [];
 afterAll(() => {
   // Whatever the outcome, nothing these tests started may outlive them.
   for (const g of groups) if (processGroupAlive(g)) process.kill(-g, "SIGKILL");
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  // Only directories of our own naming inside the temp directory, never the temp directory itself.
+  for (const d of dirs) if (dirname(d) === tmpdir() && basename(d).startsWith("proofgate-")) rmSync(d, { recursive: true, force: true });
 });
 
 const cases = [

@@ -5,7 +5,7 @@
  */
 import { readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { connect as tcpConnect } from "node:net";
-import { dirname } from "node:path";
+
 import type { ReadyFile } from "../../src/transport/ready-file.js";
 import { waitFor } from "./wait.js";
 
@@ -77,8 +77,11 @@ export function openDirs(pid: number, marker: string): string[] {
   try {
     for (const fd of readdirSync(`/proc/${pid}/fd`)) {
       try {
-        const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-        if (target.includes(marker)) dirs.add(dirname(target));
+        const parts = readlinkSync(`/proc/${pid}/fd/${fd}`).split("/");
+        // The directory whose own name carries the marker, never a directory that merely holds
+        // a file so named (that would be the temp directory itself).
+        const at = parts.findIndex((p, i) => i < parts.length - 1 && p.startsWith(marker));
+        if (at > 0) dirs.add(parts.slice(0, at + 1).join("/"));
       } catch {
         // closed meanwhile
       }
