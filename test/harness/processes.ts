@@ -5,7 +5,6 @@
  */
 import { readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { connect as tcpConnect } from "node:net";
-
 import type { ReadyFile } from "../../src/transport/ready-file.js";
 import { waitFor } from "./wait.js";
 
