@@ -1,15 +1,12 @@
 import { rmSync } from "node:fs";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import type { JetStreamManager, NatsConnection } from "nats";
-import { ProofgateClient, type AccessStatusName, type CheckResult } from "../../src/client/index.js";
+import { ProofgateClient, type CheckResult } from "../../src/client/index.js";
 import { IngestResult } from "../../src/gen/proofgate/v1/ingest.js";
 import { DEMO_CUSTOMER, demoStory } from "../../src/dev/story.js";
-import { NatsServer } from "../harness/nats.js";
-import { tempDir } from "../harness/tmp.js";
-import { WriterClient, WriterProcess, connectNats, streamLastSeq } from "../harness/writer.js";
+import type { WriterClient } from "../harness/writer.js";
+import { STORY_ANSWERS, STORY_PERIOD_MS, startDemoSystem, type DemoSystem } from "../harness/demo.js";
 import { waitFor } from "../harness/wait.js";
-import { runCli, startSidecarProcess, type SidecarUnderTest } from "../harness/system.js";
+import type { SidecarUnderTest } from "../harness/system.js";
 
 /**
  * Local mode end to end: nats-server, `proofgate writer` and `proofgate sidecar` as real
@@ -18,43 +15,20 @@ import { runCli, startSidecarProcess, type SidecarUnderTest } from "../harness/s
  * with what the sidecar says over gRPC. Then the sidecar goes away: the file still answers, the
  * client falls back to the sidecar (and its fail policy) where the file cannot.
  */
-const PERIOD_MS = 4_000;
-
-const STORY: readonly { status: AccessStatusName; allowed: boolean; reason: RegExp }[] = [
-  { status: "PAYMENT_REQUIRED", allowed: false, reason: /pay to activate/ },
-  { status: "PAYMENT_PENDING", allowed: false, reason: /Awaiting customer authentication \(3-D Secure\) for invoice in_demo_1/ },
-  { status: "GRANTED", allowed: true, reason: /Paid through .*\(invoice in_demo_1\)/ },
-  { status: "GRACE_PERIOD", allowed: true, reason: /Renewal not yet confirmed/ },
-  { status: "GRACE_PERIOD", allowed: true, reason: /Renewal failed \(card_declined\)/ },
-  { status: "GRANTED", allowed: true, reason: /Paid through .*\(invoice in_demo_2\)/ },
-  { status: "REVOKED", allowed: false, reason: /refunded/ },
-];
+const PERIOD_MS = STORY_PERIOD_MS;
+const STORY = STORY_ANSWERS;
 
 describe("a client in local mode through the demo story, against the real binaries", () => {
-  let nats: NatsServer;
-  let dir: ReturnType<typeof tempDir>;
-  let writer: WriterProcess;
+  let system: DemoSystem;
   let client: WriterClient;
   let sidecar: SidecarUnderTest;
-  let nc: NatsConnection;
-  let jsm: JetStreamManager;
   let local: ProofgateClient;
   let remote: ProofgateClient;
   let catalogRevision = 0;
 
   beforeAll(async () => {
-    nats = await NatsServer.start();
-    nc = await connectNats(nats.url);
-    jsm = await nc.jetstreamManager();
-    dir = tempDir("proofgate-e2e-local-");
-    writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db") });
-    client = new WriterClient(writer.grpcAddress);
-    sidecar = await startSidecarProcess("local", nats.url, join(dir.path, "replica.db"));
-    await waitFor(async () => (await writer.http("/readyz")).status === 200, "writer ready");
-    const applied = await runCli(["catalog", "apply", "examples/catalog.yaml", "--writer", writer.grpcAddress, "--actor", "e2e"]);
-    expect(applied.code, applied.stderr).toBe(0);
-    catalogRevision = await streamLastSeq(jsm);
-    await waitFor(async () => (await sidecar.client.healthStatus()) === "SERVING", "sidecar ready");
+    system = await startDemoSystem("e2e-local");
+    ({ client, sidecar, catalogRevision } = system);
     local = new ProofgateClient({ address: sidecar.client.address, replica: sidecar.replicaPath, failPolicy: { default: "closed" } });
     remote = new ProofgateClient({ address: sidecar.client.address, replica: false, failPolicy: { default: "closed" } });
   });
@@ -62,12 +36,7 @@ describe("a client in local mode through the demo story, against the real binari
   afterAll(async () => {
     local.close();
     remote.close();
-    client.close();
-    await sidecar.stop("SIGTERM");
-    await writer.stop("SIGTERM");
-    await nc.close();
-    await nats.dispose();
-    dir.dispose();
+    await system.close();
   });
 
   /** The file's answer once the replica holds `revision` (a check with min_revision would ask the sidecar until then). */

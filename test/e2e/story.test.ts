@@ -1,16 +1,15 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import type { JetStreamManager, NatsConnection } from "nats";
+import type { JetStreamManager } from "nats";
 import { BillingEvent, PaymentResult } from "../../src/gen/proofgate/v1/billing.js";
 import { AccessStatus, type CheckResponse } from "../../src/gen/proofgate/v1/check.js";
 import { IngestResult } from "../../src/gen/proofgate/v1/ingest.js";
 import { DEMO_CUSTOMER, demoStory } from "../../src/dev/story.js";
-import { NatsServer } from "../harness/nats.js";
-import { tempDir } from "../harness/tmp.js";
-import { EventFactory, WriterClient, WriterProcess, connectNats, streamLastSeq } from "../harness/writer.js";
+import { EventFactory, streamLastSeq, type WriterClient, type WriterProcess } from "../harness/writer.js";
+import { STORY_ANSWERS, STORY_PERIOD_MS, startDemoSystem, type DemoSystem } from "../harness/demo.js";
 import { waitFor } from "../harness/wait.js";
-import { runCli, startSidecarProcess, type SidecarUnderTest } from "../harness/system.js";
+import { runCli, type SidecarUnderTest } from "../harness/system.js";
 
 /**
  * The real binaries end to end: a spawned nats-server, `proofgate writer` and `proofgate sidecar`
@@ -18,8 +17,7 @@ import { runCli, startSidecarProcess, type SidecarUnderTest } from "../harness/s
  * checked at the sidecar (read-your-writes through min_revision), then the operator's commands
  * (`catalog apply`, `publish`, `check`, `explain`) run as an operator types them.
  */
-/** Long enough for beat 3 (paid) to be checked before the period ends, short enough to wait for. */
-const PERIOD_MS = 4_000;
+const PERIOD_MS = STORY_PERIOD_MS;
 
 interface Expect {
   readonly status: AccessStatus;
@@ -28,58 +26,30 @@ interface Expect {
 }
 
 /** What the sidecar must answer for api-access and seats after each beat of the demo story. */
-const STORY: readonly Expect[] = [
-  { status: AccessStatus.ACCESS_STATUS_PAYMENT_REQUIRED, allowed: false, reason: /pay to activate/ },
-  { status: AccessStatus.ACCESS_STATUS_PAYMENT_PENDING, allowed: false, reason: /Awaiting customer authentication \(3-D Secure\) for invoice in_demo_1/ },
-  { status: AccessStatus.ACCESS_STATUS_GRANTED, allowed: true, reason: /Paid through .*\(invoice in_demo_1\)/ },
-  { status: AccessStatus.ACCESS_STATUS_GRACE_PERIOD, allowed: true, reason: /Renewal not yet confirmed/ },
-  { status: AccessStatus.ACCESS_STATUS_GRACE_PERIOD, allowed: true, reason: /Renewal failed \(card_declined\)/ },
-  { status: AccessStatus.ACCESS_STATUS_GRANTED, allowed: true, reason: /Paid through .*\(invoice in_demo_2\)/ },
-  { status: AccessStatus.ACCESS_STATUS_REVOKED, allowed: false, reason: /refunded/ },
-];
+const STORY: readonly Expect[] = STORY_ANSWERS.map((w) => ({ ...w, status: AccessStatus[`ACCESS_STATUS_${w.status}` as keyof typeof AccessStatus] }));
 
 const statusName = (s: AccessStatus): string => AccessStatus[s];
 /** How many events the story sends. */
 const beatsEventCount = (): number => demoStory(PERIOD_MS).reduce((n, b) => n + b.events(Date.now()).length, 0);
 
 describe("the real binaries through the demo story", () => {
-  let nats: NatsServer;
-  let dir: ReturnType<typeof tempDir>;
+  let system: DemoSystem;
+  let dir: string;
   let writer: WriterProcess;
   let client: WriterClient;
   let sidecar: SidecarUnderTest;
-  let nc: NatsConnection;
   let jsm: JetStreamManager;
   let catalogRevision = 0;
 
   beforeAll(async () => {
-    nats = await NatsServer.start();
-    nc = await connectNats(nats.url);
-    jsm = await nc.jetstreamManager();
-    dir = tempDir("proofgate-e2e-");
-    writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db") });
-    client = new WriterClient(writer.grpcAddress);
-    sidecar = await startSidecarProcess("e2e", nats.url, join(dir.path, "replica.db"));
-    await waitFor(async () => (await writer.http("/readyz")).status === 200, "writer ready");
-
-    // The operator loads the demo catalog.
-    const applied = await runCli(["catalog", "apply", "examples/catalog.yaml", "--writer", writer.grpcAddress, "--actor", "e2e"]);
-    expect(applied.stderr).toBe("");
-    expect(applied.code).toBe(0);
-    const m = /^catalog applied: 8 features, 3 plans, 1 add-ons; revision (\d+)$/m.exec(applied.stdout);
-    expect(m, applied.stdout).not.toBeNull();
-    catalogRevision = Number(m?.[1]);
+    system = await startDemoSystem("e2e");
+    ({ dir, writer, client, sidecar, jsm, catalogRevision } = system);
+    expect(system.catalogApplied).toMatch(/^catalog applied: 8 features, 3 plans, 1 add-ons; revision \d+$/m);
     expect(catalogRevision).toBe(await streamLastSeq(jsm));
-    await waitFor(async () => (await sidecar.client.healthStatus()) === "SERVING", "sidecar ready");
   });
 
   afterAll(async () => {
-    client.close();
-    await sidecar.stop("SIGTERM");
-    await writer.stop("SIGTERM");
-    await nc.close();
-    await nats.dispose();
-    dir.dispose();
+    await system.close();
   });
 
   test("every decision of the story, at the revision IngestService.Publish returned", async () => {
@@ -172,7 +142,7 @@ describe("the real binaries through the demo story", () => {
 
   test("proofgate publish (JSON lines, to the writer or to NATS) and proofgate check --json, with their exit codes", async () => {
     const f = new EventFactory("cus_cli@example.com", "cli");
-    const file = join(dir.path, "events.jsonl");
+    const file = join(dir, "events.jsonl");
     const events = [f.subscribe("premium", { quantity: 2 }), f.pay(PaymentResult.PAYMENT_RESULT_SUCCEEDED, "in_1", { quantity: 2 })];
     writeFileSync(file, events.map((e) => JSON.stringify(BillingEvent.toJSON(e))).join("\n") + "\n");
 
@@ -204,7 +174,7 @@ describe("the real binaries through the demo story", () => {
     // One bad line: nothing is sent, the line is named, the exit code says so.
     const before = await streamLastSeq(jsm);
     const refund = f.pay(PaymentResult.PAYMENT_RESULT_REFUNDED, "in_1");
-    const bad = join(dir.path, "bad.jsonl");
+    const bad = join(dir, "bad.jsonl");
     writeFileSync(bad, `${JSON.stringify(BillingEvent.toJSON(refund))}\n{"eventId": "x"\n`);
     const refused = await runCli(["publish", bad, "--writer", writer.grpcAddress]);
     expect(refused.code).not.toBe(0);
@@ -213,7 +183,7 @@ describe("the real binaries through the demo story", () => {
     expect((await sidecar.client.check({ customerId: f.customerId, feature: "api-access" })).allowed).toBe(true);
 
     // Standard input, straight to NATS, as a billing system would publish.
-    const viaNats = await runCli(["publish", "-", "--nats-url", nats.url], { input: JSON.stringify(BillingEvent.toJSON(refund)) + "\n" });
+    const viaNats = await runCli(["publish", "-", "--nats-url", system.nats.url], { input: JSON.stringify(BillingEvent.toJSON(refund)) + "\n" });
     expect(viaNats.code, viaNats.stderr).toBe(0);
     expect(viaNats.stdout).toMatch(new RegExp(`^${refund.eventId}  queued as billing seq \\d+$`, "m"));
     const revoked = await waitFor(async () => {

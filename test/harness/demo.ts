@@ -1,0 +1,81 @@
+/**
+ * The demo story against the real binaries: nats-server, `proofgate writer` and `proofgate
+ * sidecar` as processes, the demo catalog applied by the operator command, and what the story's
+ * beats must answer. Shared by the e2e tests that tell the story (gRPC, and the client's local mode).
+ */
+import { join } from "node:path";
+import { expect } from "vitest";
+import type { JetStreamManager, NatsConnection } from "nats";
+import type { AccessStatusName } from "../../src/client/index.js";
+import { NatsServer } from "./nats.js";
+import { tempDir } from "./tmp.js";
+import { WriterClient, WriterProcess, connectNats } from "./writer.js";
+import { waitFor } from "./wait.js";
+import { runCli, startSidecarProcess, type SidecarUnderTest } from "./system.js";
+
+/** Long enough for beat 3 (paid) to be checked before the period ends, short enough to wait for. */
+export const STORY_PERIOD_MS = 4_000;
+
+/** What the sidecar answers for api-access after each beat of the demo story (src/dev/story.ts). */
+export const STORY_ANSWERS: readonly { readonly status: AccessStatusName; readonly allowed: boolean; readonly reason: RegExp }[] = [
+  { status: "PAYMENT_REQUIRED", allowed: false, reason: /pay to activate/ },
+  { status: "PAYMENT_PENDING", allowed: false, reason: /Awaiting customer authentication \(3-D Secure\) for invoice in_demo_1/ },
+  { status: "GRANTED", allowed: true, reason: /Paid through .*\(invoice in_demo_1\)/ },
+  { status: "GRACE_PERIOD", allowed: true, reason: /Renewal not yet confirmed/ },
+  { status: "GRACE_PERIOD", allowed: true, reason: /Renewal failed \(card_declined\)/ },
+  { status: "GRANTED", allowed: true, reason: /Paid through .*\(invoice in_demo_2\)/ },
+  { status: "REVOKED", allowed: false, reason: /refunded/ },
+];
+
+export interface DemoSystem {
+  readonly nats: NatsServer;
+  readonly nc: NatsConnection;
+  readonly jsm: JetStreamManager;
+  readonly dir: string;
+  readonly writer: WriterProcess;
+  readonly client: WriterClient;
+  readonly sidecar: SidecarUnderTest;
+  /** The stream revision at which the demo catalog was applied. */
+  readonly catalogRevision: number;
+  /** What `proofgate catalog apply` printed. */
+  readonly catalogApplied: string;
+  close(): Promise<void>;
+}
+
+/** Everything running, the demo catalog applied, writer and sidecar ready. */
+export async function startDemoSystem(name: string): Promise<DemoSystem> {
+  const nats = await NatsServer.start();
+  const nc = await connectNats(nats.url);
+  const jsm = await nc.jetstreamManager();
+  const dir = tempDir(`proofgate-${name}-`);
+  const writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db") });
+  const client = new WriterClient(writer.grpcAddress);
+  const sidecar = await startSidecarProcess(name, nats.url, join(dir.path, "replica.db"));
+  await waitFor(async () => (await writer.http("/readyz")).status === 200, "writer ready");
+  // The operator loads the demo catalog.
+  const applied = await runCli(["catalog", "apply", "examples/catalog.yaml", "--writer", writer.grpcAddress, "--actor", name]);
+  expect(applied.stderr).toBe("");
+  expect(applied.code).toBe(0);
+  const m = /^catalog applied: \d+ features, \d+ plans, \d+ add-ons; revision (\d+)$/m.exec(applied.stdout);
+  expect(m, applied.stdout).not.toBeNull();
+  await waitFor(async () => (await sidecar.client.healthStatus()) === "SERVING", "sidecar ready");
+  return {
+    nats,
+    nc,
+    jsm,
+    dir: dir.path,
+    writer,
+    client,
+    sidecar,
+    catalogRevision: Number(m?.[1]),
+    catalogApplied: applied.stdout,
+    close: async () => {
+      client.close();
+      await sidecar.stop("SIGTERM");
+      await writer.stop("SIGTERM");
+      await nc.close();
+      await nats.dispose();
+      dir.dispose();
+    },
+  };
+}
