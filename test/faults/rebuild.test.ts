@@ -5,8 +5,9 @@ import { AccessStatus } from "../../src/gen/proofgate/v1/check.js";
 import { STATE_STREAM } from "../../src/replication/subjects.js";
 import { NatsServer } from "../harness/nats.js";
 import { tempDir } from "../harness/tmp.js";
+import { startWriterSystem } from "../harness/demo.js";
 import { StatePublisher, paidCustomer, testCatalog } from "../harness/sidecar.js";
-import { EventFactory, WriterClient, WriterProcess, connectNats } from "../harness/writer.js";
+import { EventFactory, connectNats } from "../harness/writer.js";
 import { waitFor } from "../harness/wait.js";
 import { metric, startSidecarProcess } from "../harness/system.js";
 
@@ -17,16 +18,9 @@ afterAll(async () => {
 });
 
 test("state stream deleted and recreated: while the sidecar rebuilds, no answer from an empty replica claims to be fresh", async () => {
-  const nats = await NatsServer.start();
-  cleanup.push(() => nats.dispose());
-  const dir = tempDir("proofgate-rebuild-");
-  cleanup.push(() => dir.dispose());
-  const writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db") });
-  cleanup.push(() => writer.stop("SIGKILL"));
-  const client = new WriterClient(writer.grpcAddress);
-  cleanup.push(() => client.close());
-  await waitFor(async () => (await writer.http("/readyz")).status === 200, "writer ready");
-  await client.applyCatalog();
+  const system = await startWriterSystem("rebuild");
+  cleanup.push(() => system.close());
+  const { nats, dir, client } = system;
   const customers = Array.from({ length: 300 }, (_, i) => `cus_rb_${i}`);
   const { revision } = await client.publish(
     customers.flatMap((c) => {
@@ -34,7 +28,7 @@ test("state stream deleted and recreated: while the sidecar rebuilds, no answer 
       return [f.subscribe("premium"), f.pay(PaymentResult.PAYMENT_RESULT_SUCCEEDED)];
     }),
   );
-  const sidecar = await startSidecarProcess("rebuild", nats.url, join(dir.path, "replica.db"));
+  const sidecar = await startSidecarProcess("rebuild", nats.url, join(dir, "replica.db"));
   cleanup.push(() => sidecar.stop("SIGKILL"));
   await sidecar.client.check({ customerId: "cus_rb_0", feature: "api-access", minRevision: revision });
   await waitFor(async () => !(await sidecar.client.check({ customerId: "cus_rb_0", feature: "api-access" })).stale, "fresh");

@@ -2,9 +2,8 @@ import { join } from "node:path";
 import { afterAll, expect, test } from "vitest";
 import { PaymentResult } from "../../src/gen/proofgate/v1/billing.js";
 import { AccessStatus } from "../../src/gen/proofgate/v1/check.js";
-import { NatsServer } from "../harness/nats.js";
-import { tempDir } from "../harness/tmp.js";
-import { EventFactory, WriterClient, WriterProcess } from "../harness/writer.js";
+import { startWriterSystem } from "../harness/demo.js";
+import { EventFactory } from "../harness/writer.js";
 import { waitFor } from "../harness/wait.js";
 import { metric, scrape, startSidecarProcess } from "../harness/system.js";
 
@@ -19,23 +18,16 @@ afterAll(async () => {
 });
 
 test("nats-server restarted three times: the sidecar keeps its replica (no rebuild) and keeps answering from it", async () => {
-  const nats = await NatsServer.start();
-  cleanup.push(() => nats.dispose());
-  const dir = tempDir("proofgate-identity-");
-  cleanup.push(() => dir.dispose());
-  const writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db") });
-  cleanup.push(() => writer.stop("SIGKILL"));
-  const client = new WriterClient(writer.grpcAddress);
-  cleanup.push(() => client.close());
-  await waitFor(async () => (await writer.http("/readyz")).status === 200, "writer ready");
-  await client.applyCatalog();
+  const system = await startWriterSystem("identity");
+  cleanup.push(() => system.close());
+  const { nats, dir, client } = system;
   const customers = Array.from({ length: 20 }, (_, i) => `cus_id_${i}`);
   const events = customers.flatMap((c) => {
     const f = new EventFactory(c);
     return [f.subscribe("premium"), f.pay(PaymentResult.PAYMENT_RESULT_SUCCEEDED)];
   });
   let { revision } = await client.publish(events);
-  const sidecar = await startSidecarProcess("identity", nats.url, join(dir.path, "replica.db"));
+  const sidecar = await startSidecarProcess("identity", nats.url, join(dir, "replica.db"));
   cleanup.push(() => sidecar.stop("SIGKILL"));
   await sidecar.client.check({ customerId: "cus_id_0", feature: "api-access", minRevision: revision });
 

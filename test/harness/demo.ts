@@ -27,6 +27,37 @@ export const STORY_ANSWERS: readonly { readonly status: AccessStatusName; readon
   { status: "REVOKED", allowed: false, reason: /refunded/ },
 ];
 
+export interface WriterSystem {
+  readonly nats: NatsServer;
+  /** The test's own temp directory (ledger, replicas). */
+  readonly dir: string;
+  readonly writer: WriterProcess;
+  readonly client: WriterClient;
+  close(): Promise<void>;
+}
+
+/** nats-server and `proofgate writer` as processes, the writer ready with the demo catalog applied. */
+export async function startWriterSystem(name: string): Promise<WriterSystem> {
+  const nats = await NatsServer.start();
+  const dir = tempDir(`proofgate-${name}-`);
+  const writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db") });
+  const client = new WriterClient(writer.grpcAddress);
+  await waitFor(async () => (await writer.http("/readyz")).status === 200, "writer ready");
+  await client.applyCatalog();
+  return {
+    nats,
+    dir: dir.path,
+    writer,
+    client,
+    close: async () => {
+      client.close();
+      await writer.stop("SIGKILL");
+      await nats.dispose();
+      dir.dispose();
+    },
+  };
+}
+
 export interface DemoSystem {
   readonly nats: NatsServer;
   readonly nc: NatsConnection;
