@@ -9,6 +9,14 @@ import { ReplicaReader } from "../sidecar/replica/replica.js";
 /** How often the file is looked at again: replaced (a rebuilt replica is a new file), or back after being missing. */
 const RECHECK_MS = 1_000;
 
+/**
+ * How long a read of the file's data_version holds. Reading it is a SQLite statement, a quarter of
+ * a cached check's cost when done on every call; replication itself takes milliseconds, so an
+ * answer up to 1 ms older than the file changes nothing a caller can observe, and a caller that
+ * must read its own write passes `minRevision`, which always reads the file again (docs/client.md).
+ */
+const VERSION_HOLD_MS = 1;
+
 interface Entry {
   /** The file's data_version when `revision` and `docRevision` were read: the entry holds while it is unchanged. */
   version: number;
@@ -37,6 +45,7 @@ export class LocalReplica {
   private nextCheckAt = 0;
   private problemText: string | undefined = "not opened yet";
   private version = -1;
+  private versionReadAt = -Infinity;
   private currentAtMs: number | undefined;
   private catalogRevision = -1;
   private catalog = CatalogIndex.empty();
@@ -61,8 +70,8 @@ export class LocalReplica {
   check(req: CheckRequest, nowMs: number): CheckResponse | undefined {
     const r = this.ready();
     if (!r) return undefined;
-    const e = this.entry(r, req.customerId);
-    if (req.minRevision !== undefined && e.revision < req.minRevision) return undefined;
+    const e = this.atLeast(r, req.customerId, req.minRevision);
+    if (e === undefined) return undefined;
     const catalog = this.catalog;
     const why = this.staleness(catalog);
     const d = evaluate(e.doc, catalog, req.feature, req.quantity, nowMs);
@@ -74,7 +83,7 @@ export class LocalReplica {
     if (!r) return undefined;
     // One snapshot, as the sidecar's batch: every answer at the same revision.
     return r.snapshot(() => {
-      this.refresh(r);
+      this.refresh(r, true);
       const revision = r.state().revision;
       if (minRevision !== undefined && revision < minRevision) return undefined;
       const catalog = this.catalog;
@@ -90,8 +99,8 @@ export class LocalReplica {
   listEntitlements(customerId: string, minRevision: number | undefined, nowMs: number): ListEntitlementsResponse | undefined {
     const r = this.ready();
     if (!r) return undefined;
-    const e = this.entry(r, customerId);
-    if (minRevision !== undefined && e.revision < minRevision) return undefined;
+    const e = this.atLeast(r, customerId, minRevision);
+    if (e === undefined) return undefined;
     const catalog = this.catalog;
     const why = this.staleness(catalog);
     const entitlements = evaluateAll(e.doc, catalog, nowMs).map(({ feature, decision }) => toEntitlement(feature, withStalePolicy(decision, catalog, why)));
@@ -119,12 +128,23 @@ export class LocalReplica {
       if (!this.reader) this.open();
     }
     const r = this.reader;
-    if (r) this.refresh(r);
+    if (r) this.refresh(r, false, t);
     return r;
   }
 
+  /** The customer's entry, read again from the file when it is behind `minRevision`; undefined while the file is still behind. */
+  private atLeast(r: ReplicaReader, customerId: string, minRevision: number | undefined): Entry | undefined {
+    let e = this.entry(r, customerId);
+    if (minRevision === undefined || e.revision >= minRevision) return e;
+    this.refresh(r, true);
+    e = this.entry(r, customerId);
+    return e.revision >= minRevision ? e : undefined;
+  }
+
   /** After any commit by the sidecar: its freshness record and, if it changed, the catalog. */
-  private refresh(r: ReplicaReader): void {
+  private refresh(r: ReplicaReader, force: boolean, t = performance.now()): void {
+    if (!force && t - this.versionReadAt < VERSION_HOLD_MS) return;
+    this.versionReadAt = t;
     const v = r.dataVersion();
     if (v !== this.version) {
       const s = r.state();
@@ -178,6 +198,7 @@ export class LocalReplica {
       this.reader = ReplicaReader.open(this.path);
       this.ino = ino;
       this.version = -1;
+      this.versionReadAt = -Infinity;
       this.catalogRevision = -1;
       this.problemText = undefined;
     } catch (err) {
