@@ -5,6 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import { AdminServiceClient } from "../gen/proofgate/v1/admin.js";
 import { CheckServiceClient } from "../gen/proofgate/v1/check.js";
 import { IngestServiceClient } from "../gen/proofgate/v1/ingest.js";
+import { unaryCall, type Invoke } from "../transport/grpc-client.js";
 
 /** Default addresses match the services' loopback defaults. */
 export const DEFAULT_WRITER = "127.0.0.1:50051";
@@ -19,8 +20,12 @@ export const DEFAULT_NATS = "nats://127.0.0.1:4222";
 export interface DevEndpoints {
   readonly pid: number;
   readonly natsUrl: string;
+  /** gRPC addresses. */
   readonly writer: string;
   readonly sidecar: string;
+  /** HTTP ops addresses (metrics, health; the writer's console). */
+  readonly writerHttp: string;
+  readonly sidecarHttp: string;
 }
 
 /** `PROOFGATE_DEV_FILE`, or one file per user in the temp directory. */
@@ -117,22 +122,17 @@ export const writerClients = (address: string, token: string | undefined = write
 
 export const checkClient = (address: string): CheckServiceClient => new CheckServiceClient(address, insecure);
 
-type Callback<Res> = (err: grpc.ServiceError | null, res: Res) => void;
-
 /**
- * A unary call as a promise, with a deadline so a CLI never hangs on a dead address:
+ * A unary call for the operator commands, with a deadline and an error that reads as one line
+ * (with a hint when the writer wants a token):
  * `call<CheckResponse>((md, opts, cb) => client.check(request, md, opts, cb))`.
  */
-export function call<Res>(invoke: (metadata: grpc.Metadata, options: Partial<grpc.CallOptions>, cb: Callback<Res>) => unknown, timeoutMs = 10_000): Promise<Res> {
-  return new Promise((resolve, reject) => {
-    invoke(new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
-      if (err) {
-        const hint =
-          err.code === grpc.status.UNAUTHENTICATED ? " (set PROOFGATE_TOKEN or PROOFGATE_TOKEN_FILE; docs/security.md)" : "";
-        reject(new Error(`${grpc.status[err.code]}: ${err.details || err.message}${hint}`));
-        return;
-      }
-      resolve(res);
-    });
-  });
+export async function call<Res>(invoke: Invoke<Res>, timeoutMs = 10_000): Promise<Res> {
+  try {
+    return await unaryCall(invoke, { timeoutMs });
+  } catch (err) {
+    const e = err as grpc.ServiceError;
+    const hint = e.code === grpc.status.UNAUTHENTICATED ? " (set PROOFGATE_TOKEN or PROOFGATE_TOKEN_FILE; docs/security.md)" : "";
+    throw new Error(`${grpc.status[e.code]}: ${e.details || e.message}${hint}`);
+  }
 }

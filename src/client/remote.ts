@@ -8,6 +8,7 @@ import {
   type ListEntitlementsRequest,
   type ListEntitlementsResponse,
 } from "../gen/proofgate/v1/check.js";
+import { unaryCall, type UnaryMethod } from "../transport/grpc-client.js";
 import { fromServiceError } from "./errors.js";
 
 export interface RetryOptions {
@@ -17,8 +18,6 @@ export interface RetryOptions {
   readonly initialBackoffMs?: number;
   readonly maxBackoffMs?: number;
 }
-
-type Unary<Req, Res> = (req: Req, metadata: grpc.Metadata, options: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown;
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -57,12 +56,10 @@ export class RemoteCheck {
   }
 
   /** `deadline`: absolute, Unix ms, for every attempt together. Throws a typed error (see errors.ts). */
-  private async call<Req, Res>(fn: Unary<Req, Res>, req: Req, deadline: number): Promise<Res> {
+  private async call<Req, Res>(fn: UnaryMethod<Req, Res>, req: Req, deadline: number): Promise<Res> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await new Promise<Res>((resolve, reject) => {
-          fn(req, new grpc.Metadata(), { deadline }, (err, res) => (err ? reject(err) : resolve(res)));
-        });
+        return await unaryCall<Res>((md, o, cb) => fn(req, md, o, cb), { deadline });
       } catch (err) {
         const e = fromServiceError(err);
         if (e.code !== grpc.status.UNAVAILABLE || attempt >= this.attempts) throw e;

@@ -106,7 +106,7 @@ export async function runDev(o: DevOptions, output: (...lines: string[]) => void
     print(`sidecar   gRPC ${sidecar.grpcAddress ?? "-"}   HTTP http://${sidecar.httpAddress ?? "-"}/readyz`);
 
     // Operator commands in another terminal find this system without flags (src/cli/client.ts).
-    writeDevEndpoints({ pid: process.pid, natsUrl, writer: writer.grpcAddress, sidecar: sidecar.grpcAddress ?? "" });
+    writeDevEndpoints({ pid: process.pid, natsUrl, writer: writer.grpcAddress, sidecar: sidecar.grpcAddress ?? "", writerHttp: writer.httpAddress, sidecarHttp: sidecar.httpAddress ?? "" });
     closers.push(removeDevEndpoints);
 
     const { ingest, admin } = writerClients(writer.grpcAddress, token);

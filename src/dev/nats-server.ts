@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -54,29 +54,58 @@ export class NatsServer {
       writeFileSync(file, `max_payload: ${this.maxPayload}\n`);
       config.push("-c", file);
     }
-    const child = spawn("nats-server", [...config, "-a", "127.0.0.1", "-p", String(this.port), "-js", "-sd", this.storeDir], {
+    // nats-server writes its bound ports to `<dir>/nats-server_<pid>.ports` once it accepts
+    // clients, with JetStream enabled; reading that file beats parsing its log.
+    const child = spawn("nats-server", [...config, "-a", "127.0.0.1", "-p", String(this.port), "-js", "-sd", this.storeDir, "--ports_file_dir", this.storeDir], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     this.child = child;
-    let buffered = "";
+    const onData = (chunk: Buffer): void => {
+      this.logLines.push(chunk.toString());
+    };
+    child.stdout.on("data", onData);
+    child.stderr.on("data", onData);
     try {
       this.port = await new Promise<number>((resolve, reject) => {
-        const onData = (chunk: Buffer): void => {
-          const text = chunk.toString();
-          this.logLines.push(text);
-          buffered += text;
-          const m = /Listening for client connections on [^\s]+:(\d+)/.exec(buffered);
-          // JetStream is usable once the server says it is ready, which comes after the listen line.
-          if (m?.[1] && /Server is ready/.test(buffered)) resolve(Number(m[1]));
+        let timer: NodeJS.Timeout | undefined;
+        const done = (): void => {
+          clearTimeout(timer);
+          child.off("exit", onExit);
         };
-        child.stdout.on("data", onData);
-        child.stderr.on("data", onData);
-        child.once("error", (err) => reject(new Error(`cannot start nats-server: ${err.message}. ${NATS_INSTALL_HINT}`)));
-        child.once("exit", (code) => reject(new Error(`nats-server exited with ${code}:\n${this.log()}`)));
+        const onExit = (code: number | null): void => {
+          done();
+          reject(new Error(`nats-server exited with ${code}:\n${this.log()}`));
+        };
+        child.once("error", (err) => {
+          done();
+          reject(new Error(`cannot start nats-server: ${err.message}. ${NATS_INSTALL_HINT}`));
+        });
+        child.once("exit", onExit);
+        const poll = (): void => {
+          const port = child.pid === undefined ? undefined : this.portsFilePort(child.pid);
+          if (port !== undefined) {
+            done();
+            resolve(port);
+          } else timer = setTimeout(poll, 10);
+        };
+        poll();
       });
     } catch (err) {
       this.child = undefined;
       throw err;
+    }
+  }
+
+  /** The client port from the ports file of nats-server process `pid`, once it is written. */
+  private portsFilePort(pid: number): number | undefined {
+    const file = readdirSync(this.storeDir).find((f) => f.endsWith(`_${pid}.ports`));
+    if (!file) return undefined;
+    try {
+      const ports = JSON.parse(readFileSync(join(this.storeDir, file), "utf8")) as { nats?: string[] };
+      const port = Number(new URL(ports.nats?.[0] ?? "").port);
+      return port > 0 ? port : undefined;
+    } catch {
+      return undefined; // being written
     }
   }
 
@@ -98,11 +127,6 @@ export class NatsServer {
 
   log(): string {
     return this.logLines.join("");
-  }
-
-  /** Kept for the tests' wording: the log to print when a test fails. */
-  failureLog(): string {
-    return this.log();
   }
 
   async dispose(): Promise<void> {

@@ -4,13 +4,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { msDuration } from "../../src/catalog/catalog-index.js";
 import { validateCatalog } from "../../src/catalog/index.js";
 import { ProofgateClient, type CheckResult, type Entitlement } from "../../src/client/index.js";
-import { PaymentResult, PaymentSession, SubscriptionStatus, type BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
+import { billingEvent } from "../../src/billing/index.js";
+import { PaymentResult, PaymentSession } from "../../src/gen/proofgate/v1/billing.js";
 import { DisputePolicy, FeatureType, StalePolicy, type Catalog, type Feature, type FeatureGrant, type FeatureValue } from "../../src/gen/proofgate/v1/catalog.js";
 import { OverrideEffect, type Override } from "../../src/gen/proofgate/v1/document.js";
 import { foldDocument } from "../../src/policy/index.js";
 import { NatsServer } from "../harness/nats.js";
 import { DAY, StatePublisher, startTestSidecar, waitFor, type TestSidecar } from "../harness/sidecar.js";
 import { tempDir } from "../harness/tmp.js";
+import { EventFactory } from "../harness/writer.js";
 import { enumValue, kindOf } from "../policy/arbitraries.js";
 
 /**
@@ -152,7 +154,7 @@ describe("local mode answers what the sidecar answers", () => {
         async (catalog, events, overrides, instants, queries) => {
           const customerId = `cus_eq_${++n}`;
           if (catalog) await pub.catalog(catalog);
-          const evs = events.map((e, i): BillingEvent => ({ eventId: `e${i}`, occurredAt: new Date(e.at), customerId, subscriptionId: e.sub, source: "prop", correlationId: "", kind: e.kind }));
+          const evs = events.map((e, i) => billingEvent({ eventId: `e${i}`, customerId, subscriptionId: e.sub, source: "prop" }, e.at, e.kind));
           const revision = await pub.document(foldDocument(customerId, evs, overrides));
           expect(await sc.sidecar.waitForRevision(revision, 10_000)).toBe(true);
           for (const at of instants) {
@@ -187,10 +189,8 @@ describe("local mode answers what the sidecar answers", () => {
     const grants = catalog.plans.map((p) => ({ ...p, features: catalog.features.map((f): FeatureGrant => ({ feature: f.key, value: f.type === FeatureType.FEATURE_TYPE_BOOLEAN ? { kind: { $case: "enabled", value: true } } : f.type === FeatureType.FEATURE_TYPE_NUMERIC ? { kind: { $case: "limit", value: 5 } } : { kind: { $case: "text", value: "business" } } })) }));
     // A 1 ms window: the replica is stale between confirmations, and denies.
     await pub.catalog({ ...catalog, plans: grants, policy: { gracePeriod: undefined, coherencyWindow: msDuration(1), disputePolicy: DisputePolicy.DISPUTE_POLICY_REVOKE, stalePolicy: StalePolicy.STALE_POLICY_DENY } });
-    const paid = [
-      { eventId: "s", occurredAt: new Date(T0 - DAY), customerId, subscriptionId: "sub_1", source: "t", correlationId: "", kind: { $case: "subscription", value: { status: SubscriptionStatus.SUBSCRIPTION_STATUS_ACTIVE, planId: "premium", addonIds: [], quantity: 1, currentPeriodStart: new Date(T0 - DAY), currentPeriodEnd: new Date(T0 + 29 * DAY), cancelAt: undefined, trialEnd: undefined, version: 1 } } },
-      { eventId: "p", occurredAt: new Date(T0 - DAY), customerId, subscriptionId: "sub_1", source: "t", correlationId: "", kind: { $case: "payment", value: { invoiceId: "in_1", result: PaymentResult.PAYMENT_RESULT_SUCCEEDED, periodStart: new Date(T0 - DAY), periodEnd: new Date(T0 + 29 * DAY), planId: "premium", addonIds: [], quantity: 1, session: PaymentSession.PAYMENT_SESSION_OFF_SESSION, amountMinor: 4_900, currency: "EUR", failureReason: "" } } },
-    ] satisfies BillingEvent[];
+    const f = new EventFactory(customerId, "eq", T0);
+    const paid = [f.subscribe("premium", {}, -DAY), f.pay(PaymentResult.PAYMENT_RESULT_SUCCEEDED, "in_1", { session: PaymentSession.PAYMENT_SESSION_OFF_SESSION }, -DAY)];
     const revision = await pub.document(foldDocument(customerId, paid, []));
     expect(await sc.sidecar.waitForRevision(revision, 10_000)).toBe(true);
     // Only the measured age differs between two answers given at different moments.

@@ -85,6 +85,15 @@ describe("Dockerfile", () => {
     expect(readFileSync(join(ROOT, "bin/proofgate.js"), "utf8")).toContain('from "../dist/cli/main.js"');
   });
 
+  it("leaves the benchmark out of dist/ and the image: it builds on its own, from bench/ to bench/dist/", () => {
+    const tsBuild = JSON.parse(readFileSync(join(ROOT, "tsconfig.build.json"), "utf8")) as { include: string[] };
+    expect(tsBuild.include).toEqual(["src"]);
+    expect(existsSync(join(ROOT, "src/bench"))).toBe(false);
+    const benchBuild = JSON.parse(readFileSync(join(ROOT, "bench/tsconfig.build.json"), "utf8")) as { compilerOptions: { rootDir: string; outDir: string } };
+    expect(benchBuild.compilerOptions).toMatchObject({ rootDir: ".", outDir: "dist" });
+    expect(readFileSync(join(ROOT, ".dockerignore"), "utf8").split(/\r?\n/)).toContain("bench");
+  });
+
   it("ships only the runtime files, owned by root, and runs as an unprivileged user", () => {
     const fromBuild = copies(runtime).filter((c) => c.from === "build").flatMap((c) => c.sources);
     const fromContext = copies(runtime).filter((c) => c.from === undefined).flatMap((c) => c.sources);

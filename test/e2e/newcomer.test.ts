@@ -2,6 +2,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { afterAll, expect, test } from "vitest";
+import type { DevEndpoints } from "../../src/cli/client.js";
 import { AccessStatus } from "../../src/gen/proofgate/v1/check.js";
 import { CheckClient } from "../harness/sidecar.js";
 import { tempDir } from "../harness/tmp.js";
@@ -82,13 +83,15 @@ test(
     await waitFor(() => stdout.includes("Press Ctrl-C to stop.") || done, "npm start to print “Press Ctrl-C to stop.”", 150_000);
     expect(done, `npm start exited early:\n${stdout}\n${stderr}`).toBe(false);
 
-    // What it printed: where everything listens, and the story's decisions.
-    const natsPort = Number(/^NATS\s+nats:\/\/127\.0\.0\.1:(\d+) \(nats-server -js, temporary store\)$/m.exec(stdout)?.[1]);
-    const sidecarAddress = /^sidecar\s+gRPC (127\.0\.0\.1:\d+)/m.exec(stdout)?.[1];
-    const writerAddress = /^writer\s+gRPC (127\.0\.0\.1:\d+)/m.exec(stdout)?.[1];
+    // Where everything listens, from the file dev writes for the operator commands; and that it
+    // printed those addresses, and the story's decisions.
+    const endpoints = JSON.parse(readFileSync(devFile, "utf8")) as DevEndpoints;
+    const natsPort = Number(new URL(endpoints.natsUrl).port);
+    const sidecarAddress = endpoints.sidecar;
     expect(natsPort, stdout).toBeGreaterThan(0);
-    expect(sidecarAddress, stdout).toBeDefined();
-    expect(writerAddress, stdout).toBeDefined();
+    expect(stdout).toContain(`NATS      ${endpoints.natsUrl} (nats-server -js, temporary store)\n`);
+    expect(stdout).toContain(`writer    gRPC ${endpoints.writer}   HTTP http://${endpoints.writerHttp}/metrics\n`);
+    expect(stdout).toContain(`sidecar   gRPC ${endpoints.sidecar}   HTTP http://${endpoints.sidecarHttp}/readyz\n`);
     // (Seven beats; only the last is asserted in full: the others depend on a 1 s period that a
     // loaded machine may overrun, and test/e2e/story.test.ts checks each one.)
     expect([...stdout.matchAll(/^(\d)\. /gm)].map((m) => m[1])).toEqual(["1", "2", "3", "4", "5", "6", "7"]);
@@ -105,7 +108,7 @@ test(
     expect(natsStore && existsSync(natsStore)).toBe(true);
 
     // A real gRPC Check against the printed address answers.
-    const client = new CheckClient(sidecarAddress ?? "");
+    const client = new CheckClient(sidecarAddress);
     try {
       expect(await client.healthStatus()).toBe("SERVING");
       const r = await client.check({ customerId: "cus_demo", feature: "api-access" });
@@ -118,9 +121,11 @@ test(
     }
 
     // The closing lines name the console and the token to log in with; it shows the story's customer.
-    const consoleLine = /^Console: (http:\/\/127\.0\.0\.1:\d+)(\/console\/customer\?id=cus_demo)\s.*token in (\S+)\)$/m.exec(stdout);
-    expect(consoleLine, stdout).not.toBeNull();
-    const [, origin = "", pagePath = "", tokenFile = ""] = consoleLine ?? [];
+    const origin = `http://${endpoints.writerHttp}`;
+    const pagePath = "/console/customer?id=cus_demo";
+    const consoleLine = /^Console: (\S+)\s.*token in (\S+)\)$/m.exec(stdout);
+    expect(consoleLine?.[1], stdout).toBe(origin + pagePath);
+    const tokenFile = consoleLine?.[2] ?? "";
     expect((await fetch(origin + pagePath)).status).toBe(401); // the login page, no data
     const login = await fetch(`${origin}/console/login`, {
       method: "POST",
@@ -169,7 +174,7 @@ test(
     // Nothing is left: not the nats-server (by pid and port), not its store, not any process of the job.
     expect(alive(natsServer?.pid ?? 0)).toBe(false);
     expect(await portAccepts(natsPort)).toBe(false);
-    expect(await portAccepts(Number(sidecarAddress?.split(":")[1]))).toBe(false);
+    expect(await portAccepts(Number(sidecarAddress.split(":")[1]))).toBe(false);
     expect(existsSync(natsStore ?? "")).toBe(false);
     expect(existsSync(devFile)).toBe(false);
     expect(processesInGroup(pgrp)).toEqual([]);

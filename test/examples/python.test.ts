@@ -2,10 +2,9 @@ import { execFile, execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { NatsServer } from "../harness/nats.js";
-import { startTestSidecar, waitFor, type TestSidecar } from "../harness/sidecar.js";
-import { tempDir } from "../harness/tmp.js";
-import { startTestWriter, type TestWriter } from "../harness/writer.js";
+import { startTestStack, type TestStack } from "../harness/stack.js";
+import { type TestSidecar } from "../harness/sidecar.js";
+import { type TestWriter } from "../harness/writer.js";
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -24,29 +23,20 @@ function pythonToolsInstalled(): boolean {
 }
 
 describe.runIf(pythonToolsInstalled())("the Python example client (examples/python)", () => {
-  let nats: NatsServer;
-  let dir: ReturnType<typeof tempDir>;
+  let stack: TestStack;
+  let dir: string;
   let writer: TestWriter;
   let sc: TestSidecar;
 
   beforeAll(async () => {
-    nats = await NatsServer.start();
-    dir = tempDir("proofgate-python-");
-    writer = await startTestWriter({ natsUrl: nats.url });
-    const catalogRevision = await writer.client.applyCatalog();
-    sc = await startTestSidecar({ natsUrl: nats.url, dir: dir.path, socket: true });
-    await waitFor(() => sc.sidecar.ready && sc.sidecar.revision >= catalogRevision, "sidecar ready with the catalog");
+    stack = await startTestStack({ sidecar: () => ({ socket: true }) });
+    ({ dir, writer, sc } = stack);
   });
 
-  afterAll(async () => {
-    await sc.close();
-    await writer.dispose();
-    await nats.dispose();
-    dir.dispose();
-  });
+  afterAll(() => stack.close());
 
   it("generates its stubs from proto/, publishes to the writer and checks at the sidecar (TCP and unix socket)", async () => {
-    const gen = `${dir.path}/gen`;
+    const gen = `${dir}/gen`;
     await run("sh", [`${ROOT}examples/python/generate.sh`, gen]);
     const example = async (sidecar: string, customer: string): Promise<Record<string, unknown>> => {
       const { stdout } = await run(PYTHON, [`${ROOT}examples/python/proofgate_example.py`, "--writer", writer.writer.grpcAddress, "--sidecar", sidecar, "--customer", customer, "--gen", gen], { timeout: 60_000 });

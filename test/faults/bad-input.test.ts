@@ -1,15 +1,15 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { afterAll, expect, test } from "vitest";
-import { headers, type NatsConnection } from "nats";
+import { expect, test } from "vitest";
+import { headers } from "nats";
 import { BillingEvent, PaymentResult } from "../../src/gen/proofgate/v1/billing.js";
 import { AccessStatus } from "../../src/gen/proofgate/v1/check.js";
 import { AccessDocument, DeadLetter } from "../../src/gen/proofgate/v1/document.js";
 import { encodeEventJson } from "../../src/billing/index.js";
 import { BILLING_STREAM, DEADLETTER_STREAM, customerSubject } from "../../src/replication/subjects.js";
-import { NatsServer } from "../harness/nats.js";
-import { tempDir } from "../harness/tmp.js";
-import { EventFactory, WriterClient, WriterProcess, connectNats, lastState } from "../harness/writer.js";
+import { cleanupAfterAll } from "../harness/tmp.js";
+import { EventFactory, lastState } from "../harness/writer.js";
+import { startWriterSystem } from "../harness/demo.js";
 import { waitFor } from "../harness/wait.js";
 import { metric, startSidecarProcess } from "../harness/system.js";
 
@@ -19,10 +19,7 @@ import { metric, startSidecarProcess } from "../harness/system.js";
  * writer over a real nats-server with a sidecar following: each is refused or set aside with a
  * reason, and every valid event published after it still reaches the sidecar.
  */
-const cleanup: (() => unknown)[] = [];
-afterAll(async () => {
-  for (const c of cleanup.reverse()) await c();
-});
+const cleanup = cleanupAfterAll();
 
 const json = (e: BillingEvent): Uint8Array => Buffer.from(encodeEventJson(e));
 const jsonHeaders = (): ReturnType<typeof headers> => {
@@ -32,21 +29,11 @@ const jsonHeaders = (): ReturnType<typeof headers> => {
 };
 
 async function system(opts: { maxPayload?: number; writerArgs?: string[] } = {}) {
-  const nats = await NatsServer.start(opts.maxPayload === undefined ? {} : { maxPayload: opts.maxPayload });
-  cleanup.push(() => nats.dispose());
-  const dir = tempDir("proofgate-bad-input-");
-  cleanup.push(() => dir.dispose());
-  const nc: NatsConnection = await connectNats(nats.url);
-  cleanup.push(() => nc.close());
-  const writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db"), args: opts.writerArgs ?? [] });
-  cleanup.push(() => writer.stop("SIGKILL"));
-  const client = new WriterClient(writer.grpcAddress);
-  cleanup.push(() => client.close());
-  await waitFor(async () => (await writer.http("/readyz")).status === 200, "writer ready");
-  await client.applyCatalog();
-  const sidecar = await startSidecarProcess("bad-input", nats.url, join(dir.path, "replica.db"));
+  const s = await startWriterSystem("bad-input", opts);
+  cleanup.push(() => s.close());
+  const sidecar = await startSidecarProcess("bad-input", s.nats.url, join(s.dir, "replica.db"));
   cleanup.push(() => sidecar.stop("SIGKILL"));
-  return { nats, nc, jsm: await nc.jetstreamManager(), js: nc.jetstream(), writer, client, sidecar };
+  return { ...s, js: s.nc.jetstream(), sidecar };
 }
 
 async function deadLetters(s: Awaited<ReturnType<typeof system>>): Promise<DeadLetter[]> {

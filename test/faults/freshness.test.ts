@@ -1,9 +1,9 @@
 import { join } from "node:path";
-import { afterAll, expect, test } from "vitest";
+import { expect, test } from "vitest";
 import { PaymentResult } from "../../src/gen/proofgate/v1/billing.js";
 import { AccessStatus } from "../../src/gen/proofgate/v1/check.js";
 import { NatsServer } from "../harness/nats.js";
-import { tempDir } from "../harness/tmp.js";
+import { cleanupAfterAll, tempDir } from "../harness/tmp.js";
 import { testCatalog } from "../harness/sidecar.js";
 import { EventFactory, WriterClient, WriterProcess } from "../harness/writer.js";
 import { waitFor } from "../harness/wait.js";
@@ -14,10 +14,7 @@ import { metric, startSidecarProcess } from "../harness/system.js";
  * SIGKILLed writer publishes nothing, so a stream with nothing pending proves nothing. With the
  * writer dead past the coherency window, answers are stale and stale_policy: deny denies.
  */
-const cleanup: (() => unknown)[] = [];
-afterAll(async () => {
-  for (const c of cleanup.reverse()) await c();
-});
+const cleanup = cleanupAfterAll();
 
 test("a SIGKILLed writer turns the sidecar's answers stale after the coherency window (and stale_policy: deny denies); a restarted one makes them fresh again", async () => {
   const nats = await NatsServer.start();

@@ -1,17 +1,14 @@
 import { statSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, expect, test } from "vitest";
+import { expect, test } from "vitest";
 import { NatsServer } from "../harness/nats.js";
-import { tempDir } from "../harness/tmp.js";
+import { cleanupAfterAll, tempDir } from "../harness/tmp.js";
 import { WriterClient, WriterProcess } from "../harness/writer.js";
 import { waitFor } from "../harness/wait.js";
 import { startSidecarProcess } from "../harness/system.js";
 import { redactNatsUrl } from "../../src/replication/connection.js";
 
-const cleanup: (() => unknown)[] = [];
-afterAll(async () => {
-  for (const c of cleanup.reverse()) await c();
-});
+const cleanup = cleanupAfterAll();
 
 test("a password in --nats-url never reaches the logs, and ledger and replica files are readable by their owner only", async () => {
   const nats = await NatsServer.start();

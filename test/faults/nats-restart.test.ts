@@ -1,12 +1,10 @@
 import { join } from "node:path";
 import { status, type ServiceError } from "@grpc/grpc-js";
-import { afterAll, expect, test } from "vitest";
-import type { NatsConnection } from "nats";
+import { expect, test } from "vitest";
 import { BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
 import { IngestResult } from "../../src/gen/proofgate/v1/ingest.js";
-import { NatsServer } from "../harness/nats.js";
-import { tempDir } from "../harness/tmp.js";
-import { WriterClient, WriterProcess, connectNats } from "../harness/writer.js";
+import { cleanupAfterAll } from "../harness/tmp.js";
+import { startWriterSystem } from "../harness/demo.js";
 import { waitFor } from "../harness/wait.js";
 import { BillingTraffic, expectConverged, metricValue, scrape, startSidecarProcess, testRng } from "../harness/system.js";
 
@@ -16,31 +14,18 @@ import { BillingTraffic, expectConverged, metricValue, scrape, startSidecarProce
  * stop, events the billing system retries through the outage, and events the writer accepted
  * over gRPC while NATS was away must all end up in the replica, once.
  */
-const cleanup: (() => unknown)[] = [];
-afterAll(async () => {
-  for (const c of cleanup.reverse()) await c();
-});
+const cleanup = cleanupAfterAll();
 
 test("nats-server stopped and restarted mid-stream: writer and sidecar reconnect and converge with nothing lost or doubled", async () => {
   const rng = testRng();
-  const nats = await NatsServer.start();
-  cleanup.push(() => nats.dispose());
-  const dir = tempDir("proofgate-faults-");
-  cleanup.push(() => dir.dispose());
-  const nc: NatsConnection = await connectNats(nats.url);
-  cleanup.push(() => nc.close());
-  const jsm = await nc.jetstreamManager({ timeout: 1_000 });
+  const system = await startWriterSystem("nats-restart", { writerArgs: ["--publish-timeout", "300ms", "--ack-wait", "1s"] });
+  cleanup.push(() => system.close());
+  const { nats, nc, dir, writer, client } = system;
   // Acks the writer sends while NATS is going down are lost; the messages come back after this.
   // Short timeouts: a publish lost in the outage fails fast and is retried.
+  const jsm = await nc.jetstreamManager({ timeout: 1_000 });
   const js = nc.jetstream({ timeout: 1_000 });
-
-  const writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db"), args: ["--publish-timeout", "300ms", "--ack-wait", "1s"] });
-  cleanup.push(() => writer.stop("SIGKILL"));
-  const client = new WriterClient(writer.grpcAddress);
-  cleanup.push(() => client.close());
-  await waitFor(async () => (await writer.http("/readyz")).status === 200, "writer ready");
-  await client.applyCatalog();
-  const sidecar = await startSidecarProcess("follower", nats.url, join(dir.path, "replica.db"));
+  const sidecar = await startSidecarProcess("follower", nats.url, join(dir, "replica.db"));
   cleanup.push(() => sidecar.stop("SIGKILL"));
 
   const customers = Array.from({ length: 30 }, (_, i) => `cus_nats_${i}`);

@@ -1,10 +1,10 @@
 import { join } from "node:path";
-import { afterAll, expect, test } from "vitest";
+import { expect, test } from "vitest";
 import { PaymentResult } from "../../src/gen/proofgate/v1/billing.js";
 import { AccessStatus } from "../../src/gen/proofgate/v1/check.js";
 import { STATE_STREAM } from "../../src/replication/subjects.js";
 import { NatsServer } from "../harness/nats.js";
-import { tempDir } from "../harness/tmp.js";
+import { cleanupAfterAll, tempDir } from "../harness/tmp.js";
 import { startWriterSystem } from "../harness/demo.js";
 import { StatePublisher, paidCustomer, testCatalog } from "../harness/sidecar.js";
 import { EventFactory, connectNats } from "../harness/writer.js";
@@ -12,10 +12,7 @@ import { waitFor } from "../harness/wait.js";
 import { metric, startSidecarProcess } from "../harness/system.js";
 
 /** Rebuilds and bootstraps never pass an empty or partial replica off as current. */
-const cleanup: (() => unknown)[] = [];
-afterAll(async () => {
-  for (const c of cleanup.reverse()) await c();
-});
+const cleanup = cleanupAfterAll();
 
 test("state stream deleted and recreated: while the sidecar rebuilds, no answer from an empty replica claims to be fresh", async () => {
   const system = await startWriterSystem("rebuild");

@@ -2,25 +2,14 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { JetStreamManager, NatsConnection } from "nats";
 import { CatalogIndex } from "../../src/catalog/index.js";
-import { PaymentResult, type BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
+import { type BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
 import { AccessStatus, CheckResponse } from "../../src/gen/proofgate/v1/check.js";
-import { IngestResult } from "../../src/gen/proofgate/v1/ingest.js";
 import { evaluate, foldDocument } from "../../src/policy/index.js";
 import { NatsServer } from "../harness/nats.js";
-import { tempDir } from "../harness/tmp.js";
-import { EventFactory, WriterClient, WriterProcess, connectNats, demoCatalog, streamLastSeq } from "../harness/writer.js";
+import { WriterClient, WriterProcess, demoCatalog, streamLastSeq } from "../harness/writer.js";
+import { startWriterSystem, type WriterSystem } from "../harness/demo.js";
 import { waitFor } from "../harness/wait.js";
-import {
-  BillingTraffic,
-  expectConverged,
-  mapLimit,
-  metric,
-  replicaRevision,
-  startSidecarProcess,
-  testRng,
-  type Rng,
-  type SidecarUnderTest,
-} from "../harness/system.js";
+import { BillingTraffic, expectConverged, mapLimit, metric, publishAccepted, replicaRevision, seedEvents, startSidecarProcess, testRng, type Rng, type SidecarUnderTest } from "../harness/system.js";
 
 /**
  * Sidecars as real processes over a writer holding a few thousand customers: one SIGKILLed in
@@ -31,7 +20,8 @@ const SEEDED = 5_000;
 
 describe("sidecar replicas", () => {
   let nats: NatsServer;
-  let dir: ReturnType<typeof tempDir>;
+  let system: WriterSystem;
+  let dir: string;
   let nc: NatsConnection;
   let jsm: JetStreamManager;
   let writer: WriterProcess;
@@ -42,26 +32,7 @@ describe("sidecar replicas", () => {
   const sent = new Map<string, BillingEvent[]>();
   const stopped: SidecarUnderTest[] = [];
 
-  const record = (events: readonly BillingEvent[]): void => {
-    for (const e of events) {
-      const list = sent.get(e.customerId) ?? [];
-      list.push(e);
-      sent.set(e.customerId, list);
-    }
-  };
-  /** Publishes through IngestService in chunks; every event must be accepted. Returns the last revision. */
-  const publish = async (events: readonly BillingEvent[]): Promise<number> => {
-    let revision = 0;
-    for (let i = 0; i < events.length; i += 1_000) {
-      const chunk = events.slice(i, i + 1_000);
-      const res = await client.publish([...chunk]);
-      const refused = res.results.filter((r) => r.result !== IngestResult.INGEST_RESULT_ACCEPTED);
-      expect(refused).toEqual([]);
-      record(chunk);
-      revision = res.revision;
-    }
-    return revision;
-  };
+  const publish = (events: readonly BillingEvent[]): Promise<number> => publishAccepted(client, events, sent);
   /** A burst of random traffic through the writer, recorded as sent. */
   const burst = async (rng: Rng, customers: readonly string[], n: number, prefix: string): Promise<number> => {
     const traffic = new BillingTraffic(rng, customers, prefix);
@@ -69,34 +40,17 @@ describe("sidecar replicas", () => {
   };
 
   beforeAll(async () => {
-    nats = await NatsServer.start();
-    dir = tempDir("proofgate-replicas-");
-    nc = await connectNats(nats.url);
-    jsm = await nc.jetstreamManager();
-    writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db") });
-    client = new WriterClient(writer.grpcAddress);
-    await waitFor(async () => (await writer.http("/readyz")).status === 200, "writer ready");
-    await client.applyCatalog();
-    live = await startSidecarProcess("live", nats.url, join(dir.path, "live.db"));
+    system = await startWriterSystem("replicas");
+    ({ nats, dir, nc, jsm, writer, client } = system);
+    live = await startSidecarProcess("live", nats.url, join(dir, "live.db"));
     // A few thousand customers: every one subscribed, two in three paid, some upgraded.
-    const seed: BillingEvent[] = [];
-    for (let i = 0; i < SEEDED; i++) {
-      const f = new EventFactory(`cus_${i.toString().padStart(5, "0")}`, `seed${i}`);
-      const plan = ["basic", "premium", "enterprise"][i % 3] ?? "basic";
-      seed.push(f.subscribe(plan));
-      if (i % 3 !== 2) seed.push(f.pay(PaymentResult.PAYMENT_RESULT_SUCCEEDED, "in_1", { planId: plan }));
-    }
-    await publish(seed);
+    await publish(seedEvents(SEEDED));
   });
 
   afterAll(async () => {
     for (const s of stopped) await s.stop("SIGKILL");
     await live.stop("SIGKILL");
-    client.close();
-    await writer.stop("SIGKILL");
-    await nc.close();
-    await nats.dispose();
-    dir.dispose();
+    await system.close();
   });
 
   const customers = (): string[] => [...sent.keys()].sort();
@@ -104,7 +58,7 @@ describe("sidecar replicas", () => {
 
   test("a sidecar SIGKILLed mid-bootstrap, twice, resumes or rebuilds to exactly the writer's state", async () => {
     const rng = testRng();
-    const replicaPath = join(dir.path, "killed.db");
+    const replicaPath = join(dir, "killed.db");
     const kills: { threshold: number; revisionAtKill: number; streamLast: number }[] = [];
     for (let round = 1; round <= 2; round++) {
       const streamLast = await streamLastSeq(jsm);
@@ -138,7 +92,7 @@ describe("sidecar replicas", () => {
 
   test("two sidecars on the same stream, one following live and one bootstrapped while events flow, agree on every customer × feature", async () => {
     const rng = testRng();
-    const late = await startSidecarProcess("late", nats.url, join(dir.path, "late.db"));
+    const late = await startSidecarProcess("late", nats.url, join(dir, "late.db"));
     stopped.push(late);
     // Events keep coming while it bootstraps.
     await burst(rng, customers(), 600, `t${rng.seed}`);

@@ -2,16 +2,15 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { JetStreamManager, NatsConnection } from "nats";
-import { PaymentResult, type BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
+import { type BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
 import { CheckResponse } from "../../src/gen/proofgate/v1/check.js";
-import { IngestResult } from "../../src/gen/proofgate/v1/ingest.js";
 import { SNAPSHOT_BUCKET, downloadSnapshot, fileDigest, listSnapshots, putSnapshot } from "../../src/snapshot/store.js";
 import { streamIdentity } from "../../src/replication/streams.js";
 import { NatsServer } from "../harness/nats.js";
-import { tempDir } from "../harness/tmp.js";
-import { EventFactory, WriterClient, WriterProcess, connectNats, demoCatalog, streamLastSeq } from "../harness/writer.js";
+import { WriterClient, WriterProcess, demoCatalog, streamLastSeq } from "../harness/writer.js";
+import { startWriterSystem, type WriterSystem } from "../harness/demo.js";
 import { waitFor } from "../harness/wait.js";
-import { BillingTraffic, expectConverged, mapLimit, metric, startSidecarProcess, testRng, type SidecarUnderTest } from "../harness/system.js";
+import { BillingTraffic, expectConverged, mapLimit, metric, publishAccepted, seedEvents, startSidecarProcess, testRng, type SidecarUnderTest } from "../harness/system.js";
 
 /**
  * Replica snapshots with real processes: a writer producing snapshots into the Object Store,
@@ -22,7 +21,8 @@ const SEEDED = 2_000;
 
 describe("replica snapshots", () => {
   let nats: NatsServer;
-  let dir: ReturnType<typeof tempDir>;
+  let system: WriterSystem;
+  let dir: string;
   let nc: NatsConnection;
   let jsm: JetStreamManager;
   let writer: WriterProcess;
@@ -32,19 +32,9 @@ describe("replica snapshots", () => {
   const sent = new Map<string, BillingEvent[]>();
   const started: SidecarUnderTest[] = [];
 
-  const publish = async (events: readonly BillingEvent[]): Promise<number> => {
-    let revision = 0;
-    for (let i = 0; i < events.length; i += 1_000) {
-      const chunk = events.slice(i, i + 1_000);
-      const res = await client.publish([...chunk]);
-      expect(res.results.filter((r) => r.result !== IngestResult.INGEST_RESULT_ACCEPTED)).toEqual([]);
-      for (const e of chunk) sent.set(e.customerId, [...(sent.get(e.customerId) ?? []), e]);
-      revision = res.revision;
-    }
-    return revision;
-  };
+  const publish = (events: readonly BillingEvent[]): Promise<number> => publishAccepted(client, events, sent);
   const sidecar = async (name: string, args: readonly string[] = []): Promise<SidecarUnderTest> => {
-    const sc = await startSidecarProcess(name, nats.url, join(dir.path, `${name}.db`), args);
+    const sc = await startSidecarProcess(name, nats.url, join(dir, `${name}.db`), args);
     started.push(sc);
     return sc;
   };
@@ -75,33 +65,16 @@ describe("replica snapshots", () => {
   };
 
   beforeAll(async () => {
-    nats = await NatsServer.start();
-    dir = tempDir("proofgate-snapshots-");
-    nc = await connectNats(nats.url);
-    jsm = await nc.jetstreamManager();
-    writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db"), args: ["--snapshot-interval", "1s"] });
-    client = new WriterClient(writer.grpcAddress);
-    await waitFor(async () => (await writer.http("/readyz")).status === 200, "writer ready");
-    await client.applyCatalog();
-    const seed: BillingEvent[] = [];
-    for (let i = 0; i < SEEDED; i++) {
-      const f = new EventFactory(`cus_${i.toString().padStart(5, "0")}`, `seed${i}`);
-      const plan = ["basic", "premium", "enterprise"][i % 3] ?? "basic";
-      seed.push(f.subscribe(plan));
-      if (i % 3 !== 2) seed.push(f.pay(PaymentResult.PAYMENT_RESULT_SUCCEEDED, "in_1", { planId: plan }));
-    }
-    const seeded = await publish(seed);
+    system = await startWriterSystem("snapshots", { writerArgs: ["--snapshot-interval", "1s"] });
+    ({ nats, dir, nc, jsm, writer, client } = system);
+    const seeded = await publish(seedEvents(SEEDED));
     await waitFor(async () => ((await listSnapshots(jsm, nc.jetstream()))[0]?.meta.revision ?? 0) >= seeded, "the writer to put a snapshot of the seeded stream", 30_000);
     replayed = await sidecar("replayed", ["--snapshot-bootstrap", "false"]);
   });
 
   afterAll(async () => {
     for (const s of started) await s.stop("SIGKILL");
-    client.close();
-    await writer.stop("SIGKILL");
-    await nc.close();
-    await nats.dispose();
-    dir.dispose();
+    await system.close();
   });
 
   test("a sidecar started from a snapshot answers exactly like one that replayed the stream", async () => {
@@ -123,13 +96,13 @@ describe("replica snapshots", () => {
   test("corrupt, truncated and unreadable snapshots are refused and the sidecar replays the stream", async () => {
     const good = (await listSnapshots(jsm, nc.jetstream()))[0];
     if (!good) throw new Error("no snapshot");
-    const original = join(dir.path, "good.snapshot");
+    const original = join(dir, "good.snapshot");
     await downloadSnapshot(nc.jetstream(), good, original);
     const bytes = readFileSync(original);
     const os = await nc.jetstream().views.os(SNAPSHOT_BUCKET);
     for (const s of await listSnapshots(jsm, nc.jetstream())) await os.delete(s.name);
     const put = async (name: string, content: Buffer, declared: { sha256: string; size: number }, revision: number): Promise<void> => {
-      const file = join(dir.path, name);
+      const file = join(dir, name);
       writeFileSync(file, content);
       await putSnapshot(nc.jetstream(), file, { ...good.meta, ...declared, revision }, 10);
     };
@@ -142,8 +115,8 @@ describe("replica snapshots", () => {
     await put("truncated", bytes.subarray(0, bytes.length >> 1), declared, good.meta.revision - 1);
     // Checksummed correctly, but not a replica file at all.
     const garbage = Buffer.from("this is not a SQLite database, whatever its checksum says");
-    writeFileSync(join(dir.path, "garbage"), garbage);
-    await put("garbage", garbage, await fileDigest(join(dir.path, "garbage")), good.meta.revision - 2);
+    writeFileSync(join(dir, "garbage"), garbage);
+    await put("garbage", garbage, await fileDigest(join(dir, "garbage")), good.meta.revision - 2);
     expect((await listSnapshots(jsm, nc.jetstream())).map((s) => s.meta.revision)).toEqual([good.meta.revision, good.meta.revision - 1, good.meta.revision - 2]);
 
     const fallback = await sidecar("fallback");

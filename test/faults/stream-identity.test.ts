@@ -1,21 +1,19 @@
 import { join } from "node:path";
-import { afterAll, expect, test } from "vitest";
+import { expect, test } from "vitest";
 import { PaymentResult } from "../../src/gen/proofgate/v1/billing.js";
 import { AccessStatus } from "../../src/gen/proofgate/v1/check.js";
 import { startWriterSystem } from "../harness/demo.js";
 import { EventFactory } from "../harness/writer.js";
 import { waitFor } from "../harness/wait.js";
 import { metric, scrape, startSidecarProcess } from "../harness/system.js";
+import { cleanupAfterAll } from "../harness/tmp.js";
 
 /**
  * A clean nats-server restart keeps PROOFGATE_STATE's sequences, but may report a new `created`
  * time for it. Sidecars recognise the stream by the incarnation id the writer gave it, so three
  * restarts in a row rebuild nothing and never answer UNKNOWN_CUSTOMER for a known customer.
  */
-const cleanup: (() => unknown)[] = [];
-afterAll(async () => {
-  for (const c of cleanup.reverse()) await c();
-});
+const cleanup = cleanupAfterAll();
 
 test("nats-server restarted three times: the sidecar keeps its replica (no rebuild) and keeps answering from it", async () => {
   const system = await startWriterSystem("identity");

@@ -1,10 +1,10 @@
 import { join } from "node:path";
-import { afterAll, expect, test } from "vitest";
+import { expect, test } from "vitest";
 import type { NatsConnection } from "nats";
 import { BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
 import { DEADLETTER_STREAM } from "../../src/replication/subjects.js";
 import { NatsServer } from "../harness/nats.js";
-import { tempDir } from "../harness/tmp.js";
+import { cleanupAfterAll, tempDir } from "../harness/tmp.js";
 import { WriterClient, WriterProcess, connectNats } from "../harness/writer.js";
 import { waitFor } from "../harness/wait.js";
 import { BillingTraffic, expectConverged, metricValue, scrape, startSidecarProcess, testRng, type Rng, type SidecarUnderTest } from "../harness/system.js";
@@ -15,10 +15,7 @@ import { BillingTraffic, expectConverged, metricValue, scrape, startSidecarProce
  * rounds; a sidecar follows throughout. In the end the replica must be the writer's state
  * exactly: same revision, and every document the fold of exactly the events sent.
  */
-const cleanup: (() => unknown)[] = [];
-afterAll(async () => {
-  for (const c of cleanup.reverse()) await c();
-});
+const cleanup = cleanupAfterAll();
 
 function shuffle<T>(rng: Rng, items: readonly T[]): T[] {
   const out = [...items];

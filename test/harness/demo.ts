@@ -27,8 +27,18 @@ export const STORY_ANSWERS: readonly { readonly status: AccessStatusName; readon
   { status: "REVOKED", allowed: false, reason: /refunded/ },
 ];
 
+export interface WriterSystemOptions {
+  /** nats-server's max_payload (default 1 MiB). */
+  readonly maxPayload?: number;
+  /** More `proofgate writer` flags. */
+  readonly writerArgs?: readonly string[];
+}
+
 export interface WriterSystem {
   readonly nats: NatsServer;
+  /** A test connection to that NATS (reconnects forever). */
+  readonly nc: NatsConnection;
+  readonly jsm: JetStreamManager;
   /** The test's own temp directory (ledger, replicas). */
   readonly dir: string;
   readonly writer: WriterProcess;
@@ -37,21 +47,25 @@ export interface WriterSystem {
 }
 
 /** nats-server and `proofgate writer` as processes, the writer ready with the demo catalog applied. */
-export async function startWriterSystem(name: string): Promise<WriterSystem> {
-  const nats = await NatsServer.start();
+export async function startWriterSystem(name: string, o: WriterSystemOptions = {}): Promise<WriterSystem> {
+  const nats = await NatsServer.start(o.maxPayload === undefined ? {} : { maxPayload: o.maxPayload });
   const dir = tempDir(`proofgate-${name}-`);
-  const writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db") });
+  const nc = await connectNats(nats.url);
+  const writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db"), args: o.writerArgs ?? [] });
   const client = new WriterClient(writer.grpcAddress);
   await waitFor(async () => (await writer.http("/readyz")).status === 200, "writer ready");
   await client.applyCatalog();
   return {
     nats,
+    nc,
+    jsm: await nc.jetstreamManager(),
     dir: dir.path,
     writer,
     client,
     close: async () => {
       client.close();
       await writer.stop("SIGKILL");
+      await nc.close();
       await nats.dispose();
       dir.dispose();
     },

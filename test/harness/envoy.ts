@@ -6,6 +6,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { unaryCall, type UnaryMethod } from "../../src/transport/grpc-client.js";
 import { AUTHORIZATION_SERVICE, ENVOY_LOADER_OPTIONS, ENVOY_PROTO_DIRS, EXTERNAL_AUTH_PROTO } from "../../src/sidecar/extauthz/envoy.js";
 
 interface FieldDescriptor {
@@ -89,7 +90,7 @@ export interface HttpAttributes {
   header_map?: { headers: { key: string; value?: string; raw_value?: Buffer }[] };
 }
 
-type CheckFn = (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: EnvoyCheckResponse) => void) => void;
+type CheckFn = UnaryMethod<unknown, EnvoyCheckResponse>;
 
 export class EnvoyAuthzClient {
   private readonly client: grpc.Client & { Check: CheckFn };
@@ -113,9 +114,7 @@ export class EnvoyAuthzClient {
       },
     };
     strictEnvoyMessage("envoy.service.auth.v3.CheckRequest", req);
-    return new Promise((resolve, reject) => {
-      this.client.Check(req, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (err, res) => (err ? reject(err) : resolve(res)));
-    });
+    return unaryCall<EnvoyCheckResponse>((md, o, cb) => this.client.Check(req, md, o, cb));
   }
 
   close(): void {

@@ -8,14 +8,8 @@ import { connect, type JetStreamClient, type JetStreamManager, type NatsConnecti
 import { demoCatalog } from "../../src/catalog/index.js";
 import { msDuration } from "../../src/catalog/catalog-index.js";
 import { DisputePolicy, StalePolicy, type Catalog } from "../../src/gen/proofgate/v1/catalog.js";
-import {
-  PaymentResult,
-  PaymentSession,
-  RecoveryResult,
-  SubscriptionStatus,
-  type BillingEvent,
-  type SubscriptionChanged,
-} from "../../src/gen/proofgate/v1/billing.js";
+import { PaymentResult, PaymentSession, SubscriptionStatus, type BillingEvent, type RecoveryResult } from "../../src/gen/proofgate/v1/billing.js";
+import { BillingEvents } from "../../src/billing/index.js";
 import {
   CheckServiceClient,
   type CheckBatchRequest,
@@ -31,6 +25,7 @@ import { CATALOG_SUBJECT, HEARTBEAT_SUBJECT, STATE_STREAM, customerSubject } fro
 import { ensureStreams } from "../../src/replication/streams.js";
 import { createLogger, silentLogger, type Logger } from "../../src/observability/logger.js";
 import { startSidecar, type Sidecar, type SidecarOptions } from "../../src/sidecar/index.js";
+import { unaryCall, type UnaryMethod } from "../../src/transport/grpc-client.js";
 import { awaitReadyFile } from "./processes.js";
 import { tempDir } from "./tmp.js";
 import { DAY } from "./wait.js";
@@ -67,67 +62,53 @@ export function testCatalog(policy: { coherencyWindowMs?: number; stalePolicy?: 
  */
 export class CustomerStory {
   private readonly events: BillingEvent[] = [];
-  private n = 0;
-  private version = 0;
+  private readonly builder: BillingEvents;
 
   constructor(
     readonly customerId: string,
     readonly subscriptionId = "sub_1",
-  ) {}
+  ) {
+    this.builder = new BillingEvents({ customerId, subscriptionId, source: "test", eventId: (n) => `${customerId}-evt-${n}` });
+  }
 
   subscribe(plan: string, at: number, opts: { periodEndMs?: number; trialEndMs?: number; cancelAtMs?: number; canceled?: boolean; quantity?: number } = {}): this {
-    const value: SubscriptionChanged = {
-      status: opts.canceled ? SubscriptionStatus.SUBSCRIPTION_STATUS_CANCELED : SubscriptionStatus.SUBSCRIPTION_STATUS_ACTIVE,
-      planId: plan,
-      addonIds: [],
-      quantity: opts.quantity ?? 1,
-      currentPeriodStart: new Date(at),
-      currentPeriodEnd: new Date(opts.periodEndMs ?? at + 30 * DAY),
-      cancelAt: opts.cancelAtMs === undefined ? undefined : new Date(opts.cancelAtMs),
-      trialEnd: opts.trialEndMs === undefined ? undefined : new Date(opts.trialEndMs),
-      version: ++this.version,
-    };
-    return this.push(at, { $case: "subscription", value });
+    this.events.push(
+      this.builder.subscription(at, {
+        status: opts.canceled ? SubscriptionStatus.SUBSCRIPTION_STATUS_CANCELED : SubscriptionStatus.SUBSCRIPTION_STATUS_ACTIVE,
+        planId: plan,
+        quantity: opts.quantity ?? 1,
+        currentPeriodStart: at,
+        currentPeriodEnd: opts.periodEndMs ?? at + 30 * DAY,
+        cancelAt: opts.cancelAtMs,
+        trialEnd: opts.trialEndMs,
+      }),
+    );
+    return this;
   }
 
   pay(invoiceId: string, plan: string, at: number, periodStartMs: number, periodEndMs: number, result = PaymentResult.PAYMENT_RESULT_SUCCEEDED): this {
-    return this.push(at, {
-      $case: "payment",
-      value: {
+    this.events.push(
+      this.builder.payment(at, {
         invoiceId,
         result,
-        periodStart: new Date(periodStartMs),
-        periodEnd: new Date(periodEndMs),
+        periodStart: periodStartMs,
+        periodEnd: periodEndMs,
         planId: plan,
-        addonIds: [],
-        quantity: 1,
         session: PaymentSession.PAYMENT_SESSION_OFF_SESSION,
         amountMinor: 4900,
         currency: "EUR",
-        failureReason: result === PaymentResult.PAYMENT_RESULT_FAILED ? "card_declined" : "",
-      },
-    });
+      }),
+    );
+    return this;
   }
 
   recovery(invoiceId: string, at: number, result: RecoveryResult): this {
-    return this.push(at, { $case: "recovery", value: { invoiceId, result, nextAttemptAt: undefined } });
+    this.events.push(this.builder.recovery(at, invoiceId, result));
+    return this;
   }
 
   document(): AccessDocument {
     return foldDocument(this.customerId, this.events, []);
-  }
-
-  private push(at: number, kind: BillingEvent["kind"]): this {
-    this.events.push({
-      eventId: `${this.customerId}-evt-${++this.n}`,
-      occurredAt: new Date(at),
-      customerId: this.customerId,
-      subscriptionId: this.subscriptionId,
-      source: "test",
-      correlationId: "",
-      kind,
-    });
-    return this;
   }
 }
 
@@ -246,12 +227,10 @@ export class StatePublisher {
   }
 }
 
-type Unary<Req, Res> = (req: Req, metadata: grpc.Metadata, options: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown;
-
 /** A promise-based CheckService client (the generated grpc-js client underneath) plus grpc.health.v1. */
 export class CheckClient {
   readonly raw: InstanceType<typeof CheckServiceClient>;
-  private readonly health: grpc.Client & { check: Unary<{ service: string }, { status: string }> };
+  private readonly health: grpc.Client & { check: UnaryMethod<{ service: string }, { status: string }> };
 
   constructor(readonly address: string) {
     this.raw = new CheckServiceClient(address, grpc.credentials.createInsecure());
@@ -282,10 +261,8 @@ export class CheckClient {
     this.health.close();
   }
 
-  private call<Req, Res>(fn: Unary<Req, Res>, req: Req, deadlineMs: number): Promise<Res> {
-    return new Promise((resolve, reject) => {
-      fn(req, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(err) : resolve(res)));
-    });
+  private call<Req, Res>(fn: UnaryMethod<Req, Res>, req: Req, deadlineMs: number): Promise<Res> {
+    return unaryCall<Res>((md, o, cb) => fn(req, md, o, cb), { timeoutMs: deadlineMs });
   }
 }
 

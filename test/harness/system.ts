@@ -5,19 +5,18 @@
  * ends with.
  */
 import { spawn } from "node:child_process";
-import { randomInt } from "node:crypto";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
 import type { JetStreamManager, NatsConnection } from "nats";
-import { onTestFailed } from "vitest";
+import { expect } from "vitest";
 import { AuditKind } from "../../src/gen/proofgate/v1/admin.js";
 import { PaymentResult, RecoveryResult, SubscriptionStatus, type BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
 import { AccessDocument } from "../../src/gen/proofgate/v1/document.js";
+import { IngestResult } from "../../src/gen/proofgate/v1/ingest.js";
 import { foldDocument } from "../../src/policy/index.js";
 import { CATALOG_SUBJECT, STATE_STREAM, customerSubject } from "../../src/replication/subjects.js";
 import { documentRecord } from "../../src/writer/core.js";
-import { rng } from "../../src/bench/data.js";
 import { CheckClient, spawnSidecar, type SidecarProcess } from "./sidecar.js";
 import { EventFactory, WriterClient, streamLastSeq } from "./writer.js";
 import { DAY, waitFor } from "./wait.js";
@@ -25,41 +24,9 @@ import { DAY, waitFor } from "./wait.js";
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 export const BIN = join(ROOT, "bin/proofgate.js");
 
-// ---------------------------------------------------------------------------------------------
-// Seeded randomness
-
-
-export interface Rng {
-  readonly seed: number;
-  /** [0, 1) */
-  next(): number;
-  /** An integer in [min, max] (inclusive). */
-  int(min: number, max: number): number;
-  pick<T>(items: readonly T[]): T;
-}
-
-/**
- * A seeded generator for the current test: the seed is PROOFGATE_TEST_SEED when set, else
- * random, and is printed if the test fails so the run can be repeated. Call inside a test.
- */
-export function testRng(): Rng {
-  const fromEnv = process.env["PROOFGATE_TEST_SEED"];
-  const seed = fromEnv ? Number(fromEnv) : randomInt(1, 2 ** 31 - 1);
-  onTestFailed(() => {
-    process.stderr.write(`\n*** random seed ${seed}: rerun with PROOFGATE_TEST_SEED=${seed}\n`);
-  });
-  const next = rng(seed);
-  return {
-    seed,
-    next,
-    int: (min, max) => min + Math.floor(next() * (max - min + 1)),
-    pick<T>(items: readonly T[]): T {
-      const item = items[Math.floor(next() * items.length)];
-      if (item === undefined) throw new Error("pick from an empty list");
-      return item;
-    },
-  };
-}
+// Seeded randomness lives in ./random.ts; re-exported for the tests that import it from here.
+export { testRng, type Rng } from "./random.js";
+import type { Rng } from "./random.js";
 
 // ---------------------------------------------------------------------------------------------
 // Child processes
@@ -230,6 +197,34 @@ export function replicaRevision(path: string): number {
 
 // ---------------------------------------------------------------------------------------------
 // Billing traffic
+
+/**
+ * Publishes `events` through IngestService in chunks of 1,000, every one accepted, and records
+ * each in `sent` (customer → events: what `expectConverged` compares with). Returns the last revision.
+ */
+export async function publishAccepted(client: WriterClient, events: readonly BillingEvent[], sent: Map<string, BillingEvent[]>): Promise<number> {
+  let revision = 0;
+  for (let i = 0; i < events.length; i += 1_000) {
+    const chunk = events.slice(i, i + 1_000);
+    const res = await client.publish([...chunk]);
+    expect(res.results.filter((r) => r.result !== IngestResult.INGEST_RESULT_ACCEPTED)).toEqual([]);
+    for (const e of chunk) sent.set(e.customerId, [...(sent.get(e.customerId) ?? []), e]);
+    revision = res.revision;
+  }
+  return revision;
+}
+
+/** `n` customers `cus_00000`…, subscribed to basic, premium and enterprise in turn; two in three paid. */
+export function seedEvents(n: number): BillingEvent[] {
+  const seed: BillingEvent[] = [];
+  for (let i = 0; i < n; i++) {
+    const f = new EventFactory(`cus_${i.toString().padStart(5, "0")}`, `seed${i}`);
+    const plan = ["basic", "premium", "enterprise"][i % 3] ?? "basic";
+    seed.push(f.subscribe(plan));
+    if (i % 3 !== 2) seed.push(f.pay(PaymentResult.PAYMENT_RESULT_SUCCEEDED, "in_1", { planId: plan }));
+  }
+  return seed;
+}
 
 const PLANS = ["basic", "premium", "enterprise"] as const;
 const PAYMENTS = [

@@ -1,3 +1,4 @@
+import { afterAll } from "vitest";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,4 +25,16 @@ export function tempDir(prefix = "proofgate-test-"): { path: string; dispose: ()
 export function disposeTempDirs(): void {
   for (const path of made) rmSync(path, { recursive: true, force: true });
   made.clear();
+}
+
+/**
+ * A list of undo actions run after the file's tests, last first, whatever their outcome:
+ * `const cleanup = cleanupAfterAll(); … cleanup.push(() => nats.dispose());`
+ */
+export function cleanupAfterAll(): (() => unknown)[] {
+  const list: (() => unknown)[] = [];
+  afterAll(async () => {
+    for (const undo of list.splice(0).reverse()) await undo();
+  });
+  return list;
 }

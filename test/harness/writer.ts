@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { credentials, type ServiceError } from "@grpc/grpc-js";
+import { credentials } from "@grpc/grpc-js";
 import { connect, type JetStreamManager, type MsgHdrs, type NatsConnection } from "nats";
 import { demoCatalog } from "../../src/catalog/index.js";
 import {
@@ -15,21 +15,15 @@ import {
   type PutOverrideRequest,
   type PutOverrideResponse,
 } from "../../src/gen/proofgate/v1/admin.js";
-import {
-  PaymentResult,
-  PaymentSession,
-  RecoveryResult,
-  SubscriptionStatus,
-  type BillingEvent,
-  type PaymentOutcome,
-  type SubscriptionChanged,
-} from "../../src/gen/proofgate/v1/billing.js";
+import type { BillingEvent, PaymentOutcome, PaymentResult, RecoveryResult, SubscriptionChanged } from "../../src/gen/proofgate/v1/billing.js";
+import { BillingEvents } from "../../src/billing/index.js";
 import type { Catalog } from "../../src/gen/proofgate/v1/catalog.js";
 import { StateRecord } from "../../src/gen/proofgate/v1/document.js";
 import { IngestServiceClient, type PublishResponse } from "../../src/gen/proofgate/v1/ingest.js";
 import { silentLogger, type Logger } from "../../src/observability/logger.js";
 import { STATE_STREAM } from "../../src/replication/subjects.js";
 import { startWriter, writerOptions, type ConsoleAuth, type FaultHooks, type Writer, type WriterOptions } from "../../src/writer/index.js";
+import { unaryCall, type Invoke } from "../../src/transport/grpc-client.js";
 import { awaitReadyFile } from "./processes.js";
 import { tempDir } from "./tmp.js";
 import { DAY } from "./wait.js";
@@ -167,15 +161,6 @@ export class WriterProcess {
 // ---------------------------------------------------------------------------------------------
 // gRPC clients
 
-function unaryCall<Res>(start: (cb: (err: ServiceError | null, res: Res) => void) => unknown): Promise<Res> {
-  return new Promise<Res>((resolve, reject) => {
-    start((err, res) => {
-      if (err) reject(err);
-      else resolve(res);
-    });
-  });
-}
-
 /** IngestService and AdminService of one writer, promise style. Errors are grpc ServiceErrors (`code`, `details`). */
 export class WriterClient {
   readonly ingest: IngestServiceClient;
@@ -187,42 +172,47 @@ export class WriterClient {
   }
 
   publish(events: BillingEvent[]): Promise<PublishResponse> {
-    return unaryCall((cb) => this.ingest.publish({ events }, cb));
+    return this.call((md, o, cb) => this.ingest.publish({ events }, md, o, cb));
   }
 
   /** Applies the catalog; resolves with the revision. */
   async applyCatalog(catalog: Catalog = demoCatalog(), actor = "test", reason = "test setup"): Promise<number> {
-    const r = await unaryCall<{ revision: number }>((cb) => this.admin.applyCatalog({ catalog, actor, reason, allowRemovals: false }, cb));
+    const r = await this.call<ApplyCatalogResponse>((md, o, cb) => this.admin.applyCatalog({ catalog, actor, reason, allowRemovals: false }, md, o, cb));
     return r.revision;
   }
 
   applyCatalogRequest(req: ApplyCatalogRequest): Promise<ApplyCatalogResponse> {
-    return unaryCall((cb) => this.admin.applyCatalog(req, cb));
+    return this.call((md, o, cb) => this.admin.applyCatalog(req, md, o, cb));
   }
 
   getCatalog(): Promise<{ catalog: Catalog | undefined }> {
-    return unaryCall((cb) => this.admin.getCatalog({}, cb));
+    return this.call((md, o, cb) => this.admin.getCatalog({}, md, o, cb));
   }
 
   getCustomer(customerId: string): Promise<GetCustomerResponse> {
-    return unaryCall((cb) => this.admin.getCustomer({ customerId }, cb));
+    return this.call((md, o, cb) => this.admin.getCustomer({ customerId }, md, o, cb));
   }
 
   putOverride(req: PutOverrideRequest): Promise<PutOverrideResponse> {
-    return unaryCall((cb) => this.admin.putOverride(req, cb));
+    return this.call((md, o, cb) => this.admin.putOverride(req, md, o, cb));
   }
 
   deleteOverride(req: DeleteOverrideRequest): Promise<{ revision: number }> {
-    return unaryCall((cb) => this.admin.deleteOverride(req, cb));
+    return this.call((md, o, cb) => this.admin.deleteOverride(req, md, o, cb));
   }
 
   eraseCustomer(req: EraseCustomerRequest): Promise<{ revision: number }> {
-    return unaryCall((cb) => this.admin.eraseCustomer(req, cb));
+    return this.call((md, o, cb) => this.admin.eraseCustomer(req, md, o, cb));
   }
 
   close(): void {
     this.ingest.close();
     this.admin.close();
+  }
+
+  /** Calls wait as long as a test may (a writer whose NATS is down answers late). */
+  private call<Res>(invoke: Invoke<Res>): Promise<Res> {
+    return unaryCall(invoke, { timeoutMs: 60_000 });
   }
 }
 
@@ -281,73 +271,35 @@ export async function allState(jsm: JetStreamManager): Promise<StateMessage[]> {
  * sees current periods).
  */
 export class EventFactory {
-  private n = 0;
-  private version = 0;
+  private readonly events: BillingEvents;
 
   constructor(
     readonly customerId: string,
     readonly prefix = `evt_${Math.random().toString(36).slice(2, 8)}`,
     readonly start = Date.now(),
     readonly subscriptionId = "sub_1",
-  ) {}
-
-  private event(kind: BillingEvent["kind"], atOffsetMs: number): BillingEvent {
-    return {
-      eventId: `${this.prefix}_${++this.n}`,
-      occurredAt: new Date(this.start + atOffsetMs),
-      customerId: this.customerId,
-      subscriptionId: this.subscriptionId,
-      source: "test",
-      correlationId: `corr_${this.n}`,
-      kind,
-    };
+  ) {
+    this.events = new BillingEvents({ customerId, subscriptionId, source: "test", eventId: (n) => `${prefix}_${n}`, correlationId: (n) => `corr_${n}` });
   }
 
   subscribe(planId = "premium", opts: Partial<SubscriptionChanged> = {}, atOffsetMs = 0): BillingEvent {
-    return this.event(
-      {
-        $case: "subscription",
-        value: {
-          status: SubscriptionStatus.SUBSCRIPTION_STATUS_ACTIVE,
-          planId,
-          addonIds: [],
-          quantity: 1,
-          currentPeriodStart: new Date(this.start - DAY),
-          currentPeriodEnd: new Date(this.start + 29 * DAY),
-          cancelAt: undefined,
-          trialEnd: undefined,
-          version: ++this.version,
-          ...opts,
-        },
-      },
-      atOffsetMs,
-    );
+    return this.events.subscription(this.start + atOffsetMs, { planId, currentPeriodStart: this.start - DAY, currentPeriodEnd: this.start + 29 * DAY, ...opts });
   }
 
   pay(result: PaymentResult, invoiceId = "in_1", opts: Partial<PaymentOutcome> = {}, atOffsetMs = 0): BillingEvent {
-    return this.event(
-      {
-        $case: "payment",
-        value: {
-          invoiceId,
-          result,
-          periodStart: new Date(this.start - DAY),
-          periodEnd: new Date(this.start + 29 * DAY),
-          planId: "premium",
-          addonIds: [],
-          quantity: 1,
-          session: PaymentSession.PAYMENT_SESSION_UNSPECIFIED,
-          amountMinor: 4900,
-          currency: "EUR",
-          failureReason: result === PaymentResult.PAYMENT_RESULT_FAILED ? "card_declined" : "",
-          ...opts,
-        },
-      },
-      atOffsetMs,
-    );
+    return this.events.payment(this.start + atOffsetMs, {
+      invoiceId,
+      result,
+      periodStart: this.start - DAY,
+      periodEnd: this.start + 29 * DAY,
+      planId: "premium",
+      amountMinor: 4900,
+      currency: "EUR",
+      ...opts,
+    });
   }
 
   recover(result: RecoveryResult, invoiceId: string, nextAttemptAt?: Date, atOffsetMs = 0): BillingEvent {
-    return this.event({ $case: "recovery", value: { invoiceId, result, nextAttemptAt } }, atOffsetMs);
+    return this.events.recovery(this.start + atOffsetMs, invoiceId, result, nextAttemptAt);
   }
 }

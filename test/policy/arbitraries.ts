@@ -1,5 +1,6 @@
 /** fast-check arbitraries for one customer's billing facts and overrides (shared by the fold tests). */
 import fc from "fast-check";
+import { billingEvent } from "../../src/billing/index.js";
 import { PaymentResult, RecoveryResult, SubscriptionStatus, type BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
 import { OverrideEffect, type Override } from "../../src/gen/proofgate/v1/document.js";
 import { DAY, T0 } from "./story.js";
@@ -71,17 +72,7 @@ const kind = kindOf({ invoice });
 const eventsOf = (k: fc.Arbitrary<BillingEvent["kind"]>, maxLength: number): fc.Arbitrary<BillingEvent[]> => fc
   .array(fc.record({ occurredAt: time, subscriptionId: sub, kind: k }), { minLength: 0, maxLength })
   .map((xs) =>
-    xs.map(
-      (x, i): BillingEvent => ({
-        eventId: `evt_${i}`,
-        occurredAt: new Date(x.occurredAt),
-        customerId: "cus_p",
-        subscriptionId: x.subscriptionId,
-        source: "prop",
-        correlationId: "",
-        kind: x.kind,
-      }),
-    ),
+    xs.map((x, i) => billingEvent({ eventId: `evt_${i}`, customerId: "cus_p", subscriptionId: x.subscriptionId, source: "prop" }, x.occurredAt, x.kind)),
   );
 export const events = eventsOf(kind, 25);
 export const longEvents = eventsOf(kindOf({ invoice: manyInvoices }), 120);

@@ -1,13 +1,6 @@
 import { CatalogIndex, demoCatalog } from "../../src/catalog/index.js";
-import {
-  PaymentResult,
-  PaymentSession,
-  RecoveryResult,
-  SubscriptionStatus,
-  type BillingEvent,
-  type PaymentOutcome,
-  type SubscriptionChanged,
-} from "../../src/gen/proofgate/v1/billing.js";
+import { SubscriptionStatus, type BillingEvent, type PaymentOutcome, type PaymentResult, type RecoveryResult, type SubscriptionChanged } from "../../src/gen/proofgate/v1/billing.js";
+import { BillingEvents } from "../../src/billing/index.js";
 import { OverrideEffect, type Override } from "../../src/gen/proofgate/v1/document.js";
 import type { Catalog } from "../../src/gen/proofgate/v1/catalog.js";
 import { evaluate, foldDocument, statusName, type Decision } from "../../src/policy/index.js";
@@ -24,9 +17,8 @@ export class Story {
   readonly events: BillingEvent[] = [];
   readonly overrides: Override[] = [];
   now = T0;
-  private n = 0;
-  private version = 0;
   private invoiceNo = 0;
+  private readonly builder: BillingEvents;
   catalog: CatalogIndex;
 
   constructor(
@@ -35,6 +27,7 @@ export class Story {
     readonly subscriptionId = "sub_1",
   ) {
     this.catalog = CatalogIndex.from(catalog);
+    this.builder = new BillingEvents({ customerId, subscriptionId, source: "test" });
   }
 
   at(ms: number): this {
@@ -46,35 +39,10 @@ export class Story {
     return this;
   }
 
-  private push(kind: BillingEvent["kind"], subscriptionId = this.subscriptionId): BillingEvent {
-    const e: BillingEvent = {
-      eventId: `evt_${++this.n}`,
-      occurredAt: new Date(this.now),
-      customerId: this.customerId,
-      subscriptionId,
-      source: "test",
-      correlationId: "",
-      kind,
-    };
-    this.events.push(e);
-    return e;
-  }
-
   subscribe(plan: string, opts: Partial<SubscriptionChanged> & { subscriptionId?: string } = {}): this {
     const { subscriptionId, ...rest } = opts;
-    const s: SubscriptionChanged = {
-      status: SubscriptionStatus.SUBSCRIPTION_STATUS_ACTIVE,
-      planId: plan,
-      addonIds: [],
-      quantity: 1,
-      currentPeriodStart: new Date(this.now),
-      currentPeriodEnd: new Date(this.now + 30 * DAY),
-      cancelAt: undefined,
-      trialEnd: undefined,
-      version: ++this.version,
-      ...rest,
-    };
-    this.push({ $case: "subscription", value: s }, subscriptionId);
+    const fields = { planId: plan, currentPeriodStart: this.now, currentPeriodEnd: this.now + 30 * DAY, ...rest };
+    this.events.push(this.builder.subscription(this.now, fields, subscriptionId ? { subscriptionId } : {}));
     return this;
   }
 
@@ -91,26 +59,22 @@ export class Story {
 
   pay(result: PaymentResult, opts: Partial<PaymentOutcome> & { days?: number; subscriptionId?: string } = {}): this {
     const { days = 30, subscriptionId, ...rest } = opts;
-    const p: PaymentOutcome = {
+    const fields = {
       invoiceId: rest.invoiceId ?? (this.invoiceNo ? `in_${this.invoiceNo}` : this.newInvoice()),
       result,
-      periodStart: new Date(this.now),
-      periodEnd: new Date(this.now + days * DAY),
+      periodStart: this.now,
+      periodEnd: this.now + days * DAY,
       planId: "premium",
-      addonIds: [],
-      quantity: 1,
-      session: PaymentSession.PAYMENT_SESSION_UNSPECIFIED,
       amountMinor: 4900,
       currency: "EUR",
-      failureReason: result === PaymentResult.PAYMENT_RESULT_FAILED ? "card_declined" : "",
       ...rest,
     };
-    this.push({ $case: "payment", value: p }, subscriptionId);
+    this.events.push(this.builder.payment(this.now, fields, subscriptionId ? { subscriptionId } : {}));
     return this;
   }
 
   recovery(invoiceId: string, result: RecoveryResult, nextAttemptAt?: Date): this {
-    this.push({ $case: "recovery", value: { invoiceId, result, nextAttemptAt } });
+    this.events.push(this.builder.recovery(this.now, invoiceId, result, nextAttemptAt));
     return this;
   }
 

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { NatsServer } from "../harness/nats.js";
-import { tempDir } from "../harness/tmp.js";
-import { httpGet, startTestSidecar, testCatalog, waitFor, type TestSidecar } from "../harness/sidecar.js";
-import { EventFactory, connectNats, startTestWriter, type TestWriter } from "../harness/writer.js";
+import type { NatsServer } from "../harness/nats.js";
+import { startTestStack, type TestStack } from "../harness/stack.js";
+import { httpGet, waitFor, type TestSidecar } from "../harness/sidecar.js";
+import { EventFactory, connectNats, type TestWriter } from "../harness/writer.js";
 import { promtoolProblems } from "../harness/system.js";
 import { BillingEvent, PaymentResult } from "../../src/gen/proofgate/v1/billing.js";
 import { AccessStatus } from "../../src/gen/proofgate/v1/check.js";
@@ -10,29 +10,17 @@ import { IngestResult } from "../../src/gen/proofgate/v1/ingest.js";
 
 /** Billing events in, through a real writer and the state stream, to the sidecar's answer. */
 describe("writer → sidecar end to end", () => {
+  let stack: TestStack;
   let nats: NatsServer;
-  let dir: ReturnType<typeof tempDir>;
   let writer: TestWriter;
   let sc: TestSidecar;
 
   beforeAll(async () => {
-    nats = await NatsServer.start();
-    dir = tempDir();
-    writer = await startTestWriter({ natsUrl: nats.url });
-    await waitFor(() => writer.writer.ready(), { what: "writer ready" });
-    await writer.client.applyCatalog(testCatalog());
-    sc = await startTestSidecar({ natsUrl: nats.url, dir: dir.path });
-    await sc.sidecar.whenReady();
-    // Ready means caught up with the stream; fresh needs the writer's word (its heartbeat) too.
-    await waitFor(() => !sc.sidecar.stale, { what: "fresh" });
+    stack = await startTestStack();
+    ({ nats, writer, sc } = stack);
   });
 
-  afterAll(async () => {
-    await sc.close();
-    await writer.dispose();
-    await nats.dispose();
-    dir.dispose();
-  });
+  afterAll(() => stack.close());
 
   it("gives read-your-writes with the revision from IngestService.Publish as min_revision", async () => {
     const f = new EventFactory("cus_ryw@example.com");

@@ -5,10 +5,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect } from "nats";
 import pino from "pino";
 import { stringify } from "yaml";
-import { NatsServer } from "../harness/nats.js";
+import type { NatsServer } from "../harness/nats.js";
+import { startTestStack, type TestStack } from "../harness/stack.js";
 import { tempDir } from "../harness/tmp.js";
-import { DAY, startTestSidecar, testCatalog, waitFor, type TestSidecar } from "../harness/sidecar.js";
-import { EventFactory, startTestWriter, type TestWriter } from "../harness/writer.js";
+import { DAY, waitFor, type TestSidecar } from "../harness/sidecar.js";
+import { EventFactory, type TestWriter } from "../harness/writer.js";
 import { metric } from "../harness/system.js";
 import { EnvoyAuthzClient, answerHeaders, httpStatusOf, type EnvoyCheckResponse, type HttpAttributes } from "../harness/envoy.js";
 import { PaymentResult, RecoveryResult, SubscriptionStatus, type BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
@@ -70,8 +71,8 @@ function body(res: EnvoyCheckResponse): Record<string, unknown> {
 }
 
 describe("ext_authz: Envoy's Authorization/Check on the sidecar, fed by a real writer", () => {
+  let stack: TestStack;
   let nats: NatsServer;
-  let dir: ReturnType<typeof tempDir>;
   let writer: TestWriter;
   let sc: TestSidecar;
   let cm: ConfigMapDir;
@@ -80,31 +81,20 @@ describe("ext_authz: Envoy's Authorization/Check on the sidecar, fed by a real w
   const now = Date.now();
 
   beforeAll(async () => {
-    nats = await NatsServer.start();
-    dir = tempDir();
-    writer = await startTestWriter({ natsUrl: nats.url });
-    await waitFor(() => writer.writer.ready(), { what: "writer ready" });
-    await writer.client.applyCatalog(testCatalog());
-    cm = new ConfigMapDir(join(dir.path, "config"));
-    cm.write({ "rules.yaml": stringify(RULES) });
-    sc = await startTestSidecar({
-      natsUrl: nats.url,
-      dir: dir.path,
-      extAuthzRules: cm.rulesPath,
-      extAuthzListen: "127.0.0.1:0",
-      decisionLogSample: 1,
-      logger: logs.logger,
+    stack = await startTestStack({
+      sidecar: (dir) => {
+        cm = new ConfigMapDir(join(dir, "config"));
+        cm.write({ "rules.yaml": stringify(RULES) });
+        return { extAuthzRules: cm.rulesPath, extAuthzListen: "127.0.0.1:0", decisionLogSample: 1, logger: logs.logger };
+      },
     });
-    await sc.sidecar.whenReady();
+    ({ nats, writer, sc } = stack);
     envoy = new EnvoyAuthzClient(sc.sidecar.extAuthzAddresses[0] ?? "");
   });
 
   afterAll(async () => {
     envoy.close();
-    await sc.close();
-    await writer.dispose();
-    await nats.dispose();
-    dir.dispose();
+    await stack.close();
   });
 
   const ask = (customerId: string | undefined, http: Partial<HttpAttributes> & { path: string }): Promise<EnvoyCheckResponse> =>

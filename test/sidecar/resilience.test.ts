@@ -31,7 +31,7 @@ describe("sidecar replication", () => {
     for (const sc of sidecars.splice(0)) await sc.close();
     await pub?.close();
     pub = undefined;
-    if (ctx.task.result?.state === "fail") process.stderr.write(nats.failureLog());
+    if (ctx.task.result?.state === "fail") process.stderr.write(nats.log());
     await nats.dispose();
     dir.dispose();
   });

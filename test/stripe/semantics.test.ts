@@ -5,6 +5,7 @@ import { createStripeWebhook, MemoryLinkStore, PriceMap, STRIPE_WEBHOOK_ROUTE } 
 import { OpsServer } from "../../src/transport/http.js";
 import { DAY, PRICE_MAP_PATH, PRICES, StripeAccount, T0, deliver, type StripeEvent } from "./fixtures/stripe.js";
 import { StripeApiDouble } from "./fixtures/stripe-api.js";
+import { shuffle } from "../harness/random.js";
 import { PolicyWriter } from "./policy-writer.js";
 
 type Json = Record<string, unknown>;
@@ -265,20 +266,6 @@ const STORIES: Record<string, (api: Api) => Story> = {
     };
   },
 };
-
-/** Deterministic shuffle (xorshift), so a failure replays. */
-function shuffle<T>(items: readonly T[], seed: number): T[] {
-  const out = [...items];
-  let x = seed;
-  for (let i = out.length - 1; i > 0; i--) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    const j = Math.abs(x) % (i + 1);
-    [out[i], out[j]] = [out[j] as T, out[i] as T];
-  }
-  return out;
-}
 
 describe("Stripe payment semantics (issue cases), both API shapes, in order and shuffled with duplicates", () => {
   let double: StripeApiDouble;

@@ -6,6 +6,7 @@ import { createStripeWebhook, MemoryLinkStore, PriceMap, STRIPE_WEBHOOK_ROUTE } 
 import { OpsServer } from "../../src/transport/http.js";
 import { lifecycle, CUSTOMER_A, CUSTOMER_B, type Step } from "./fixtures/lifecycle.js";
 import { DAY, PRICE_MAP_PATH, PRICES, SECRET, StripeAccount, T0, deliver, type StripeEvent } from "./fixtures/stripe.js";
+import { shuffle } from "../harness/random.js";
 import { PolicyWriter } from "./policy-writer.js";
 
 /** A webhook on a real HTTP server in front of the policy core (no ledger, no NATS). */
@@ -54,20 +55,6 @@ function expectDecisions(writer: PolicyWriter, step: Step): void {
     if (e.value !== undefined) expect(d.value, where).toBe(e.value);
     if (e.validUntilMs !== undefined) expect(d.validUntilMs, where).toBe(e.validUntilMs);
   }
-}
-
-/** Deterministic shuffle (xorshift), so a failure replays. */
-function shuffle<T>(items: readonly T[], seed: number): T[] {
-  const out = [...items];
-  let x = seed;
-  for (let i = out.length - 1; i > 0; i--) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    const j = Math.abs(x) % (i + 1);
-    [out[i], out[j]] = [out[j] as T, out[i] as T];
-  }
-  return out;
 }
 
 describe("Stripe webhook over the policy core", () => {

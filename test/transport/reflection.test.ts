@@ -3,10 +3,9 @@ import { dirname, join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { NatsServer } from "../harness/nats.js";
-import { tempDir } from "../harness/tmp.js";
-import { startTestSidecar, type TestSidecar } from "../harness/sidecar.js";
-import { startTestWriter, type TestWriter } from "../harness/writer.js";
+import { startTestStack, type TestStack } from "../harness/stack.js";
+import { type TestSidecar } from "../harness/sidecar.js";
+import { type TestWriter } from "../harness/writer.js";
 
 /** What `grpcurl list` would print: the services a server advertises through reflection v1. */
 async function listServices(address: string): Promise<string[]> {
@@ -34,22 +33,15 @@ async function listServices(address: string): Promise<string[]> {
 }
 
 describe("gRPC reflection", () => {
-  let nats: NatsServer;
+  let stack: TestStack;
   let writer: TestWriter;
   let sidecar: TestSidecar;
-  const dir = tempDir();
 
   beforeAll(async () => {
-    nats = await NatsServer.start();
-    writer = await startTestWriter({ natsUrl: nats.url });
-    sidecar = await startTestSidecar({ natsUrl: nats.url, dir: dir.path });
+    stack = await startTestStack();
+    ({ writer, sc: sidecar } = stack);
   });
-  afterAll(async () => {
-    await sidecar.close();
-    await writer.dispose();
-    await nats.dispose();
-    dir.dispose();
-  });
+  afterAll(() => stack.close());
 
   it("the writer advertises only the services it answers", async () => {
     const names = await listServices(writer.writer.grpcAddress);

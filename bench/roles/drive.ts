@@ -9,12 +9,13 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
-import { AdminServiceClient } from "../../gen/proofgate/v1/admin.js";
-import { BillingEvent, PaymentResult } from "../../gen/proofgate/v1/billing.js";
-import { AccessStatus, CheckServiceClient, type CheckResponse } from "../../gen/proofgate/v1/check.js";
-import { IngestResult, type IngestServiceClient, type PublishResponse } from "../../gen/proofgate/v1/ingest.js";
-import { writerClients } from "../../cli/client.js";
-import { BILLING_STREAM, CUSTOMER_SUBJECT_PREFIX, customerSubject } from "../../replication/subjects.js";
+import { AdminServiceClient } from "#proofgate/gen/proofgate/v1/admin.js";
+import { BillingEvent, PaymentResult } from "#proofgate/gen/proofgate/v1/billing.js";
+import { AccessStatus, CheckServiceClient, type CheckResponse } from "#proofgate/gen/proofgate/v1/check.js";
+import { IngestResult, type IngestServiceClient, type PublishResponse } from "#proofgate/gen/proofgate/v1/ingest.js";
+import { writerClients } from "#proofgate/cli/client.js";
+import { unaryCall } from "#proofgate/transport/grpc-client.js";
+import { BILLING_STREAM, CUSTOMER_SUBJECT_PREFIX, customerSubject } from "#proofgate/replication/subjects.js";
 import { EventStream, customerId, demoCatalog, paymentEvent, subscriptionEvent } from "../data.js";
 import { Histogram, type HistogramJson } from "../histogram.js";
 import { serve } from "../ipc.js";
@@ -22,10 +23,6 @@ import { sleep } from "../util.js";
 
 const SUBJECT = "proofgate.billing.bench";
 const WRITER_CONSUMER = "proofgate-writer";
-
-function unary<Res>(start: (cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown): Promise<Res> {
-  return new Promise((resolve, reject) => start((err, res) => (err ? reject(err) : resolve(res))));
-}
 
 export interface E2eResult {
   readonly rate: number;
@@ -63,7 +60,7 @@ export function start(): void {
 
   async function publishGrpc(events: BillingEvent[]): Promise<PublishResponse> {
     const c = need(ingest, "writer");
-    const res = await unary<PublishResponse>((cb) => c.publish({ events }, cb));
+    const res = await unaryCall<PublishResponse>((md, o, cb) => c.publish({ events }, md, o, cb), { timeoutMs: 60_000 });
     const bad = res.results.find((x) => x.result === IngestResult.INGEST_RESULT_REJECTED);
     if (bad) throw new Error(`event ${bad.eventId} rejected: ${bad.reason}`);
     return res;
@@ -93,7 +90,7 @@ export function start(): void {
       },
       applyCatalog: async () => {
         const c = need(admin, "writer");
-        const res = await unary<{ revision: number }>((cb) => c.applyCatalog({ catalog: demoCatalog(), actor: "bench", reason: "benchmark", allowRemovals: false }, cb));
+        const res = await unaryCall<{ revision: number }>((md, o, cb) => c.applyCatalog({ catalog: demoCatalog(), actor: "bench", reason: "benchmark", allowRemovals: false }, md, o, cb), { timeoutMs: 60_000 });
         return { revision: res.revision };
       },
       /** Customers offset..offset+count-1 subscribe to premium (not paid yet). Returns the revision that holds them. */

@@ -53,11 +53,11 @@ export function versions(): Record<string, unknown> {
   const sqlite = (db.prepare("select sqlite_version() as v").get() as { v: string }).v;
   db.close();
   const nats = spawnSync("nats-server", ["--version"], { encoding: "utf8" });
-  const status = git(["status", "--porcelain", "--", "src"]);
+  const status = git(["status", "--porcelain", "--", "src", "bench"]);
   return {
     proofgate: own.version,
     commit: git(["rev-parse", "--short", "HEAD"]),
-    // Uncommitted changes under src/ when the run started: figures then describe the working tree.
+    // Uncommitted changes under src/ or bench/ when the run started: figures then describe the working tree.
     srcDirty: status === undefined ? undefined : status.length > 0,
     "@grpc/grpc-js": packageVersion("@grpc/grpc-js"),
     "better-sqlite3": packageVersion("better-sqlite3"),

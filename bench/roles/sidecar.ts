@@ -1,6 +1,6 @@
 /** A real sidecar (`startSidecar`), alone in its process. */
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { startSidecar, type Sidecar } from "../../sidecar/index.js";
+import { startSidecar, type Sidecar } from "#proofgate/sidecar/index.js";
 import { emit, serve } from "../ipc.js";
 import { benchLogger } from "../util.js";
 

@@ -10,7 +10,7 @@ import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { natsServerAvailable, NATS_INSTALL_HINT } from "../dev/nats-server.js";
+import { natsServerAvailable, NATS_INSTALL_HINT } from "#proofgate/dev/nats-server.js";
 import { config } from "./config.js";
 import { Child } from "./ipc.js";
 import { busyCpu, cpuSnapshot, machine, othersBusy, versions } from "./machine.js";
@@ -121,7 +121,7 @@ async function main(): Promise<void> {
   const m = json.machine;
   const pct = (x: number | undefined): string => (x === undefined ? "?" : `${Math.round(x * 100)}%`);
   console.log(
-    `\nproofgate ${String(json.versions["proofgate"])} (${String(json.versions["commit"])}${json.versions["srcDirty"] ? ", uncommitted changes in src/" : ""}), ${cfg.quick ? "quick" : "full"} run on ${m.cpu} ×${m.cores}, ` +
+    `\nproofgate ${String(json.versions["proofgate"])} (${String(json.versions["commit"])}${json.versions["srcDirty"] ? ", uncommitted changes in src/ or bench/" : ""}), ${cfg.quick ? "quick" : "full"} run on ${m.cpu} ×${m.cores}, ` +
       `${Math.round(m.memoryBytes / 2 ** 30)} GiB, Node ${process.version}; other processes' CPU: ${pct(background)} before, ${pct(others)} during the run`,
   );
   console.log("\n" + render(cfg, results, v));

@@ -1,6 +1,6 @@
 /** The writer's snapshot producer (`SnapshotProducer`), alone in its process. */
-import { SnapshotProducer } from "../../snapshot/producer.js";
-import { createRegistry } from "../../observability/metrics.js";
+import { SnapshotProducer } from "#proofgate/snapshot/producer.js";
+import { createRegistry } from "#proofgate/observability/metrics.js";
 import { emit, serve } from "../ipc.js";
 import { benchLogger, sleep } from "../util.js";
 

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { pino } from "pino";
-import type { Logger } from "../observability/logger.js";
+import type { Logger } from "#proofgate/observability/logger.js";
 
 /** Monotonic nanoseconds as a double (µs resolution is all performance.now() promises). */
 export const nowNs = (): number => performance.now() * 1e6;

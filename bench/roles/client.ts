@@ -4,7 +4,7 @@
  * to the sidecar, one call at a time. Each call's latency is timed around the awaited `check`, as
  * an application sees it; checks/s of the local loops is one core's (one thread, nothing else).
  */
-import { ProofgateClient } from "../../client/index.js";
+import { ProofgateClient } from "#proofgate/client/index.js";
 import { CHECK_FEATURES, customerId, rng } from "../data.js";
 import { Histogram, type HistogramJson } from "../histogram.js";
 import { serve } from "../ipc.js";

@@ -6,13 +6,13 @@
  * stored folded parts).
  */
 import { join } from "node:path";
-import { createRegistry } from "../../observability/metrics.js";
-import { foldDocument } from "../../policy/index.js";
-import { PaymentResult } from "../../gen/proofgate/v1/billing.js";
-import { WriterCore } from "../../writer/core.js";
-import { applyEvents, type Incoming } from "../../writer/ingest/apply.js";
-import { Ledger } from "../../writer/ledger/ledger.js";
-import { createWriterMetrics } from "../../writer/metrics.js";
+import { createRegistry } from "#proofgate/observability/metrics.js";
+import { foldDocument } from "#proofgate/policy/index.js";
+import { PaymentResult } from "#proofgate/gen/proofgate/v1/billing.js";
+import { WriterCore } from "#proofgate/writer/core.js";
+import { applyEvents, type Incoming } from "#proofgate/writer/ingest/apply.js";
+import { Ledger } from "#proofgate/writer/ledger/ledger.js";
+import { createWriterMetrics } from "#proofgate/writer/metrics.js";
 import { DAY, demoCatalog, paymentEvent, subscriptionEvent } from "../data.js";
 import { serve } from "../ipc.js";
 import { benchLogger } from "../util.js";

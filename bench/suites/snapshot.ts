@@ -6,8 +6,8 @@
  */
 import { join } from "node:path";
 import { connect } from "nats";
-import { NatsServer } from "../../dev/nats-server.js";
-import { listSnapshots } from "../../snapshot/store.js";
+import { NatsServer } from "#proofgate/dev/nats-server.js";
+import { listSnapshots } from "#proofgate/snapshot/store.js";
 import type { Config } from "../config.js";
 import { rssOf, round, sleep } from "../util.js";
 import { fileSize, roles, type Env } from "./sidecar.js";

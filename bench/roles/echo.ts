@@ -5,9 +5,9 @@
  * (Envoy's protos, loaded as the sidecar loads them).
  */
 import * as grpc from "@grpc/grpc-js";
-import { CheckResponse, CheckServiceService, type CheckBatchRequest, type CheckBatchResponse, type CheckRequest } from "../../gen/proofgate/v1/check.js";
-import { GRPC_SERVER_OPTIONS } from "../../transport/grpc.js";
-import { authorizationService, type CheckResponse as AuthzResponse } from "../../sidecar/extauthz/envoy.js";
+import { CheckResponse, CheckServiceService, type CheckBatchRequest, type CheckBatchResponse, type CheckRequest } from "#proofgate/gen/proofgate/v1/check.js";
+import { GRPC_SERVER_OPTIONS } from "#proofgate/transport/grpc.js";
+import { authorizationService, type CheckResponse as AuthzResponse } from "#proofgate/sidecar/extauthz/envoy.js";
 import { serve } from "../ipc.js";
 
 export function start(): void {

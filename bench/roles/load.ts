@@ -16,10 +16,11 @@ import {
   CheckRequest,
   CheckResponse,
   CheckServiceClient,
-} from "../../gen/proofgate/v1/check.js";
-import { statusName } from "../../policy/index.js";
+} from "#proofgate/gen/proofgate/v1/check.js";
+import { statusName } from "#proofgate/policy/index.js";
+import { unaryCall } from "#proofgate/transport/grpc-client.js";
 import { SignJWT, importJWK, type JWK } from "jose";
-import { authorizationService, type CheckRequest as AuthzRequest, type CheckResponse as AuthzResponse, type HeaderValueOption } from "../../sidecar/extauthz/envoy.js";
+import { authorizationService, type CheckRequest as AuthzRequest, type CheckResponse as AuthzResponse, type HeaderValueOption } from "#proofgate/sidecar/extauthz/envoy.js";
 import { CHECK_FEATURES, customerId } from "../data.js";
 import { authzRequest } from "../extauthz.js";
 import { Histogram, type HistogramJson } from "../histogram.js";
@@ -299,7 +300,7 @@ export function start(): void {
         for (let i = 0; i < a.n; i++) {
           const req = checkRequest();
           reqBytes += CheckRequest.encode(req).finish().length;
-          const res = await new Promise<CheckResponse>((resolve, reject) => cl.check(req, (err, v) => (err ? reject(err) : resolve(v))));
+          const res = await unaryCall<CheckResponse>((md, o, cb) => cl.check(req, md, o, cb));
           const s = statusName(res.status);
           statuses[s] = (statuses[s] ?? 0) + 1;
           responses.push(Buffer.from(CheckResponse.encode(res).finish()));
@@ -307,7 +308,7 @@ export function start(): void {
         for (let i = 0; i < Math.min(200, a.n); i++) {
           const req = batchRequest();
           batchReq += CheckBatchRequest.encode(req).finish().length;
-          const res = await new Promise<CheckBatchResponse>((resolve, reject) => cl.checkBatch(req, (err, v) => (err ? reject(err) : resolve(v))));
+          const res = await unaryCall<CheckBatchResponse>((md, o, cb) => cl.checkBatch(req, md, o, cb));
           batchRes += CheckBatchResponse.encode(res).finish().length;
         }
         const sorted = [...responses].sort((x, y) => x.length - y.length);

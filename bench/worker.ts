@@ -1,5 +1,5 @@
 /**
- * Entry point of every benchmark child process: `node dist/bench/worker.js <role>`. The role
+ * Entry point of every benchmark child process: `node bench/dist/worker.js <role>`. The role
  * module answers the parent's requests over IPC (see ipc.ts).
  */
 const role = process.argv[2] ?? "";

@@ -4,7 +4,7 @@
  * with durable commits through IngestService.Publish by batch size, and through NATS.
  */
 import { join } from "node:path";
-import { NatsServer } from "../../dev/nats-server.js";
+import { NatsServer } from "#proofgate/dev/nats-server.js";
 import type { Config } from "../config.js";
 import { Histogram, type HistogramJson, type Summary } from "../histogram.js";
 import type { E2eResult } from "../roles/drive.js";

@@ -4,19 +4,12 @@
  * grace, pending 3-D Secure, refunded or disputed, suspended, canceled; 1-2 subscriptions; a few
  * invoices each; numeric seats), and billing event streams for the writer.
  */
-import { demoCatalog as loadDemoCatalog } from "../catalog/index.js";
-import type { Catalog } from "../gen/proofgate/v1/catalog.js";
-import {
-  PaymentResult,
-  PaymentSession,
-  RecoveryResult,
-  SubscriptionStatus,
-  type BillingEvent,
-  type PaymentOutcome,
-  type SubscriptionChanged,
-} from "../gen/proofgate/v1/billing.js";
-import { AccessDocument, OverrideEffect, StateRecord, type Override } from "../gen/proofgate/v1/document.js";
-import { foldDocument } from "../policy/index.js";
+import { demoCatalog as loadDemoCatalog } from "#proofgate/catalog/index.js";
+import type { Catalog } from "#proofgate/gen/proofgate/v1/catalog.js";
+import { PaymentResult, PaymentSession, RecoveryResult, SubscriptionStatus, type BillingEvent } from "#proofgate/gen/proofgate/v1/billing.js";
+import { BillingEvents, billingEvent, paymentOutcome, recoveryOutcome, subscriptionChange, type EventKind } from "#proofgate/billing/index.js";
+import { AccessDocument, OverrideEffect, StateRecord, type Override } from "#proofgate/gen/proofgate/v1/document.js";
+import { foldDocument } from "#proofgate/policy/index.js";
 
 export const DAY = 86_400_000;
 
@@ -100,50 +93,51 @@ function pickKind(r: () => number): Kind {
 /** Billing events of one subscription, built step by step; times are Unix ms. */
 class Story {
   readonly events: BillingEvent[] = [];
-  private version = 0;
+  private readonly b: BillingEvents;
   constructor(
     private readonly r: () => number,
-    readonly subscriptionId: string,
-  ) {}
+    subscriptionId: string,
+  ) {
+    this.b = new BillingEvents({ customerId: "", subscriptionId, source: "stripe", eventId: () => randomId("evt_", r) });
+  }
 
   subscribe(at: number, plan: string, o: { quantity?: number; addons?: string[]; trialEnd?: number; canceled?: boolean; cancelAt?: number; periodEnd?: number } = {}): this {
-    const value: SubscriptionChanged = {
-      status: o.canceled ? SubscriptionStatus.SUBSCRIPTION_STATUS_CANCELED : SubscriptionStatus.SUBSCRIPTION_STATUS_ACTIVE,
-      planId: plan,
-      addonIds: o.addons ?? [],
-      quantity: o.quantity ?? 1,
-      currentPeriodStart: new Date(at),
-      currentPeriodEnd: new Date(o.periodEnd ?? at + 30 * DAY),
-      cancelAt: o.cancelAt === undefined ? undefined : new Date(o.cancelAt),
-      trialEnd: o.trialEnd === undefined ? undefined : new Date(o.trialEnd),
-      version: ++this.version,
-    };
-    return this.push(at, { $case: "subscription", value });
+    this.events.push(
+      this.b.subscription(at, {
+        status: o.canceled ? SubscriptionStatus.SUBSCRIPTION_STATUS_CANCELED : SubscriptionStatus.SUBSCRIPTION_STATUS_ACTIVE,
+        planId: plan,
+        addonIds: o.addons ?? [],
+        quantity: o.quantity ?? 1,
+        currentPeriodStart: at,
+        currentPeriodEnd: o.periodEnd ?? at + 30 * DAY,
+        cancelAt: o.cancelAt,
+        trialEnd: o.trialEnd,
+      }),
+    );
+    return this;
   }
 
   pay(at: number, invoiceId: string, result: PaymentResult, plan: string, start: number, end: number, o: { quantity?: number; addons?: string[] } = {}): this {
-    const value: PaymentOutcome = {
-      invoiceId,
-      result,
-      periodStart: new Date(start),
-      periodEnd: new Date(end),
-      planId: plan,
-      addonIds: o.addons ?? [],
-      quantity: o.quantity ?? 1,
-      session: this.r() < 0.8 ? PaymentSession.PAYMENT_SESSION_OFF_SESSION : PaymentSession.PAYMENT_SESSION_ON_SESSION,
-      amountMinor: 900 + Math.floor(this.r() * 50_000),
-      currency: this.r() < 0.6 ? "EUR" : "USD",
-      failureReason: result === PaymentResult.PAYMENT_RESULT_FAILED ? (this.r() < 0.7 ? "card_declined" : "insufficient_funds") : "",
-    };
-    return this.push(at, { $case: "payment", value });
+    this.events.push(
+      this.b.payment(at, {
+        invoiceId,
+        result,
+        periodStart: start,
+        periodEnd: end,
+        planId: plan,
+        addonIds: o.addons ?? [],
+        quantity: o.quantity ?? 1,
+        session: this.r() < 0.8 ? PaymentSession.PAYMENT_SESSION_OFF_SESSION : PaymentSession.PAYMENT_SESSION_ON_SESSION,
+        amountMinor: 900 + Math.floor(this.r() * 50_000),
+        currency: this.r() < 0.6 ? "EUR" : "USD",
+        failureReason: result === PaymentResult.PAYMENT_RESULT_FAILED ? (this.r() < 0.7 ? "card_declined" : "insufficient_funds") : "",
+      }),
+    );
+    return this;
   }
 
   recover(at: number, invoiceId: string, result: RecoveryResult, next?: number): this {
-    return this.push(at, { $case: "recovery", value: { invoiceId, result, nextAttemptAt: next === undefined ? undefined : new Date(next) } });
-  }
-
-  private push(at: number, kind: BillingEvent["kind"]): this {
-    this.events.push({ eventId: randomId("evt_", this.r), occurredAt: new Date(at), customerId: "", subscriptionId: this.subscriptionId, source: "stripe", correlationId: "", kind });
+    this.events.push(this.b.recovery(at, invoiceId, result, next));
     return this;
   }
 }
@@ -316,44 +310,30 @@ export function selfCheck(body: Buffer): void {
 // ---------------------------------------------------------------------------------------------
 // Billing events for the writer
 
-function event(customerId: string, subscriptionId: string, eventId: string, at: number, kind: BillingEvent["kind"]): BillingEvent {
-  return { eventId, occurredAt: new Date(at), customerId, subscriptionId, source: "bench", correlationId: "", kind };
-}
+const benchEvent = (customerId: string, eventId: string, at: number, kind: EventKind): BillingEvent =>
+  billingEvent({ eventId, customerId, subscriptionId: "sub_1", source: "bench" }, at, kind);
 
 export function subscriptionEvent(customerId: string, eventId: string, at: number, plan: string, version: number, quantity = 1): BillingEvent {
-  return event(customerId, "sub_1", eventId, at, {
-    $case: "subscription",
-    value: {
-      status: SubscriptionStatus.SUBSCRIPTION_STATUS_ACTIVE,
-      planId: plan,
-      addonIds: [],
-      quantity,
-      currentPeriodStart: new Date(at - DAY),
-      currentPeriodEnd: new Date(at + 29 * DAY),
-      cancelAt: undefined,
-      trialEnd: undefined,
-      version,
-    },
-  });
+  return benchEvent(customerId, eventId, at, subscriptionChange({ planId: plan, quantity, currentPeriodStart: at - DAY, currentPeriodEnd: at + 29 * DAY, version }));
 }
 
 export function paymentEvent(customerId: string, eventId: string, at: number, invoiceId: string, result: PaymentResult, plan = "premium", quantity = 1): BillingEvent {
-  return event(customerId, "sub_1", eventId, at, {
-    $case: "payment",
-    value: {
+  return benchEvent(
+    customerId,
+    eventId,
+    at,
+    paymentOutcome({
       invoiceId,
       result,
-      periodStart: new Date(at - DAY),
-      periodEnd: new Date(at + 29 * DAY),
+      periodStart: at - DAY,
+      periodEnd: at + 29 * DAY,
       planId: plan,
-      addonIds: [],
       quantity,
       session: PaymentSession.PAYMENT_SESSION_OFF_SESSION,
       amountMinor: 4900 * quantity,
       currency: "EUR",
-      failureReason: result === PaymentResult.PAYMENT_RESULT_FAILED ? "card_declined" : "",
-    },
-  });
+    }),
+  );
 }
 
 /**
@@ -397,7 +377,7 @@ export class EventStream {
       case 5:
         return paymentEvent(id, eventId, at, inv(2), PaymentResult.PAYMENT_RESULT_FAILED, "enterprise", qty);
       case 6:
-        return event(id, "sub_1", eventId, at, { $case: "recovery", value: { invoiceId: inv(2), result: RecoveryResult.RECOVERY_RESULT_RETRY_SCHEDULED, nextAttemptAt: new Date(at + DAY) } });
+        return benchEvent(id, eventId, at, recoveryOutcome(inv(2), RecoveryResult.RECOVERY_RESULT_RETRY_SCHEDULED, at + DAY));
       default:
         return paymentEvent(id, eventId, at, inv(2), PaymentResult.PAYMENT_RESULT_SUCCEEDED, "enterprise", qty);
     }

@@ -5,7 +5,7 @@
  */
 import { stringify } from "yaml";
 import { CHECK_FEATURES } from "./data.js";
-import type { CheckRequest } from "../sidecar/extauthz/envoy.js";
+import type { CheckRequest } from "#proofgate/sidecar/extauthz/envoy.js";
 
 export function benchRules(identity: { header: string } | { jwt: { jwks_file: string; algorithms: string[] } }): string {
   const features = [...new Set(CHECK_FEATURES)].filter((f) => f !== "seats");

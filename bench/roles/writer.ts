@@ -5,8 +5,8 @@ import { dirname, join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { Counter, Registry } from "prom-client";
 import { stringify } from "yaml";
-import { Gate, PrincipalTable, ROLES, tokenDigest } from "../../auth/index.js";
-import { startWriter, writerOptions, type Writer } from "../../writer/index.js";
+import { Gate, PrincipalTable, ROLES, tokenDigest } from "#proofgate/auth/index.js";
+import { startWriter, writerOptions, type Writer } from "#proofgate/writer/index.js";
 import { serve } from "../ipc.js";
 import { benchLogger } from "../util.js";
 

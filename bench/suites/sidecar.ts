@@ -8,7 +8,7 @@ import { mkdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { exportJWK, generateKeyPair } from "jose";
 import { parse } from "yaml";
-import { NatsServer } from "../../dev/nats-server.js";
+import { NatsServer } from "#proofgate/dev/nats-server.js";
 import type { Config } from "../config.js";
 import { Histogram, type Summary } from "../histogram.js";
 import { Child } from "../ipc.js";

@@ -4,9 +4,9 @@
  * later bursts of document updates.
  */
 import { connect, type JetStreamClient, type NatsConnection } from "nats";
-import { StateRecord } from "../../gen/proofgate/v1/document.js";
-import { ensureStreams } from "../../replication/streams.js";
-import { CATALOG_SUBJECT, STATE_STREAM, customerSubject } from "../../replication/subjects.js";
+import { StateRecord } from "#proofgate/gen/proofgate/v1/document.js";
+import { ensureStreams } from "#proofgate/replication/streams.js";
+import { CATALOG_SUBJECT, STATE_STREAM, customerSubject } from "#proofgate/replication/subjects.js";
 import { customerId, demoCatalog, documentBytes, selfCheck, stateRecordBytes, templateOf, templates } from "../data.js";
 import { emit, serve } from "../ipc.js";
 
