@@ -1,4 +1,5 @@
 import { redactNatsUrl } from "../replication/connection.js";
+import { useCustomerTokenKey } from "../replication/subjects.js";
 import type { Registry } from "prom-client";
 import { createRegistry } from "../observability/metrics.js";
 import type { Logger } from "../observability/logger.js";
@@ -63,6 +64,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
   const now = deps.now ?? Date.now;
   const log = logger.child({ component: "writer" });
   requireAuthForListen(options);
+  useCustomerTokenKey(options.customerTokenKey);
   const tls = writerTls(options);
   const ledger = Ledger.open(options.ledger);
   log.info({ ledger: options.ledger, ledgerId: ledger.ledgerId }, "ledger open");
