@@ -1,5 +1,5 @@
 import { redactNatsUrl } from "../replication/connection.js";
-import { useCustomerTokenKey } from "../replication/subjects.js";
+import { useCustomerTokenKey, usingDevCustomerTokenKey } from "../replication/subjects.js";
 import type { Registry } from "prom-client";
 import { createRegistry } from "../observability/metrics.js";
 import type { Logger } from "../observability/logger.js";
@@ -8,7 +8,7 @@ import { grpcServerCredentials } from "../transport/tls.js";
 import { guardedRoute } from "../auth/index.js";
 import { requireAuthForListen, writerAccess, writerTls } from "./access.js";
 import { AuditHeadSender } from "./audit-head.js";
-import { OpsServer, type RouteHandler } from "../transport/http.js";
+import { OpsServer, isLoopbackListen, type RouteHandler } from "../transport/http.js";
 import { AdminOperations, adminBinding } from "./admin/service.js";
 import { consoleRoutes, SidecarDirectory, type ConsoleAuth } from "./console/index.js";
 import { WriterCore, type FaultHooks } from "./core.js";
@@ -207,6 +207,8 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     snapshots?.start();
     auditHead.start();
     log.info({ grpc: grpc.addresses[0], http: ops.address, nats: redactNatsUrl(options.natsUrl) }, "writer started");
+    if (usingDevCustomerTokenKey() && !isLoopbackListen(options.grpcListen))
+      log.warn("customer tokens use the public development key: set --customer-token-key (PROOFGATE_CUSTOMER_TOKEN_KEY) on the writer and every sidecar (docs/security.md)");
 
     let closed: Promise<void> | undefined;
     return {
