@@ -7,12 +7,12 @@ import {
 } from "../gen/proofgate/v1/billing.js";
 import type { CatalogIndex } from "../catalog/index.js";
 import { enumLabel, isKnownEnum } from "./describe.js";
+import { checkId as id, checkText as text } from "./ids.js";
 
 /**
  * Limits on what an event may carry (docs/billing-events.md, "Limits"). They keep every
  * customer's access document far below NATS's max_payload, and every echo of input bounded.
  */
-export const MAX_ID_BYTES = 256;
 /** `source` and `correlation_id`. */
 export const MAX_LABEL_BYTES = 256;
 export const MAX_CURRENCY_BYTES = 16;
@@ -98,24 +98,6 @@ export function validateEvent(e: BillingEvent, catalog?: CatalogIndex, clock?: C
 /** JSON decoding copies numbers as given; the encoder would throw on them later, far from the cause. */
 function uint(v: number, field: string, max: number): void {
   if (!Number.isInteger(v) || v < 0 || v > max) throw new InvalidArgumentError(field, `must be a whole number from 0 to ${max}, got ${v}`);
-}
-
-/**
- * Decoders replace invalid UTF-8 with U+FFFD, which would fold distinct ids into one, so an id
- * holding U+FFFD is refused rather than guessed at.
- */
-function id(v: string, field: string, empty = "required"): void {
-  if (!v) throw new InvalidArgumentError(field, empty);
-  text(v, field, MAX_ID_BYTES);
-  if (v.includes("\uFFFD")) throw new InvalidArgumentError(field, "not valid UTF-8");
-}
-
-/** A string field within `max` UTF-8 bytes. */
-function text(v: string, field: string, max: number): void {
-  if (typeof v !== "string") throw new InvalidArgumentError(field, "must be a string");
-  if (v.length * 3 <= max) return; // hot path: cannot be over the limit
-  const bytes = Buffer.byteLength(v, "utf8");
-  if (bytes > max) throw new InvalidArgumentError(field, `${bytes} bytes, above the limit of ${max}`);
 }
 
 function time(v: Date | undefined, field: string, required: boolean): void {

@@ -1,17 +1,50 @@
 import { InvalidArgumentError, quote } from "../errors/index.js";
 import { isKnownEnum } from "../billing/describe.js";
-import { FeatureType, type Catalog, type FeatureGrant } from "../gen/proofgate/v1/catalog.js";
+import { Catalog, FeatureType, type Feature, type FeatureGrant, type FeatureValue } from "../gen/proofgate/v1/catalog.js";
 
 const KEY = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+/** Plan, add-on and override ids: they appear in docs, URLs and the CLI, so a plain alphabet. */
 const ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+const ID_RULE = "must be 1-128 of A-Z a-z 0-9 . _ : -";
+/** A STRING feature's value, granted by a plan, an add-on or an override. */
+export const MAX_TEXT_VALUE_BYTES = 256;
+
+/** Throws InvalidArgumentError(field, …) unless `id` is a valid plan, add-on or override id. */
+export function checkCatalogId(id: string, field: string): void {
+  if (!ID.test(id)) throw new InvalidArgumentError(field, `${quote(id)} ${ID_RULE}`);
+}
+
+/** Throws InvalidArgumentError(field, …) unless `value` fits `feature`'s type (and its listed values). */
+export function checkFeatureValue(feature: Feature, value: FeatureValue | undefined, field: string): void {
+  const v = value?.kind;
+  const ok =
+    (feature.type === FeatureType.FEATURE_TYPE_BOOLEAN && v?.$case === "enabled") ||
+    (feature.type === FeatureType.FEATURE_TYPE_NUMERIC && v?.$case === "limit" && Number.isSafeInteger(v.value) && v.value >= 0) ||
+    (feature.type === FeatureType.FEATURE_TYPE_STRING && v?.$case === "text");
+  if (!ok) throw new InvalidArgumentError(field, `${quote(feature.key)} needs a ${typeWord(feature.type)} value`);
+  if (v.$case !== "text") return;
+  if (feature.values.length > 0 && !feature.values.includes(v.value))
+    throw new InvalidArgumentError(field, `${quote(v.value)} is not one of ${feature.values.join(", ")}`);
+  const bytes = Buffer.byteLength(v.value, "utf8");
+  if (bytes > MAX_TEXT_VALUE_BYTES) throw new InvalidArgumentError(field, `${bytes} bytes, above the limit of ${MAX_TEXT_VALUE_BYTES} bytes`);
+}
+
+/**
+ * A catalog rides the state stream as one message, so it gets the bound a document gets
+ * (--max-document-bytes): one that could not be replicated is never applied.
+ */
+export function checkCatalogSize(catalog: Catalog, maxBytes: number, field: string): void {
+  const bytes = Catalog.encode(catalog).finish().length;
+  if (bytes > maxBytes) throw new InvalidArgumentError(field, `${bytes} bytes encoded, above the limit of ${maxBytes} (--max-document-bytes)`);
+}
 
 /** Throws InvalidArgumentError naming the first offending field, e.g. `plans[1].features[0].value`. */
 export function validateCatalog(catalog: Catalog): void {
-  const types = new Map<string, FeatureType>();
+  const features = new Map<string, Feature>();
   catalog.features.forEach((f, i) => {
     const at = `features[${i}]`;
     if (!KEY.test(f.key)) throw new InvalidArgumentError(`${at}.key`, `${quote(f.key)} must be 1-64 of a-z 0-9 . _ - starting with a letter or digit`);
-    if (types.has(f.key)) throw new InvalidArgumentError(`${at}.key`, `duplicate feature "${f.key}"`);
+    if (features.has(f.key)) throw new InvalidArgumentError(`${at}.key`, `duplicate feature "${f.key}"`);
     if (!isKnownEnum(FeatureType, f.type))
       throw new InvalidArgumentError(`${at}.type`, `feature "${f.key}" needs a type: boolean, numeric or string`);
     if (f.perUnit && f.type !== FeatureType.FEATURE_TYPE_NUMERIC)
@@ -19,33 +52,27 @@ export function validateCatalog(catalog: Catalog): void {
     if (f.values.length > 0 && f.type !== FeatureType.FEATURE_TYPE_STRING)
       throw new InvalidArgumentError(`${at}.values`, `only string features have values ("${f.key}")`);
     if (new Set(f.values).size !== f.values.length) throw new InvalidArgumentError(`${at}.values`, `duplicate value in "${f.key}"`);
-    types.set(f.key, f.type);
+    f.values.forEach((v, j) => {
+      const bytes = Buffer.byteLength(v, "utf8");
+      if (bytes > MAX_TEXT_VALUE_BYTES) throw new InvalidArgumentError(`${at}.values[${j}]`, `${bytes} bytes, above the limit of ${MAX_TEXT_VALUE_BYTES} bytes`);
+    });
+    features.set(f.key, f);
   });
   const checkGrants = (at: string, grants: FeatureGrant[]): void => {
     const seen = new Set<string>();
     grants.forEach((g, j) => {
       const gat = `${at}.features[${j}]`;
-      const type = types.get(g.feature);
-      if (type === undefined) throw new InvalidArgumentError(`${gat}.feature`, `unknown feature ${quote(g.feature)}`);
+      const feature = features.get(g.feature);
+      if (feature === undefined) throw new InvalidArgumentError(`${gat}.feature`, `unknown feature ${quote(g.feature)}`);
       if (seen.has(g.feature)) throw new InvalidArgumentError(`${gat}.feature`, `feature "${g.feature}" listed twice`);
       seen.add(g.feature);
-      const v = g.value?.kind;
-      const ok =
-        (type === FeatureType.FEATURE_TYPE_BOOLEAN && v?.$case === "enabled") ||
-        (type === FeatureType.FEATURE_TYPE_NUMERIC && v?.$case === "limit" && Number.isSafeInteger(v.value) && v.value >= 0) ||
-        (type === FeatureType.FEATURE_TYPE_STRING && v?.$case === "text");
-      if (!ok) throw new InvalidArgumentError(`${gat}.value`, `"${g.feature}" needs a ${typeWord(type)} value`);
-      if (v.$case === "text") {
-        const allowed = catalog.features.find((f) => f.key === g.feature)?.values ?? [];
-        if (allowed.length > 0 && !allowed.includes(v.value))
-          throw new InvalidArgumentError(`${gat}.value`, `${quote(v.value)} is not one of ${allowed.join(", ")}`);
-      }
+      checkFeatureValue(feature, g.value, `${gat}.value`);
     });
   };
   const ids = (what: "plans" | "addons"): void => {
     const seen = new Set<string>();
     catalog[what].forEach((p, i) => {
-      if (!ID.test(p.id)) throw new InvalidArgumentError(`${what}[${i}].id`, `${quote(p.id)} must be 1-128 of A-Z a-z 0-9 . _ : -`);
+      checkCatalogId(p.id, `${what}[${i}].id`);
       if (seen.has(p.id)) throw new InvalidArgumentError(`${what}[${i}].id`, `duplicate id "${p.id}"`);
       seen.add(p.id);
       checkGrants(`${what}[${i}]`, p.features);

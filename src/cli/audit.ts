@@ -3,7 +3,7 @@ import Database from "better-sqlite3";
 import { connect } from "nats";
 import { AuditKind } from "../gen/proofgate/v1/admin.js";
 import { enumLabel } from "../billing/index.js";
-import { AUDIT_HEAD_SUBJECT, AUDIT_STREAM, customerToken } from "../replication/subjects.js";
+import { AUDIT_HEAD_SUBJECT, AUDIT_STREAM, customerTokens } from "../replication/subjects.js";
 import { verifyAuditChain, type AuditChainRow } from "../writer/ledger/audit-chain.js";
 import { MIGRATIONS } from "../writer/ledger/schema.js";
 import type { AuditHead } from "../writer/audit-head.js";
@@ -67,12 +67,13 @@ export async function run(argv: string[]): Promise<number> {
     if (action === "verify") return await verify(db, v["nats-url"]);
     const since = parseTime(v.since, "--since") ?? 0;
     const until = parseTime(v.until, "--until") ?? Number.MAX_SAFE_INTEGER;
-    const token = v.customer ? customerToken(v.customer) : undefined;
+    // Entries keep the token they were written with: the customer's under every key (PROOFGATE_CUSTOMER_TOKEN_KEY, newest first).
+    const tokens = v.customer ? customerTokens(v.customer) : [];
     const rows = db
-      .prepare<[number, number, string, string], AuditChainRow>(
-        "SELECT * FROM audit WHERE at_ms >= ? AND at_ms < ? AND (? = '' OR customer_token = ?) ORDER BY seq",
+      .prepare<[{ since: number; until: number; tokens: string }], AuditChainRow>(
+        "SELECT * FROM audit WHERE at_ms >= @since AND at_ms < @until AND (json_array_length(@tokens) = 0 OR customer_token IN (SELECT value FROM json_each(@tokens))) ORDER BY seq",
       )
-      .iterate(since, until, token ?? "", token ?? "");
+      .iterate({ since, until, tokens: JSON.stringify(tokens) });
     const out: NodeJS.WritableStream = v.out ? createWriteStream(v.out) : process.stdout;
     let n = 0;
     for (const r of rows) {

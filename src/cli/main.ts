@@ -18,6 +18,10 @@ const commands: Record<string, () => Promise<Command>> = {
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
+  // Operator commands that compute customer tokens (explain, audit --customer) use the services'
+  // key; writer and sidecar set theirs again from their own option.
+  const key = process.env["PROOFGATE_CUSTOMER_TOKEN_KEY"];
+  if (key) (await import("../replication/subjects.js")).useCustomerTokenKey(key);
   const load = name ? commands[name] : undefined;
   if (!load) {
     const lines = await Promise.all(Object.entries(commands).map(async ([n, l]) => `  ${n.padEnd(10)} ${(await l()).summary}`));

@@ -1,6 +1,7 @@
 import type { ChannelOptions } from "@grpc/grpc-js";
 import { InvalidArgumentError, type ProofgateError } from "../errors/index.js";
 import type { CheckRequest } from "../gen/proofgate/v1/check.js";
+import { DEV_CUSTOMER_TOKEN_KEY, useCustomerTokenKey } from "../replication/subjects.js";
 import { MAX_BATCH, validateCheck, validateCustomerId } from "../sidecar/check/validate.js";
 import { batchResult, checkResult, entitlementsResult } from "./convert.js";
 import { fromServiceError, unreachable } from "./errors.js";
@@ -24,6 +25,12 @@ export interface ProofgateClientOptions {
    * replica is shared), else off. `false` turns it off whatever the environment says.
    */
   readonly replica?: string | false;
+  /**
+   * Local mode: the customer token key the writer and sidecars use (the replica is keyed by it;
+   * docs/security.md). Default: `PROOFGATE_CUSTOMER_TOKEN_KEY`, else the development key. One key
+   * per process.
+   */
+  readonly customerTokenKey?: string;
   /** Deadline of each call in ms, retries included (default 1,000). */
   readonly deadlineMs?: number;
   readonly retry?: RetryOptions;
@@ -75,6 +82,7 @@ export class ProofgateClient {
     const replica = options.replica ?? process.env["PROOFGATE_REPLICA"] ?? false;
     const cacheSize = options.documentCacheSize ?? 10_000;
     if (!Number.isSafeInteger(cacheSize) || cacheSize < 0) throw new InvalidArgumentError("documentCacheSize", `must be an integer >= 0, got ${cacheSize}`);
+    if (replica) useCustomerTokenKey(options.customerTokenKey ?? process.env["PROOFGATE_CUSTOMER_TOKEN_KEY"] ?? DEV_CUSTOMER_TOKEN_KEY);
     this.local = replica ? new LocalReplica(replica, cacheSize) : undefined;
   }
 

@@ -59,6 +59,29 @@ export class PermissionDeniedError extends ProofgateError {
   }
 }
 
+/** Out of a resource the operator must provide (disk space): retrying helps only once they have. */
+export class ResourceExhaustedError extends ProofgateError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, status.RESOURCE_EXHAUSTED, options);
+  }
+}
+
+/**
+ * A SQLite failure of a store (`what`: "ledger", "replica") as a typed error, when it says
+ * something the caller can act on; undefined otherwise (a bug, answered INTERNAL). Nothing was
+ * committed when SQLite reports these, so the caller may retry once the cause is gone.
+ */
+export function storageError(err: unknown, what: string): ProofgateError | undefined {
+  if (err instanceof ProofgateError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== "string" || !code.startsWith("SQLITE_")) return undefined;
+  const detail = `${errorMessage(err)} (${code})`;
+  if (code === "SQLITE_FULL") return new ResourceExhaustedError(`${what} disk is full: ${detail}; nothing was written, retry once there is space`, { cause: err });
+  if (code.startsWith("SQLITE_IOERR") || code.startsWith("SQLITE_READONLY") || code.startsWith("SQLITE_CANTOPEN"))
+    return new UnavailableError(`${what} cannot be written: ${detail}; nothing was written, retry later`, { cause: err });
+  return undefined;
+}
+
 export class DeadlineExceededError extends ProofgateError {
   constructor(message: string) {
     super(message, status.DEADLINE_EXCEEDED);

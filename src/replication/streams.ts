@@ -9,6 +9,7 @@ import {
   DEADLETTER_SUBJECT,
   STATE_STREAM,
   STATE_SUBJECTS,
+  customerTokenKeyId,
 } from "./subjects.js";
 
 const DAY_NS = 86_400 * 1e9;
@@ -60,6 +61,11 @@ export function streamConfigs(replicas = 1): Partial<StreamConfig>[] {
 
 const STATE_DESCRIPTION = "proofgate access documents and catalog";
 const INCARNATION = /\bincarnation=([0-9a-f-]{36})\b/;
+/** The id of the customer token key its subjects were made with (subjects.ts customerTokenKeyId). */
+const TOKENS = /\btokens=(k1:[A-Za-z0-9_-]{12})\b/;
+
+/** The state stream's subjects were made with another customer token key than this process's. */
+export class TokenKeyMismatchError extends Error {}
 
 /**
  * What names one incarnation of PROOFGATE_STATE, for sidecars deciding whether their replica was
@@ -69,21 +75,37 @@ const INCARNATION = /\bincarnation=([0-9a-f-]{36})\b/;
  * added it yet) is named by `created`.
  */
 export function streamIdentity(info: StreamInfo): string {
-  const m = INCARNATION.exec(info.config.description ?? "");
-  return m?.[1] ? `incarnation=${m[1]}` : info.created;
+  const description = info.config.description ?? "";
+  const tokens = TOKENS.exec(description)?.[1];
+  // A stream keyed otherwise would be followed wrongly without a sound: lookups by subject miss,
+  // erasures do not find their rows. Refused, so the sidecar stays unready and says why.
+  if (tokens !== undefined && tokens !== customerTokenKeyId())
+    throw new TokenKeyMismatchError(`${STATE_STREAM} was written with customer token key ${tokens}, this process has ${customerTokenKeyId()}: set the writer's --customer-token-key here too (docs/security.md)`);
+  const m = INCARNATION.exec(description);
+  return m?.[1] ? `incarnation=${m[1]}${tokens ? ` tokens=${tokens}` : ""}` : info.created;
 }
 
 /**
  * Creates the streams, or updates them when they exist (so upgrades can change limits). The
- * state stream keeps its incarnation id; one that has none gets one.
+ * state stream keeps its incarnation id; one that has none gets one. It also names the customer
+ * token key its subjects are made with: a writer whose key differs from a non-empty stream's
+ * (a rotation, or the upgrade from unkeyed tokens) refuses with TokenKeyMismatchError until the
+ * stream is deleted, and then republishes every document under the new key (docs/security.md).
  */
 export async function ensureStreams(jsm: JetStreamManager, replicas = 1): Promise<void> {
   for (const config of streamConfigs(replicas)) {
     const name = config.name as string;
-    const described = (existing?: string): Partial<StreamConfig> => {
+    const described = (existing?: StreamInfo): Partial<StreamConfig> => {
       if (name !== STATE_STREAM) return config;
-      const id = (existing && INCARNATION.exec(existing)?.[1]) ?? randomUUID();
-      return { ...config, description: `${STATE_DESCRIPTION}; incarnation=${id}` };
+      const description = existing?.config.description ?? "";
+      const tokens = TOKENS.exec(description)?.[1];
+      if (existing && existing.state.messages > 0 && tokens !== customerTokenKeyId())
+        throw new TokenKeyMismatchError(
+          `${STATE_STREAM} holds subjects made with ${tokens ? `customer token key ${tokens}` : "unkeyed customer tokens (an older proofgate)"}, this writer's key is ${customerTokenKeyId()}: ` +
+            `to move to this key, delete the stream (nats stream rm ${STATE_STREAM}); the writer then republishes every document under it (docs/security.md, "Customer tokens")`,
+        );
+      const id = INCARNATION.exec(description)?.[1] ?? randomUUID();
+      return { ...config, description: `${STATE_DESCRIPTION}; incarnation=${id}; tokens=${customerTokenKeyId()}` };
     };
     let info: StreamInfo;
     try {
@@ -93,7 +115,7 @@ export async function ensureStreams(jsm: JetStreamManager, replicas = 1): Promis
       await jsm.streams.add(described());
       continue;
     }
-    await jsm.streams.update(name, described(info.config.description));
+    await jsm.streams.update(name, described(info));
   }
 }
 

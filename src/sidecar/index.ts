@@ -1,4 +1,5 @@
 import { redactNatsUrl } from "../replication/connection.js";
+import { useCustomerTokenKey } from "../replication/subjects.js";
 import { chmodSync, lstatSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
 import { performance } from "node:perf_hooks";
@@ -65,6 +66,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
   if (options.extAuthzListen && !options.extAuthzRules) throw new InvalidArgumentError("ext-authz-listen", "set --ext-authz-rules too: without a rules file ext_authz is off");
   if (options.grpcListen && !options.grpcAllowRemote && !isLoopbackListen(options.grpcListen))
     throw new InvalidArgumentError("grpc-listen", `${options.grpcListen} is not a loopback address and CheckService is unauthenticated: listen on 127.0.0.1 or a unix socket, or set --grpc-allow-remote (PROOFGATE_GRPC_ALLOW_REMOTE)`);
+  useCustomerTokenKey(options.customerTokenKey);
   const log = logger.child({ component: "sidecar" });
   const registry = createRegistry();
   // Before anything is opened: a rules file that does not load stops the start with its error.

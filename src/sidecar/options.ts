@@ -1,6 +1,7 @@
 import { InvalidArgumentError } from "../errors/index.js";
 import { boolean, duration, logLevel, optionDefaults, string, type Option, type OptionValues } from "../config/options.js";
 import { natsOptionSpec } from "../replication/connection.js";
+import { customerTokenOptionSpec } from "../replication/subjects.js";
 
 const fraction = (description: string, def: number): Option<number> => ({
   description,
@@ -15,6 +16,7 @@ const fraction = (description: string, def: number): Option<number> => ({
 /** `proofgate sidecar` options: each is a `--flag` and a `PROOFGATE_*` variable. */
 export const sidecarOptionSpec = {
   ...natsOptionSpec,
+  ...customerTokenOptionSpec,
   replica: string("path of the SQLite replica file", "./proofgate-replica.db"),
   grpcListen: string("gRPC TCP address (host:port); empty disables TCP", "127.0.0.1:50061"),
   grpcSocket: string("gRPC unix socket path (owner and group only, mode 0660); empty disables it", ""),

@@ -1,11 +1,12 @@
 import { fileURLToPath } from "node:url";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
+import { BinaryReader } from "@bufbuild/protobuf/wire";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { HealthImplementation } from "grpc-health-check";
 import { ReflectionService } from "@grpc/reflection";
-import { ProofgateError } from "../errors/index.js";
+import { InvalidArgumentError, ProofgateError, bounded, errorMessage } from "../errors/index.js";
 import type { Logger } from "../observability/logger.js";
 
 /** `proto/` at the package root; the same relative path from `src/transport` and `dist/transport`. */
@@ -28,12 +29,50 @@ export function toServiceError(err: unknown, logger: Logger): Partial<grpc.Statu
   return { code: grpc.status.INTERNAL, details: "internal error" };
 }
 
+/** A request its deserializer could not decode; `unary` answers it INVALID_ARGUMENT (grpc-js itself would answer INTERNAL). */
+class UndecodableRequest {
+  constructor(readonly error: InvalidArgumentError) {}
+}
+
+/**
+ * Throws unless `bytes` is a well-formed sequence of protobuf fields at the top level. The
+ * generated decoders stop quietly at a zero tag and read a length past the end as "the rest":
+ * the bytes `0affff0300` would decode as an empty ApplyCatalogRequest.
+ */
+function wellFormed(bytes: Uint8Array): void {
+  const r = new BinaryReader(bytes);
+  while (r.pos < r.len) {
+    const [no, wt] = r.tag();
+    r.skip(wt, no);
+  }
+}
+
+/** `def` with deserializers that never throw. */
+function tolerant(def: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  const methods = Object.entries(def).map(([name, m]) => {
+    const requestDeserialize = (bytes: Buffer): object => {
+      try {
+        wellFormed(bytes);
+        return m.requestDeserialize(bytes) as object;
+      } catch (err) {
+        return new UndecodableRequest(err instanceof InvalidArgumentError ? err : new InvalidArgumentError("request", `not a protobuf request of ${m.path}: ${bounded(errorMessage(err), 200)}`));
+      }
+    };
+    return [name, { ...m, requestDeserialize }] as const;
+  });
+  return Object.fromEntries(methods);
+}
+
 /** Adapts a (possibly async) function to a grpc-js unary handler with the error mapping above. */
 export function unary<Req, Res>(
   logger: Logger,
   fn: (request: Req, call: grpc.ServerUnaryCall<Req, Res>) => Res | Promise<Res>,
 ): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
+    if ((call.request as unknown) instanceof UndecodableRequest) {
+      callback(toServiceError((call.request as unknown as UndecodableRequest).error, logger));
+      return;
+    }
     let result: Res | Promise<Res>;
     try {
       result = fn(call.request, call);
@@ -81,7 +120,7 @@ export class GrpcServer {
   /** Addresses: `host:port` (port 0 = ephemeral) or `unix:/path`. Health starts NOT_SERVING. */
   static async start(services: readonly ServiceBinding[], addresses: readonly string[], credentials = grpc.ServerCredentials.createInsecure()): Promise<GrpcServer> {
     const server = new grpc.Server(GRPC_SERVER_OPTIONS);
-    for (const s of services) server.addService(s.definition, s.implementation);
+    for (const s of services) server.addService(tolerant(s.definition), s.implementation);
     const names = services.map((s) => s.name);
     const initial: Record<string, "NOT_SERVING"> = { "": "NOT_SERVING" };
     for (const n of names) initial[n] = "NOT_SERVING";

@@ -1,4 +1,5 @@
 import { redactNatsUrl } from "../replication/connection.js";
+import { useCustomerTokenKey, usingDevCustomerTokenKey } from "../replication/subjects.js";
 import type { Registry } from "prom-client";
 import { createRegistry } from "../observability/metrics.js";
 import type { Logger } from "../observability/logger.js";
@@ -7,7 +8,7 @@ import { grpcServerCredentials } from "../transport/tls.js";
 import { guardedRoute } from "../auth/index.js";
 import { requireAuthForListen, writerAccess, writerTls } from "./access.js";
 import { AuditHeadSender } from "./audit-head.js";
-import { OpsServer, type RouteHandler } from "../transport/http.js";
+import { OpsServer, isLoopbackListen, type RouteHandler } from "../transport/http.js";
 import { AdminOperations, adminBinding } from "./admin/service.js";
 import { consoleRoutes, SidecarDirectory, type ConsoleAuth } from "./console/index.js";
 import { WriterCore, type FaultHooks } from "./core.js";
@@ -63,6 +64,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
   const now = deps.now ?? Date.now;
   const log = logger.child({ component: "writer" });
   requireAuthForListen(options);
+  useCustomerTokenKey(options.customerTokenKey);
   const tls = writerTls(options);
   const ledger = Ledger.open(options.ledger);
   log.info({ ledger: options.ledger, ledgerId: ledger.ledgerId }, "ledger open");
@@ -205,6 +207,8 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     snapshots?.start();
     auditHead.start();
     log.info({ grpc: grpc.addresses[0], http: ops.address, nats: redactNatsUrl(options.natsUrl) }, "writer started");
+    if (usingDevCustomerTokenKey() && !isLoopbackListen(options.grpcListen))
+      log.warn("customer tokens use the public development key: set --customer-token-key (PROOFGATE_CUSTOMER_TOKEN_KEY) on the writer and every sidecar (docs/security.md)");
 
     let closed: Promise<void> | undefined;
     return {

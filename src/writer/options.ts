@@ -1,10 +1,12 @@
 import { hostname } from "node:os";
 import { duration, integer, logLevel, optionDefaults, string, type OptionValues } from "../config/options.js";
 import { natsOptionSpec } from "../replication/connection.js";
+import { customerTokenOptionSpec } from "../replication/subjects.js";
 
 /** Every writer option: a `--flag` and a `PROOFGATE_*` variable (see `describeOptions`). */
 export const writerOptionSpec = {
   ...natsOptionSpec,
+  ...customerTokenOptionSpec,
   ledger: string("path of the SQLite ledger file", "./proofgate-ledger.db"),
   grpcListen: string("gRPC listen address (IngestService, AdminService, health, reflection)", "127.0.0.1:50051"),
   httpListen: string("HTTP listen address (/healthz, /readyz, /metrics, the console under /console)", "127.0.0.1:9090"),

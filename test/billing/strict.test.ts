@@ -28,8 +28,8 @@ describe("strict JSON decoding and bounded fields", () => {
     [{ ...base, subscription: { status: "SUBSCRIPTION_STATUS_CANCELED" }, payment: failed }, /^kind: only one of/],
     [{ ...base, subscription: { status: "SUBSCRIPTION_STATUS_ACTIVE", planId: "premium", cancelAt: "end of month" } }, /^subscription\.cancel_at: must be an RFC 3339 timestamp/],
     [{ ...base, payment: { ...failed, amountMinor: "9007199254740993" } }, /^payment\.amount_minor: must be an integer/],
-    [{ ...base, payment: { ...failed, failureReason: "x".repeat(2000) } }, /^payment\.failure_reason: 2000 bytes, above the limit of 1024$/],
-    [{ ...base, customerId: "c".repeat(300), payment: failed }, /^customer_id: 300 bytes, above the limit of 256$/],
+    [{ ...base, payment: { ...failed, failureReason: "x".repeat(2000) } }, /^payment\.failure_reason: 2000 bytes, above the limit of 1024 bytes$/],
+    [{ ...base, customerId: "c".repeat(300), payment: failed }, /^customer_id: 300 bytes, above the limit of 256 bytes$/],
     [{ ...base, occurredAt: "2100-01-01T00:00:00Z", payment: failed }, /^occurred_at: 2100-01-01T00:00:00.000Z is more than 300 s ahead of the writer's clock/],
     [{ ...base, payment: { ...failed, addonIds: Array.from({ length: 65 }, (_, i) => `a${i}`) } }, /^payment\.addon_ids: 65 entries/],
     [{ ...base, payment: failed, extra: 1 }, /^payload: unknown field "extra"/],
@@ -43,8 +43,10 @@ describe("strict JSON decoding and bounded fields", () => {
     const bytes = Buffer.from(good);
     const at = bytes.indexOf(Buffer.from("cus_\u00e9"));
     bytes[at + 4] = 0xff; // the first byte of é becomes invalid UTF-8
-    const e = decodeEvent(bytes, undefined);
-    expect(() => validateEvent(e)).toThrow(/^customer_id: not valid UTF-8/);
+    // Refused by the decoder itself, before ts-proto's decode would fold the byte into U+FFFD.
+    expect(() => decodeEvent(bytes, undefined)).toThrow(/^customer_id: not valid UTF-8$/);
+    // And an id that holds U+FFFD itself (from JSON, or folded elsewhere) is refused by validation.
+    expect(() => validateEvent({ ...BillingEvent.fromJSON({ ...base, payment: failed }), customerId: "cus_\uFFFD" })).toThrow(/^customer_id: not valid UTF-8$/);
   });
 
   test("describing an event never throws, whatever its dates hold", () => {

@@ -173,7 +173,7 @@ describe("replication to PROOFGATE_STATE", () => {
     const bad = { ...f.pay(PaymentResult.PAYMENT_RESULT_SUCCEEDED), occurredAt: undefined };
     const res = await w.client.publish([f.subscribe("premium"), bad, f.pay(PaymentResult.PAYMENT_RESULT_SUCCEEDED, "in_2")]);
     expect(res.results.map((r) => r.result)).toEqual([ACCEPTED, REJECTED, ACCEPTED]);
-    expect(res.results[1]?.reason).toMatch(/^occurred_at: required/);
+    expect(res.results[1]?.reason).toMatch(/^events\[1\]\.occurred_at: required/);
     expect(res.results[1]?.eventId).toBe(bad.eventId);
     const d = await documentOf("cus_mixed");
     expect(d?.doc.factCount).toBe(2);

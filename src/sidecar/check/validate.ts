@@ -1,7 +1,7 @@
+import { checkId } from "../../billing/ids.js";
 import { InvalidArgumentError } from "../../errors/index.js";
 import type { CheckRequest } from "../../gen/proofgate/v1/check.js";
 
-export const MAX_CUSTOMER_ID_BYTES = 256;
 export const MAX_FEATURE_BYTES = 256;
 export const MAX_BATCH = 1_000;
 
@@ -12,10 +12,9 @@ function tooLong(s: string, maxBytes: number): number | undefined {
   return bytes > maxBytes ? bytes : undefined;
 }
 
+/** The writer's id rule (billing/ids.ts): an id it would refuse names no customer. */
 export function validateCustomerId(id: string, field: string): void {
-  if (id === "") throw new InvalidArgumentError(field, "required");
-  const bytes = tooLong(id, MAX_CUSTOMER_ID_BYTES);
-  if (bytes !== undefined) throw new InvalidArgumentError(field, `must be at most ${MAX_CUSTOMER_ID_BYTES} bytes of UTF-8, got ${bytes}`);
+  checkId(id, field);
 }
 
 /** Throws InvalidArgumentError naming the field (with `prefix`, e.g. `checks[3].`). */

@@ -1,6 +1,6 @@
 import { createLocalJWKSet, errors, jwtVerify, type JSONWebKeySet, type JWTVerifyOptions } from "jose";
 import { InvalidArgumentError } from "../../errors/index.js";
-import { MAX_CUSTOMER_ID_BYTES } from "../check/validate.js";
+import { idProblem } from "../../billing/ids.js";
 import type { IdentityConfig } from "./rules.js";
 
 /** Longest bearer token looked at; Envoy bounds headers too, this bounds the work. */
@@ -16,9 +16,8 @@ export interface Identity {
 }
 
 function customer(id: string, what: string): IdentityResult {
-  if (id === "") return { reason: `${what} is empty` };
-  if (Buffer.byteLength(id) > MAX_CUSTOMER_ID_BYTES) return { reason: `${what} is longer than ${MAX_CUSTOMER_ID_BYTES} bytes` };
-  return { customerId: id };
+  const problem = idProblem(id, "empty");
+  return problem === undefined ? { customerId: id } : { reason: `${what}: ${problem}` };
 }
 
 /**

@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, rmSync } from "node:fs";
 import { dirname } from "node:path";
 import Database, { type Database as Db, type Statement } from "better-sqlite3";
@@ -6,6 +5,7 @@ import { CatalogIndex } from "../../catalog/index.js";
 import { InvalidArgumentError } from "../../errors/index.js";
 import { Catalog } from "../../gen/proofgate/v1/catalog.js";
 import type { Logger } from "../../observability/logger.js";
+import { customerDigest } from "../../replication/subjects.js";
 import { documentIsFor, type ReplicaRecord } from "./record.js";
 import { ReplicaWriter, type WriteRow, type WriterSql } from "./writer-thread.js";
 
@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS meta (
   -- means the stream was recreated and the replica must be rebuilt.
   stream_created   TEXT
 );
--- Keyed by the first 64 bits of SHA-256(customer id), the customer's subject token: the rowid is
+-- Keyed by the first 64 bits of HMAC-SHA-256(key, customer id), the customer's subject token: the rowid is
 -- the key (no second B-tree, no customer id stored twice: the document's field 1 is the id), and
 -- a tombstone, which names only the token, finds its row directly.
 CREATE TABLE IF NOT EXISTS documents (
@@ -354,7 +354,7 @@ export class Replica {
   }
 }
 
-/** A customer's row key: the first 64 bits of its subject token (base64url SHA-256), signed like a rowid. */
+/** A customer's row key: the first 64 bits of its subject token (base64url HMAC-SHA-256), signed like a rowid. */
 export function tokenKey(token: string): bigint {
   // 11 base64 characters carry 66 bits: the first 8 bytes.
   return Buffer.from(token.slice(0, 11), "base64url").readBigInt64BE(0);
@@ -362,7 +362,7 @@ export function tokenKey(token: string): bigint {
 
 /** `tokenKey(customerToken(customerId))`, without the base64 round trip: computed on every read. */
 export function customerKey(customerId: string): bigint {
-  return createHash("sha256").update(customerId, "utf8").digest().readBigInt64BE(0);
+  return customerDigest(customerId).readBigInt64BE(0);
 }
 
 /** The key's row if it is this customer's, else the customer's spilled row. */

@@ -1,5 +1,6 @@
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
+import { customerTokenKeyForThread } from "../../replication/subjects.js";
 
 /**
  * The replica's writes run in a worker thread with its own SQLite connection (WAL: one writer,
@@ -57,6 +58,8 @@ interface ThreadData {
   readonly path: string;
   readonly sqliteModule: string;
   readonly sql: WriterSql;
+  /** The customer token key (replication/subjects.ts): row keys and tokens are its HMAC-SHA-256. */
+  readonly tokenKey: string;
 }
 
 /**
@@ -67,7 +70,7 @@ interface ThreadData {
 function writerThreadMain(): void {
   /* eslint-disable @typescript-eslint/no-require-imports */
   const threads = require("node:worker_threads") as typeof import("node:worker_threads");
-  const { createHash } = require("node:crypto") as typeof import("node:crypto");
+  const { createHmac } = require("node:crypto") as typeof import("node:crypto");
   const data = threads.workerData as ThreadData;
   const Database = require(data.sqliteModule) as typeof import("better-sqlite3");
   /* eslint-enable @typescript-eslint/no-require-imports */
@@ -84,7 +87,9 @@ function writerThreadMain(): void {
   const putCatalog = db.prepare(data.sql.putCatalog);
   const setRevision = db.prepare(data.sql.setRevision);
   const setStreamCreated = db.prepare(data.sql.setStreamCreated);
-  const tokenOf = (id: string): string => createHash("sha256").update(id, "utf8").digest("base64url");
+  // customerDigest and customerToken of replication/subjects.ts, which the thread cannot import.
+  const digestOf = (id: string): Buffer => createHmac("sha256", data.tokenKey).update(id, "utf8").digest();
+  const tokenOf = (id: string): string => digestOf(id).toString("base64url");
 
   /** Field 1 (customer_id) of an AccessDocument encoding; undefined if absent or unreadable. */
   const idOf = (doc: Buffer): string | undefined => {
@@ -125,7 +130,7 @@ function writerThreadMain(): void {
       if (row[0] === 0) {
         const [, seq, id, offset, length] = row;
         // The key comes from the document's own id (hashed here, off the main thread), not the subject.
-        const key = createHash("sha256").update(id, "utf8").digest().readBigInt64BE(0);
+        const key = digestOf(id).readBigInt64BE(0);
         const doc = b.subarray(offset, offset + length);
         const held = current.get(key);
         if (held === undefined) {
@@ -228,7 +233,7 @@ export class ReplicaWriter {
   }
 
   static start(path: string, sql: WriterSql): ReplicaWriter {
-    const data: ThreadData = { path, sqliteModule: createRequire(import.meta.url).resolve("better-sqlite3"), sql };
+    const data: ThreadData = { path, sqliteModule: createRequire(import.meta.url).resolve("better-sqlite3"), sql, tokenKey: customerTokenKeyForThread() };
     const worker = new Worker(`(${writerThreadMain.toString()})()`, {
       eval: true,
       workerData: data,

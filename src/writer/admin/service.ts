@@ -1,9 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { actorOf, guardedUnary, type Gate, type Principal } from "../../auth/index.js";
-import { MAX_ID_BYTES } from "../../billing/index.js";
-import { validateCatalog } from "../../catalog/index.js";
-import { typeWord } from "../../catalog/validate.js";
-import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../../errors/index.js";
+import { checkId } from "../../billing/index.js";
+import { checkCatalogSize, validateCatalog } from "../../catalog/index.js";
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError, storageError } from "../../errors/index.js";
 import {
   AdminServiceService,
   AuditKind,
@@ -19,10 +18,11 @@ import {
   type PutOverrideRequest,
   type PutOverrideResponse,
 } from "../../gen/proofgate/v1/admin.js";
-import { FeatureType, type Catalog } from "../../gen/proofgate/v1/catalog.js";
-import { OverrideEffect, StateRecord, type Override } from "../../gen/proofgate/v1/document.js";
+import type { Catalog } from "../../gen/proofgate/v1/catalog.js";
+import { StateRecord, type Override } from "../../gen/proofgate/v1/document.js";
+import { describeOverride, validateOverride } from "../../overrides/index.js";
 import { evaluateAll, toEntitlement } from "../../policy/index.js";
-import { customerSubject, customerToken } from "../../replication/subjects.js";
+import { customerSubject, customerToken, customerTokens } from "../../replication/subjects.js";
 import type { ServiceBinding } from "../../transport/grpc.js";
 import type { Logger } from "../../observability/logger.js";
 import type { WriterCore } from "../core.js";
@@ -42,11 +42,8 @@ export interface AdminDeps {
   readonly gate: Gate;
 }
 
-const OVERRIDE_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
-
 function requireId(value: string, field: string): string {
-  if (!value) throw new InvalidArgumentError(field, "required");
-  if (Buffer.byteLength(value, "utf8") > MAX_ID_BYTES) throw new InvalidArgumentError(field, `longer than ${MAX_ID_BYTES} bytes`);
+  checkId(value, field);
   return value;
 }
 
@@ -66,16 +63,6 @@ function within<T>(prefix: string, fn: () => T): T {
   }
 }
 
-const iso = (ms: number): string => new Date(ms).toISOString();
-
-function describeOverride(o: Override): string {
-  const effect = o.effect === OverrideEffect.OVERRIDE_EFFECT_GRANT ? "GRANT" : "DENY";
-  const v = o.value?.kind;
-  const value = v ? ` = ${String(v.value)}` : "";
-  const window = [o.validFromMs ? `from ${iso(o.validFromMs)}` : "", o.validUntilMs ? `until ${iso(o.validUntilMs)}` : ""].filter(Boolean).join(" ");
-  return `override ${o.overrideId}: ${effect} ${o.feature}${value}${window ? ` ${window}` : ""}`;
-}
-
 /** The AdminService operations, each one ledger transaction; mutations wait for replication. */
 export class AdminOperations {
   constructor(private readonly deps: AdminDeps) {}
@@ -90,6 +77,7 @@ export class AdminOperations {
     const catalog = req.catalog;
     if (!catalog) throw new InvalidArgumentError("catalog", "required");
     within("catalog", () => validateCatalog(catalog));
+    checkCatalogSize(catalog, this.deps.core.limits.maxDocumentBytes, "catalog");
     const reason = requireText(req.reason, "reason");
     const who = actorOf(principal, req.actor);
     const { core } = this.deps;
@@ -130,29 +118,7 @@ export class AdminOperations {
     if (!o) throw new InvalidArgumentError("override", "required");
     const catalog = core.catalog;
     if (!catalog) throw new FailedPreconditionError("no catalog yet: overrides name catalog features");
-    if (o.overrideId && !OVERRIDE_ID.test(o.overrideId))
-      throw new InvalidArgumentError("override.override_id", "must be 1-128 of A-Z a-z 0-9 . _ : - (or empty to have one assigned)");
-    if (o.effect !== OverrideEffect.OVERRIDE_EFFECT_GRANT && o.effect !== OverrideEffect.OVERRIDE_EFFECT_DENY)
-      throw new InvalidArgumentError("override.effect", "must be GRANT or DENY");
-    if (!o.feature) throw new InvalidArgumentError("override.feature", "required: a catalog feature key, or * (DENY only)");
-    if (o.feature === "*") {
-      if (o.effect !== OverrideEffect.OVERRIDE_EFFECT_DENY) throw new InvalidArgumentError("override.feature", "* (every feature) is only allowed for DENY");
-    } else {
-      const feature = catalog.feature(o.feature);
-      if (!feature) throw new InvalidArgumentError("override.feature", `unknown feature "${o.feature}"`);
-      const v = o.value?.kind;
-      if (v && o.effect === OverrideEffect.OVERRIDE_EFFECT_DENY) throw new InvalidArgumentError("override.value", "only GRANT overrides carry a value");
-      if (v) {
-        const ok =
-          (feature.type === FeatureType.FEATURE_TYPE_BOOLEAN && v.$case === "enabled") ||
-          (feature.type === FeatureType.FEATURE_TYPE_NUMERIC && v.$case === "limit" && Number.isSafeInteger(v.value) && v.value >= 0) ||
-          (feature.type === FeatureType.FEATURE_TYPE_STRING && v.$case === "text" && (feature.values.length === 0 || feature.values.includes(v.value)));
-        if (!ok) throw new InvalidArgumentError("override.value", `"${o.feature}" needs a ${typeWord(feature.type)} value${feature.values.length ? ` (one of ${feature.values.join(", ")})` : ""}`);
-      }
-    }
-    if (o.validFromMs < 0) throw new InvalidArgumentError("override.valid_from_ms", "must not be negative");
-    if (o.validUntilMs < 0) throw new InvalidArgumentError("override.valid_until_ms", "must not be negative");
-    if (o.validFromMs && o.validUntilMs && o.validUntilMs <= o.validFromMs) throw new InvalidArgumentError("override.valid_until_ms", "must be after valid_from_ms");
+    within("override", () => validateOverride(o, catalog));
     const who = actorOf(principal, req.actor);
     const { actor } = who;
     const reason = requireText(req.reason, "reason");
@@ -204,13 +170,15 @@ export class AdminOperations {
     const document = core.currentDocument(customerId);
     const facts = core.ledger.facts(customerId);
     if (!document && facts.length === 0) throw new NotFoundError("unknown customer");
-    const token = customerToken(customerId);
     const catalog = core.catalog;
     const latest = core.ledger.latestForSubject(customerSubject(customerId));
     return {
       document,
       facts,
-      timeline: core.ledger.timeline(token),
+      // Entries keep the token they were written with: look under every key (replication/subjects.ts).
+      timeline: customerTokens(customerId)
+        .flatMap((t) => core.ledger.timeline(t))
+        .sort((a, b) => a.seq - b.seq),
       entitlements: catalog ? evaluateAll(document, catalog, core.now()).map(({ feature, decision }) => toEntitlement(feature, decision)) : [],
       // Where the current document is visible: its outbox row's stream sequence, 0 while it is
       // still on its way, or the head revision once the row has been pruned (long published).
@@ -240,7 +208,7 @@ export class AdminOperations {
       // by the tombstone anyway).
       ledger.deleteOutboxForSubject(subject);
       const id = ledger.enqueue(subject, StateRecord.encode({ record: { $case: "erased", value: { erasedAt: new Date(now) } } }).finish(), now);
-      ledger.anonymizeAudit(token);
+      for (const t of customerTokens(customerId)) ledger.anonymizeAudit(t);
       ledger.appendAudit(
         {
           kind: AuditKind.AUDIT_KIND_CUSTOMER_ERASED,
@@ -267,16 +235,23 @@ export function adminBinding(deps: AdminDeps): ServiceBinding {
   const ops = new AdminOperations(deps);
   const { gate, logger: log } = deps;
   const m = (name: string): string => `AdminService.${name}`;
+  // A ledger that cannot be written (disk full) answers what is wrong rather than INTERNAL.
+  const write =
+    <Req, Res>(fn: (r: Req, p: Principal) => Promise<Res>) =>
+    (r: Req, p: Principal): Promise<Res> =>
+      fn(r, p).catch((err: unknown) => {
+        throw storageError(err, "ledger") ?? err;
+      });
   return {
     name: "proofgate.v1.AdminService",
     definition: AdminServiceService,
     implementation: {
-      applyCatalog: guardedUnary(gate, m("ApplyCatalog"), "admin", log, (r: ApplyCatalogRequest, p) => ops.applyCatalog(r, p)),
+      applyCatalog: guardedUnary(gate, m("ApplyCatalog"), "admin", log, write((r: ApplyCatalogRequest, p) => ops.applyCatalog(r, p))),
       getCatalog: guardedUnary(gate, m("GetCatalog"), "read", log, () => ops.getCatalog()),
-      putOverride: guardedUnary(gate, m("PutOverride"), "admin", log, (r: PutOverrideRequest, p) => ops.putOverride(r, p)),
-      deleteOverride: guardedUnary(gate, m("DeleteOverride"), "admin", log, (r: DeleteOverrideRequest, p) => ops.deleteOverride(r, p)),
+      putOverride: guardedUnary(gate, m("PutOverride"), "admin", log, write((r: PutOverrideRequest, p) => ops.putOverride(r, p))),
+      deleteOverride: guardedUnary(gate, m("DeleteOverride"), "admin", log, write((r: DeleteOverrideRequest, p) => ops.deleteOverride(r, p))),
       getCustomer: guardedUnary(gate, m("GetCustomer"), "read", log, (r: GetCustomerRequest) => ops.getCustomer(r)),
-      eraseCustomer: guardedUnary(gate, m("EraseCustomer"), "admin", log, (r: EraseCustomerRequest, p) => ops.eraseCustomer(r, p)),
+      eraseCustomer: guardedUnary(gate, m("EraseCustomer"), "admin", log, write((r: EraseCustomerRequest, p) => ops.eraseCustomer(r, p))),
     },
   };
 }

@@ -1,7 +1,7 @@
 import { headers, type PubAck } from "nats";
 import { UnavailableError, errorMessage } from "../../errors/index.js";
 import { StateRecord } from "../../gen/proofgate/v1/document.js";
-import { CATALOG_SUBJECT, CUSTOMER_SUBJECT_PREFIX, HEADER_LEDGER_ID, HEADER_OUTBOX_ID, STATE_STREAM } from "../../replication/subjects.js";
+import { CATALOG_SUBJECT, HEADER_LEDGER_ID, HEADER_OUTBOX_ID, STATE_STREAM, customerSubject } from "../../replication/subjects.js";
 import { isStreamNotFound } from "../../replication/streams.js";
 import type { Logger } from "../../observability/logger.js";
 import type { Ledger, OutboxRow } from "../ledger/ledger.js";
@@ -330,7 +330,8 @@ export class OutboxPublisher {
       let after = "";
       for (;;) {
         const page = ledger.documentsPage(after, SNAPSHOT_PAGE);
-        for (const d of page) ledger.enqueue(CUSTOMER_SUBJECT_PREFIX + d.token, documentRecord(d.document), now);
+        // The subject from the id, not the stored token: after a token key rotation (docs/security.md) the stream is rebuilt under the new key.
+        for (const d of page) ledger.enqueue(customerSubject(d.customerId), documentRecord(d.document), now);
         const last = page[page.length - 1];
         if (!last || page.length < SNAPSHOT_PAGE) break;
         after = last.customerId;
