@@ -283,7 +283,7 @@ describe("lazy sidecar", () => {
     expect(await metric(b.sidecar.httpAddress ?? "", "proofgate_sidecar_lazy_misses_total", { result: "fetched" })).toBeUndefined();
   });
 
-  it("an existing state stream without direct gets is updated in place (same incarnation, same messages)", async () => {
+  it("reads a stream created without direct gets through the stream API; the writer's update then allows them in place (same incarnation, same messages)", async () => {
     await pub.jsm.streams.delete(STATE_STREAM);
     await pub.jsm.streams.add({
       name: STATE_STREAM,
@@ -298,6 +298,10 @@ describe("lazy sidecar", () => {
     await pub.document(paidCustomer("cus_old", "basic", now));
     const before = await pub.jsm.streams.info(STATE_STREAM);
     expect(before.config.allow_direct).toBeFalsy();
+    // An older writer's stream: the miss is answered all the same.
+    const old = await start();
+    expect((await fresh(old, "cus_old")).allowed).toBe(true);
+    expect(await metric(old.sidecar.httpAddress ?? "", "proofgate_sidecar_lazy_misses_total", { result: "fetched" })).toBe(1);
     await pub.ensureStreams();
     const after = await pub.jsm.streams.info(STATE_STREAM);
     expect(after.config.allow_direct).toBe(true);

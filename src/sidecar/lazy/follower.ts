@@ -64,7 +64,8 @@ export class LazyFollower {
   private restarting = false;
   private probing = false;
   private stalledProbes = 0;
-  private directUnavailableLogged = false;
+  /** The stream allows direct gets (`allow_direct`), as of the last stream info. */
+  private directAllowed: boolean | undefined;
   private readonly fetching = new Map<string, Fetching>();
   private tickTimer: NodeJS.Timeout | undefined;
   private persistTimer: NodeJS.Timeout | undefined;
@@ -176,21 +177,12 @@ export class LazyFollower {
     const get = async (): Promise<StoredMsg | undefined> => {
       try {
         const direct = (jsm as DirectGets).direct;
-        if (!direct) return await jsm.streams.getMessage(STATE_STREAM, { last_by_subj: subject });
+        // A stream created before allow_direct (an older writer) does not answer direct gets
+        // (they time out): the stream API answers the same question through the stream's leader.
+        if (!this.directAllowed || !direct) return await jsm.streams.getMessage(STATE_STREAM, { last_by_subj: subject });
         return await direct.getMessage(STATE_STREAM, { last_by_subj: subject });
       } catch (err) {
         if (isNoMessage(err)) return undefined;
-        // A stream created before allow_direct (an older writer): the stream API answers the same question.
-        if (err instanceof Error && (err as { code?: string }).code === ErrorCode.NoResponders) {
-          if (!this.directUnavailableLogged) this.logger.warn("the state stream does not allow direct gets (an older writer created it); using the stream API");
-          this.directUnavailableLogged = true;
-          try {
-            return await jsm.streams.getMessage(STATE_STREAM, { last_by_subj: subject });
-          } catch (e) {
-            if (isNoMessage(e)) return undefined;
-            throw e;
-          }
-        }
         throw err;
       }
     };
@@ -318,6 +310,7 @@ export class LazyFollower {
     if (epoch !== this.epoch) return;
     const identity = streamIdentity(info);
     const last = info.state.last_seq;
+    this.allowDirect(info.config.allow_direct);
     const store = this.store;
     if ((store.streamIdentity !== undefined && store.streamIdentity !== identity) || store.revision > last) {
       this.logger.warn({ stream: identity, storeStream: store.streamIdentity, revision: store.revision, streamLastSeq: last }, "another state stream; emptying the lazy store");
@@ -493,6 +486,7 @@ export class LazyFollower {
         const info = await jsm.streams.info(STATE_STREAM);
         this.lastStreamCheckAt = mono();
         if (epoch !== this.epoch) return;
+        this.allowDirect(info.config.allow_direct);
         if (streamIdentity(info) !== this.store.streamIdentity || info.state.last_seq < this.store.revision) {
           void this.startConsumer("stream changed");
           return;
@@ -520,6 +514,11 @@ export class LazyFollower {
     } finally {
       this.probing = false;
     }
+  }
+
+  private allowDirect(allowed: boolean | undefined): void {
+    if (!allowed && this.directAllowed !== false) this.logger.warn("the state stream does not allow direct gets (an older writer created it); misses use the stream API");
+    this.directAllowed = allowed === true;
   }
 
   private sleep(ms: number): Promise<void> {
