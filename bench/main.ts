@@ -18,9 +18,10 @@ import { render, verdicts, type EvalResults, type Results } from "./report.js";
 import { sidecarSuite, type Env } from "./suites/sidecar.js";
 import { writerSuite } from "./suites/writer.js";
 import { snapshotSuite } from "./suites/snapshot.js";
+import { lazySuite } from "./suites/lazy.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const GROUPS = ["eval", "sidecar", "snapshot", "writer"] as const;
+const GROUPS = ["eval", "sidecar", "snapshot", "lazy", "writer"] as const;
 
 const USAGE = `usage: npm run bench [-- options]
   --quick            about a minute: 50k customers, short runs (figures are indicative)
@@ -93,6 +94,7 @@ async function main(): Promise<void> {
     }
     if (only.has("sidecar")) results.sidecar = await sidecarSuite(cfg, env);
     if (only.has("snapshot")) results.snapshot = await snapshotSuite(cfg, env);
+    if (only.has("lazy")) results.lazy = await lazySuite(cfg, env);
     if (only.has("writer")) results.writer = await writerSuite(cfg, env);
   } catch (err) {
     failed = err;

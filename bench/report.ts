@@ -3,6 +3,7 @@ import type { Config } from "./config.js";
 import type { SidecarResults, Window } from "./suites/sidecar.js";
 import type { WriterResults } from "./suites/writer.js";
 import type { SnapshotResults } from "./suites/snapshot.js";
+import { lazyVerdicts, renderLazy, type LazyResults } from "./suites/lazy.js";
 
 export interface EvalResults {
   readonly docs: number;
@@ -15,6 +16,7 @@ export interface Results {
   evaluate?: EvalResults;
   sidecar?: SidecarResults;
   snapshot?: SnapshotResults;
+  lazy?: LazyResults;
   writer?: WriterResults;
 }
 
@@ -108,6 +110,7 @@ export function verdicts(cfg: Config, r: Results): Verdict[] {
       });
     }
   }
+  out.push(...lazyVerdicts(r.lazy));
   return out;
 }
 
@@ -281,6 +284,7 @@ export function render(cfg: Config, r: Results, v: Verdict[]): string {
       ),
     );
   }
+  parts.push(...renderLazy(r.lazy));
   parts.push(table("Targets (docs: BENCHMARKS.md)", ["what", "target", "measured", "met"], v.map((x) => [x.what + (x.note ?? ""), x.target, x.measured, x.met === undefined ? "?" : x.met ? "yes" : "NO"])));
   return parts.join("\n\n");
 }

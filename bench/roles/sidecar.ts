@@ -17,7 +17,7 @@ export function start(): void {
   };
   serve(
     {
-      start: async (a: { replica: string; natsUrl: string; socket?: string; extAuthzRules?: string; snapshotBootstrap?: boolean }) => {
+      start: async (a: { replica: string; natsUrl: string; socket?: string; extAuthzRules?: string; snapshotBootstrap?: boolean; mode?: "full" | "lazy"; lazyMaxCustomers?: number }) => {
         const uptimeMs = process.uptime() * 1000;
         startedAt = performance.now();
         sidecar = await startSidecar(
@@ -30,6 +30,8 @@ export function start(): void {
             httpListen: "",
             extAuthzRules: a.extAuthzRules ?? "",
             snapshotBootstrap: a.snapshotBootstrap ?? false,
+            ...(a.mode ? { mode: a.mode } : {}),
+            ...(a.lazyMaxCustomers ? { lazyMaxCustomers: a.lazyMaxCustomers } : {}),
           },
           benchLogger("sidecar"),
         );

@@ -36,6 +36,9 @@ export function streamConfigs(replicas = 1): Partial<StreamConfig>[] {
       // Compacted: the stream is always exactly the current state, so a sidecar bootstraps from it.
       max_msgs_per_subject: 1,
       discard: DiscardPolicy.Old,
+      // Lazy sidecars fetch one customer's last message with a direct get (NATS 2.9+), served by
+      // any replica without going through the stream leader's API. Set on existing streams by update.
+      allow_direct: true,
       duplicate_window: DUPLICATE_WINDOW_NS,
       num_replicas: replicas,
     },

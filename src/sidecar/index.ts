@@ -14,7 +14,9 @@ import { Freshness } from "./follow/freshness.js";
 import { Follower } from "./follow/follower.js";
 import { StatusAnnouncer } from "./follow/status.js";
 import { recordFreshness } from "./follow/record-freshness.js";
-import { CheckHandler } from "./check/service.js";
+import { CheckHandler, type CheckSource } from "./check/service.js";
+import type { NatsConnection } from "nats";
+import { openLazy, type Lazy } from "./lazy/index.js";
 import { DecisionLog } from "./check/decision-log.js";
 import { RevisionWaiters } from "./check/revision-waiters.js";
 import { SidecarMetrics } from "./metrics.js";
@@ -72,26 +74,45 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
   // Before anything is opened: a rules file that does not load stops the start with its error.
   const extAuthzMetrics = options.extAuthzRules ? new ExtAuthzMetrics(registry) : undefined;
   const rulesFile = extAuthzMetrics ? new RulesFile(options.extAuthzRules, log.child({ component: "ext-authz" }), extAuthzMetrics) : undefined;
-  const replica = Replica.open(options.replica, log.child({ component: "replica" }));
+  const lazyMode = options.mode === "lazy";
+  // Full mode: the replica of every customer. Lazy mode: the store of those asked about (src/sidecar/lazy).
+  const replica = lazyMode ? undefined : Replica.open(options.replica, log.child({ component: "replica" }));
   const freshness = new Freshness();
   // For the client's local mode, which reads the replica file and must know what we would say.
-  const freshnessRecord = recordFreshness(replica, freshness, log.child({ component: "replica" }));
+  const freshnessRecord = replica ? recordFreshness(replica, freshness, log.child({ component: "replica" })) : undefined;
   // Set once the servers listen; the metrics and decision log read it through this holder.
-  const link: { follower?: Follower } = {};
+  const link: { follower?: { readonly connected: boolean; readonly connection: NatsConnection | undefined } } = {};
   let grpc: GrpcServer | undefined;
   let extAuthzServer: GrpcServer | undefined;
   let ready = false;
   const readyWaiters: (() => void)[] = [];
   const metrics = new SidecarMetrics(registry, {
-    revision: () => replica.revision,
+    revision: () => source.revision,
     head: () => freshness.head,
     ageSeconds: () => freshness.ageMs(performance.now()) / 1000,
     heartbeatAgeSeconds: () => freshness.heartbeatAgeMs(performance.now()) / 1000,
-    stale: () => freshness.isStale(performance.now(), replica.catalog.coherencyWindowMs),
+    stale: () => freshness.isStale(performance.now(), source.catalog.coherencyWindowMs),
     ready: () => ready,
     connected: () => link.follower?.connected ?? false,
   });
-  const waiters = new RevisionWaiters(() => replica.revision);
+  const waiters = new RevisionWaiters(() => source.revision);
+  const lazy: Lazy | undefined = lazyMode
+    ? openLazy(options.replica, { maxCustomers: options.lazyMaxCustomers, maxBytes: options.lazyMaxBytes }, freshness, metrics, registry, log, {
+        natsUrl: options.natsUrl,
+        natsCreds: options.natsCreds,
+        natsUser: options.natsUser,
+        natsPassword: options.natsPassword,
+        natsToken: options.natsToken,
+        coherencyWindowMs: () => source.catalog.coherencyWindowMs,
+        onRevision: (revision) => waiters.notify(revision),
+      })
+    : undefined;
+  const source: CheckSource = (lazy?.store ?? replica) as CheckSource;
+  const closeSource = async (): Promise<void> => {
+    await freshnessRecord?.stop();
+    lazy?.store.close();
+    await replica?.close();
+  };
   const decisionLog =
     options.decisionLogSample > 0
       ? new DecisionLog(
@@ -105,7 +126,8 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
         )
       : undefined;
   const handler = new CheckHandler({
-    replica,
+    replica: source,
+    misses: lazy?.misses,
     freshness,
     waiters,
     metrics,
@@ -119,7 +141,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
     grpc?.setServing(value);
     extAuthzServer?.setServing(value);
     if (value) readyWaiters.splice(0).forEach((r) => r());
-    log.info({ ready: value, revision: replica.revision }, value ? "sidecar ready" : "sidecar not ready");
+    log.info({ ready: value, revision: source.revision }, value ? "sidecar ready" : "sidecar not ready");
   };
 
   const addresses: string[] = [];
@@ -150,26 +172,30 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
     await grpc?.close(0);
     await extAuthzServer?.close(0);
     rulesFile?.close();
-    await freshnessRecord.stop();
-    await replica.close();
+    await closeSource();
     throw err;
   }
 
-  const restorer = options.snapshotBootstrap ? new SnapshotRestorer(replica, registry, log.child({ component: "snapshot" })) : undefined;
-  const f = new Follower(replica, freshness, metrics, log.child({ component: "follower" }), {
-    natsUrl: options.natsUrl,
-    natsCreds: options.natsCreds,
-    natsUser: options.natsUser,
-    natsPassword: options.natsPassword,
-    natsToken: options.natsToken,
-    offlineReadyAfterMs: options.offlineReadyAfterMs ?? 2_000,
-    coherencyWindowMs: () => replica.catalog.coherencyWindowMs,
-    onRevision: (revision) => waiters.notify(revision),
-    onReady: setReady,
-    bootstrap: restorer ? (nc, info) => restorer.restore(nc, info) : undefined,
-  });
+  const f = lazy ? lazy.follower : fullFollower(replica as Replica);
+  function fullFollower(r: Replica): Follower {
+    const restorer = options.snapshotBootstrap ? new SnapshotRestorer(r, registry, log.child({ component: "snapshot" })) : undefined;
+    return new Follower(r, freshness, metrics, log.child({ component: "follower" }), {
+      natsUrl: options.natsUrl,
+      natsCreds: options.natsCreds,
+      natsUser: options.natsUser,
+      natsPassword: options.natsPassword,
+      natsToken: options.natsToken,
+      offlineReadyAfterMs: options.offlineReadyAfterMs ?? 2_000,
+      coherencyWindowMs: () => r.catalog.coherencyWindowMs,
+      onRevision: (revision) => waiters.notify(revision),
+      onReady: setReady,
+      bootstrap: restorer ? (nc, info) => restorer.restore(nc, info) : undefined,
+    });
+  }
   link.follower = f;
   f.start();
+  // Lazy mode has nothing to sync before answering: its answers say how fresh they are.
+  if (lazy) setReady(true);
   const statusId = `${hostname()}/${process.pid}`;
   const announcer = new StatusAnnouncer(
     options.statusIntervalMs ?? 5_000,
@@ -178,10 +204,10 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
       const lag = freshness.ageMs(performance.now()) / 1000;
       return {
         id: statusId,
-        appliedRevision: replica.revision,
+        appliedRevision: source.revision,
         headRevision: freshness.head,
         ready,
-        stale: freshness.isStale(performance.now(), replica.catalog.coherencyWindowMs),
+        stale: freshness.isStale(performance.now(), source.catalog.coherencyWindowMs),
         lagSeconds: Number.isFinite(lag) ? lag : -1,
         sentAtMs: Date.now(),
       };
@@ -192,7 +218,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
   const unix = grpcServer.addresses.find((a) => a.startsWith("unix:"));
   const extAuthzAddresses = extAuthz ? (extAuthzServer ?? grpcServer).addresses : [];
   log.info(
-    { grpc: grpcServer.addresses, extAuthz: extAuthzAddresses, http: ops?.address, replica: options.replica, revision: replica.revision, warm: replica.warm, nats: redactNatsUrl(options.natsUrl) },
+    { grpc: grpcServer.addresses, extAuthz: extAuthzAddresses, http: ops?.address, mode: options.mode, replica: options.replica, revision: source.revision, warm: replica?.warm, nats: redactNatsUrl(options.natsUrl) },
     "sidecar listening",
   );
 
@@ -204,13 +230,13 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
     extAuthzAddresses,
     httpAddress: ops?.address,
     get revision() {
-      return replica.revision;
+      return source.revision;
     },
     get ready() {
       return ready;
     },
     get stale() {
-      return freshness.isStale(performance.now(), replica.catalog.coherencyWindowMs);
+      return freshness.isStale(performance.now(), source.catalog.coherencyWindowMs);
     },
     get connected() {
       return f.connected;
@@ -231,8 +257,7 @@ export async function startSidecar(partial: Partial<SidecarOptions>, logger: Log
         decisionLog?.close();
         announcer.close();
         await f.close();
-        await freshnessRecord.stop();
-        await replica.close();
+        await closeSource();
         if (options.grpcSocket) rmSync(options.grpcSocket, { force: true });
         if (options.extAuthzListen.startsWith("unix:")) rmSync(options.extAuthzListen.slice("unix:".length), { force: true });
         log.info("sidecar stopped");

@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from "../errors/index.js";
-import { boolean, duration, logLevel, optionDefaults, string, type Option, type OptionValues } from "../config/options.js";
+import { boolean, duration, integer, logLevel, oneOf, optionDefaults, string, type Option, type OptionValues } from "../config/options.js";
 import { natsOptionSpec } from "../replication/connection.js";
 import { customerTokenOptionSpec } from "../replication/subjects.js";
 
@@ -12,6 +12,25 @@ const fraction = (description: string, def: number): Option<number> => ({
     return n;
   },
 });
+
+const UNITS: Record<string, number> = { "": 1, b: 1, k: 1024, kib: 1024, m: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gib: 1024 ** 3 };
+
+/** A size in bytes: `67108864`, `64MiB`, `512k`, `1G` (binary units). */
+const byteSize = (description: string, def: number, min: number): Option<number> => ({
+  description,
+  default: def,
+  parse: (raw, name) => {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(raw);
+    const unit = m ? UNITS[(m[2] ?? "").toLowerCase()] : undefined;
+    const n = m && unit !== undefined ? Math.floor(Number(m[1]) * unit) : NaN;
+    if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(name, `must be a size of at least ${min} bytes (e.g. 64MiB, 512KiB, 1GiB), got "${raw}"`);
+    return n;
+  },
+  format: (n) => (n % 1024 ** 2 === 0 ? `${n / 1024 ** 2}MiB` : n % 1024 === 0 ? `${n / 1024}KiB` : String(n)),
+});
+
+export const SIDECAR_MODES = ["full", "lazy"] as const;
+export type SidecarMode = (typeof SIDECAR_MODES)[number];
 
 /** `proofgate sidecar` options: each is a `--flag` and a `PROOFGATE_*` variable. */
 export const sidecarOptionSpec = {
@@ -28,6 +47,13 @@ export const sidecarOptionSpec = {
   extAuthzListen: string("where ext_authz is served (host:port or unix:/path); empty serves it on the Check listener(s)", ""),
   logLevel: logLevel(),
   readyFile: string("once listening, write the bound addresses here as JSON (pid, grpc, http); removed on stop. For scripts and test harnesses, like nats-server's ports file"),
+  mode: oneOf(
+    "full: replicate every customer (ready once caught up); lazy: keep only the customers asked about, fetched from NATS on a miss and then followed, within --lazy-max-customers and --lazy-max-bytes (ready at once; docs/sidecar.md#modes)",
+    SIDECAR_MODES,
+    "full",
+  ),
+  lazyMaxCustomers: integer("lazy mode: the most customers kept; the least recently checked go first", 100_000, 1),
+  lazyMaxBytes: byteSize("lazy mode: the most document bytes kept (stored documents plus about 64 bytes each); the least recently checked go first", 64 * 1024 ** 2, 64 * 1024),
   snapshotBootstrap: boolean("start an empty replica from the newest replica snapshot in the NATS Object Store (bucket PROOFGATE_SNAPSHOTS), then follow the stream from its revision; false always replays the stream", true),
 };
 

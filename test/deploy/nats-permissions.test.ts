@@ -158,6 +158,26 @@ describe("least-privilege NATS users from the chart's natsAuth values", () => {
     }
   });
 
+  it("lets a lazy sidecar fetch a customer (direct get) and follow the stream, with no violation", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "proofgate-sidecar-auth-"));
+    try {
+      const lazy = await startTestSidecar({ natsUrl: nats.url, dir, mode: "lazy" });
+      try {
+        const r = await waitFor(async () => {
+          const x = await lazy.client.check({ customerId: "cus_least_privilege", feature: "advanced-filtering" });
+          return x.stale ? undefined : x;
+        }, "a fresh answer from the lazy sidecar");
+        expect(r.status).toBe(AccessStatus.ACCESS_STATUS_GRANTED);
+        expect((await httpGet(lazy.sidecar.httpAddress ?? "", "/metrics")).body).toMatch(/proofgate_sidecar_lazy_misses_total\{[^}]*result="fetched"[^}]*\} 1/);
+      } finally {
+        await lazy.close();
+      }
+      expect(nats.violations()).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("refuses what each user does not need", async () => {
     const anonymous = await connect({ servers: nats.url });
     others.push(anonymous);

@@ -68,7 +68,7 @@ function checkSidecarBasics(p: PodSpec): Container {
 
 /** The sidecar's own defaults for its tuning options. */
 function checkSidecarDefaults(c: Container): void {
-  for (const key of ["minRevisionWait", "decisionLogSample", "logLevel"] as const) {
+  for (const key of ["mode", "minRevisionWait", "decisionLogSample", "logLevel"] as const) {
     const name = variableOf(key);
     const option = sidecarOptionSpec[key];
     expect(option.parse(envValue(c, name) ?? "", name), name).toEqual(option.default);

@@ -13,10 +13,9 @@ import {
 } from "../../gen/proofgate/v1/check.js";
 import { AccessDocument } from "../../gen/proofgate/v1/document.js";
 import type { CatalogIndex } from "../../catalog/index.js";
-import { answersHoldUntil, evaluate, evaluateAll, formatMs, staleReason, toCheckResponse, toEntitlement, withStalePolicy, type Decision } from "../../policy/index.js";
+import { answersHoldUntil, evaluate, evaluateAll, formatMs, staleDenial, staleReason, toCheckResponse, toEntitlement, withStalePolicy, type Decision } from "../../policy/index.js";
 import { unary, type ServiceBinding } from "../../transport/grpc.js";
 import type { Logger } from "../../observability/logger.js";
-import type { Replica } from "../replica/replica.js";
 import type { Freshness } from "../follow/freshness.js";
 import type { SidecarMetrics } from "../metrics.js";
 import { AnswerCache, sameDocument, withRevision, type Answer } from "./answers.js";
@@ -24,8 +23,31 @@ import type { DecisionLog } from "./decision-log.js";
 import type { RevisionWaiters } from "./revision-waiters.js";
 import { MAX_BATCH, validateCheck, validateCustomerId } from "./validate.js";
 
+/** Where answers are read: the full replica, or the lazy store (src/sidecar/lazy). */
+export interface CheckSource {
+  readonly revision: number;
+  readonly catalog: CatalogIndex;
+  /** The revision and a customer's document, read together (null: none). */
+  lookup(customerId: string): [revision: number, document: Buffer | null];
+  document(customerId: string): Buffer | undefined;
+  readRevision(): number;
+  snapshot<T>(fn: () => T): T;
+}
+
+/** Lazy mode: a source that keeps only some customers, and fetches the others before answering. */
+export interface MissLoader {
+  holds(customerId: string): boolean;
+  /**
+   * Fetches the customers not kept. Resolves (never rejects, never later than `timeoutMs`) with
+   * why some could not be fetched, naming the cause (NATS unreachable…), or undefined.
+   */
+  load(customerIds: readonly string[], timeoutMs: number): Promise<string | undefined>;
+}
+
 export interface CheckServiceDeps {
-  readonly replica: Replica;
+  readonly replica: CheckSource;
+  /** Set in lazy mode. */
+  readonly misses?: MissLoader | undefined;
   readonly freshness: Freshness;
   readonly waiters: RevisionWaiters;
   readonly metrics: SidecarMetrics;
@@ -35,6 +57,8 @@ export interface CheckServiceDeps {
   readonly minRevisionWaitMs: number;
   readonly decisionLog: DecisionLog | undefined;
 }
+
+const NONE: readonly string[] = [];
 
 /** Why an answer is stale, when it is; undefined when fresh. */
 type Staleness = string | undefined;
@@ -64,32 +88,32 @@ export class CheckHandler {
 
   check(req: CheckRequest, call?: ServerUnaryCall<unknown, unknown>): CheckResponse | Promise<CheckResponse> {
     validateCheck(req, "");
-    const min = req.minRevision;
-    if (min === undefined || min <= this.deps.replica.revision) return this.checkNow(req, undefined);
-    return this.waitFor(min, call).then((missed) => this.checkNow(req, missed));
+    const before = this.before(req.customerId, req.minRevision, call);
+    if (before === undefined) return this.checkNow(req, undefined);
+    return before.then((missed) => this.checkNow(req, missed));
   }
 
   /** Check, answered as CheckResponse bytes: what `check` answers, encoded, mostly from the answer cache. */
   checkWire(req: CheckRequest, call?: ServerUnaryCall<unknown, unknown>): Buffer | Promise<Buffer> {
     validateCheck(req, "");
-    const min = req.minRevision;
-    if (min === undefined || min <= this.deps.replica.revision) return this.checkNowWire(req, undefined);
-    return this.waitFor(min, call).then((missed) => this.checkNowWire(req, missed));
+    const before = this.before(req.customerId, req.minRevision, call);
+    if (before === undefined) return this.checkNowWire(req, undefined);
+    return before.then((missed) => this.checkNowWire(req, missed));
   }
 
   checkBatch(req: CheckBatchRequest, call?: ServerUnaryCall<unknown, unknown>): CheckBatchResponse | Promise<CheckBatchResponse> {
     if (req.checks.length > MAX_BATCH) throw new InvalidArgumentError("checks", `at most ${MAX_BATCH} checks per batch, got ${req.checks.length}`);
     for (let i = 0; i < req.checks.length; i++) validateCheck(req.checks[i] as CheckRequest, `checks[${i}].`);
-    const min = req.minRevision;
-    if (min === undefined || min <= this.deps.replica.revision) return this.batchNow(req, undefined);
-    return this.waitFor(min, call).then((missed) => this.batchNow(req, missed));
+    const before = this.before(req.checks, req.minRevision, call);
+    if (before === undefined) return this.batchNow(req, undefined);
+    return before.then((missed) => this.batchNow(req, missed));
   }
 
   listEntitlements(req: ListEntitlementsRequest, call?: ServerUnaryCall<unknown, unknown>): ListEntitlementsResponse | Promise<ListEntitlementsResponse> {
     validateCustomerId(req.customerId, "customer_id");
-    const min = req.minRevision;
-    if (min === undefined || min <= this.deps.replica.revision) return this.listNow(req, undefined);
-    return this.waitFor(min, call).then((missed) => this.listNow(req, missed));
+    const before = this.before(req.customerId, req.minRevision, call);
+    if (before === undefined) return this.listNow(req, undefined);
+    return before.then((missed) => this.listNow(req, missed));
   }
 
   // ---------------------------------------------------------------- evaluation
@@ -102,7 +126,7 @@ export class CheckHandler {
     const [revision, raw] = replica.lookup(req.customerId);
     const decision = evaluate(raw ? AccessDocument.decode(raw) : undefined, catalog, req.feature, req.quantity, at);
     const stale = missed ?? this.staleness(started, catalog);
-    const response = this.respond(decision, catalog, stale, revision);
+    const response = this.respond(decision, catalog, stale, revision, this.unkept(req.customerId));
     metrics.checkTook((performance.now() - started) / 1000);
     this.deps.decisionLog?.offer(at, req.customerId, req.feature, req.quantity, () => response);
     return response;
@@ -172,7 +196,7 @@ export class CheckHandler {
           lastId = c.customerId;
           lastDoc = this.document(c.customerId);
         }
-        const response = this.respond(evaluate(lastDoc, catalog, c.feature, c.quantity, at), catalog, stale, revision);
+        const response = this.respond(evaluate(lastDoc, catalog, c.feature, c.quantity, at), catalog, stale, revision, this.unkept(c.customerId));
         results[i] = response;
         this.deps.decisionLog?.offer(at, c.customerId, c.feature, c.quantity, () => response);
       }
@@ -187,8 +211,9 @@ export class CheckHandler {
     const catalog = replica.catalog;
     const [revision, raw] = replica.lookup(req.customerId);
     const stale = missed ?? this.staleness(started, catalog);
+    const unkept = this.unkept(req.customerId);
     const entitlements = evaluateAll(raw ? AccessDocument.decode(raw) : undefined, catalog, this.deps.now()).map(({ feature, decision }) => {
-      const d = withStalePolicy(decision, catalog, stale);
+      const d = unkept && stale !== undefined ? staleDenial(decision, stale) : withStalePolicy(decision, catalog, stale);
       metrics.decided(d.status);
       return toEntitlement(feature, d);
     });
@@ -202,14 +227,19 @@ export class CheckHandler {
     return raw ? AccessDocument.decode(raw) : undefined;
   }
 
-  private respond(decision: Decision, catalog: CatalogIndex, stale: Staleness, revision: number): CheckResponse {
+  /**
+   * `unkept`: a lazy sidecar could not fetch the customer, so there is no document to answer
+   * from. Whatever the stale policy, the answer is then the stale denial (it names why); under
+   * `serve` it could only have been a denial too (no document: UNKNOWN_CUSTOMER).
+   */
+  private respond(decision: Decision, catalog: CatalogIndex, stale: Staleness, revision: number, unkept = false): CheckResponse {
     const { metrics } = this.deps;
     if (stale === undefined) {
       metrics.decided(decision.status);
       return toCheckResponse(decision, revision, false);
     }
     metrics.staleAnswers.inc();
-    const d = withStalePolicy(decision, catalog, stale);
+    const d = unkept ? staleDenial(decision, stale) : withStalePolicy(decision, catalog, stale);
     metrics.decided(d.status);
     return toCheckResponse(d, revision, true);
   }
@@ -221,16 +251,50 @@ export class CheckHandler {
     return staleReason(freshness.ageMs(monoNow), catalog.coherencyWindowMs);
   }
 
+  /** Lazy mode: the customer is not in the store (its fetch failed); the answer is stale and says why. */
+  private unkept(customerId: string): boolean {
+    const misses = this.deps.misses;
+    return misses !== undefined && !misses.holds(customerId);
+  }
+
+  /**
+   * What must happen before answering: a wait for `min_revision`, and in lazy mode fetching the
+   * customers not kept. Undefined when nothing (the hot path: answer synchronously); else the
+   * reason the answer will be stale, if it will.
+   */
+  private before(customers: string | readonly { readonly customerId: string }[], min: number | undefined, call: ServerUnaryCall<unknown, unknown> | undefined): Promise<Staleness> | undefined {
+    const { misses, replica } = this.deps;
+    const wait = min !== undefined && min > replica.revision;
+    let missing: readonly string[] = NONE;
+    if (misses !== undefined) {
+      if (typeof customers === "string") missing = misses.holds(customers) ? NONE : [customers];
+      else missing = [...new Set(customers.map((c) => c.customerId))].filter((id) => !misses.holds(id));
+    }
+    if (!wait && missing.length === 0) return undefined;
+    return (async (): Promise<Staleness> => {
+      const missed = wait ? await this.waitFor(min, call) : undefined;
+      if (misses === undefined || missing.length === 0) return missed;
+      const notFetched = await misses.load(missing, this.timeLeft(this.deps.minRevisionWaitMs, call));
+      if (notFetched !== undefined) return notFetched;
+      // Fetched, but evicted again by other misses before this answer (a bound smaller than the misses in flight).
+      const gone = missing.filter((id) => !misses.holds(id)).length;
+      if (gone > 0) return `${gone === 1 ? "the customer was" : `${gone} customers were`} fetched but evicted again at once: --lazy-max-customers or --lazy-max-bytes is too small for the misses in flight`;
+      return missed;
+    })();
+  }
+
+  /** `limit`, shortened to answer a little before the call's deadline rather than not at all. */
+  private timeLeft(limit: number, call: ServerUnaryCall<unknown, unknown> | undefined): number {
+    const deadline = call?.getDeadline();
+    if (deadline === undefined) return limit;
+    const ms = deadline instanceof Date ? deadline.getTime() : deadline;
+    return Number.isFinite(ms) ? Math.max(0, Math.min(limit, ms - Date.now() - 20)) : limit;
+  }
+
   /** Waits for `min_revision` within min-revision-wait (and the call's deadline); returns why the answer is stale if not reached. */
   private async waitFor(revision: number, call: ServerUnaryCall<unknown, unknown> | undefined): Promise<Staleness> {
     const { minRevisionWaitMs, waiters, metrics, replica } = this.deps;
-    let timeout = minRevisionWaitMs;
-    const deadline = call?.getDeadline();
-    if (deadline !== undefined) {
-      const ms = deadline instanceof Date ? deadline.getTime() : deadline;
-      // Answer (stale) a little before the caller gives up, rather than not at all.
-      if (Number.isFinite(ms)) timeout = Math.min(timeout, ms - Date.now() - 20);
-    }
+    const timeout = this.timeLeft(minRevisionWaitMs, call);
     const reached = await waiters.wait(revision, timeout);
     if (reached) return undefined;
     metrics.minRevisionTimeouts.inc();

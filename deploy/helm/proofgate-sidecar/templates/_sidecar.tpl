@@ -89,6 +89,16 @@ replica:
   # (set podSecurityContext.fsGroup): SQLite readers in WAL mode record read marks in -shm. The
   # mount is not readOnly for the same reason; the client never writes the database itself.
   shareWithApp: false
+# full: a replica of every customer (PROOFGATE_MODE). lazy: only the customers this pod's service
+# asks about, fetched from NATS on first use and then followed, within lazy.maxCustomers and
+# lazy.maxBytes; ready at once, but a customer not yet kept cannot be answered while NATS is
+# unreachable (docs/sidecar.md#modes). With lazy, replica.volume can be small (about
+# lazy.maxBytes x 1.5 plus 1 MiB of WAL) and resources lower.
+mode: full
+lazy:
+  # PROOFGATE_LAZY_MAX_CUSTOMERS and PROOFGATE_LAZY_MAX_BYTES; least recently checked out first.
+  maxCustomers: 100000
+  maxBytes: 64MiB
 # How long a check with min_revision waits for the replica to reach it (PROOFGATE_MIN_REVISION_WAIT).
 minRevisionWait: 2s
 # Fraction of decisions published on proofgate.decisions, 0 to 1 (PROOFGATE_DECISION_LOG_SAMPLE).
@@ -247,6 +257,14 @@ proofgate.io/sidecar: "true"
       value: {{ ternary (include "proofgate.sidecar.socketPath" $v) "" $unix | quote }}
     - name: PROOFGATE_HTTP_LISTEN
       value: {{ printf "0.0.0.0:%v" $v.httpPort | quote }}
+    - name: PROOFGATE_MODE
+      value: {{ $v.mode | quote }}
+    {{- if eq $v.mode "lazy" }}
+    - name: PROOFGATE_LAZY_MAX_CUSTOMERS
+      value: {{ $v.lazy.maxCustomers | int64 | toString | quote }}
+    - name: PROOFGATE_LAZY_MAX_BYTES
+      value: {{ $v.lazy.maxBytes | toString | quote }}
+    {{- end }}
     - name: PROOFGATE_MIN_REVISION_WAIT
       value: {{ $v.minRevisionWait | quote }}
     - name: PROOFGATE_DECISION_LOG_SAMPLE
