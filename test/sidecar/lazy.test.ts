@@ -51,7 +51,7 @@ describe("lazy sidecar", () => {
   afterEach(async (ctx) => {
     for (const sc of sidecars.splice(0)) await sc.close();
     await pub.close();
-    if (ctx.task.result?.state === "fail") process.stderr.write(nats.failureLog());
+    if (ctx.task.result?.state === "fail") process.stderr.write(nats.log());
     await nats.dispose();
     dir.dispose();
   });
