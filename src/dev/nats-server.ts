@@ -19,15 +19,23 @@ export class NatsServer {
   private child: ChildProcess | undefined;
   private readonly logLines: string[] = [];
   port = -1;
+  /** The HTTP monitoring port (`/varz`, `/connz`) when started with `monitor`; -1 otherwise. */
+  monitorPort = -1;
   readonly storeDir: string;
 
-  private constructor(private readonly maxPayload?: number) {
+  private constructor(
+    private readonly maxPayload?: number,
+    private readonly monitor = false,
+  ) {
     this.storeDir = mkdtempSync(join(tmpdir(), "proofgate-nats-"));
   }
 
-  /** `maxPayload` lowers the server's max_payload (default 1 MiB), for tests of oversized messages. */
-  static async start(opts: { maxPayload?: number } = {}): Promise<NatsServer> {
-    const server = new NatsServer(opts.maxPayload);
+  /**
+   * `maxPayload` lowers the server's max_payload (default 1 MiB), for tests of oversized messages;
+   * `monitor` serves the monitoring endpoints on an ephemeral loopback port (the benchmark reads bytes sent).
+   */
+  static async start(opts: { maxPayload?: number; monitor?: boolean } = {}): Promise<NatsServer> {
+    const server = new NatsServer(opts.maxPayload, opts.monitor);
     try {
       await server.start();
     } catch (err) {
@@ -54,6 +62,7 @@ export class NatsServer {
       writeFileSync(file, `max_payload: ${this.maxPayload}\n`);
       config.push("-c", file);
     }
+    if (this.monitor) config.push("-m", String(this.monitorPort));
     const child = spawn("nats-server", [...config, "-a", "127.0.0.1", "-p", String(this.port), "-js", "-sd", this.storeDir], {
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -66,6 +75,8 @@ export class NatsServer {
           this.logLines.push(text);
           buffered += text;
           const m = /Listening for client connections on [^\s]+:(\d+)/.exec(buffered);
+          const monitor = /Starting http monitor on [^\s]+:(\d+)/.exec(buffered);
+          if (monitor?.[1]) this.monitorPort = Number(monitor[1]);
           // JetStream is usable once the server says it is ready, which comes after the listen line.
           if (m?.[1] && /Server is ready/.test(buffered)) resolve(Number(m[1]));
         };

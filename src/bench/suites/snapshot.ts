@@ -73,6 +73,7 @@ export async function snapshotSuite(cfg: Config, env: Env): Promise<SnapshotResu
     const restore = await cold("restore", true);
 
     const herd = async (snapshotBootstrap: boolean): Promise<number> => {
+      if (cfg.herd === 0) return NaN; // --herd 0 (the 10M-customer run)
       const sidecars = await Promise.all(Array.from({ length: cfg.herd }, () => fork("sidecar")));
       const t = performance.now();
       await Promise.all(sidecars.map((sc, i) => sc.call("start", { replica: join(env.dir, `herd-${snapshotBootstrap ? "s" : "r"}${i}.db`), natsUrl: nats.url, snapshotBootstrap })));
