@@ -11,9 +11,10 @@ import { join } from "node:path";
 import { sleep } from "./util.js";
 
 export interface PodLimits {
-  /** CPU quota in millicores (500 = half a core). */
-  readonly cpuMillis: number;
-  readonly memoryBytes: number;
+  /** CPU quota in millicores (500 = half a core); undefined: no quota (the load client's group). */
+  readonly cpuMillis: number | undefined;
+  /** Undefined: no memory limit. */
+  readonly memoryBytes: number | undefined;
 }
 
 /** What the kernel counted in a group: CFS periods, throttling, memory high-water mark, OOM kills. */
@@ -28,6 +29,13 @@ export interface GroupStats {
 
 /** The CFS period Kubernetes uses (100 ms); the quota is `cpuMillis / 1000` of it. */
 const PERIOD_US = 100_000;
+/**
+ * The group's CPU weight against everything else on the machine: ten times a plain process's
+ * (v1 shares 1,024, v2 weight 100). On a node a pod's request guarantees it its CPU; on a shared
+ * benchmark machine a group at the default weight counts as one process among all the others and
+ * would be starved by unrelated work long before its quota mattered.
+ */
+const WEIGHT = 10;
 
 type Layout = { readonly version: 2; readonly parent: string } | { readonly version: 1; readonly cpuParent: string; readonly memoryParent: string };
 
@@ -96,7 +104,7 @@ export class PodGroup {
     const found = podCgroups();
     if (!found.ok) throw new Error(found.reason);
     const l = found.layout;
-    const quota = String(Math.round((limits.cpuMillis / 1000) * PERIOD_US));
+    const quota = limits.cpuMillis === undefined ? undefined : String(Math.round((limits.cpuMillis / 1000) * PERIOD_US));
     const write = (file: string, value: string): void => {
       try {
         writeFileSync(file, value);
@@ -112,10 +120,13 @@ export class PodGroup {
       mkdirSync(dir);
       const g = new PodGroup(2, [{ dir, parent: l.parent }]);
       try {
-        write(join(dir, "cpu.max"), `${quota} ${PERIOD_US}`);
-        write(join(dir, "memory.max"), String(limits.memoryBytes));
-        // A pod has no swap: over the limit means an OOM kill, not a slow process.
-        if (existsSync(join(dir, "memory.swap.max"))) write(join(dir, "memory.swap.max"), "0");
+        write(join(dir, "cpu.weight"), String(100 * WEIGHT));
+        if (quota) write(join(dir, "cpu.max"), `${quota} ${PERIOD_US}`);
+        if (limits.memoryBytes !== undefined) {
+          write(join(dir, "memory.max"), String(limits.memoryBytes));
+          // A pod has no swap: over the limit means an OOM kill, not a slow process.
+          if (existsSync(join(dir, "memory.swap.max"))) write(join(dir, "memory.swap.max"), "0");
+        }
       } catch (err) {
         rmdirSync(dir);
         throw err;
@@ -136,9 +147,12 @@ export class PodGroup {
       { dir: memory, parent: l.memoryParent },
     ]);
     try {
-      write(join(cpu, "cpu.cfs_period_us"), String(PERIOD_US));
-      write(join(cpu, "cpu.cfs_quota_us"), quota);
-      write(join(memory, "memory.limit_in_bytes"), String(limits.memoryBytes));
+      write(join(cpu, "cpu.shares"), String(1024 * WEIGHT));
+      if (quota) {
+        write(join(cpu, "cpu.cfs_period_us"), String(PERIOD_US));
+        write(join(cpu, "cpu.cfs_quota_us"), quota);
+      }
+      if (limits.memoryBytes !== undefined) write(join(memory, "memory.limit_in_bytes"), String(limits.memoryBytes));
       // Memory the process allocated before the move counts here too (v1 only; best effort).
       try {
         writeFileSync(join(memory, "memory.move_charge_at_immigrate"), "3");

@@ -47,19 +47,19 @@ const throttled = (p: PodPhase): string => `${fmt(p.throttling.throttledPeriods)
 export function renderPod(pod: PodResults | undefined, herd: HerdResults | undefined): string[] {
   const parts: string[] = [];
   if (pod) {
-    const title = `7. Pod profile: sidecar and echo each in a control group of ${pod.limits.cpuMillis}m CPU and ${fmt(pod.limits.memoryBytes / MB)} MiB (${fmt(pod.customers)} customers), checks at ${fmt(pod.rate)}/s from an unconstrained client`;
+    const title = `7. Pod profile: sidecar and echo each in a control group of ${pod.limits.cpuMillis}m CPU and ${fmt(pod.limits.memoryBytes / MB)} MiB (${fmt(pod.customers)} customers), checks at ${fmt(pod.rate)}/s from a client without quota`;
     if (pod.skipped) parts.push(`${title}\n  skipped: ${pod.skipped}`);
     else {
       const rows: string[][] = [];
       const add = (name: string, p: PodPhase | undefined, vs: string): void => {
-        if (p) rows.push([name, ...checks(p.checks), throttled(p), vs]);
+        if (p) rows.push([name, ...checks(p.checks), fmt(p.cpuCores, 2), throttled(p), vs]);
       };
       add("sidecar at rest", pod.atRest, "");
       add(`cold start, replaying the stream (ready in ${fmt((pod.coldReplay?.readyMs ?? NaN) / 1000, 2)} s)`, pod.coldReplay, pod.coldReplay ? `${pod.coldReplay.ratio.p50}× / ${pod.coldReplay.ratio.p99}×` : "");
       add(`cold start from the snapshot (ready in ${fmt((pod.coldSnapshot?.readyMs ?? NaN) / 1000, 2)} s)`, pod.coldSnapshot, pod.coldSnapshot ? `${pod.coldSnapshot.ratio.p50}× / ${pod.coldSnapshot.ratio.p99}×` : "");
       add(`burst of ${fmt(pod.burst?.count ?? NaN)} updates at ${fmt(pod.burst?.rate ?? NaN)}/s (applied in ${fmt(pod.burst?.appliedSeconds ?? NaN, 2)} s)`, pod.burst, pod.burst ? `${pod.burst.ratio.p50}× / ${pod.burst.ratio.p99}×` : "");
       add("bare grpc-js echo at rest (floor)", pod.echo, pod.echo ? `sidecar/echo ${pod.echo.ratio.p50}× / ${pod.echo.ratio.p99}×` : "");
-      parts.push(table(`${title}; cgroup ${pod.cgroup ?? "?"}`, ["phase", "p50", "p99", "p99.9", "max", "checks", "errors", "throttled periods, time", "p50 / p99 vs at rest"], rows));
+      parts.push(table(`${title}; cgroup ${pod.cgroup ?? "?"}`, ["phase", "p50", "p99", "p99.9", "max", "checks", "errors", "server CPU (cores)", "throttled periods, time", "p50 / p99 vs at rest"], rows));
       if (pod.memory) parts.push(`Sidecar group memory peak (RSS + page cache): ${pod.memory.peakBytes === undefined ? "n/a" : `${fmt(pod.memory.peakBytes / MB)} MiB`}; OOM kills: ${pod.memory.oomKills}`);
     }
   }

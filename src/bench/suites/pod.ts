@@ -11,15 +11,17 @@
  */
 import { join } from "node:path";
 import { NatsServer } from "../../dev/nats-server.js";
-import { PodGroup, podCgroups, statsSince, type GroupStats } from "../cgroup.js";
+import { PodGroup, podCgroups, statsSince, type GroupStats, type PodLimits } from "../cgroup.js";
 import type { Config } from "../config.js";
 import type { Child } from "../ipc.js";
 import type { RunResult } from "../roles/load.js";
-import { round, sleep } from "../util.js";
+import { cpuMsOf, round, sleep } from "../util.js";
 import { roles, window, type Env, type Window } from "./sidecar.js";
 
 export interface PodPhase {
   readonly checks: Window;
+  /** CPU the server process used in the phase, in cores (CPU time ÷ wall time): at most the quota. */
+  readonly cpuCores: number;
   /** CFS periods, throttled periods and time, in the phase. */
   readonly throttling: GroupStats;
   /** This phase's Check p50 and p99 over the sidecar's own at rest, under the same quota. */
@@ -67,8 +69,8 @@ export async function podSuite(cfg: Config, env: Env): Promise<PodResults> {
   const groups: PodGroup[] = [];
   let serial = 0;
   /** Forks a role straight into a new group with the pod's limits, before it does any work. */
-  const forkInPod = async (role: string): Promise<{ child: Child; group: PodGroup }> => {
-    const group = PodGroup.create(`proofgate-bench-${process.pid}-${++serial}`, limits);
+  const forkInPod = async (role: string, groupLimits: PodLimits = limits): Promise<{ child: Child; group: PodGroup }> => {
+    const group = PodGroup.create(`proofgate-bench-${process.pid}-${++serial}`, groupLimits);
     groups.push(group);
     const child = await fork(role);
     group.add(child.pid);
@@ -85,45 +87,56 @@ export async function podSuite(cfg: Config, env: Env): Promise<PodResults> {
     const producer = await fork("snapshotter");
     await producer.call("snapshot", { replica: join(env.dir, "pod-snapshotter.db"), natsUrl: nats.url });
     await producer.stop();
-    const load = await fork("load");
+    // The application: no quota, but the same weight as the pods, so other work on the machine does not starve it either.
+    const { child: load } = await forkInPod("load", { cpuMillis: undefined, memoryBytes: undefined });
 
-    /** One phase: `during` runs with checks at the rate; returns the checks and the group's counters over it. */
-    const phase = async <T>(group: PodGroup, during: () => Promise<T>): Promise<{ checks: Window; throttling: GroupStats; value: T }> => {
+    /** Measures from `begin()` to `end()`: the server's CPU and its group's throttling counters. */
+    const meter = (server: Child, group: PodGroup): (() => Omit<PodPhase, "checks" | "ratio">) => {
+      const stats = group.stats();
+      const cpu = cpuMsOf(server.pid);
+      const t = performance.now();
+      return () => ({ cpuCores: round((cpuMsOf(server.pid) - cpu) / (performance.now() - t), 2), throttling: statsSince(stats, group.stats()) });
+    };
+    /** One phase of a running server: checks at the rate while `during` runs. */
+    const phase = async <T>(server: Child, group: PodGroup, during: () => Promise<T>): Promise<Omit<PodPhase, "ratio"> & { value: T }> => {
       await load.call("backgroundMark");
-      const before = group.stats();
+      const end = meter(server, group);
       const value = await during();
       const checks = window(await load.call<RunResult>("backgroundMark"));
-      return { checks, throttling: statsSince(before, group.stats()), value };
+      return { checks, ...end(), value };
     };
     /** A cold sidecar in its own pod group, checks at the rate from its start until ready. */
-    const coldStart = async (name: string, snapshotBootstrap: boolean): Promise<{ sidecar: Child; group: PodGroup; readyMs: number; checks: Window; throttling: GroupStats }> => {
+    const coldStart = async (name: string, snapshotBootstrap: boolean): Promise<Omit<PodPhase, "ratio"> & { sidecar: Child; group: PodGroup; readyMs: number }> => {
       const { child: sidecar, group } = await forkInPod("sidecar");
-      const before = group.stats();
+      const end = meter(sidecar, group);
       const started = await sidecar.call<{ tcp: string }>("start", { replica: join(env.dir, `pod-${name}.db`), natsUrl: nats.url, snapshotBootstrap });
       await load.call("connect", { address: started.tcp, customers: cfg.customers });
       await load.call("backgroundStart", { rpc: "check", rate: cfg.backgroundRate });
       const ready = await sidecar.call<{ readyMs: number }>("ready");
       const checks = window(await load.call<RunResult>("backgroundMark"));
-      return { sidecar, group, readyMs: round(ready.readyMs, 0), checks, throttling: statsSince(before, group.stats()) };
+      return { sidecar, group, readyMs: round(ready.readyMs, 0), checks, ...end() };
     };
-    const line = (what: string, w: Window, t: GroupStats): void =>
-      log(`  ${what.padEnd(34)} p50 ${w.latency.p50_us} µs, p99 ${w.latency.p99_us} µs, max ${w.latency.max_us} µs (${w.latency.count} checks); throttled ${t.throttledPeriods}/${t.periods} periods, ${Math.round(t.throttledMs)} ms`);
+    const line = (what: string, p: Omit<PodPhase, "ratio">): void => {
+      const w = p.checks.latency;
+      const t = p.throttling;
+      log(`  ${what.padEnd(34)} p50 ${w.p50_us} µs, p99 ${w.p99_us} µs, max ${w.max_us} µs (${w.count} checks); ${p.cpuCores} cores; throttled ${t.throttledPeriods}/${t.periods} periods, ${Math.round(t.throttledMs)} ms`);
+    };
 
     // ---------------------------------------------------------------- cold start (replay), at rest, burst
     const replay = await coldStart("replay", false);
-    line(`cold start, replay (${(replay.readyMs / 1000).toFixed(2)} s)`, replay.checks, replay.throttling);
+    line(`cold start, replay (${(replay.readyMs / 1000).toFixed(2)} s)`, replay);
     // Let the WAL checkpoint and the caches settle before the baseline.
     await sleep(1_000);
-    const rest = await phase(replay.group, () => sleep(cfg.pod.atRestMs));
-    line("at rest", rest.checks, rest.throttling);
-    const burst = await phase(replay.group, async () => {
+    const rest = await phase(replay.sidecar, replay.group, () => sleep(cfg.pod.atRestMs));
+    line("at rest", rest);
+    const burst = await phase(replay.sidecar, replay.group, async () => {
       const start = performance.now();
       const b = await seed.call<{ lastSeq: number }>("burst", { count: cfg.burst, customers: cfg.customers, window: cfg.seedWindow, rate: cfg.burstRate });
       const applied = await replay.sidecar.call<{ reached: boolean }>("waitRevision", { revision: b.lastSeq, timeoutMs: 300_000 });
       if (!applied.reached) throw new Error("the sidecar under the pod quota did not apply the burst within 300 s");
       return (performance.now() - start) / 1000;
     });
-    line(`burst at ${cfg.burstRate.toLocaleString("en")}/s (${burst.value.toFixed(2)} s)`, burst.checks, burst.throttling);
+    line(`burst at ${cfg.burstRate.toLocaleString("en")}/s (${burst.value.toFixed(2)} s)`, burst);
     await load.call("backgroundStop");
     const typical = await load.call<{ typical: Uint8Array }>("sample", { n: 200 });
     const memory = replay.group.stats();
@@ -131,7 +144,7 @@ export async function podSuite(cfg: Config, env: Env): Promise<PodResults> {
 
     // ---------------------------------------------------------------- cold start from the snapshot
     const fromSnapshot = await coldStart("snapshot", true);
-    line(`cold start, snapshot (${(fromSnapshot.readyMs / 1000).toFixed(2)} s)`, fromSnapshot.checks, fromSnapshot.throttling);
+    line(`cold start, snapshot (${(fromSnapshot.readyMs / 1000).toFixed(2)} s)`, fromSnapshot);
     await load.call("backgroundStop");
     await fromSnapshot.sidecar.stop();
 
@@ -141,21 +154,22 @@ export async function podSuite(cfg: Config, env: Env): Promise<PodResults> {
     await load.call("connect", { address: echoAddr.tcp, customers: cfg.customers });
     await load.call("backgroundStart", { rpc: "check", rate: cfg.backgroundRate });
     await sleep(1_000);
-    const floor = await phase(echoGroup, () => sleep(cfg.pod.atRestMs));
+    const floor = await phase(echo, echoGroup, () => sleep(cfg.pod.atRestMs));
     await load.call("backgroundStop");
-    line("echo floor", floor.checks, floor.throttling);
+    line("echo floor", floor);
     await echo.stop();
 
     const at = rest.checks.latency;
     const vsRest = (w: Window): PodPhase["ratio"] => ({ p50: ratio(w.latency.p50_us, at.p50_us), p99: ratio(w.latency.p99_us, at.p99_us) });
+    const measured = (p: Omit<PodPhase, "ratio">): Omit<PodPhase, "ratio"> => ({ checks: p.checks, cpuCores: p.cpuCores, throttling: p.throttling });
     return {
       ...base,
       cgroup: found.layout.version === 2 ? "v2" : "v1",
-      atRest: { checks: rest.checks, throttling: rest.throttling, ratio: { p50: 1, p99: 1 } },
-      coldReplay: { checks: replay.checks, throttling: replay.throttling, ratio: vsRest(replay.checks), readyMs: replay.readyMs },
-      coldSnapshot: { checks: fromSnapshot.checks, throttling: fromSnapshot.throttling, ratio: vsRest(fromSnapshot.checks), readyMs: fromSnapshot.readyMs },
-      burst: { checks: burst.checks, throttling: burst.throttling, ratio: vsRest(burst.checks), count: cfg.burst, rate: cfg.burstRate, appliedSeconds: round(burst.value, 2) },
-      echo: { checks: floor.checks, throttling: floor.throttling, ratio: { p50: ratio(at.p50_us, floor.checks.latency.p50_us), p99: ratio(at.p99_us, floor.checks.latency.p99_us) } },
+      atRest: { ...measured(rest), ratio: { p50: 1, p99: 1 } },
+      coldReplay: { ...measured(replay), ratio: vsRest(replay.checks), readyMs: replay.readyMs },
+      coldSnapshot: { ...measured(fromSnapshot), ratio: vsRest(fromSnapshot.checks), readyMs: fromSnapshot.readyMs },
+      burst: { ...measured(burst), ratio: vsRest(burst.checks), count: cfg.burst, rate: cfg.burstRate, appliedSeconds: round(burst.value, 2) },
+      echo: { ...measured(floor), ratio: { p50: ratio(at.p50_us, floor.checks.latency.p50_us), p99: ratio(at.p99_us, floor.checks.latency.p99_us) } },
       memory: { peakBytes: memory.memoryPeakBytes, oomKills: memory.oomKills },
     };
   } finally {
