@@ -1,7 +1,7 @@
 /**
  * The pod profile: the sidecar as a pod with `cpu: 500m` and a memory limit runs it, each
  * process in its own control group with that CPU quota and memory limit (cgroup.ts), checks at a
- * fixed rate from an unconstrained client process (the application, in its own container):
+ * fixed rate from a client process without quota (the application, in its own container):
  *   1. cold start replaying the stream, checks meanwhile;
  *   2. at rest (the baseline every ratio is taken against);
  *   3. a burst of document updates at 5,000/s;
@@ -51,7 +51,7 @@ const ratio = (a: number, b: number): number => (b > 0 ? Math.round((a / b) * 10
 export async function podSuite(cfg: Config, env: Env): Promise<PodResults> {
   const { log } = env;
   const limits = { cpuMillis: cfg.pod.cpuMillis, memoryBytes: cfg.pod.memoryBytes };
-  const base = { customers: cfg.customers, limits, rate: cfg.backgroundRate };
+  const base = { customers: cfg.customers, limits, rate: cfg.pod.rate };
   const found = podCgroups();
   if (!found.ok) {
     log(`pod profile skipped: ${found.reason}`);
@@ -111,7 +111,7 @@ export async function podSuite(cfg: Config, env: Env): Promise<PodResults> {
       const end = meter(sidecar, group);
       const started = await sidecar.call<{ tcp: string }>("start", { replica: join(env.dir, `pod-${name}.db`), natsUrl: nats.url, snapshotBootstrap });
       await load.call("connect", { address: started.tcp, customers: cfg.customers });
-      await load.call("backgroundStart", { rpc: "check", rate: cfg.backgroundRate });
+      await load.call("backgroundStart", { rpc: "check", rate: cfg.pod.rate });
       const ready = await sidecar.call<{ readyMs: number }>("ready");
       const checks = window(await load.call<RunResult>("backgroundMark"));
       return { sidecar, group, readyMs: round(ready.readyMs, 0), checks, ...end() };
@@ -152,7 +152,7 @@ export async function podSuite(cfg: Config, env: Env): Promise<PodResults> {
     const { child: echo, group: echoGroup } = await forkInPod("echo");
     const echoAddr = await echo.call<{ tcp: string }>("start", { response: typical.typical });
     await load.call("connect", { address: echoAddr.tcp, customers: cfg.customers });
-    await load.call("backgroundStart", { rpc: "check", rate: cfg.backgroundRate });
+    await load.call("backgroundStart", { rpc: "check", rate: cfg.pod.rate });
     await sleep(1_000);
     const floor = await phase(echo, echoGroup, () => sleep(cfg.pod.atRestMs));
     await load.call("backgroundStop");
