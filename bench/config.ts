@@ -26,8 +26,10 @@ export interface Config {
     readonly transports: readonly ("tcp" | "unix")[];
   };
   readonly warmRestarts: number;
-  /** Cold sidecars started at once in the snapshot suite's herd. */
+  /** Cold sidecars started at once in the herd (snapshot and herd suites); 0: no herd (`--herd`). */
   readonly herd: number;
+  /** The pod profile: the sidecar and the echo floor each under this CPU quota and memory limit, checks at `rate`/s. */
+  readonly pod: { readonly cpuMillis: number; readonly memoryBytes: number; readonly atRestMs: number; readonly rate: number };
   readonly e2e: {
     readonly rate: number;
     readonly durationMs: number;
@@ -62,6 +64,8 @@ export function config(quick: boolean, customers?: number): Config {
       check: { durationMs: 700, warmupMs: 200, concurrency: 16, rates: [500, 2_000], sustainFractions: [0.2, 0.5, 0.8], transports: ["tcp", "unix"] },
       warmRestarts: 1,
       herd: 4,
+      // Checks at 250/s: on a busy machine 1,000/s alone costs most of a 500m quota (see BENCHMARKS.md).
+      pod: { cpuMillis: 500, memoryBytes: 384 * 2 ** 20, atRestMs: 3_000, rate: 250 },
       e2e: { rate: 200, durationMs: 3_000, ladder: [1_000], ladderMs: 1_500, customers: 2_000 },
       ingest: { batches: [1, 10, 100], concurrencies: [8], durationMs: 1_000, warmupMs: 200, natsCount: 5_000, customers: 5_000 },
       evaluate: { docs: 10_000, ms: 100 },
@@ -80,6 +84,7 @@ export function config(quick: boolean, customers?: number): Config {
     check: { durationMs: 8_000, warmupMs: 2_000, concurrency: 16, rates: [500, 2_000], sustainFractions: [0.1, 0.2, 0.4, 0.6, 0.8, 1], transports: ["tcp", "unix"] },
     warmRestarts: 3,
     herd: 20,
+    pod: { cpuMillis: 500, memoryBytes: 384 * 2 ** 20, atRestMs: 10_000, rate: 1_000 },
     e2e: { rate: 200, durationMs: 30_000, ladder: [500, 1_000, 2_000, 3_000, 4_000], ladderMs: 10_000, customers: 10_000 },
     ingest: { batches: [1, 10, 100], concurrencies: [1, 16], durationMs: 10_000, warmupMs: 1_000, natsCount: 50_000, customers: 20_000 },
     evaluate: { docs: 100_000, ms: 1_000 },

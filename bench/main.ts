@@ -19,14 +19,18 @@ import { sidecarSuite, type Env } from "./suites/sidecar.js";
 import { writerSuite } from "./suites/writer.js";
 import { snapshotSuite } from "./suites/snapshot.js";
 import { lazySuite } from "./suites/lazy.js";
+import { podSuite } from "./suites/pod.js";
+import { herdSuite } from "./suites/herd.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const GROUPS = ["eval", "sidecar", "snapshot", "lazy", "writer"] as const;
+const GROUPS = ["eval", "sidecar", "snapshot", "lazy", "writer", "pod", "herd"] as const;
 
 const USAGE = `usage: npm run bench [-- options]
   --quick            about a minute: 50k customers, short runs (figures are indicative)
   --customers N      customers in the sidecar benchmark (default 1,000,000; quick 50,000)
   --only LIST        comma-separated subset of: ${GROUPS.join(", ")}
+  --herd N           cold sidecars started at once in the herds (default 20; quick 4); 0 skips the herds
+                     (the 10M-customer run: --customers 10000000 --only snapshot --herd 0, see BENCHMARKS.md)
   --out FILE         results JSON (default bench/results/latest.json)
   --profile ROLES    comma-separated roles to run with node --cpu-prof (sidecar, load, echo, writer, drive, seed, evaluate);
                      profiles go to <work directory>/profiles, which is then kept
@@ -39,6 +43,7 @@ async function main(): Promise<void> {
     options: {
       quick: { type: "boolean", default: false },
       customers: { type: "string" },
+      herd: { type: "string" },
       only: { type: "string" },
       out: { type: "string" },
       profile: { type: "string" },
@@ -53,7 +58,10 @@ async function main(): Promise<void> {
     return;
   }
   if (!natsServerAvailable()) throw new Error(NATS_INSTALL_HINT);
-  const cfg = config(values.quick, values.customers ? Number(values.customers) : undefined);
+  const preset = config(values.quick, values.customers ? Number(values.customers) : undefined);
+  const herd = values.herd === undefined ? undefined : Number(values.herd);
+  if (herd !== undefined && !(Number.isInteger(herd) && herd >= 0 && herd <= 100)) throw new Error(`--herd: expected a whole number from 0 to 100, got "${values.herd}"`);
+  const cfg = herd === undefined ? preset : { ...preset, herd };
   const only = new Set((values.only ?? GROUPS.join(",")).split(",").map((s) => s.trim()));
   for (const g of only) if (!(GROUPS as readonly string[]).includes(g)) throw new Error(`--only: unknown group "${g}" (${GROUPS.join(", ")})`);
   const profiled = new Set((values.profile ?? "").split(",").filter(Boolean));
@@ -96,6 +104,11 @@ async function main(): Promise<void> {
     if (only.has("snapshot")) results.snapshot = await snapshotSuite(cfg, env);
     if (only.has("lazy")) results.lazy = await lazySuite(cfg, env);
     if (only.has("writer")) results.writer = await writerSuite(cfg, env);
+    if (only.has("pod")) results.pod = await podSuite(cfg, env);
+    if (only.has("herd")) {
+      const h = await herdSuite(cfg, env);
+      if (h) results.herd = h;
+    }
   } catch (err) {
     failed = err;
     console.error(err);

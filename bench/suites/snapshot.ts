@@ -1,8 +1,8 @@
 /**
  * Replica snapshots: the writer's snapshot producer builds its replica from a seeded stream and
  * puts one snapshot; then a cold sidecar replays the stream and another restores the snapshot
- * (time to ready, replica bytes per customer, RSS), and a herd of cold sidecars starts at once,
- * each way. Every role is its own process, against one nats-server.
+ * (time to ready, replica bytes per customer, RSS). Every role is its own process, against one
+ * nats-server. Many sidecars starting at once are the herd suite's (bytes measured, not estimated).
  */
 import { join } from "node:path";
 import { connect } from "nats";
@@ -26,12 +26,6 @@ export interface SnapshotResults {
   readonly snapshot: { readonly revision: number; readonly bytes: number; readonly bytesPerCustomer: number; readonly producerReadyMs: number; readonly writeMs: number };
   readonly replay: ColdStart;
   readonly restore: ColdStart;
-  /** `size` sidecars started at once; bytes from NATS are per sidecar, from the stream's and the snapshot's sizes. */
-  readonly herd: {
-    readonly size: number;
-    readonly replay: { readonly allReadyMs: number; readonly natsBytesEach: number };
-    readonly snapshot: { readonly allReadyMs: number; readonly natsBytesEach: number };
-  };
 }
 
 export async function snapshotSuite(cfg: Config, env: Env): Promise<SnapshotResults> {
@@ -72,25 +66,12 @@ export async function snapshotSuite(cfg: Config, env: Env): Promise<SnapshotResu
     const replay = await cold("replay", false);
     const restore = await cold("restore", true);
 
-    const herd = async (snapshotBootstrap: boolean): Promise<number> => {
-      const sidecars = await Promise.all(Array.from({ length: cfg.herd }, () => fork("sidecar")));
-      const t = performance.now();
-      await Promise.all(sidecars.map((sc, i) => sc.call("start", { replica: join(env.dir, `herd-${snapshotBootstrap ? "s" : "r"}${i}.db`), natsUrl: nats.url, snapshotBootstrap })));
-      await Promise.all(sidecars.map((sc) => sc.call("ready")));
-      const ms = performance.now() - t;
-      await Promise.all(sidecars.map((sc) => sc.stop()));
-      log(`  herd of ${cfg.herd}, ${snapshotBootstrap ? "snapshot" : "replay"}: all ready in ${(ms / 1000).toFixed(2)} s`);
-      return round(ms, 0);
-    };
-    const herdReplay = await herd(false);
-    const herdSnapshot = await herd(true);
     return {
       customers: cfg.customers,
       stream: { bytes: info.bytes, bytesPerRecord: round(info.bytes / info.messages, 0) },
       snapshot: { revision: stored.meta.revision, bytes: stored.meta.size, bytesPerCustomer: round(stored.meta.size / cfg.customers, 0), producerReadyMs: round(written.replicaReadyMs, 0), writeMs: round(written.writeMs, 0) },
       replay,
       restore,
-      herd: { size: cfg.herd, replay: { allReadyMs: herdReplay, natsBytesEach: info.bytes }, snapshot: { allReadyMs: herdSnapshot, natsBytesEach: stored.meta.size } },
     };
   } finally {
     killAll();

@@ -19,15 +19,23 @@ export class NatsServer {
   private child: ChildProcess | undefined;
   private readonly logLines: string[] = [];
   port = -1;
+  /** The HTTP monitoring port (`/varz`, `/connz`) when started with `monitor`; -1 otherwise. */
+  monitorPort = -1;
   readonly storeDir: string;
 
-  private constructor(private readonly maxPayload?: number) {
+  private constructor(
+    private readonly maxPayload?: number,
+    private readonly monitor = false,
+  ) {
     this.storeDir = mkdtempSync(join(tmpdir(), "proofgate-nats-"));
   }
 
-  /** `maxPayload` lowers the server's max_payload (default 1 MiB), for tests of oversized messages. */
-  static async start(opts: { maxPayload?: number } = {}): Promise<NatsServer> {
-    const server = new NatsServer(opts.maxPayload);
+  /**
+   * `maxPayload` lowers the server's max_payload (default 1 MiB), for tests of oversized messages;
+   * `monitor` serves the monitoring endpoints on an ephemeral loopback port (the benchmark reads bytes sent).
+   */
+  static async start(opts: { maxPayload?: number; monitor?: boolean } = {}): Promise<NatsServer> {
+    const server = new NatsServer(opts.maxPayload, opts.monitor);
     try {
       await server.start();
     } catch (err) {
@@ -54,6 +62,7 @@ export class NatsServer {
       writeFileSync(file, `max_payload: ${this.maxPayload}\n`);
       config.push("-c", file);
     }
+    if (this.monitor) config.push("-m", String(this.monitorPort));
     // nats-server writes its bound ports to `<dir>/nats-server_<pid>.ports` once it accepts
     // clients, with JetStream enabled; reading that file beats parsing its log.
     const child = spawn("nats-server", [...config, "-a", "127.0.0.1", "-p", String(this.port), "-js", "-sd", this.storeDir, "--ports_file_dir", this.storeDir], {
@@ -82,10 +91,11 @@ export class NatsServer {
         });
         child.once("exit", onExit);
         const poll = (): void => {
-          const port = child.pid === undefined ? undefined : this.portsFilePort(child.pid);
-          if (port !== undefined) {
+          const ports = child.pid === undefined ? undefined : this.portsFile(child.pid);
+          if (ports !== undefined) {
+            if (ports.monitor !== undefined) this.monitorPort = ports.monitor;
             done();
-            resolve(port);
+            resolve(ports.client);
           } else timer = setTimeout(poll, 10);
         };
         poll();
@@ -96,14 +106,15 @@ export class NatsServer {
     }
   }
 
-  /** The client port from the ports file of nats-server process `pid`, once it is written. */
-  private portsFilePort(pid: number): number | undefined {
+  /** The client (and monitoring) port from the ports file of nats-server process `pid`, once it is written. */
+  private portsFile(pid: number): { client: number; monitor: number | undefined } | undefined {
     const file = readdirSync(this.storeDir).find((f) => f.endsWith(`_${pid}.ports`));
     if (!file) return undefined;
     try {
-      const ports = JSON.parse(readFileSync(join(this.storeDir, file), "utf8")) as { nats?: string[] };
-      const port = Number(new URL(ports.nats?.[0] ?? "").port);
-      return port > 0 ? port : undefined;
+      const ports = JSON.parse(readFileSync(join(this.storeDir, file), "utf8")) as { nats?: string[]; monitoring?: string[] };
+      const client = Number(new URL(ports.nats?.[0] ?? "").port);
+      const monitor = ports.monitoring?.[0] === undefined ? undefined : Number(new URL(ports.monitoring[0]).port);
+      return client > 0 ? { client, monitor } : undefined;
     } catch {
       return undefined; // being written
     }

@@ -1,6 +1,8 @@
 import { createRequire } from "node:module";
+import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { customerTokenKeyForThread } from "../../replication/subjects.js";
+import { cpuQuotaCores } from "../cpu-quota.js";
 
 /**
  * The replica's writes run in a worker thread with its own SQLite connection (WAL: one writer,
@@ -60,7 +62,17 @@ interface ThreadData {
   readonly sql: WriterSql;
   /** The customer token key (replication/subjects.ts): row keys and tokens are its HMAC-SHA-256. */
   readonly tokenKey: string;
+  /** The share of one core the thread may keep busy applying batches; undefined: as fast as it can. */
+  readonly applyShare: number | undefined;
 }
+
+/**
+ * Under a CPU quota (a pod's `cpu: 500m`), the share of it the writer thread may use applying a
+ * bootstrap or a burst. The quota is the whole process's: once the threads together use it up
+ * in a CFS period (100 ms), every thread waits for the next, checks included. The rest of the
+ * quota is for parsing records on the main thread and for answering checks.
+ */
+export const APPLY_SHARE_OF_QUOTA = 0.4;
 
 /**
  * The thread's whole program. It runs as eval'd CommonJS (so it works the same from `dist/` and
@@ -121,6 +133,15 @@ function writerThreadMain(): void {
       return undefined;
     }
     return undefined;
+  };
+
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  /** After a write that kept the thread busy `t` ms, rests `t · (1 − share) / share` ms (at most 100). */
+  const pace = (startedAt: number): void => {
+    const share = data.applyShare;
+    if (share === undefined || share >= 1) return;
+    const busy = performance.now() - startedAt;
+    Atomics.wait(pause, 0, 0, Math.min(100, (busy * (1 - share)) / share));
   };
 
   const setFreshness = db.prepare(data.sql.setFreshness);
@@ -194,8 +215,14 @@ function writerThreadMain(): void {
       }
       const op = msg.op;
       let result: SnapshotState | undefined;
-      if (op.op === "apply") apply(op.rows, op.blob, op.revision);
-      else if (op.op === "advance") setRevision.run(op.revision);
+      if (op.op === "apply") {
+        const startedAt = performance.now();
+        apply(op.rows, op.blob, op.revision);
+        port.postMessage({ id: msg.id, result });
+        pace(startedAt);
+        return;
+      }
+      if (op.op === "advance") setRevision.run(op.revision);
       else if (op.op === "streamCreated") setStreamCreated.run(op.created);
       else if (op.op === "restore") result = restore(op.file);
       else if (op.op === "snapshot") result = snapshot(op.file);
@@ -233,7 +260,10 @@ export class ReplicaWriter {
   }
 
   static start(path: string, sql: WriterSql): ReplicaWriter {
-    const data: ThreadData = { path, sqliteModule: createRequire(import.meta.url).resolve("better-sqlite3"), sql, tokenKey: customerTokenKeyForThread() };
+    const quota = cpuQuotaCores();
+    // A quota at or above the cores there are cannot run out: no pacing then.
+    const applyShare = quota !== undefined && quota < availableParallelism() ? quota * APPLY_SHARE_OF_QUOTA : undefined;
+    const data: ThreadData = { path, sqliteModule: createRequire(import.meta.url).resolve("better-sqlite3"), sql, tokenKey: customerTokenKeyForThread(), applyShare };
     const worker = new Worker(`(${writerThreadMain.toString()})()`, {
       eval: true,
       workerData: data,

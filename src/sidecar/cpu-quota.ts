@@ -1,0 +1,58 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+
+/**
+ * The CPU quota this process runs under, in cores (a pod's `cpu: 500m` limit is 0.5), from its
+ * control groups: cgroup v2 `cpu.max` or v1 `cpu.cfs_quota_us / cpu.cfs_period_us`, the smallest
+ * along the path to the root (a pod's limit may sit on a parent group). Undefined when there is
+ * none or it cannot be read (not Linux, no cgroup filesystem). `root` is for tests: a directory
+ * standing for `/`, with `proc/self/{mounts,cgroup}` and the groups' files under it.
+ */
+export function cpuQuotaCores(root = "/"): number | undefined {
+  let mounts: string[][];
+  let own: string[][];
+  try {
+    mounts = readFileSync(join(root, "proc/self/mounts"), "utf8").split("\n").map((l) => l.split(" "));
+    own = readFileSync(join(root, "proc/self/cgroup"), "utf8").split("\n").filter(Boolean).map((l) => l.split(":"));
+  } catch {
+    return undefined;
+  }
+  const smallest = (mount: string, path: string, read: (dir: string) => number | undefined): number | undefined => {
+    let best: number | undefined;
+    // The group's path as this process sees it, then each parent up to the mount.
+    for (let p = path; ; p = p.slice(0, Math.max(0, p.lastIndexOf("/")))) {
+      const q = read(join(root, mount, p));
+      if (q !== undefined && (best === undefined || q < best)) best = q;
+      if (p === "" || p === "/") break;
+    }
+    return best;
+  };
+  const text = (file: string): string | undefined => {
+    try {
+      return readFileSync(file, "utf8").trim();
+    } catch {
+      return undefined;
+    }
+  };
+  const quotas: number[] = [];
+  const v2 = mounts.find((m) => m[2] === "cgroup2")?.[1];
+  const v2Path = own.find((l) => l[0] === "0")?.[2];
+  if (v2 && v2Path !== undefined) {
+    const q = smallest(v2, v2Path, (dir) => {
+      const [quota, period] = (text(join(dir, "cpu.max")) ?? "").split(" ");
+      return quota && quota !== "max" && Number(period) > 0 ? Number(quota) / Number(period) : undefined;
+    });
+    if (q !== undefined) quotas.push(q);
+  }
+  const v1 = mounts.find((m) => m[2] === "cgroup" && (m[3] ?? "").split(",").includes("cpu"))?.[1];
+  const v1Path = own.find((l) => (l[1] ?? "").split(",").includes("cpu"))?.[2];
+  if (v1 && v1Path !== undefined) {
+    const q = smallest(v1, v1Path, (dir) => {
+      const quota = Number(text(join(dir, "cpu.cfs_quota_us")));
+      const period = Number(text(join(dir, "cpu.cfs_period_us")));
+      return quota > 0 && period > 0 ? quota / period : undefined;
+    });
+    if (q !== undefined) quotas.push(q);
+  }
+  return quotas.length ? Math.min(...quotas) : undefined;
+}
