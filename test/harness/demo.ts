@@ -32,6 +32,8 @@ export interface WriterSystemOptions {
   readonly maxPayload?: number;
   /** More `proofgate writer` flags. */
   readonly writerArgs?: readonly string[];
+  /** Apply the demo catalog through the writer's client (default); false leaves it to the test. */
+  readonly catalog?: boolean;
 }
 
 export interface WriterSystem {
@@ -46,7 +48,7 @@ export interface WriterSystem {
   close(): Promise<void>;
 }
 
-/** nats-server and `proofgate writer` as processes, the writer ready with the demo catalog applied. */
+/** nats-server and `proofgate writer` as processes, the writer ready (with the demo catalog applied, unless `catalog: false`). */
 export async function startWriterSystem(name: string, o: WriterSystemOptions = {}): Promise<WriterSystem> {
   const nats = await NatsServer.start(o.maxPayload === undefined ? {} : { maxPayload: o.maxPayload });
   const dir = tempDir(`proofgate-${name}-`);
@@ -54,7 +56,7 @@ export async function startWriterSystem(name: string, o: WriterSystemOptions = {
   const writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db"), args: o.writerArgs ?? [] });
   const client = new WriterClient(writer.grpcAddress);
   await waitFor(async () => (await writer.http("/readyz")).status === 200, "writer ready");
-  await client.applyCatalog();
+  if (o.catalog ?? true) await client.applyCatalog();
   return {
     nats,
     nc,
@@ -72,55 +74,33 @@ export async function startWriterSystem(name: string, o: WriterSystemOptions = {
   };
 }
 
-export interface DemoSystem {
-  readonly nats: NatsServer;
-  readonly nc: NatsConnection;
-  readonly jsm: JetStreamManager;
-  readonly dir: string;
-  readonly writer: WriterProcess;
-  readonly client: WriterClient;
+export interface DemoSystem extends WriterSystem {
   readonly sidecar: SidecarUnderTest;
   /** The stream revision at which the demo catalog was applied. */
   readonly catalogRevision: number;
   /** What `proofgate catalog apply` printed. */
   readonly catalogApplied: string;
-  close(): Promise<void>;
 }
 
 /** Everything running, the demo catalog applied, writer and sidecar ready. */
 export async function startDemoSystem(name: string): Promise<DemoSystem> {
-  const nats = await NatsServer.start();
-  const nc = await connectNats(nats.url);
-  const jsm = await nc.jetstreamManager();
-  const dir = tempDir(`proofgate-${name}-`);
-  const writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db") });
-  const client = new WriterClient(writer.grpcAddress);
-  const sidecar = await startSidecarProcess(name, nats.url, join(dir.path, "replica.db"));
-  await waitFor(async () => (await writer.http("/readyz")).status === 200, "writer ready");
+  const system = await startWriterSystem(name, { catalog: false });
+  const sidecar = await startSidecarProcess(name, system.nats.url, join(system.dir, "replica.db"));
   // The operator loads the demo catalog.
-  const applied = await runCli(["catalog", "apply", "examples/catalog.yaml", "--writer", writer.grpcAddress, "--actor", name]);
+  const applied = await runCli(["catalog", "apply", "examples/catalog.yaml", "--writer", system.writer.grpcAddress, "--actor", name]);
   expect(applied.stderr).toBe("");
   expect(applied.code).toBe(0);
   const m = /^catalog applied: \d+ features, \d+ plans, \d+ add-ons; revision (\d+)$/m.exec(applied.stdout);
   expect(m, applied.stdout).not.toBeNull();
   await waitFor(async () => (await sidecar.client.healthStatus()) === "SERVING", "sidecar ready");
   return {
-    nats,
-    nc,
-    jsm,
-    dir: dir.path,
-    writer,
-    client,
+    ...system,
     sidecar,
     catalogRevision: Number(m?.[1]),
     catalogApplied: applied.stdout,
     close: async () => {
-      client.close();
       await sidecar.stop("SIGTERM");
-      await writer.stop("SIGTERM");
-      await nc.close();
-      await nats.dispose();
-      dir.dispose();
+      await system.close();
     },
   };
 }
