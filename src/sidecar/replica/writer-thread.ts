@@ -9,13 +9,14 @@ import { Worker } from "node:worker_threads";
  */
 
 /**
- * A parsed record, as sent to the writer thread: plain arrays, cheap to clone. Payloads (document
- * and catalog bytes) are ranges of the batch's `blob`, one buffer transferred without a copy.
+ * A parsed record, as sent to the writer thread. Payloads (document and catalog bytes) are
+ * ranges of the batch's `blob`, one buffer transferred without a copy.
  */
 export type WriteRow =
-  | readonly [kind: 0, seq: number, customerId: string, offset: number, length: number]
-  | readonly [kind: 1, seq: number, token: string, key: bigint]
-  | readonly [kind: 2, seq: number, offset: number, length: number];
+  | { readonly kind: "document"; readonly seq: number; readonly customerId: string; readonly offset: number; readonly length: number }
+  /** A tombstone: `key` is the token's row key. */
+  | { readonly kind: "erased"; readonly seq: number; readonly token: string; readonly key: bigint }
+  | { readonly kind: "catalog"; readonly seq: number; readonly offset: number; readonly length: number };
 
 export type WriteOp =
   | { readonly op: "apply"; readonly rows: readonly WriteRow[]; readonly blob: Uint8Array; readonly revision: number }
@@ -26,7 +27,22 @@ export type WriteOp =
   | { readonly op: "restore"; readonly file: string }
   /** Writes a compact copy of the replica, as committed now, to a new file. */
   | { readonly op: "snapshot"; readonly file: string }
-  | { readonly op: "freshness"; readonly currentAtMs: number | null };
+  | { readonly op: "freshness"; readonly currentAtMs: number | null }
+  /** `PRAGMA quick_check`: reports ["ok"] or the problems found. */
+  | { readonly op: "quickCheck" }
+  /** Closes the thread's connection (after everything sent before) and ends the thread. */
+  | { readonly op: "close" };
+
+/** What the main thread sends: one operation with the id its reply carries. */
+export interface ThreadRequest {
+  readonly id: number;
+  readonly op: WriteOp;
+}
+
+/** What the thread answers, once per request, in order. */
+export type ThreadReply =
+  | { readonly id: number; readonly ok: true; readonly result?: SnapshotState | readonly string[] }
+  | { readonly id: number; readonly ok: false; readonly error: string; readonly code?: string };
 
 /** What "restore" and "snapshot" report: the copy's revision and stream identity. */
 export interface SnapshotState {
@@ -122,8 +138,8 @@ function writerThreadMain(): void {
   const apply = db.transaction((rows: readonly WriteRow[], blob: Uint8Array, revision: number) => {
     const b = Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength);
     for (const row of rows) {
-      if (row[0] === 0) {
-        const [, seq, id, offset, length] = row;
+      if (row.kind === "document") {
+        const { seq, customerId: id, offset, length } = row;
         // The key comes from the document's own id (hashed here, off the main thread), not the subject.
         const key = createHash("sha256").update(id, "utf8").digest().readBigInt64BE(0);
         const doc = b.subarray(offset, offset + length);
@@ -134,15 +150,15 @@ function writerThreadMain(): void {
           spillErase.run(id);
         } else if (idOf(held) === id) upsert.run(key, seq, doc);
         else spillUpsert.run(id, key, seq, doc);
-      } else if (row[0] === 1) {
-        const [, , token, key] = row;
+      } else if (row.kind === "erased") {
+        const { token, key } = row;
         const held = current.get(key);
         if (held !== undefined) {
           const id = idOf(held);
           if (id !== undefined && tokenOf(id) === token) eraseKey.run(key);
         }
         for (const id of spillCandidates.all(key)) if (tokenOf(id) === token) spillErase.run(id);
-      } else putCatalog.run(row[1], b.subarray(row[2], row[2] + row[3]));
+      } else putCatalog.run(row.seq, b.subarray(row.offset, row.offset + row.length));
     }
     setRevision.run(revision);
   });
@@ -179,44 +195,74 @@ function writerThreadMain(): void {
     return { revision: meta.applied_revision, streamCreated: meta.stream_created };
   };
 
-  port.on("message", (msg: { id: number; op: WriteOp } | { id: number; close: true }) => {
+  const reply = (r: ThreadReply): void => port.postMessage(r);
+  port.on("message", ({ id, op }: ThreadRequest) => {
     try {
-      if ("close" in msg) {
-        db.close();
-        port.postMessage({ id: msg.id });
-        port.close();
-        return;
+      let result: SnapshotState | readonly string[] | undefined;
+      switch (op.op) {
+        case "apply":
+          apply(op.rows, op.blob, op.revision);
+          break;
+        case "advance":
+          setRevision.run(op.revision);
+          break;
+        case "streamCreated":
+          setStreamCreated.run(op.created);
+          break;
+        case "reset":
+          reset();
+          break;
+        case "restore":
+          result = restore(op.file);
+          break;
+        case "snapshot":
+          result = snapshot(op.file);
+          break;
+        case "freshness":
+          setFreshness.run(op.currentAtMs);
+          break;
+        case "quickCheck":
+          result = (db.pragma("quick_check(20)") as Record<string, unknown>[]).map((r) => String(Object.values(r)[0]));
+          break;
+        case "close":
+          db.close();
+          reply({ id, ok: true });
+          port.close();
+          return;
       }
-      const op = msg.op;
-      let result: SnapshotState | undefined;
-      if (op.op === "apply") apply(op.rows, op.blob, op.revision);
-      else if (op.op === "advance") setRevision.run(op.revision);
-      else if (op.op === "streamCreated") setStreamCreated.run(op.created);
-      else if (op.op === "restore") result = restore(op.file);
-      else if (op.op === "snapshot") result = snapshot(op.file);
-      else if (op.op === "freshness") setFreshness.run(op.currentAtMs);
-      else reset();
-      port.postMessage({ id: msg.id, result });
+      reply(result === undefined ? { id, ok: true } : { id, ok: true, result });
     } catch (err) {
-      port.postMessage({ id: msg.id, error: err instanceof Error ? err.message : String(err) });
+      const code = err instanceof Error && "code" in err && typeof err.code === "string" ? err.code : undefined;
+      reply(code === undefined ? { id, ok: false, error: err instanceof Error ? err.message : String(err) } : { id, ok: false, error: err instanceof Error ? err.message : String(err), code });
     }
   });
+}
+
+/** A write the thread could not do, with SQLite's error code (e.g. SQLITE_CORRUPT) when there is one. */
+export class ReplicaWriteError extends Error {
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+  ) {
+    super(`replica write failed: ${message}`);
+    this.name = "ReplicaWriteError";
+  }
 }
 
 /** The main thread's handle on the writer thread: every write, in order, each resolved when committed. */
 export class ReplicaWriter {
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (result: SnapshotState | undefined) => void; reject: (err: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (result: unknown) => void; reject: (err: Error) => void }>();
   private failed: Error | undefined;
   private closed: Promise<void> | undefined;
 
   private constructor(private readonly worker: Worker) {
-    worker.on("message", (m: { id: number; error?: string; result?: SnapshotState }) => {
+    worker.on("message", (m: ThreadReply) => {
       const p = this.pending.get(m.id);
       if (!p) return;
       this.pending.delete(m.id);
-      if (m.error === undefined) p.resolve(m.result);
-      else p.reject(new Error(`replica write failed: ${m.error}`));
+      if (m.ok) p.resolve(m.result);
+      else p.reject(new ReplicaWriteError(m.error, m.code));
     });
     const fail = (err: Error): void => {
       this.failed ??= err;
@@ -248,13 +294,30 @@ export class ReplicaWriter {
 
   /** Queues an operation, in order with the writes; resolves with what it reports. */
   request(op: WriteOp): Promise<SnapshotState | undefined> {
+    return this.send(op) as Promise<SnapshotState | undefined>;
+  }
+
+  /** Checks the file's structure: ["ok"], or the problems found. */
+  async quickCheck(): Promise<readonly string[]> {
+    return (await this.send({ op: "quickCheck" })) as readonly string[];
+  }
+
+  private send(op: WriteOp): Promise<unknown> {
     if (this.failed) return Promise.reject(this.failed);
+    if (this.closed) return Promise.reject(new Error("the replica writer is closed"));
     const id = this.nextId++;
-    return new Promise<SnapshotState | undefined>((resolve, reject) => {
+    return new Promise<unknown>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       // The batch's payload buffer moves to the thread without a copy.
-      this.worker.postMessage({ id, op }, op.op === "apply" ? [op.blob.buffer as ArrayBuffer] : []);
+      const request: ThreadRequest = { id, op };
+      this.worker.postMessage(request, op.op === "apply" ? [op.blob.buffer as ArrayBuffer] : []);
     });
+  }
+
+  /** Ends the thread at once; queued writes fail. */
+  async terminate(): Promise<void> {
+    this.closed ??= this.worker.terminate().then(() => undefined);
+    await this.closed;
   }
 
   /** Lets queued writes finish, closes the thread's connection and ends the thread. */
@@ -268,7 +331,8 @@ export class ReplicaWriter {
       const done = new Promise<void>((resolve) => {
         this.pending.set(id, { resolve: () => resolve(), reject: () => resolve() });
       });
-      this.worker.postMessage({ id, close: true });
+      const request: ThreadRequest = { id, op: { op: "close" } };
+      this.worker.postMessage(request);
       await done;
       await this.worker.terminate();
     })();

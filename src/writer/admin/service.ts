@@ -20,7 +20,8 @@ import {
   type PutOverrideResponse,
 } from "../../gen/proofgate/v1/admin.js";
 import { FeatureType, type Catalog } from "../../gen/proofgate/v1/catalog.js";
-import { OverrideEffect, StateRecord, type Override } from "../../gen/proofgate/v1/document.js";
+import { OverrideEffect, type Override } from "../../gen/proofgate/v1/document.js";
+import { encodeErasedRecord } from "../../replication/state-record.js";
 import { evaluateAll, toEntitlement } from "../../policy/index.js";
 import { customerSubject, customerToken } from "../../replication/subjects.js";
 import type { ServiceBinding } from "../../transport/grpc.js";
@@ -239,7 +240,7 @@ export class AdminOperations {
       // Earlier outbox rows hold the customer's documents: drop them (pending ones are superseded
       // by the tombstone anyway).
       ledger.deleteOutboxForSubject(subject);
-      const id = ledger.enqueue(subject, StateRecord.encode({ record: { $case: "erased", value: { erasedAt: new Date(now) } } }).finish(), now);
+      const id = ledger.enqueue(subject, encodeErasedRecord(new Date(now)), now);
       ledger.anonymizeAudit(token);
       ledger.appendAudit(
         {
