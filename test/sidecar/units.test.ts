@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { tempDir } from "../harness/tmp.js";
@@ -12,7 +13,7 @@ import { RevisionWaiters } from "../../src/sidecar/check/revision-waiters.js";
 import { AccessDocument } from "../../src/gen/proofgate/v1/document.js";
 import { CATALOG_SUBJECT, customerSubject, customerToken } from "../../src/replication/subjects.js";
 import { silentLogger } from "../../src/observability/logger.js";
-import { InvalidArgumentError } from "../../src/errors/index.js";
+import { InvalidArgumentError, UnavailableError } from "../../src/errors/index.js";
 
 
 describe("replica file", () => {
@@ -97,6 +98,56 @@ describe("replica file", () => {
     await replica.apply([{ seq: 3, record: { kind: "erased", token: customerToken("z") } }], 3);
     expect(replica.document("z")).toBeUndefined();
     expect(replica.documentCount()).toBe(2);
+    await replica.close();
+  });
+
+  it("a read that hits a corrupt page is refused as UNAVAILABLE, reported once, and recover() sets the file aside for an empty replica", async () => {
+    const { path } = open();
+    const first = Replica.open(path, silentLogger());
+    const ids = Array.from({ length: 2_000 }, (_, i) => `cus_${i}`);
+    await first.apply(
+      ids.map((id, i) => ({ seq: i + 1, record: doc(id) })),
+      ids.length,
+    );
+    await first.close();
+    // 64 KiB of noise in the middle of the documents' B-tree; the header and schema stay intact.
+    const fd = openSync(path, "r+");
+    const at = Math.floor(statSync(path).size / 2 / 8192) * 8192;
+    writeSync(fd, randomBytes(64 * 1024), 0, 64 * 1024, at);
+    closeSync(fd);
+
+    const replica = Replica.open(path, silentLogger());
+    expect(replica.setAsideAtOpen).toBeUndefined();
+    const reported: string[] = [];
+    replica.onCorruption((problem) => reported.push(problem));
+    let refused = 0;
+    for (const id of ids) {
+      try {
+        replica.lookup(id);
+      } catch (err) {
+        expect(err).toBeInstanceOf(UnavailableError);
+        refused++;
+      }
+    }
+    expect(refused).toBeGreaterThan(0);
+    expect(reported).toHaveLength(1);
+    expect(reported[0]).toMatch(/SQLITE_CORRUPT/);
+    await replica.recover();
+    expect(replica.revision).toBe(0);
+    expect(replica.lookup("cus_1")[1]).toBeNull();
+    expect(existsSync(`${path}.corrupt`)).toBe(true);
+    await replica.close();
+  });
+
+  it("a file that is not SQLite is set aside at open, and the replica starts empty", async () => {
+    const { path } = open();
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, "x".repeat(4096));
+    const replica = Replica.open(path, silentLogger());
+    expect(replica.setAsideAtOpen).toMatch(/bad header/);
+    expect(replica.revision).toBe(0);
+    expect(readFileSync(`${path}.corrupt`, "utf8")).toBe("x".repeat(4096));
+    expect(await replica.verify()).toBe(true);
     await replica.close();
   });
 
