@@ -8,7 +8,7 @@ import { demoCatalog as loadDemoCatalog } from "#proofgate/catalog/index.js";
 import type { Catalog } from "#proofgate/gen/proofgate/v1/catalog.js";
 import { PaymentResult, PaymentSession, RecoveryResult, SubscriptionStatus, type BillingEvent } from "#proofgate/gen/proofgate/v1/billing.js";
 import { BillingEvents, billingEvent, paymentOutcome, recoveryOutcome, subscriptionChange, type EventKind } from "#proofgate/billing/index.js";
-import { AccessDocument, OverrideEffect, StateRecord, type Override } from "#proofgate/gen/proofgate/v1/document.js";
+import { AccessDocument, OverrideEffect, type Override } from "#proofgate/gen/proofgate/v1/document.js";
 import { foldDocument } from "#proofgate/policy/index.js";
 
 export const DAY = 86_400_000;
@@ -290,11 +290,6 @@ export function documentBytes(id: string, body: Buffer): Buffer {
   return Buffer.concat([Buffer.from([0x0a, ...varint(idBytes.length)]), idBytes, body]);
 }
 
-/** A `StateRecord` holding that document (field 1, length-delimited). */
-export function stateRecordBytes(document: Buffer): Buffer {
-  return Buffer.concat([Buffer.from([0x0a, ...varint(document.length)]), document]);
-}
-
 /** Fails loudly if the hand-built encoding ever diverges from the generated encoder. */
 export function selfCheck(body: Buffer): void {
   const id = customerId(12345);
@@ -303,8 +298,6 @@ export function selfCheck(body: Buffer): void {
   if (decoded.customerId !== id) throw new Error("documentBytes: customer_id not decoded back");
   const again = Buffer.from(AccessDocument.encode(decoded).finish());
   if (!again.equals(doc)) throw new Error("documentBytes: not the encoder's bytes");
-  const rec = Buffer.from(StateRecord.encode({ record: { $case: "document", value: decoded } }).finish());
-  if (!rec.equals(stateRecordBytes(doc))) throw new Error("stateRecordBytes: not the encoder's bytes");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CatalogIndex } from "#proofgate/catalog/index.js";
 import { CheckBatchRequest, CheckBatchResponse, CheckRequest, CheckResponse } from "#proofgate/gen/proofgate/v1/check.js";
-import { AccessDocument, StateRecord } from "#proofgate/gen/proofgate/v1/document.js";
+import { AccessDocument } from "#proofgate/gen/proofgate/v1/document.js";
 import { createRegistry } from "#proofgate/observability/metrics.js";
 import { evaluate, statusName } from "#proofgate/policy/index.js";
 import { CATALOG_SUBJECT, customerSubject } from "#proofgate/replication/subjects.js";
@@ -17,9 +17,9 @@ import { CheckHandler } from "#proofgate/sidecar/check/service.js";
 import { RevisionWaiters } from "#proofgate/sidecar/check/revision-waiters.js";
 import { Freshness } from "#proofgate/sidecar/follow/freshness.js";
 import { SidecarMetrics } from "#proofgate/sidecar/metrics.js";
-import { readRecord } from "#proofgate/sidecar/replica/record.js";
+import { decodeStateRecord, encodeCatalogRecord, encodeDocumentRecord } from "#proofgate/replication/state-record.js";
 import { Replica } from "#proofgate/sidecar/replica/replica.js";
-import { CHECK_FEATURES, customerId, demoCatalog, documentBytes, rng, stateRecordBytes, templateOf, templates } from "../data.js";
+import { CHECK_FEATURES, customerId, demoCatalog, documentBytes, rng, templateOf, templates } from "../data.js";
 import { serve } from "../ipc.js";
 import { benchLogger } from "../util.js";
 
@@ -103,11 +103,11 @@ export function start(): void {
       const dir = mkdtempSync(join(tmpdir(), "proofgate-bench-eval-"));
       try {
         const replica = Replica.open(join(dir, "replica.db"), benchLogger("eval-replica"));
-        const catalogRecord = StateRecord.encode({ record: { $case: "catalog", value: demoCatalog() } }).finish();
-        await replica.apply([{ seq: 1, record: readRecord(CATALOG_SUBJECT, catalogRecord) }], 1);
+        const catalogRecord = encodeCatalogRecord(demoCatalog());
+        await replica.apply([{ seq: 1, record: decodeStateRecord(CATALOG_SUBJECT, catalogRecord) }], 1);
         for (let i = 0; i < a.docs; i += 1000) {
           const batch = [];
-          for (let k = i; k < Math.min(a.docs, i + 1000); k++) batch.push({ seq: k + 2, record: readRecord(customerSubject(customerId(k)), stateRecordBytes(bytes[k] as Buffer)) });
+          for (let k = i; k < Math.min(a.docs, i + 1000); k++) batch.push({ seq: k + 2, record: decodeStateRecord(customerSubject(customerId(k)), encodeDocumentRecord(bytes[k] as Buffer)) });
           await replica.apply(batch, Math.min(a.docs, i + 1000) + 1);
         }
         const readDecodeEvaluate = measure(a.ms, (i) => {

@@ -4,10 +4,10 @@
  * later bursts of document updates.
  */
 import { connect, type JetStreamClient, type NatsConnection } from "nats";
-import { StateRecord } from "#proofgate/gen/proofgate/v1/document.js";
+import { encodeCatalogRecord, encodeDocumentRecord } from "#proofgate/replication/state-record.js";
 import { ensureStreams } from "#proofgate/replication/streams.js";
 import { CATALOG_SUBJECT, STATE_STREAM, customerSubject } from "#proofgate/replication/subjects.js";
-import { customerId, demoCatalog, documentBytes, selfCheck, stateRecordBytes, templateOf, templates } from "../data.js";
+import { customerId, demoCatalog, documentBytes, selfCheck, templateOf, templates } from "../data.js";
 import { emit, serve } from "../ipc.js";
 
 export function start(): void {
@@ -92,7 +92,7 @@ export function start(): void {
       },
       catalog: async () => {
         if (!js) throw new Error("not connected");
-        const ack = await js.publish(CATALOG_SUBJECT, StateRecord.encode({ record: { $case: "catalog", value: demoCatalog() } }).finish());
+        const ack = await js.publish(CATALOG_SUBJECT, encodeCatalogRecord(demoCatalog()));
         return { seq: ack.seq };
       },
       /** One document per customer 0..count-1. */
@@ -103,7 +103,7 @@ export function start(): void {
           a.window,
           (i) => {
             const id = customerId(i);
-            return { subject: customerSubject(id), data: stateRecordBytes(documentBytes(id, bodies[templateOf(i, bodies.length)] as Buffer)) };
+            return { subject: customerSubject(id), data: encodeDocumentRecord(documentBytes(id, bodies[templateOf(i, bodies.length)] as Buffer)) };
           },
           { progress: (done) => emit("seeded", { done, seconds: (performance.now() - t) / 1000 }) },
         );
@@ -119,7 +119,7 @@ export function start(): void {
           (k) => {
             const i = Math.floor(Math.random() * a.customers);
             const id = customerId(i);
-            return { subject: customerSubject(id), data: stateRecordBytes(documentBytes(id, bodies[(templateOf(i, bodies.length) + 1 + k) % bodies.length] as Buffer)) };
+            return { subject: customerSubject(id), data: encodeDocumentRecord(documentBytes(id, bodies[(templateOf(i, bodies.length) + 1 + k) % bodies.length] as Buffer)) };
           },
           a.rate ? { rate: a.rate } : {},
         );

@@ -11,6 +11,7 @@ import {
   STATE_SUBJECTS,
   customerTokenKeyId,
 } from "./subjects.js";
+import { isStreamNotFound } from "./connection.js";
 
 const DAY_NS = 86_400 * 1e9;
 const DUPLICATE_WINDOW_NS = 120 * 1e9;
@@ -120,8 +121,4 @@ export async function ensureStreams(jsm: JetStreamManager, replicas = 1): Promis
     }
     await jsm.streams.update(name, described(info));
   }
-}
-
-export function isStreamNotFound(err: unknown): boolean {
-  return err instanceof Error && /stream not found/i.test(err.message);
 }

@@ -4,7 +4,7 @@ import { rm, stat } from "node:fs/promises";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { StorageType, type JetStreamClient, type JetStreamManager, type ObjectInfo } from "nats";
-import { isStreamNotFound } from "../replication/streams.js";
+import { isStreamNotFound } from "../replication/connection.js";
 
 /**
  * Replica snapshots in the NATS Object Store: compact copies of a replica file at a known

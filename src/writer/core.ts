@@ -4,7 +4,8 @@ import { AuditKind } from "../gen/proofgate/v1/admin.js";
 import type { Catalog } from "../gen/proofgate/v1/catalog.js";
 import { AccessStatus } from "../gen/proofgate/v1/check.js";
 import type { BillingEvent } from "../gen/proofgate/v1/billing.js";
-import { AccessDocument, StateRecord, type SubscriptionAccess } from "../gen/proofgate/v1/document.js";
+import { AccessDocument, type SubscriptionAccess } from "../gen/proofgate/v1/document.js";
+import { encodeCatalogRecord, encodeDocumentRecord } from "../replication/state-record.js";
 import { CATALOG_SUBJECT, customerSubject, customerToken } from "../replication/subjects.js";
 import { evaluateAll, MAX_INVOICES_PER_SUBSCRIPTION } from "../policy/index.js";
 import { assembleDocument, foldPart, intentOf, invoiceOf, partOf } from "../policy/fold.js";
@@ -55,26 +56,6 @@ export const DEFAULT_LIMITS: WriterLimits = { maxDocumentBytes: 512 * 1024, maxE
 
 const encode = (doc: AccessDocument): Uint8Array => AccessDocument.encode(doc).finish();
 
-/**
- * `StateRecord{document}` around already-encoded document bytes: tag (field 1, length-delimited),
- * varint length, then the bytes. Built by hand so the published document is byte for byte the
- * stored one, with no decode/encode round trip.
- */
-export function documentRecord(doc: Uint8Array): Uint8Array {
-  const len: number[] = [];
-  let n = doc.length;
-  while (n > 0x7f) {
-    len.push((n & 0x7f) | 0x80);
-    n >>>= 7;
-  }
-  len.push(n);
-  const out = new Uint8Array(1 + len.length + doc.length);
-  out[0] = 0x0a;
-  out.set(len, 1);
-  out.set(doc, 1 + len.length);
-  return out;
-}
-
 function bytesEqual(a: Uint8Array | undefined, b: Uint8Array): boolean {
   return a !== undefined && Buffer.compare(a, b) === 0;
 }
@@ -106,9 +87,9 @@ export class WriterCore {
   /** Stores the catalog and enqueues it; returns the outbox id, or undefined if it did not change. */
   putCatalog(catalog: Catalog): number | undefined {
     const now = this.now();
-    const bytes = StateRecord.encode({ record: { $case: "catalog", value: catalog } }).finish();
+    const bytes = encodeCatalogRecord(catalog);
     const before = this.ledger.catalog();
-    if (before && bytesEqual(StateRecord.encode({ record: { $case: "catalog", value: before } }).finish(), bytes)) return undefined;
+    if (before && bytesEqual(encodeCatalogRecord(before), bytes)) return undefined;
     this.ledger.putCatalog(catalog, now);
     const id = this.ledger.enqueue(CATALOG_SUBJECT, bytes, now);
     this.catalogIndex = CatalogIndex.from(catalog);
@@ -213,7 +194,7 @@ export class WriterCore {
       );
     const token = customerToken(customerId);
     ledger.putDocument(customerId, token, bytes, now);
-    const id = ledger.enqueue(customerSubject(customerId), documentRecord(bytes), now);
+    const id = ledger.enqueue(customerSubject(customerId), encodeDocumentRecord(bytes), now);
     const catalog = this.catalogIndex;
     if (catalog) {
       const before = evaluateAll(beforeBytes ? AccessDocument.decode(beforeBytes) : undefined, catalog, now);

@@ -1,16 +1,8 @@
-import {
-  connect,
-  Events,
-  type ConnectionOptions,
-  type JetStreamClient,
-  type JetStreamManager,
-  type NatsConnection,
-} from "nats";
+import type { JetStreamClient, JetStreamManager, NatsConnection } from "nats";
 import { ensureStreams } from "../replication/streams.js";
-import { natsConnectionOptions, type NatsOptions } from "../replication/connection.js";
+import { backoffMs, NatsLifecycle, pause, type NatsOptions } from "../replication/connection.js";
 import { errorMessage } from "../errors/index.js";
 import type { Logger } from "../observability/logger.js";
-import { backoffMs, pause } from "./signal.js";
 
 export interface NatsLinkOptions extends NatsOptions {
   readonly streamReplicas: number;
@@ -25,16 +17,14 @@ export interface NatsHandles {
 }
 
 /**
- * The writer's NATS connection: connects in the background (the writer serves gRPC and commits
- * to its ledger while NATS is away), reconnects forever, and after every (re)connect makes sure
- * the streams exist before announcing itself ready. Listeners run on every transition to ready,
+ * The writer's NATS connection, on the shared NatsLifecycle: connects in the background (the
+ * writer serves gRPC and commits to its ledger while NATS is away), reconnects forever, and after
+ * every (re)connect makes sure the streams exist before announcing itself ready. Listeners run on every transition to ready,
  * which is where the publisher reconciles and the consumer re-attaches.
  */
 export class NatsLink {
   private handles: NatsHandles | undefined;
-  private nc: NatsConnection | undefined;
-  private readonly stop = new AbortController();
-  private readonly stopped = (): boolean => this.stop.signal.aborted;
+  private readonly lifecycle: NatsLifecycle;
   private settingUp = false;
   private readonly readyListeners: (() => void)[] = [];
   private readonly downListeners: (() => void)[] = [];
@@ -42,7 +32,17 @@ export class NatsLink {
   constructor(
     private readonly options: NatsLinkOptions,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.lifecycle = new NatsLifecycle(
+      { ...options, clientName: `proofgate-writer ${options.writerId}`, reconnectTimeWaitMs: 250, meanwhile: "the ledger keeps accepting changes" },
+      logger,
+    );
+    this.lifecycle.on("up", (nc) => void this.setup(nc));
+    this.lifecycle.on("down", () => {
+      this.handles = undefined;
+      for (const fn of this.downListeners) fn();
+    });
+  }
 
   /** Ready: connected, with the streams in place. */
   get ready(): NatsHandles | undefined {
@@ -58,48 +58,7 @@ export class NatsLink {
   }
 
   start(): void {
-    void this.connectLoop();
-  }
-
-  connectionOptions(): ConnectionOptions {
-    return natsConnectionOptions(this.options, `proofgate-writer ${this.options.writerId}`, 250);
-  }
-
-  private async connectLoop(): Promise<void> {
-    let failures = 0;
-    while (!this.stopped()) {
-      try {
-        const nc = await connect(this.connectionOptions());
-        if (this.stopped()) {
-          await nc.close();
-          return;
-        }
-        this.nc = nc;
-        this.logger.info({ server: nc.getServer() }, "connected to NATS");
-        void this.watch(nc);
-        void this.setup(nc);
-        return;
-      } catch (err) {
-        // Until the first connection the writer retries by itself (the client only reconnects
-        // once it has been connected); the ledger keeps accepting changes meanwhile.
-        if (failures === 0 || failures % 20 === 0) this.logger.warn({ err: errorMessage(err) }, "cannot connect to NATS yet; retrying");
-        failures++;
-        await pause(Math.min(1_000, backoffMs(failures)), this.stop.signal);
-      }
-    }
-  }
-
-  private async watch(nc: NatsConnection): Promise<void> {
-    for await (const s of nc.status()) {
-      if (s.type === Events.Disconnect) {
-        if (this.handles) this.logger.warn("disconnected from NATS; the ledger keeps accepting changes");
-        this.handles = undefined;
-        for (const fn of this.downListeners) fn();
-      } else if (s.type === Events.Reconnect) {
-        this.logger.info({ server: nc.getServer() }, "reconnected to NATS");
-        void this.setup(nc);
-      }
-    }
+    this.lifecycle.start();
   }
 
   /** Creates or updates the streams, retrying until it works or the connection drops. */
@@ -108,7 +67,7 @@ export class NatsLink {
     this.settingUp = true;
     let failures = 0;
     try {
-      while (!this.stopped() && !nc.isClosed()) {
+      while (this.lifecycle.up === nc) {
         try {
           const jsm = await nc.jetstreamManager();
           await ensureStreams(jsm, this.options.streamReplicas);
@@ -116,7 +75,7 @@ export class NatsLink {
           break;
         } catch (err) {
           this.logger.warn({ err: errorMessage(err) }, "cannot set up JetStream streams yet; retrying");
-          await pause(backoffMs(failures++), this.stop.signal);
+          await pause(backoffMs(failures++));
         }
       }
     } finally {
@@ -133,21 +92,13 @@ export class NatsLink {
 
   /** Publishes on core NATS if connected (heartbeats); dropped otherwise. */
   publishCore(subject: string, payload: Uint8Array): void {
-    const nc = this.nc;
-    if (nc && !nc.isClosed() && this.handles) nc.publish(subject, payload);
+    const nc = this.lifecycle.up;
+    if (nc && this.handles) nc.publish(subject, payload);
   }
 
-  /** Drains (flushing pending publishes and acks) and closes. */
+  /** Drains (flushing pending publishes and acks, for at most 2 s) and closes. */
   async close(): Promise<void> {
-    this.stop.abort();
     this.handles = undefined;
-    const nc = this.nc;
-    if (!nc || nc.isClosed()) return;
-    try {
-      await Promise.race([nc.drain(), new Promise((r) => setTimeout(r, 2_000).unref())]);
-    } catch {
-      // Already closed or draining.
-    }
-    if (!nc.isClosed()) await nc.close();
+    await this.lifecycle.close(2_000);
   }
 }

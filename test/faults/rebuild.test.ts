@@ -1,31 +1,55 @@
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { expect, test } from "vitest";
 import { PaymentResult } from "../../src/gen/proofgate/v1/billing.js";
 import { AccessStatus } from "../../src/gen/proofgate/v1/check.js";
 import { STATE_STREAM } from "../../src/replication/subjects.js";
+import { ensureStreams } from "../../src/replication/streams.js";
 import { NatsServer } from "../harness/nats.js";
 import { cleanupAfterAll, tempDir } from "../harness/tmp.js";
 import { startWriterSystem } from "../harness/demo.js";
 import { StatePublisher, paidCustomer, testCatalog } from "../harness/sidecar.js";
-import { EventFactory, connectNats } from "../harness/writer.js";
+import { EventFactory, WriterClient, WriterProcess, connectNats } from "../harness/writer.js";
 import { waitFor } from "../harness/wait.js";
-import { metric, startSidecarProcess } from "../harness/system.js";
+import { metric, startSidecarProcess, type SidecarUnderTest } from "../harness/system.js";
 
 /** Rebuilds and bootstraps never pass an empty or partial replica off as current. */
 const cleanup = cleanupAfterAll();
 
-test("state stream deleted and recreated: while the sidecar rebuilds, no answer from an empty replica claims to be fresh", async () => {
-  const system = await startWriterSystem("rebuild");
-  cleanup.push(() => system.close());
-  const { nats, dir, client } = system;
-  const customers = Array.from({ length: 300 }, (_, i) => `cus_rb_${i}`);
+/**
+ * Checks every customer once; answers that would lie are collected: a paying customer answered
+ * anything but GRANTED, or (anyone) an answer not marked stale from a replica that is not the
+ * caught-up one (a revision below `freshFrom`).
+ */
+async function pollAll(sidecar: SidecarUnderTest, customers: readonly string[], freshFrom: number, problems: string[]): Promise<boolean> {
+  let done = true;
+  for (const c of customers) {
+    const r = await sidecar.client.check({ customerId: c, feature: "api-access" });
+    if (r.status !== AccessStatus.ACCESS_STATUS_GRANTED) problems.push(`${c}: ${AccessStatus[r.status]} (stale=${r.stale}) at revision ${r.revision}`);
+    if (!r.stale && r.revision < freshFrom) problems.push(`${c}: fresh at revision ${r.revision}, before the rebuilt replica (${freshFrom})`);
+    if (r.stale || r.revision < freshFrom) done = false;
+  }
+  return done;
+}
+
+async function payingCustomers(client: WriterClient, prefix: string, n: number): Promise<{ customers: string[]; revision: number }> {
+  const customers = Array.from({ length: n }, (_, i) => `${prefix}${i}`);
   const { revision } = await client.publish(
     customers.flatMap((c) => {
       const f = new EventFactory(c);
       return [f.subscribe("premium"), f.pay(PaymentResult.PAYMENT_RESULT_SUCCEEDED)];
     }),
   );
-  const sidecar = await startSidecarProcess("rebuild", nats.url, join(dir, "replica.db"));
+  return { customers, revision };
+}
+
+test("state stream deleted and recreated under a running writer: the previous replica answers, stale, until the new one has caught up", async () => {
+  const system = await startWriterSystem("rebuild");
+  cleanup.push(() => system.close());
+  const { nats, dir, client } = system;
+  const { customers, revision } = await payingCustomers(client, "cus_rb_", 300);
+  const replicaPath = join(dir, "replica.db");
+  const sidecar = await startSidecarProcess("rebuild", nats.url, replicaPath);
   cleanup.push(() => sidecar.stop("SIGKILL"));
   await sidecar.client.check({ customerId: "cus_rb_0", feature: "api-access", minRevision: revision });
   await waitFor(async () => !(await sidecar.client.check({ customerId: "cus_rb_0", feature: "api-access" })).stale, "fresh");
@@ -43,19 +67,65 @@ test("state stream deleted and recreated: while the sidecar rebuilds, no answer 
     }
   }, "publish onto the recreated stream", 30_000);
 
-  // Poll every customer until the sidecar has rebuilt; an empty answer must never be fresh.
-  const liesSeen: string[] = [];
-  await waitFor(async () => {
-    let done = true;
-    for (const c of [...customers, late.customerId]) {
-      const r = await sidecar.client.check({ customerId: c, feature: "api-access" });
-      if (r.status === AccessStatus.ACCESS_STATUS_UNKNOWN_CUSTOMER && !r.stale) liesSeen.push(`${c} at revision ${r.revision}`);
-      if (r.status !== AccessStatus.ACCESS_STATUS_GRANTED || r.stale || r.revision < after) done = false;
-    }
-    return done;
-  }, "every customer granted and fresh after the rebuild", 60_000);
-  expect(liesSeen).toEqual([]);
+  // Poll every paying customer until the sidecar has rebuilt: never anything but GRANTED, and
+  // never fresh before the rebuilt replica answers.
+  const problems: string[] = [];
+  await waitFor(() => pollAll(sidecar, customers, after, problems), "every customer granted and fresh after the rebuild", 60_000);
+  expect(problems).toEqual([]);
+  const r = await sidecar.client.check({ customerId: late.customerId, feature: "api-access" });
+  expect([r.status, r.stale]).toEqual([AccessStatus.ACCESS_STATUS_GRANTED, false]);
   expect(await metric(sidecar.httpAddress, "proofgate_sidecar_replica_rebuilds_total", { reason: "stream recreated" })).toBe(1);
+  expect(existsSync(`${replicaPath}.next`)).toBe(false);
+});
+
+test("state stream recreated empty while the writer is down: the previous replica is served stale and ready until the writer has republished", async () => {
+  const system = await startWriterSystem("rebuild-down");
+  cleanup.push(() => system.close());
+  const { nats, dir, client } = system;
+  const { customers, revision } = await payingCustomers(client, "cus_rd_", 200);
+  const replicaPath = join(dir, "replica.db");
+  const sidecar = await startSidecarProcess("rebuild-down", nats.url, replicaPath);
+  cleanup.push(() => sidecar.stop("SIGKILL"));
+  await sidecar.client.check({ customerId: "cus_rd_0", feature: "api-access", minRevision: revision });
+  await waitFor(async () => !(await sidecar.client.check({ customerId: "cus_rd_0", feature: "api-access" })).stale, "fresh");
+
+  await system.writer.stop("SIGKILL");
+  const nc = await connectNats(nats.url);
+  cleanup.push(() => nc.close());
+  const jsm = await nc.jetstreamManager();
+  await jsm.streams.delete(STATE_STREAM);
+  // An empty stream of a new incarnation, as an operator's script would make it.
+  await ensureStreams(jsm);
+  await waitFor(async () => (await metric(sidecar.httpAddress, "proofgate_sidecar_replica_rebuilds_total", { reason: "stream recreated" })) === 1, "the sidecar saw the new stream");
+
+  // Nothing confirms the empty new stream is the writer's state: the old replica keeps answering,
+  // every answer stale, and the sidecar stays ready.
+  const problems: string[] = [];
+  expect(await pollAll(sidecar, customers, Number.MAX_SAFE_INTEGER, problems)).toBe(false);
+  expect(problems).toEqual([]);
+  const r = await sidecar.client.check({ customerId: "cus_rd_7", feature: "api-access" });
+  expect([r.status, r.stale, r.revision]).toEqual([AccessStatus.ACCESS_STATUS_GRANTED, true, revision]);
+  expect(await sidecar.client.healthStatus()).toBe("SERVING");
+
+  // The writer comes back on its ledger, finds the stream empty and republishes a snapshot; the
+  // rebuilt replica replaces the old one once it has all of it.
+  const writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir, "ledger.db") });
+  cleanup.push(() => writer.stop("SIGKILL"));
+  const again = new WriterClient(writer.grpcAddress);
+  cleanup.push(() => again.close());
+  const late = new EventFactory("cus_rd_late");
+  // Published after the snapshot the writer enqueues on reconnecting: its revision is past it.
+  const after = await waitFor(async () => {
+    try {
+      return (await again.publish([late.subscribe("premium"), late.pay(PaymentResult.PAYMENT_RESULT_SUCCEEDED)])).revision;
+    } catch {
+      return undefined;
+    }
+  }, "the writer is back", 30_000);
+  await waitFor(() => pollAll(sidecar, [...customers, late.customerId], after, problems), "every customer granted and fresh from the rebuilt replica", 60_000);
+  expect(problems).toEqual([]);
+  expect(existsSync(`${replicaPath}.next`)).toBe(false);
+  await writer.stop("SIGTERM");
 });
 
 test("a sidecar killed mid-bootstrap and restarted without NATS is not ready: an interrupted bootstrap is never a warm replica", async () => {

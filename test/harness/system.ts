@@ -16,7 +16,7 @@ import { AccessDocument } from "../../src/gen/proofgate/v1/document.js";
 import { IngestResult } from "../../src/gen/proofgate/v1/ingest.js";
 import { foldDocument } from "../../src/policy/index.js";
 import { CATALOG_SUBJECT, STATE_STREAM, customerSubject } from "../../src/replication/subjects.js";
-import { documentRecord } from "../../src/writer/core.js";
+import { encodeDocumentRecord } from "../../src/replication/state-record.js";
 import { CheckClient, spawnSidecar, type SidecarProcess } from "./sidecar.js";
 import { EventFactory, WriterClient, streamLastSeq } from "./writer.js";
 import { DAY, waitFor } from "./wait.js";
@@ -399,7 +399,7 @@ export async function expectConverged(t: ConvergeTarget): Promise<Converged> {
       if (head !== last || depth !== 0 || revisions.some((r) => r !== last)) throw new Error(`revisions differ: ${JSON.stringify(state)}`);
       const stream = await readStateStream(t.nc);
       if (stream.lastSeq !== last) throw new Error(`the stream moved on: ${JSON.stringify(state)}`);
-      const behind = customers.filter((id) => !bytesEqual(stream.subjects.get(customerSubject(id))?.data, documentRecord(expected.get(id) ?? new Uint8Array())));
+      const behind = customers.filter((id) => !bytesEqual(stream.subjects.get(customerSubject(id))?.data, encodeDocumentRecord(expected.get(id) ?? new Uint8Array())));
       if (behind.length > 0) throw new Error(`${behind.length} of ${customers.length} documents on the stream differ from the expected ones (first: ${behind[0]}); ${JSON.stringify(state)}`);
       return { revision: last, stream };
     },

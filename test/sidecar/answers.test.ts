@@ -3,7 +3,7 @@ import fc from "fast-check";
 import { join } from "node:path";
 import { CatalogIndex } from "../../src/catalog/index.js";
 import { AccessStatus, CheckResponse, type CheckRequest } from "../../src/gen/proofgate/v1/check.js";
-import { AccessDocument, StateRecord } from "../../src/gen/proofgate/v1/document.js";
+import { AccessDocument } from "../../src/gen/proofgate/v1/document.js";
 import { createRegistry } from "../../src/observability/metrics.js";
 import { silentLogger } from "../../src/observability/logger.js";
 import { foldDocument } from "../../src/policy/index.js";
@@ -13,7 +13,7 @@ import { RevisionWaiters } from "../../src/sidecar/check/revision-waiters.js";
 import { withRevision } from "../../src/sidecar/check/answers.js";
 import { Freshness } from "../../src/sidecar/follow/freshness.js";
 import { SidecarMetrics } from "../../src/sidecar/metrics.js";
-import { readRecord } from "../../src/sidecar/replica/record.js";
+import { decodeStateRecord, encodeCatalogRecord, encodeDocumentRecord } from "../../src/replication/state-record.js";
 import { Replica } from "../../src/sidecar/replica/replica.js";
 import { events, overrides, time } from "../policy/arbitraries.js";
 import { demoCatalog } from "../policy/story.js";
@@ -33,7 +33,7 @@ const freshness = new Freshness();
 beforeAll(async () => {
   dir = tempDir();
   replica = Replica.open(join(dir.path, "replica.db"), silentLogger());
-  await replica.apply([{ seq, record: readRecord(CATALOG_SUBJECT, StateRecord.encode({ record: { $case: "catalog", value: demoCatalog() } }).finish()) }], seq);
+  await replica.apply([{ seq, record: decodeStateRecord(CATALOG_SUBJECT, encodeCatalogRecord(demoCatalog())) }], seq);
   handler = new CheckHandler({
     replica,
     freshness,
@@ -61,8 +61,8 @@ afterAll(async () => {
 
 async function put(customerId: string, doc: AccessDocument): Promise<void> {
   seq++;
-  const bytes = StateRecord.encode({ record: { $case: "document", value: doc } }).finish();
-  await replica.apply([{ seq, record: readRecord(customerSubject(customerId), bytes) }], seq);
+  const bytes = encodeDocumentRecord(AccessDocument.encode(doc).finish());
+  await replica.apply([{ seq, record: decodeStateRecord(customerSubject(customerId), bytes) }], seq);
 }
 
 /** The instants at which some answer could change, with their neighbours, in order. */

@@ -201,8 +201,10 @@ describe("sidecar replication", () => {
     expect(rev).toBeLessThan(a.sidecar.revision);
 
     const b = await start();
+    // Ready at once: the old replica was complete, so it answers (stale) while the new one is
+    // built beside it, and is replaced once that has caught up.
     await b.sidecar.whenReady();
-    expect(b.sidecar.revision).toBe(rev);
+    await waitFor(() => b.sidecar.revision === rev, { what: "the rebuilt replica swapped in" });
     expect((await b.client.check({ customerId: "cus_old_0", feature: "advanced-filtering" })).status).toBe(AccessStatus.ACCESS_STATUS_UNKNOWN_CUSTOMER);
     expect((await b.client.check({ customerId: "cus_new", feature: "advanced-filtering" })).allowed).toBe(true);
     const metrics = await httpGet(b.sidecar.httpAddress ?? "", "/metrics");

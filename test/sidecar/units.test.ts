@@ -1,48 +1,20 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { tempDir } from "../harness/tmp.js";
 import { paidCustomer, testCatalog } from "../harness/sidecar.js";
 import { Freshness } from "../../src/sidecar/follow/freshness.js";
-import { readRecord, readCustomerId } from "../../src/sidecar/replica/record.js";
+import { decodeStateRecord, encodeCatalogRecord, encodeDocumentRecord } from "../../src/replication/state-record.js";
 import { Replica, customerKey } from "../../src/sidecar/replica/replica.js";
 import { validateCheck } from "../../src/sidecar/check/validate.js";
 import { RevisionWaiters } from "../../src/sidecar/check/revision-waiters.js";
-import { AccessDocument, StateRecord } from "../../src/gen/proofgate/v1/document.js";
+import { AccessDocument } from "../../src/gen/proofgate/v1/document.js";
 import { CATALOG_SUBJECT, customerSubject, customerToken } from "../../src/replication/subjects.js";
 import { silentLogger } from "../../src/observability/logger.js";
-import { InvalidArgumentError } from "../../src/errors/index.js";
+import { InvalidArgumentError, UnavailableError } from "../../src/errors/index.js";
 
-const encode = (r: StateRecord): Uint8Array => StateRecord.encode(r).finish();
-
-describe("state records", () => {
-  it("reads a document's bytes and customer id without a full decode", () => {
-    const doc = paidCustomer("cus.é/*>", "premium", Date.UTC(2026, 0, 1));
-    const r = readRecord(customerSubject(doc.customerId), encode({ record: { $case: "document", value: doc } }));
-    if (r.kind !== "document") throw new Error(`got ${r.kind}`);
-    expect(r.customerId).toBe(doc.customerId);
-    expect(r.token).toBe(customerToken(doc.customerId));
-    expect(AccessDocument.decode(r.document)).toEqual(doc);
-    expect(readCustomerId(AccessDocument.encode(doc).finish())).toBe(doc.customerId);
-  });
-
-  it("reads tombstones and catalogs, and reports anything else as invalid", () => {
-    expect(readRecord(customerSubject("x"), encode({ record: { $case: "erased", value: { erasedAt: new Date() } } }))).toEqual({
-      kind: "erased",
-      token: customerToken("x"),
-    });
-    const catalog = testCatalog();
-    const c = readRecord(CATALOG_SUBJECT, encode({ record: { $case: "catalog", value: catalog } }));
-    expect(c.kind === "catalog" ? c.catalog.features.length : -1).toBe(catalog.features.length);
-    expect(readRecord(customerSubject("x"), new Uint8Array([0x0a, 0xff, 0xff])).kind).toBe("invalid");
-    expect(readRecord(customerSubject("x"), encode({ record: undefined })).kind).toBe("invalid");
-    expect(readRecord(CATALOG_SUBJECT, encode({ record: { $case: "erased", value: { erasedAt: undefined } } })).kind).toBe("invalid");
-    expect(readRecord("proofgate.state.other", encode({ record: { $case: "erased", value: { erasedAt: undefined } } })).kind).toBe("invalid");
-    const noId = encode({ record: { $case: "document", value: { ...paidCustomer("y", "basic", 0), customerId: "" } } });
-    expect(readRecord(customerSubject("y"), noId).kind).toBe("invalid");
-  });
-});
 
 describe("replica file", () => {
   const dirs: { dispose: () => void }[] = [];
@@ -53,7 +25,7 @@ describe("replica file", () => {
     return { path: join(d.path, "nested", "replica.db") };
   };
   const doc = (id: string, plan = "basic") => {
-    const r = readRecord(customerSubject(id), encode({ record: { $case: "document", value: paidCustomer(id, plan, 0) } }));
+    const r = decodeStateRecord(customerSubject(id), encodeDocumentRecord(AccessDocument.encode(paidCustomer(id, plan, 0)).finish()));
     return r;
   };
 
@@ -62,7 +34,7 @@ describe("replica file", () => {
     const replica = Replica.open(path, silentLogger());
     expect(replica.warm).toBe(false);
     expect(replica.hasCatalog).toBe(false);
-    const catalog = readRecord(CATALOG_SUBJECT, encode({ record: { $case: "catalog", value: testCatalog({ coherencyWindowMs: 1234 }) } }));
+    const catalog = decodeStateRecord(CATALOG_SUBJECT, encodeCatalogRecord(testCatalog({ coherencyWindowMs: 1234 })));
     // Sent back to back: they commit in order.
     const first = replica.apply([{ seq: 1, record: catalog }, { seq: 2, record: doc("a") }, { seq: 3, record: doc("b") }, { seq: 4, record: doc("c") }], 4);
     const second = replica.apply([{ seq: 7, record: doc("a", "premium") }, { seq: 8, record: { kind: "erased", token: customerToken("b") } }], 8);
@@ -129,10 +101,60 @@ describe("replica file", () => {
     await replica.close();
   });
 
+  it("a read that hits a corrupt page is refused as UNAVAILABLE, reported once, and recover() sets the file aside for an empty replica", async () => {
+    const { path } = open();
+    const first = Replica.open(path, silentLogger());
+    const ids = Array.from({ length: 2_000 }, (_, i) => `cus_${i}`);
+    await first.apply(
+      ids.map((id, i) => ({ seq: i + 1, record: doc(id) })),
+      ids.length,
+    );
+    await first.close();
+    // 64 KiB of noise in the middle of the documents' B-tree; the header and schema stay intact.
+    const fd = openSync(path, "r+");
+    const at = Math.floor(statSync(path).size / 2 / 8192) * 8192;
+    writeSync(fd, randomBytes(64 * 1024), 0, 64 * 1024, at);
+    closeSync(fd);
+
+    const replica = Replica.open(path, silentLogger());
+    expect(replica.setAsideAtOpen).toBeUndefined();
+    const reported: string[] = [];
+    replica.onCorruption((problem) => reported.push(problem));
+    let refused = 0;
+    for (const id of ids) {
+      try {
+        replica.lookup(id);
+      } catch (err) {
+        expect(err).toBeInstanceOf(UnavailableError);
+        refused++;
+      }
+    }
+    expect(refused).toBeGreaterThan(0);
+    expect(reported).toHaveLength(1);
+    expect(reported[0]).toMatch(/SQLITE_CORRUPT/);
+    await replica.recover();
+    expect(replica.revision).toBe(0);
+    expect(replica.lookup("cus_1")[1]).toBeNull();
+    expect(existsSync(`${path}.corrupt`)).toBe(true);
+    await replica.close();
+  });
+
+  it("a file that is not SQLite is set aside at open, and the replica starts empty", async () => {
+    const { path } = open();
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, "x".repeat(4096));
+    const replica = Replica.open(path, silentLogger());
+    expect(replica.setAsideAtOpen).toMatch(/bad header/);
+    expect(replica.revision).toBe(0);
+    expect(readFileSync(`${path}.corrupt`, "utf8")).toBe("x".repeat(4096));
+    expect(await replica.verify()).toBe(true);
+    await replica.close();
+  });
+
   it("writes a compact snapshot at its revision and restores it into an empty replica only", async () => {
     const { path } = open();
     const replica = Replica.open(path, silentLogger());
-    const catalog = readRecord(CATALOG_SUBJECT, encode({ record: { $case: "catalog", value: testCatalog({ coherencyWindowMs: 4321 }) } }));
+    const catalog = decodeStateRecord(CATALOG_SUBJECT, encodeCatalogRecord(testCatalog({ coherencyWindowMs: 4321 })));
     await replica.apply([{ seq: 1, record: catalog }, { seq: 2, record: doc("a") }, { seq: 3, record: doc("b") }], 3);
     await replica.setStreamCreated("2026-02-02T00:00:00Z");
     const file = join(dirname(path), "snapshot.db");

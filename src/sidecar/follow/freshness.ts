@@ -94,21 +94,40 @@ export class Freshness {
     return settled;
   }
 
-  /** The replica was rebuilt from scratch: nothing about it is known current. */
+  /**
+   * The replica was rebuilt from scratch (or not yet checked against the stream): nothing about
+   * it is known current, and only heartbeats from now on can make it so.
+   */
   reset(): void {
     this.lastCurrentAt = undefined;
     this.lastCaughtUpAt = undefined;
+    this.lastHeartbeatAt = undefined;
     this.pending = [];
   }
 
-  /** Hot path: one subtraction. */
-  isStale(now: number, windowMs: number): boolean {
-    return this.lastCurrentAt === undefined || now - this.lastCurrentAt > windowMs;
+  /** Known current, by the writer's word, at least once since the last reset. */
+  get everCurrent(): boolean {
+    return this.lastCurrentAt !== undefined;
   }
 
-  /** Milliseconds since the replica was last known current (Infinity if never). */
+  /**
+   * While on, the replica answering is a previous one, kept serving while a new one is rebuilt
+   * beside it: what is confirmed here is the new one's progress, and every answer is stale.
+   */
+  servePrevious(on: boolean): void {
+    this.previous = on;
+  }
+
+  private previous = false;
+
+  /** Hot path: one subtraction. */
+  isStale(now: number, windowMs: number): boolean {
+    return this.previous || this.lastCurrentAt === undefined || now - this.lastCurrentAt > windowMs;
+  }
+
+  /** Milliseconds since the replica answering was last known current (Infinity if never). */
   ageMs(now: number): number {
-    return this.lastCurrentAt === undefined ? Infinity : Math.max(0, now - this.lastCurrentAt);
+    return this.previous || this.lastCurrentAt === undefined ? Infinity : Math.max(0, now - this.lastCurrentAt);
   }
 
   /** Milliseconds since the replica was last known caught up with the stream (Infinity if never). */

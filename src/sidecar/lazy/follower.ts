@@ -2,11 +2,11 @@ import { performance } from "node:perf_hooks";
 import { connect, ErrorCode, Events, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type NatsConnection, type StoredMsg } from "nats";
 import { Heartbeat } from "../../gen/proofgate/v1/document.js";
 import { CATALOG_SUBJECT, HEARTBEAT_SUBJECT, STATE_STREAM, customerSubject, tokenOfSubject } from "../../replication/subjects.js";
-import { isStreamNotFound, streamIdentity } from "../../replication/streams.js";
-import { natsConnectionOptions, redactNatsUrl, type NatsOptions } from "../../replication/connection.js";
+import { streamIdentity } from "../../replication/streams.js";
+import { isConsumerNotFound, isStreamNotFound, natsConnectionOptions, redactNatsUrl, type NatsOptions } from "../../replication/connection.js";
 import { errorMessage } from "../../errors/index.js";
 import type { Logger } from "../../observability/logger.js";
-import { readRecord } from "../replica/record.js";
+import { decodeStateRecord } from "../../replication/state-record.js";
 import type { Freshness } from "../follow/freshness.js";
 import type { SidecarMetrics } from "../metrics.js";
 import type { LazyMetrics } from "./metrics.js";
@@ -194,7 +194,7 @@ export class LazyFollower {
   }
 
   private keep(token: string, seq: number, subject: string, data: Uint8Array): void {
-    const record = readRecord(subject, data);
+    const record = decodeStateRecord(subject, data);
     if (record.kind === "document") this.store.put(token, seq, record.document);
     else {
       if (record.kind === "invalid") this.logger.error({ seq, problem: record.problem }, "an invalid state record; the customer is kept as having no document");
@@ -402,7 +402,7 @@ export class LazyFollower {
   }
 
   private applyCustomer(token: string, seq: number, subject: string, data: Uint8Array): void {
-    const record = readRecord(subject, data);
+    const record = decodeStateRecord(subject, data);
     switch (record.kind) {
       case "document":
         this.store.update(token, seq, record.document);
@@ -420,7 +420,7 @@ export class LazyFollower {
 
   private applyCatalog(seq: number, subject: string, data: Uint8Array): void {
     if (seq <= this.store.catalogRevision) return;
-    const record = readRecord(subject, data);
+    const record = decodeStateRecord(subject, data);
     if (record.kind !== "catalog") {
       this.metrics.records.labels("invalid").inc();
       this.logger.error({ seq, problem: record.kind === "invalid" ? record.problem : "not a catalog" }, "skipping an invalid catalog record");
@@ -507,7 +507,7 @@ export class LazyFollower {
     } catch (err) {
       if (epoch !== this.epoch) return;
       const message = errorMessage(err);
-      if (isStreamNotFound(err) || /consumer not found/i.test(message)) {
+      if (isStreamNotFound(err) || isConsumerNotFound(err)) {
         this.metrics.consumerRestarts.labels(isStreamNotFound(err) ? "stream not found" : "consumer lost").inc();
         void this.startConsumer(message);
       }

@@ -1,13 +1,13 @@
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, rmSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import Database, { type Database as Db, type Statement } from "better-sqlite3";
 import { CatalogIndex } from "../../catalog/index.js";
-import { InvalidArgumentError } from "../../errors/index.js";
+import { errorMessage, InvalidArgumentError, UnavailableError } from "../../errors/index.js";
 import { Catalog } from "../../gen/proofgate/v1/catalog.js";
 import type { Logger } from "../../observability/logger.js";
 import { customerDigest } from "../../replication/subjects.js";
-import { documentIsFor, type ReplicaRecord } from "./record.js";
-import { ReplicaWriter, type WriteRow, type WriterSql } from "./writer-thread.js";
+import { documentIsFor, type StateRecordView } from "../../replication/state-record.js";
+import { ReplicaWriter, ReplicaWriteError, type WriteRow, type WriterSql } from "./writer-thread.js";
 
 /** Bump when the schema changes incompatibly; an older file is then rebuilt from the stream. */
 export const SCHEMA_VERSION = 3;
@@ -103,19 +103,24 @@ export interface ApplyCounts {
  * commits. The catalog is held decoded as a `CatalogIndex`, replaced in one assignment.
  */
 export class Replica {
-  private readonly db: Db;
-  private readonly get: Statement<[bigint, string], [Buffer | null, Buffer | null]>;
-  private readonly lookupStmt: Statement<[bigint, string], [number, Buffer | null, Buffer | null]>;
-  private readonly revisionStmt: Statement<[], number>;
-  private readonly writer: ReplicaWriter;
+  private db!: Db;
+  private get!: Statement<[bigint, string], [Buffer | null, Buffer | null]>;
+  private lookupStmt!: Statement<[bigint, string], [number, Buffer | null, Buffer | null]>;
+  private revisionStmt!: Statement<[], number>;
+  private writer!: ReplicaWriter;
   private revisionValue = 0;
   private streamCreatedValue: string | undefined;
   private catalogIndex = CatalogIndex.empty();
   private catalogLoaded = false;
   /** Bumped by `reset`: commits of writes sent before it no longer describe this replica. */
   private incarnation = 0;
+  /** Set while the file is known corrupt: reads fail with UNAVAILABLE until `recover`. */
+  private corruption: string | undefined;
+  private corruptionListener: ((problem: string) => void) | undefined;
   /** True when the file held a replica (revision > 0) when opened: a warm start. */
   readonly warm: boolean;
+  /** Why the file found at open was corrupt and set aside (the replica then starts empty). */
+  readonly setAsideAtOpen: string | undefined;
 
   private constructor(
     readonly path: string,
@@ -123,21 +128,19 @@ export class Replica {
   ) {
     if (path === "" || path === ":memory:") throw new InvalidArgumentError("replica", "must be a file path");
     mkdirSync(dirname(path), { recursive: true });
-    ownerOnly(path);
-    let db = new Database(path);
-    const version = readSchemaVersion(db);
-    if (version !== undefined && version !== SCHEMA_VERSION) {
-      this.logger.warn({ found: version, expected: SCHEMA_VERSION }, "replica schema changed; rebuilding it from the stream");
-      db.close();
-      removeDatabaseFiles(path);
-      ownerOnly(path);
-      db = new Database(path);
-    }
-    // Set before the first table exists (no effect on an existing file): ~370-byte rows fill 8 KiB
-    // pages better than 4 KiB ones (2% slack when packed instead of 9%), at one page per lookup still.
-    db.pragma(`page_size = ${PAGE_SIZE}`);
-    db.pragma("journal_mode = WAL");
-    db.exec(TABLES + INIT_META);
+    this.setAsideAtOpen = this.load();
+    this.warm = this.revisionValue > 0;
+  }
+
+  /**
+   * Opens the file (creating it if needed) and starts a writer thread. A file that is not a
+   * readable SQLite database (bad header, truncated, SQLITE_NOTADB or SQLITE_CORRUPT on the first
+   * reads) is set aside and replaced by an empty replica: returns why. One of another schema
+   * version is deleted.
+   */
+  private load(): string | undefined {
+    const opened = openReplicaFile(this.path, this.logger);
+    const db = opened.db;
     const meta = db.prepare("SELECT applied_revision, stream_created FROM meta WHERE id = 1").get() as {
       applied_revision: number;
       stream_created: string | null;
@@ -145,7 +148,8 @@ export class Replica {
     this.db = db;
     this.revisionValue = meta.applied_revision;
     this.streamCreatedValue = meta.stream_created ?? undefined;
-    this.warm = this.revisionValue > 0;
+    this.catalogIndex = CatalogIndex.empty();
+    this.catalogLoaded = false;
     // The row under the customer's key, and the customer's spilled row (nearly always none): the
     // key's row is the customer's unless it names another customer.
     this.get = db
@@ -159,7 +163,8 @@ export class Replica {
       .raw();
     this.revisionStmt = db.prepare<[], number>("SELECT applied_revision FROM meta WHERE id = 1").pluck();
     this.loadCatalog();
-    this.writer = ReplicaWriter.start(path, WRITER_SQL);
+    this.writer = ReplicaWriter.start(this.path, WRITER_SQL);
+    return opened.setAside;
   }
 
   /** Opens (or creates) the replica file and starts its writer thread. */
@@ -185,9 +190,14 @@ export class Replica {
 
   /** The encoded AccessDocument of a customer, or undefined. The hot path of every check. */
   document(customerId: string): Buffer | undefined {
-    const row = this.get.get(customerKey(customerId), customerId);
-    if (!row) return undefined;
-    return pick(row[0], row[1], customerId) ?? undefined;
+    this.usable();
+    try {
+      const row = this.get.get(customerKey(customerId), customerId);
+      if (!row) return undefined;
+      return pick(row[0], row[1], customerId) ?? undefined;
+    } catch (err) {
+      throw this.readFailed(err);
+    }
   }
 
   /**
@@ -196,23 +206,141 @@ export class Replica {
    * `revision`, which follows commits a moment later.
    */
   lookup(customerId: string): [revision: number, document: Buffer | null] {
-    const row = this.lookupStmt.get(customerKey(customerId), customerId);
-    if (!row) return [this.revisionValue, null];
-    return [row[0], pick(row[1], row[2], customerId)];
+    this.usable();
+    try {
+      const row = this.lookupStmt.get(customerKey(customerId), customerId);
+      if (!row) return [this.revisionValue, null];
+      return [row[0], pick(row[1], row[2], customerId)];
+    } catch (err) {
+      throw this.readFailed(err);
+    }
   }
 
   /** The committed revision as the reading connection sees it (inside `snapshot`, the snapshot's). */
   readRevision(): number {
-    return this.revisionStmt.get() ?? this.revisionValue;
+    this.usable();
+    try {
+      return this.revisionStmt.get() ?? this.revisionValue;
+    } catch (err) {
+      throw this.readFailed(err);
+    }
   }
 
   /** Runs `fn` on one snapshot of the replica (a read transaction): for answers that must agree. */
   snapshot<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+    this.usable();
+    try {
+      return this.db.transaction(fn)();
+    } catch (err) {
+      throw this.readFailed(err);
+    }
   }
 
   documentCount(): number {
-    return (this.db.prepare("SELECT (SELECT count(*) FROM documents) + (SELECT count(*) FROM spill)").pluck().get() as number | undefined) ?? 0;
+    this.usable();
+    try {
+      return (this.db.prepare("SELECT (SELECT count(*) FROM documents) + (SELECT count(*) FROM spill)").pluck().get() as number | undefined) ?? 0;
+    } catch (err) {
+      throw this.readFailed(err);
+    }
+  }
+
+  // ---------------------------------------------------------------- corruption
+
+  /** Called once when the file is found corrupt (at run time, or by `verify`); the listener rebuilds. */
+  onCorruption(listener: (problem: string) => void): void {
+    this.corruptionListener = listener;
+  }
+
+  /**
+   * Checks the file's structure on the writer thread (`PRAGMA quick_check`: every page and
+   * index, not the payloads), off the event loop so a warm start answers at once. Resolves true
+   * if it is sound; a corrupt file is reported to the corruption listener.
+   */
+  async verify(): Promise<boolean> {
+    let problems: readonly string[];
+    try {
+      problems = await this.writer.quickCheck();
+    } catch (err) {
+      if (!this.noteCorruption(err, "checking the file")) throw err;
+      return false;
+    }
+    if (problems.length === 1 && problems[0] === "ok") return true;
+    this.markCorrupt(`quick_check: ${problems.slice(0, 3).join("; ")}`);
+    return false;
+  }
+
+  /**
+   * Sets the corrupt file aside (as `<path>.corrupt`, replacing an older one) and starts over with
+   * an empty replica at the same path, to be rebuilt from the stream.
+   */
+  async recover(): Promise<void> {
+    this.incarnation++;
+    // The writer thread may be stuck on the corrupt file: stop it rather than wait for it.
+    await this.writer.terminate();
+    if (this.db.open) this.db.close();
+    setAside(this.path, this.logger, this.corruption ?? "corrupt");
+    this.load();
+    this.corruption = undefined;
+  }
+
+  /** True (and the replica marked corrupt) if `err` says the file is corrupt. */
+  noteCorruption(err: unknown, doing: string): boolean {
+    const code = corruptionCode(err);
+    if (code === undefined) return false;
+    this.markCorrupt(`${code} ${doing}`);
+    return true;
+  }
+
+  private usable(): void {
+    if (this.corruption !== undefined) throw new UnavailableError("the replica file is corrupt; the sidecar is rebuilding it from the stream");
+  }
+
+  private readFailed(err: unknown): unknown {
+    return this.noteCorruption(err, "reading") ? new UnavailableError("the replica file is corrupt; the sidecar is rebuilding it from the stream", { cause: err }) : err;
+  }
+
+  private markCorrupt(problem: string): void {
+    if (this.corruption !== undefined) return;
+    this.corruption = problem;
+    this.logger.error({ problem, replica: this.path }, "the replica file is corrupt; setting it aside and rebuilding it from the stream");
+    this.corruptionListener?.(problem);
+  }
+
+  // ---------------------------------------------------------------- rebuilding beside
+
+  /**
+   * Opens an empty replica at `path`, deleting whatever is there: a replica being rebuilt beside
+   * the one that is served, until it replaces it (`adopt`).
+   */
+  static openEmpty(path: string, logger: Logger): Replica {
+    removeDatabaseFiles(path);
+    return new Replica(path, logger);
+  }
+
+  /**
+   * Replaces this replica's contents by `next`'s (a replica rebuilt beside it): both finish their
+   * writes, `next`'s file is renamed over this one's, and this object reopens it. Readers keep
+   * this object and see the old contents until the moment of the switch, then the new ones; the
+   * switch itself is synchronous, so no read sees neither. `next` is closed.
+   */
+  async adopt(next: Replica): Promise<void> {
+    await next.writer.close();
+    await this.writer.close();
+    this.incarnation++;
+    // The last connection to close checkpoints its WAL into the file and deletes it.
+    if (next.db.open) next.db.close();
+    if (this.db.open) this.db.close();
+    for (const suffix of ["-wal", "-shm", "-journal"]) rmSync(this.path + suffix, { force: true });
+    renameSync(next.path, this.path);
+    for (const suffix of ["-wal", "-shm", "-journal"]) rmSync(next.path + suffix, { force: true });
+    this.load();
+  }
+
+  /** Closes and deletes a replica that will not be used (a rebuild given up). */
+  async discard(): Promise<void> {
+    await this.close().catch(() => undefined);
+    removeDatabaseFiles(this.path);
   }
 
   /**
@@ -221,7 +349,7 @@ export class Replica {
    * Invalid records are skipped (the caller logs them). Resolves once committed, after which
    * `revision` (and the catalog, if the batch had one) reflect it. Batches commit in call order.
    */
-  async apply(records: readonly { seq: number; record: ReplicaRecord }[], revision: number): Promise<ApplyCounts> {
+  async apply(records: readonly { seq: number; record: StateRecordView }[], revision: number): Promise<ApplyCounts> {
     const counts: ApplyCounts = { documents: 0, erased: 0, catalogs: 0, invalid: 0 };
     let size = 0;
     for (const { record } of records) {
@@ -237,17 +365,17 @@ export class Replica {
       switch (record.kind) {
         case "document":
           blob.set(record.document, offset);
-          rows.push([0, seq, record.customerId, offset, record.document.byteLength]);
+          rows.push({ kind: "document", seq, customerId: record.customerId, offset, length: record.document.byteLength });
           offset += record.document.byteLength;
           counts.documents++;
           break;
         case "erased":
-          rows.push([1, seq, record.token, tokenKey(record.token)]);
+          rows.push({ kind: "erased", seq, token: record.token, key: tokenKey(record.token) });
           counts.erased++;
           break;
         case "catalog":
           blob.set(record.bytes, offset);
-          rows.push([2, seq, offset, record.bytes.byteLength]);
+          rows.push({ kind: "catalog", seq, offset, length: record.bytes.byteLength });
           offset += record.bytes.byteLength;
           catalog = record.catalog;
           counts.catalogs++;
@@ -258,7 +386,12 @@ export class Replica {
       }
     }
     const incarnation = this.incarnation;
-    await this.writer.write({ op: "apply", rows, blob, revision: Math.max(revision, this.revisionValue) });
+    try {
+      await this.writer.write({ op: "apply", rows, blob, revision: Math.max(revision, this.revisionValue) });
+    } catch (err) {
+      if (incarnation === this.incarnation) this.noteCorruption(err, "writing");
+      throw err;
+    }
     if (incarnation !== this.incarnation) return counts;
     if (revision > this.revisionValue) this.revisionValue = revision;
     if (catalog) this.swapCatalog(catalog);
@@ -376,6 +509,89 @@ function readSchemaVersion(db: Db): number | undefined {
   if (!table) return undefined;
   const row = db.prepare("SELECT schema_version FROM meta WHERE id = 1").get() as { schema_version: number } | undefined;
   return row?.schema_version;
+}
+
+/** The SQLite error code if `err` says the database file is corrupt or not a database. */
+export function corruptionCode(err: unknown): string | undefined {
+  const code = err instanceof Database.SqliteError ? err.code : err instanceof ReplicaWriteError ? err.code : undefined;
+  if (code === undefined) return undefined;
+  return code === "SQLITE_NOTADB" || code.startsWith("SQLITE_CORRUPT") || code === "SQLITE_IOERR_SHORT_READ" ? code : undefined;
+}
+
+const SQLITE_HEADER = Buffer.from("SQLite format 3\0", "latin1");
+
+/** Why the file cannot be a SQLite database, judged from its first bytes; undefined if it may be. */
+function headerProblem(path: string): string | undefined {
+  if (!existsSync(path)) return undefined;
+  const size = statSync(path).size;
+  // An empty file is an empty database.
+  if (size === 0) return undefined;
+  if (size < 100) return `truncated: ${size} bytes, shorter than a SQLite header`;
+  const header = Buffer.alloc(SQLITE_HEADER.length);
+  const fd = openSync(path, "r");
+  try {
+    readSync(fd, header, 0, header.length, 0);
+  } finally {
+    closeSync(fd);
+  }
+  return header.equals(SQLITE_HEADER) ? undefined : "not a SQLite file (bad header)";
+}
+
+/**
+ * Opens the replica file with its tables in place. A file that is not a usable database is set
+ * aside and replaced by an empty one; the reason is returned.
+ */
+function openReplicaFile(path: string, logger: Logger): { db: Db; setAside?: string } {
+  let problem = headerProblem(path);
+  if (problem === undefined) {
+    let db: Db | undefined;
+    try {
+      ownerOnly(path);
+      db = new Database(path);
+      const version = readSchemaVersion(db);
+      if (version !== undefined && version !== SCHEMA_VERSION) {
+        logger.warn({ found: version, expected: SCHEMA_VERSION }, "replica schema changed; rebuilding it from the stream");
+        db.close();
+        removeDatabaseFiles(path);
+        return { db: createTables(path) };
+      }
+      prepareTables(db);
+      return { db };
+    } catch (err) {
+      if (db?.open) db.close();
+      const code = corruptionCode(err);
+      if (code === undefined) throw err;
+      problem = `${code}: ${errorMessage(err)}`;
+    }
+  }
+  logger.error({ problem, replica: path }, "the replica file is corrupt; setting it aside and rebuilding it from the stream");
+  setAside(path, logger, problem);
+  return { db: createTables(path), setAside: problem };
+}
+
+function createTables(path: string): Db {
+  ownerOnly(path);
+  const db = new Database(path);
+  prepareTables(db);
+  return db;
+}
+
+function prepareTables(db: Db): void {
+  // Set before the first table exists (no effect on an existing file): ~370-byte rows fill 8 KiB
+  // pages better than 4 KiB ones (2% slack when packed instead of 9%), at one page per lookup still.
+  db.pragma(`page_size = ${PAGE_SIZE}`);
+  db.pragma("journal_mode = WAL");
+  db.exec(TABLES + INIT_META);
+}
+
+/** Keeps a corrupt file for inspection as `<path>.corrupt` (one: the newest), and its WAL is dropped. */
+function setAside(path: string, logger: Logger, problem: string): void {
+  try {
+    if (existsSync(path)) renameSync(path, `${path}.corrupt`);
+  } catch (err) {
+    logger.warn({ err: errorMessage(err), problem }, "cannot keep the corrupt replica file; deleting it");
+  }
+  removeDatabaseFiles(path);
 }
 
 function removeDatabaseFiles(path: string): void {

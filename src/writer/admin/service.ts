@@ -19,8 +19,9 @@ import {
   type PutOverrideResponse,
 } from "../../gen/proofgate/v1/admin.js";
 import type { Catalog } from "../../gen/proofgate/v1/catalog.js";
-import { StateRecord, type Override } from "../../gen/proofgate/v1/document.js";
+import type { Override } from "../../gen/proofgate/v1/document.js";
 import { describeOverride, validateOverride } from "../../overrides/index.js";
+import { encodeErasedRecord } from "../../replication/state-record.js";
 import { evaluateAll, toEntitlement } from "../../policy/index.js";
 import { customerSubject, customerToken, customerTokens } from "../../replication/subjects.js";
 import type { ServiceBinding } from "../../transport/grpc.js";
@@ -207,7 +208,7 @@ export class AdminOperations {
       // Earlier outbox rows hold the customer's documents: drop them (pending ones are superseded
       // by the tombstone anyway).
       ledger.deleteOutboxForSubject(subject);
-      const id = ledger.enqueue(subject, StateRecord.encode({ record: { $case: "erased", value: { erasedAt: new Date(now) } } }).finish(), now);
+      const id = ledger.enqueue(subject, encodeErasedRecord(new Date(now)), now);
       for (const t of customerTokens(customerId)) ledger.anonymizeAudit(t);
       ledger.appendAudit(
         {

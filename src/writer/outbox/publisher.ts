@@ -1,15 +1,14 @@
 import { headers, type PubAck } from "nats";
 import { UnavailableError, errorMessage } from "../../errors/index.js";
-import { StateRecord } from "../../gen/proofgate/v1/document.js";
 import { CATALOG_SUBJECT, HEADER_LEDGER_ID, HEADER_OUTBOX_ID, STATE_STREAM, customerSubject } from "../../replication/subjects.js";
-import { isStreamNotFound } from "../../replication/streams.js";
+import { isStreamNotFound } from "../../replication/connection.js";
 import type { Logger } from "../../observability/logger.js";
 import type { Ledger, OutboxRow } from "../ledger/ledger.js";
 import type { FaultHooks } from "../core.js";
 import type { WriterMetrics } from "../metrics.js";
 import type { NatsLink } from "../nats-link.js";
 import { backoffMs, pause, Signal } from "../signal.js";
-import { documentRecord } from "../core.js";
+import { encodeCatalogRecord, encodeDocumentRecord } from "../../replication/state-record.js";
 
 export interface PublisherOptions {
   readonly now: () => number;
@@ -326,12 +325,12 @@ export class OutboxPublisher {
       // From now on the stream's own sequence is the reference for "behind".
       ledger.resetPublishedHigh(lastSeq);
       const catalog = ledger.catalog();
-      if (catalog) ledger.enqueue(CATALOG_SUBJECT, StateRecord.encode({ record: { $case: "catalog", value: catalog } }).finish(), now);
+      if (catalog) ledger.enqueue(CATALOG_SUBJECT, encodeCatalogRecord(catalog), now);
       let after = "";
       for (;;) {
         const page = ledger.documentsPage(after, SNAPSHOT_PAGE);
         // The subject from the id, not the stored token: after a token key rotation (docs/security.md) the stream is rebuilt under the new key.
-        for (const d of page) ledger.enqueue(customerSubject(d.customerId), documentRecord(d.document), now);
+        for (const d of page) ledger.enqueue(customerSubject(d.customerId), encodeDocumentRecord(d.document), now);
         const last = page[page.length - 1];
         if (!last || page.length < SNAPSHOT_PAGE) break;
         after = last.customerId;

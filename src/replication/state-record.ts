@@ -1,14 +1,51 @@
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
-import { Catalog } from "../../gen/proofgate/v1/catalog.js";
-import { CATALOG_SUBJECT, tokenOfSubject } from "../../replication/subjects.js";
+import { Catalog } from "../gen/proofgate/v1/catalog.js";
+import { StateRecord } from "../gen/proofgate/v1/document.js";
+import { CATALOG_SUBJECT, tokenOfSubject } from "./subjects.js";
 
 /**
- * A `StateRecord` read just far enough to apply it. Documents are stored as the exact bytes of
+ * The one home of the `PROOFGATE_STATE` payload (`StateRecord`, see docs/replication.md): the
+ * writer encodes with the `encode…` functions, sidecars, snapshots, bench and tests read with
+ * `decodeStateRecord`. Both directions are checked against each other and against the generated
+ * encoder by test/replication/state-record.test.ts.
+ */
+
+/**
+ * `StateRecord{document}` around already-encoded `AccessDocument` bytes: tag (field 1,
+ * length-delimited), varint length, then the bytes. Built by hand so the published document is
+ * byte for byte the stored one, with no decode/encode round trip.
+ */
+export function encodeDocumentRecord(document: Uint8Array): Uint8Array {
+  const len: number[] = [];
+  let n = document.length;
+  while (n > 0x7f) {
+    len.push((n & 0x7f) | 0x80);
+    n >>>= 7;
+  }
+  len.push(n);
+  const out = new Uint8Array(1 + len.length + document.length);
+  out[0] = DOCUMENT_TAG;
+  out.set(len, 1);
+  out.set(document, 1 + len.length);
+  return out;
+}
+
+/** The tombstone of an erased customer (it names no customer: the subject carries the token). */
+export function encodeErasedRecord(erasedAt: Date): Uint8Array {
+  return StateRecord.encode({ record: { $case: "erased", value: { erasedAt } } }).finish();
+}
+
+export function encodeCatalogRecord(catalog: Catalog): Uint8Array {
+  return StateRecord.encode({ record: { $case: "catalog", value: catalog } }).finish();
+}
+
+/**
+ * A `StateRecord` read just far enough to apply it. Documents are kept as the exact bytes of
  * their `AccessDocument` encoding (sliced out of the record, not re-encoded) so applying one costs
  * a subject check and a read of its first field, not a full decode: a cold bootstrap of a million
  * customers is bound by NATS, not by protobuf.
  */
-export type ReplicaRecord =
+export type StateRecordView =
   | { readonly kind: "document"; readonly token: string; readonly customerId: string; readonly document: Buffer }
   | { readonly kind: "erased"; readonly token: string }
   | { readonly kind: "catalog"; readonly catalog: Catalog; readonly bytes: Buffer }
@@ -30,7 +67,7 @@ function wireTypeOf(tag: number): WireType {
 const asBuffer = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 
 /** Never throws: anything undecodable is `invalid` with the reason, so one bad message cannot wedge a replica. */
-export function readRecord(subject: string, data: Uint8Array): ReplicaRecord {
+export function decodeStateRecord(subject: string, data: Uint8Array): StateRecordView {
   try {
     let tag = 0;
     let body: Uint8Array | undefined;
@@ -63,7 +100,7 @@ export function readRecord(subject: string, data: Uint8Array): ReplicaRecord {
 
 /**
  * Field 1 of an `AccessDocument` encoding, without decoding the rest. Encoders write it once and
- * first, so this usually reads a single field.
+ * first, so this usually reads a single field. Throws on a malformed encoding.
  */
 export function readCustomerId(document: Uint8Array): string | undefined {
   const reader = new BinaryReader(document);
