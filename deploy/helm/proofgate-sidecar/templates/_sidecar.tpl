@@ -55,7 +55,13 @@ nats:
   token:
     existingSecret: ""
     key: token
-# How the application reaches CheckService:
+# The writer's customer token key (PROOFGATE_CUSTOMER_TOKEN_KEY) from an existing Secret in the
+# application's namespace: the same key as the writer's, or the sidecar refuses the state stream.
+# Empty: the public development key (docs/security.md).
+customerTokenKey:
+  existingSecret: ""
+  key: customer-token-key
+
 #   tcp:  127.0.0.1:<grpcPort> (loopback only, never the pod IP)
 #   unix: a unix socket in an emptyDir shared with the application container
 #   both: the two at once
@@ -248,6 +254,15 @@ proofgate.io/sidecar: "true"
           key: {{ .key }}
     {{- end }}
     {{- end }}
+    {{- with $v.customerTokenKey }}
+    {{- if .existingSecret }}
+    - name: PROOFGATE_CUSTOMER_TOKEN_KEY
+      valueFrom:
+        secretKeyRef:
+          name: {{ .existingSecret }}
+          key: {{ .key }}
+    {{- end }}
+    {{- end }}
     - name: PROOFGATE_REPLICA
       value: {{ printf "%s/%s" (trimSuffix "/" $v.replica.dir) $v.replica.file | quote }}
     # Loopback or nothing: Check is only for the containers of this pod.
@@ -387,5 +402,15 @@ else 127.0.0.1:<port>; with replica.shareWithApp, PROOFGATE_REPLICA (ProofgateCl
 {{- if $v.replica.shareWithApp }}
 - name: PROOFGATE_REPLICA
   value: {{ printf "%s/%s" (trimSuffix "/" $v.replica.dir) $v.replica.file | quote }}
+{{- with $v.customerTokenKey }}
+{{- if .existingSecret }}
+{{- /* The client's local mode looks customers up by their token, as the sidecar does. */}}
+- name: PROOFGATE_CUSTOMER_TOKEN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .key }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
