@@ -8,7 +8,7 @@ import { metric } from "../harness/system.js";
 import { CustomerStory, DAY, StatePublisher, paidCustomer, startTestSidecar, testCatalog, waitFor, type TestSidecar } from "../harness/sidecar.js";
 import { AccessStatus, type CheckResponse } from "../../src/gen/proofgate/v1/check.js";
 import type { AccessDocument } from "../../src/gen/proofgate/v1/document.js";
-import { STATE_STREAM, STATE_SUBJECTS } from "../../src/replication/subjects.js";
+import { STATE_STREAM, STATE_SUBJECTS, customerTokenKeyId } from "../../src/replication/subjects.js";
 import { streamIdentity } from "../../src/replication/streams.js";
 
 const FEATURES = ["api-access", "advanced-filtering", "premium-support", "seats", "ai-assistant", "extended-retention", "retention-days", "support-tier", "no-such-feature"];
@@ -292,7 +292,8 @@ describe("lazy sidecar", () => {
       retention: RetentionPolicy.Limits,
       max_msgs_per_subject: 1,
       discard: DiscardPolicy.Old,
-      description: "proofgate access documents and catalog; incarnation=7d2f1c1e-8d36-4c4a-9a43-0f6c2a1d9e55",
+      // An older writer's stream of this release's key: only direct gets are off.
+      description: `proofgate access documents and catalog; incarnation=7d2f1c1e-8d36-4c4a-9a43-0f6c2a1d9e55; tokens=${customerTokenKeyId()}`,
     });
     await pub.catalog(testCatalog());
     await pub.document(paidCustomer("cus_old", "basic", now));
