@@ -34,7 +34,7 @@ test("nats-server stopped and restarted mid-stream: writer and sidecar reconnect
   // Short timeouts: a publish lost in the outage fails fast and is retried.
   const js = nc.jetstream({ timeout: 1_000 });
 
-  const writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db"), args: ["--publish-timeout", "300ms", "--ack-wait", "1s"] });
+  const writer = await WriterProcess.start({ natsUrl: nats.url, ledgerPath: join(dir.path, "ledger.db"), args: ["--publish-timeout", "300ms"] });
   cleanup.push(() => writer.stop("SIGKILL"));
   const client = new WriterClient(writer.grpcAddress);
   cleanup.push(() => client.close());
@@ -74,8 +74,8 @@ test("nats-server stopped and restarted mid-stream: writer and sidecar reconnect
   await (await waitFor(() => stopping && { stopping }, "the publisher to reach the stop point")).stopping;
   const acceptedAtStop = metricValue(await scrape(writer.httpAddress), "proofgate_writer_events_total", { source: "nats", result: "accepted" }) ?? 0;
 
-  // NATS is down. The writer still commits what it is given over gRPC; it cannot replicate it, so
-  // the call answers UNAVAILABLE (the change stays committed).
+  // NATS is down. Changes go through the input stream, so gRPC calls answer UNAVAILABLE with
+  // nothing applied; the caller retries later.
   const duringOutage = traffic.burst(5);
   for (const e of duringOutage) {
     const err = await client.publish([e]).then(
@@ -92,9 +92,9 @@ test("nats-server stopped and restarted mid-stream: writer and sidecar reconnect
   const publishedDuringOutage = published;
   await nats.start();
   await publishing;
-  // Retried after the outage, the events accepted over gRPC are duplicates: they were kept.
+  // Retried after the outage, the events refused over gRPC are accepted now (they were not applied before).
   const retry = await waitFor(async () => client.publish(duringOutage), "gRPC publish after NATS returned");
-  expect(retry.results.map((r) => r.result)).toEqual(duringOutage.map(() => IngestResult.INGEST_RESULT_DUPLICATE));
+  expect(retry.results.map((r) => r.result)).toEqual(duringOutage.map(() => IngestResult.INGEST_RESULT_ACCEPTED));
 
   const converged = await expectConverged({ nc, jsm, writer: { client, httpAddress: writer.httpAddress }, sidecars: [sidecar], expected: traffic.expected });
   expect(converged.revision).toBeGreaterThan(revisionBeforeOutage);

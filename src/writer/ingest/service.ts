@@ -1,13 +1,13 @@
 import { FailedPreconditionError, InvalidArgumentError } from "../../errors/index.js";
-import { BillingEvent } from "../../gen/proofgate/v1/billing.js";
-import { IngestServiceService, type PublishRequest, type PublishResponse } from "../../gen/proofgate/v1/ingest.js";
+import { IngestResult, IngestServiceService, PublishRequest, type PublishResponse } from "../../gen/proofgate/v1/ingest.js";
 import type { ServiceBinding } from "../../transport/grpc.js";
 import { guardedUnary, type Gate } from "../../auth/index.js";
 import type { Logger } from "../../observability/logger.js";
 import type { WriterCore } from "../core.js";
 import type { WriterMetrics } from "../metrics.js";
 import type { OutboxPublisher } from "../outbox/publisher.js";
-import { applyEvents } from "./apply.js";
+import type { InputFold } from "../ha/fold.js";
+import { HEADER_INPUT_ORIGIN, HEADER_INPUT_PRINCIPAL, INPUT_EVENTS_SUBJECT } from "../ha/inputs.js";
 
 export const MAX_EVENTS_PER_PUBLISH = 1_000;
 
@@ -17,8 +17,8 @@ export interface IngestDeps {
   readonly metrics: WriterMetrics;
   readonly logger: Logger;
   readonly publishTimeoutMs: number;
-  /** Wakes the publishers after a commit. */
-  readonly committed: () => void;
+  /** The input stream every writer folds. */
+  readonly fold: InputFold;
 }
 
 export interface IngestBindingDeps extends IngestDeps {
@@ -26,35 +26,27 @@ export interface IngestBindingDeps extends IngestDeps {
 }
 
 /**
- * IngestService.Publish: the events are applied in order, each on its own, in one ledger commit;
- * the answer waits until their effects are on the state stream and returns that revision. If NATS
- * is away the events stay committed and the call answers UNAVAILABLE after the publish timeout
- * (a retry answers DUPLICATE and the revision once replicated).
+ * IngestService.Publish: the events are appended, as one message, to the input stream that every
+ * writer folds (docs/writer.md, "High availability"); the answer waits until this writer has
+ * applied them, each on its own, and their effects are on the state stream, and returns that
+ * revision. If NATS cannot take them the call answers UNAVAILABLE and nothing was applied; if it
+ * took them but they are not visible within the publish timeout, UNAVAILABLE too (they will be;
+ * a retry answers DUPLICATE and the revision once replicated).
  */
 export async function publish(deps: IngestDeps, request: PublishRequest, origin: "grpc" | "webhook" = "grpc", principal?: string): Promise<PublishResponse> {
   const { core } = deps;
   if (request.events.length > MAX_EVENTS_PER_PUBLISH)
     throw new InvalidArgumentError("events", `at most ${MAX_EVENTS_PER_PUBLISH} events per call, got ${request.events.length}`);
   if (!core.catalog) throw new FailedPreconditionError("no catalog yet: apply one with AdminService.ApplyCatalog before publishing events");
-  const results = applyEvents(
-    core,
-    request.events.map((event) => ({
-      event,
-      origin,
-      ...(principal === undefined ? {} : { principal }),
-      payload: BillingEvent.encode(event).finish(),
-      contentType: "application/protobuf",
-    })),
-    origin,
-    deps.metrics,
-  );
-  const outboxIds = results.flatMap((r) => (r.outboxId === undefined ? [] : [r.outboxId]));
-  if (outboxIds.length > 0) core.hooks.afterEventCommit?.();
-  deps.committed();
-  const revision =
-    outboxIds.length > 0
-      ? await deps.publisher.waitFor(Math.max(...outboxIds), deps.publishTimeoutMs)
-      : await deps.publisher.waitForCommitted(deps.publishTimeoutMs);
+  const deadline = Date.now() + deps.publishTimeoutMs;
+  const meta: Record<string, string> = { [HEADER_INPUT_ORIGIN]: origin, ...(principal === undefined ? {} : { [HEADER_INPUT_PRINCIPAL]: principal }) };
+  const outcome = await deps.fold.submit(INPUT_EVENTS_SUBJECT, PublishRequest.encode({ events: request.events }).finish(), meta, deps.publishTimeoutMs);
+  const left = Math.max(1, deadline - Date.now());
+  // Folded before this call saw it (the same request sent again within the duplicate window):
+  // every event of it is in the ledger already.
+  const results = outcome?.applied ?? request.events.map((e) => ({ eventId: e.eventId, result: IngestResult.INGEST_RESULT_DUPLICATE, reason: "" }));
+  const outboxIds = outcome?.outboxIds ?? [];
+  const revision = outboxIds.length > 0 ? await deps.publisher.waitFor(Math.max(...outboxIds), left) : await deps.publisher.waitForCommitted(left);
   return {
     results: results.map((r) => ({ eventId: r.eventId, result: r.result, reason: r.reason })),
     revision,
