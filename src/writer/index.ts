@@ -104,6 +104,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
       logger: logger.child({ component: "lease" }),
       onChange: () => pub.kick(),
     });
+    fold.onCurrent(() => lease.kick());
     const pub = new OutboxPublisher(ledger, link, {
       now,
       logger: logger.child({ component: "outbox" }),

@@ -7,6 +7,7 @@ import {
   type NatsConnection,
 } from "nats";
 import { ensureStreams } from "../replication/streams.js";
+import { ensureInputStream } from "./ha/inputs.js";
 import { natsConnectionOptions, type NatsOptions } from "../replication/connection.js";
 import { errorMessage } from "../errors/index.js";
 import type { Logger } from "../observability/logger.js";
@@ -112,6 +113,7 @@ export class NatsLink {
         try {
           const jsm = await nc.jetstreamManager();
           await ensureStreams(jsm, this.options.streamReplicas);
+          await ensureInputStream(jsm, this.options.streamReplicas);
           this.handles = { nc, js: nc.jetstream(), jsm };
           break;
         } catch (err) {
@@ -128,7 +130,10 @@ export class NatsLink {
   /** Streams may vanish while connected (a server restarted without its store): recreate them. */
   async ensureStreams(): Promise<void> {
     const h = this.handles;
-    if (h) await ensureStreams(h.jsm, this.options.streamReplicas);
+    if (h) {
+      await ensureStreams(h.jsm, this.options.streamReplicas);
+      await ensureInputStream(h.jsm, this.options.streamReplicas);
+    }
   }
 
   /** Publishes on core NATS if connected (heartbeats); dropped otherwise. */

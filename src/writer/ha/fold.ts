@@ -28,6 +28,8 @@ export interface InputOutcome {
   readonly applied: readonly Applied[];
   /** Outbox rows it enqueued. */
   readonly outboxIds: readonly number[];
+  /** The same input was appended before (within JetStream's duplicate window): this is its outcome. */
+  readonly duplicate?: boolean;
   /** Why an admin command was refused (a typed error, the same on every writer). */
   readonly error?: Error;
 }
@@ -65,6 +67,7 @@ export class InputFold {
   private attached = false;
   /** Reached the head once since attaching: from then on this writer counts as current. */
   private current = false;
+  private readonly currentListeners: (() => void)[] = [];
   /** The highest input sequence known to exist (from the stream, deliveries and appends). */
   private head = 0;
   private waiters: Waiter[] = [];
@@ -86,9 +89,18 @@ export class InputFold {
    * hold (a writer that keeps up stays current while new inputs are in flight).
    */
   get caughtUp(): boolean {
-    if (!this.attached || this.link.ready === undefined) return false;
-    if (!this.current && this.folded >= this.head) this.current = true;
-    return this.current;
+    return this.attached && this.link.ready !== undefined && this.current;
+  }
+
+  /** `fn` runs whenever the fold becomes current (the lease can be taken at once). */
+  onCurrent(fn: () => void): void {
+    this.currentListeners.push(fn);
+  }
+
+  private checkCurrent(): void {
+    if (this.current || !this.attached || this.folded < this.head) return;
+    this.current = true;
+    for (const fn of this.currentListeners) fn();
   }
 
   /** How many known input messages are not folded yet. */
@@ -121,9 +133,10 @@ export class InputFold {
     // Just started, or reconnecting: NATS gets the rest of the time to come up.
     while (!this.link.ready && !this.stopped && Date.now() < deadline) await pause(Math.min(50, deadline - Date.now()));
     const h = this.link.ready;
-    const seq = await appendInput(h?.js, h?.nc.info?.max_payload, subject, data, meta, Math.max(1, deadline - Date.now()));
+    const { seq, duplicate } = await appendInput(h?.js, h?.nc.info?.max_payload, subject, data, meta, Math.max(1, deadline - Date.now()));
     this.head = Math.max(this.head, seq);
-    return this.outcome(seq, Math.max(1, deadline - Date.now()));
+    const outcome = await this.outcome(seq, Math.max(1, deadline - Date.now()));
+    return outcome && duplicate ? { ...outcome, duplicate } : outcome;
   }
 
   private outcome(seq: number, timeoutMs: number): Promise<InputOutcome | undefined> {
@@ -182,6 +195,7 @@ export class InputFold {
       }
       this.messages = messages;
       this.attached = true;
+      this.checkCurrent();
       log.info({ from, head: this.head }, this.head >= from ? "folding the input stream (catching up)" : "folding the input stream");
     } catch (err) {
       if (superseded()) return;
@@ -243,6 +257,7 @@ export class InputFold {
       if (this.outcomes.size > OUTCOMES_KEPT) this.outcomes.delete(this.outcomes.keys().next().value as number);
     }
     const folded = this.folded;
+    this.checkCurrent();
     if (this.waiters.length > 0) {
       const ready = this.waiters.filter((w) => w.seq <= folded);
       this.waiters = this.waiters.filter((w) => w.seq > folded);

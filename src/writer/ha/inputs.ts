@@ -121,7 +121,7 @@ const HEADER_ROOM = 1_024;
 /**
  * Appends one input to the input stream and returns its sequence. Nats-Msg-Id is a digest of the
  * input and its sender, so a retried call within JetStream's duplicate window is stored once
- * (the ack then names the first copy). Fails with UNAVAILABLE when NATS cannot take it: nothing
+ * (the ack then names the first copy, and says so). Fails with UNAVAILABLE when NATS cannot take it: nothing
  * was applied, and retrying is safe.
  */
 export async function appendInput(
@@ -131,7 +131,7 @@ export async function appendInput(
   data: Uint8Array,
   meta: Readonly<Record<string, string>>,
   timeoutMs: number,
-): Promise<number> {
+): Promise<{ seq: number; duplicate: boolean }> {
   if (!js) throw new UnavailableError("NATS is not reachable: nothing was applied; retry when the writer is ready");
   if (maxPayload !== undefined && data.length > maxPayload - HEADER_ROOM)
     throw new InvalidArgumentError("request", `${data.length} bytes, above what the NATS server accepts (${maxPayload - HEADER_ROOM})`);
@@ -143,7 +143,7 @@ export async function appendInput(
   }
   try {
     const ack = await js.publish(subject, data, { headers: h, msgID: digest.digest("base64url"), timeout: timeoutMs });
-    return ack.seq;
+    return { seq: ack.seq, duplicate: ack.duplicate };
   } catch (err) {
     throw new UnavailableError(`the change did not reach the input stream (${errorMessage(err)}): nothing was applied; retrying is safe`);
   }

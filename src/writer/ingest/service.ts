@@ -42,9 +42,13 @@ export async function publish(deps: IngestDeps, request: PublishRequest, origin:
   const meta: Record<string, string> = { [HEADER_INPUT_ORIGIN]: origin, ...(principal === undefined ? {} : { [HEADER_INPUT_PRINCIPAL]: principal }) };
   const outcome = await deps.fold.submit(INPUT_EVENTS_SUBJECT, PublishRequest.encode({ events: request.events }).finish(), meta, deps.publishTimeoutMs);
   const left = Math.max(1, deadline - Date.now());
-  // Folded before this call saw it (the same request sent again within the duplicate window):
-  // every event of it is in the ledger already.
-  const results = outcome?.applied ?? request.events.map((e) => ({ eventId: e.eventId, result: IngestResult.INGEST_RESULT_DUPLICATE, reason: "" }));
+  // The same request sent again (within JetStream's duplicate window it is stored once): what the
+  // first one accepted is a duplicate now. Folded before this writer kept its outcome: all of it is.
+  const duplicate = (r: { eventId: string; result: IngestResult; reason: string }): typeof r =>
+    r.result === IngestResult.INGEST_RESULT_ACCEPTED ? { ...r, result: IngestResult.INGEST_RESULT_DUPLICATE } : r;
+  const results = outcome
+    ? outcome.applied.map((r) => (outcome.duplicate ? duplicate(r) : r))
+    : request.events.map((e) => ({ eventId: e.eventId, result: IngestResult.INGEST_RESULT_DUPLICATE, reason: "" }));
   const outboxIds = outcome?.outboxIds ?? [];
   const revision = outboxIds.length > 0 ? await deps.publisher.waitFor(Math.max(...outboxIds), left) : await deps.publisher.waitForCommitted(left);
   return {
