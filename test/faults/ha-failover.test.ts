@@ -152,4 +152,4 @@ test("the leader SIGKILLed 20 times under paced traffic: a standby takes over ea
       `kill → new leader ready (ms): max ${Math.max(...takeovers)}, all ${JSON.stringify(takeovers)}; ` +
       `largest event→enforcement delay ${Math.round(Math.max(...delays))} ms, p50 ${Math.round([...delays].sort((x, y) => x - y)[Math.floor(delays.length / 2)] ?? 0)} ms\n`,
   );
-});
+}, 600_000);
