@@ -121,8 +121,8 @@ const HEADER_ROOM = 1_024;
 /**
  * Appends one input to the input stream and returns its sequence. Nats-Msg-Id is a digest of the
  * input and its sender, so a retried call within JetStream's duplicate window is stored once
- * (the ack then names the first copy, and says so). Fails with UNAVAILABLE when NATS cannot take it: nothing
- * was applied, and retrying is safe.
+ * (the ack then names the first copy, and says so). Fails with UNAVAILABLE when NATS does not
+ * confirm it (retrying is safe).
  */
 export async function appendInput(
   js: JetStreamClient | undefined,
@@ -145,6 +145,7 @@ export async function appendInput(
     const ack = await js.publish(subject, data, { headers: h, msgID: digest.digest("base64url"), timeout: timeoutMs });
     return { seq: ack.seq, duplicate: ack.duplicate };
   } catch (err) {
-    throw new UnavailableError(`the change did not reach the input stream (${errorMessage(err)}): nothing was applied; retrying is safe`);
+    // A timeout leaves the outcome open (the client may still deliver it after a reconnect).
+    throw new UnavailableError(`the change was not confirmed by the input stream (${errorMessage(err)}): it may or may not be applied; retrying is safe`);
   }
 }
