@@ -17,6 +17,7 @@ import {
   ensureInputStream,
   HEADER_INPUT_ORIGIN,
   HEADER_INPUT_PRINCIPAL,
+  HEADER_INPUT_RECEIVED_AT,
   INPUT_ADMIN_SUBJECT,
   INPUT_EVENTS_SUBJECT,
   INPUT_STREAM,
@@ -289,6 +290,8 @@ export class InputFold {
       }
       const origin = hdrs?.get(HEADER_INPUT_ORIGIN) === "webhook" ? "webhook" : "grpc";
       const principal = hdrs?.get(HEADER_INPUT_PRINCIPAL) || undefined;
+      const receivedAt = Number(hdrs?.get(HEADER_INPUT_RECEIVED_AT) ?? NaN);
+      const at = Number.isSafeInteger(receivedAt) ? receivedAt : atMs;
       return events(
         request.events.map((event) => ({
           event,
@@ -297,7 +300,7 @@ export class InputFold {
           payload: BillingEvent.encode(event).finish(),
           contentType: "application/protobuf",
           attempt: MAX_APPLY_ATTEMPTS,
-          atMs,
+          atMs: at,
         })),
         origin,
       );

@@ -22,6 +22,11 @@ export const INPUT_ADMIN_SUBJECT = "proofgate.input.admin";
 /** Where an event batch came in ("grpc" or "webhook") and the principal that sent it. */
 export const HEADER_INPUT_ORIGIN = "Proofgate-Origin";
 export const HEADER_INPUT_PRINCIPAL = "Proofgate-Principal";
+/**
+ * The receiving writer's clock when it took the batch (ms): the "now" its events are validated
+ * against on every writer. Billing events from NATS use their input stream timestamp instead.
+ */
+export const HEADER_INPUT_RECEIVED_AT = "Proofgate-Received-At";
 
 /**
  * Kept without an age limit: a writer joining with an empty ledger folds it from the first

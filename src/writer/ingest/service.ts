@@ -7,7 +7,7 @@ import type { WriterCore } from "../core.js";
 import type { WriterMetrics } from "../metrics.js";
 import type { OutboxPublisher } from "../outbox/publisher.js";
 import type { InputFold } from "../ha/fold.js";
-import { HEADER_INPUT_ORIGIN, HEADER_INPUT_PRINCIPAL, INPUT_EVENTS_SUBJECT } from "../ha/inputs.js";
+import { HEADER_INPUT_ORIGIN, HEADER_INPUT_PRINCIPAL, HEADER_INPUT_RECEIVED_AT, INPUT_EVENTS_SUBJECT } from "../ha/inputs.js";
 
 export const MAX_EVENTS_PER_PUBLISH = 1_000;
 
@@ -39,7 +39,11 @@ export async function publish(deps: IngestDeps, request: PublishRequest, origin:
     throw new InvalidArgumentError("events", `at most ${MAX_EVENTS_PER_PUBLISH} events per call, got ${request.events.length}`);
   if (!core.catalog) throw new FailedPreconditionError("no catalog yet: apply one with AdminService.ApplyCatalog before publishing events");
   const deadline = Date.now() + deps.publishTimeoutMs;
-  const meta: Record<string, string> = { [HEADER_INPUT_ORIGIN]: origin, ...(principal === undefined ? {} : { [HEADER_INPUT_PRINCIPAL]: principal }) };
+  const meta: Record<string, string> = {
+    [HEADER_INPUT_ORIGIN]: origin,
+    [HEADER_INPUT_RECEIVED_AT]: String(core.now()),
+    ...(principal === undefined ? {} : { [HEADER_INPUT_PRINCIPAL]: principal }),
+  };
   const outcome = await deps.fold.submit(INPUT_EVENTS_SUBJECT, PublishRequest.encode({ events: request.events }).finish(), meta, deps.publishTimeoutMs);
   const left = Math.max(1, deadline - Date.now());
   // The same request sent again (within JetStream's duplicate window it is stored once): what the
