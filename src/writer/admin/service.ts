@@ -76,10 +76,10 @@ export class AdminOperations {
   /** Appends the command, waits for this writer to apply it, and returns the revision where it is visible. */
   private async run(command: AdminCommand): Promise<number> {
     const { fold, publisher, publishTimeoutMs } = this.deps;
-    const deadline = Date.now() + publishTimeoutMs;
     const outcome = await fold.submit(INPUT_ADMIN_SUBJECT, encodeAdminCommand(command), {}, publishTimeoutMs);
     if (outcome?.error !== undefined) throw outcome.error;
-    const left = Math.max(1, deadline - Date.now());
+    // Visibility gets its own budget: the append may have waited for NATS at start-up.
+    const left = publishTimeoutMs;
     const ids = outcome?.outboxIds ?? [];
     return ids.length > 0 ? publisher.waitFor(Math.max(...ids), left) : publisher.waitForCommitted(left);
   }

@@ -104,6 +104,12 @@ export class InputFold {
     for (const fn of this.currentListeners) fn();
   }
 
+  /** The largest input message the server takes (its max_payload less room for headers), when connected. */
+  get maxInputBytes(): number | undefined {
+    const max = this.link.ready?.nc.info?.max_payload;
+    return max === undefined ? undefined : max - 1_024;
+  }
+
   /** How many known input messages are not folded yet. */
   get lag(): number {
     return Math.max(0, this.head - this.folded);

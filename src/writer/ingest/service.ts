@@ -1,4 +1,5 @@
 import { FailedPreconditionError, InvalidArgumentError } from "../../errors/index.js";
+import { BillingEvent } from "../../gen/proofgate/v1/billing.js";
 import { IngestResult, IngestServiceService, PublishRequest, type PublishResponse } from "../../gen/proofgate/v1/ingest.js";
 import type { ServiceBinding } from "../../transport/grpc.js";
 import { guardedUnary, type Gate } from "../../auth/index.js";
@@ -6,7 +7,7 @@ import type { Logger } from "../../observability/logger.js";
 import type { WriterCore } from "../core.js";
 import type { WriterMetrics } from "../metrics.js";
 import type { OutboxPublisher } from "../outbox/publisher.js";
-import type { InputFold } from "../ha/fold.js";
+import type { InputFold, InputOutcome } from "../ha/fold.js";
 import { HEADER_INPUT_ORIGIN, HEADER_INPUT_PRINCIPAL, HEADER_INPUT_RECEIVED_AT, INPUT_EVENTS_SUBJECT } from "../ha/inputs.js";
 
 export const MAX_EVENTS_PER_PUBLISH = 1_000;
@@ -38,21 +39,52 @@ export async function publish(deps: IngestDeps, request: PublishRequest, origin:
   if (request.events.length > MAX_EVENTS_PER_PUBLISH)
     throw new InvalidArgumentError("events", `at most ${MAX_EVENTS_PER_PUBLISH} events per call, got ${request.events.length}`);
   if (!core.catalog) throw new FailedPreconditionError("no catalog yet: apply one with AdminService.ApplyCatalog before publishing events");
-  const deadline = Date.now() + deps.publishTimeoutMs;
   const meta: Record<string, string> = {
     [HEADER_INPUT_ORIGIN]: origin,
     [HEADER_INPUT_RECEIVED_AT]: String(core.now()),
     ...(principal === undefined ? {} : { [HEADER_INPUT_PRINCIPAL]: principal }),
   };
-  const outcome = await deps.fold.submit(INPUT_EVENTS_SUBJECT, PublishRequest.encode({ events: request.events }).finish(), meta, deps.publishTimeoutMs);
-  const left = Math.max(1, deadline - Date.now());
+  // One input message per chunk that fits the server's max_payload (each event is applied on its
+  // own either way); an event too large for any message is refused here, naming why.
+  const limit = (deps.fold.maxInputBytes ?? Number.MAX_SAFE_INTEGER) - 64;
+  const chunks: BillingEvent[][] = [];
+  const tooLarge = new Map<number, string>();
+  let chunk: BillingEvent[] = [];
+  let bytes = 0;
+  request.events.forEach((e, i) => {
+    const size = BillingEvent.encode(e).finish().length + 8;
+    if (size > limit) {
+      tooLarge.set(i, `event: ${size} bytes, above what the NATS server accepts in one message (${limit})`);
+      return;
+    }
+    if (bytes + size > limit && chunk.length > 0) {
+      chunks.push(chunk);
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(e);
+    bytes += size;
+  });
+  if (chunk.length > 0) chunks.push(chunk);
+  const outcomes: (InputOutcome | undefined)[] = [];
+  for (const c of chunks) outcomes.push(await deps.fold.submit(INPUT_EVENTS_SUBJECT, PublishRequest.encode({ events: c }).finish(), meta, deps.publishTimeoutMs));
+  const known = outcomes.filter((o): o is InputOutcome => o !== undefined);
+  const outcome: InputOutcome | undefined =
+    known.length === outcomes.length ? { applied: known.flatMap((o) => o.applied), outboxIds: known.flatMap((o) => o.outboxIds), duplicate: known.some((o) => o.duplicate) } : undefined;
+  // Visibility gets its own budget: the append may have waited for NATS at start-up.
+  const left = deps.publishTimeoutMs;
   // The same request sent again (within JetStream's duplicate window it is stored once): what the
   // first one accepted is a duplicate now. Folded before this writer kept its outcome: all of it is.
   const duplicate = (r: { eventId: string; result: IngestResult; reason: string }): typeof r =>
     r.result === IngestResult.INGEST_RESULT_ACCEPTED ? { ...r, result: IngestResult.INGEST_RESULT_DUPLICATE } : r;
-  const results = outcome
+  const folded = outcome
     ? outcome.applied.map((r) => (outcome.duplicate ? duplicate(r) : r))
-    : request.events.map((e) => ({ eventId: e.eventId, result: IngestResult.INGEST_RESULT_DUPLICATE, reason: "" }));
+    : request.events.filter((_, i) => !tooLarge.has(i)).map((e) => ({ eventId: e.eventId, result: IngestResult.INGEST_RESULT_DUPLICATE, reason: "" }));
+  let next = 0;
+  const results = request.events.map((e, i) => {
+    const reason = tooLarge.get(i);
+    return reason !== undefined ? { eventId: e.eventId, result: IngestResult.INGEST_RESULT_REJECTED, reason } : (folded[next++] ?? { eventId: e.eventId, result: IngestResult.INGEST_RESULT_DUPLICATE, reason: "" });
+  });
   const outboxIds = outcome?.outboxIds ?? [];
   const revision = outboxIds.length > 0 ? await deps.publisher.waitFor(Math.max(...outboxIds), left) : await deps.publisher.waitForCommitted(left);
   return {
