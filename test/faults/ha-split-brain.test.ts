@@ -74,13 +74,18 @@ test("a leader paused past its lease publishes nothing when it resumes and steps
   const viaStandby = await clientB.publish(traffic.burst(5));
   expect(viaStandby.revision).toBeGreaterThan(0);
 
-  // Pause the leader; the standby takes over when the lease expires.
-  const ledgerA = seen.find((s) => s.epoch > 0)?.ledgerId ?? "";
-  expect(ledgerA).not.toBe("");
-  process.kill(a.pid ?? 0, "SIGSTOP");
-  cleanup.push(() => process.kill(a.pid ?? 0, "SIGCONT"));
+  // Pause whichever writer leads now (under load the lease may have moved), named by the ledger
+  // id on the state message of a fresh event; the other takes over when the lease expires.
+  const [old, next] = (await role(a)) === "ready: leader" ? [a, b] : [b, a];
+  const [clientOld, clientNext] = old === a ? [clientA, clientB] : [clientB, clientA];
+  const mark = seen.length;
+  await clientOld.publish(traffic.burst(1));
+  const ledgerA = (await waitFor(() => seen.slice(mark).find((s) => s.ledgerId !== ""), "a fresh state message")).ledgerId;
+  expect((await role(old)) === "ready: leader").toBe(true);
+  process.kill(old.pid ?? 0, "SIGSTOP");
+  cleanup.push(() => process.kill(old.pid ?? 0, "SIGCONT"));
   const paused = Date.now();
-  await waitFor(async () => (await role(b)) === "ready: leader", "writer b to take over");
+  await waitFor(async () => (await role(next)) === "ready: leader", "the standby to take over");
   const takeoverMs = Date.now() - paused;
   const takeoverIndex = await waitFor(() => {
     const i = seen.findIndex((s) => s.ledgerId !== ledgerA && s.ledgerId !== "");
@@ -91,23 +96,23 @@ test("a leader paused past its lease publishes nothing when it resumes and steps
 
   // More events while the old leader is frozen, on NATS and over gRPC to the new leader.
   for (const e of traffic.burst(30)) await send(e);
-  await clientB.publish(traffic.burst(5));
+  await clientNext.publish(traffic.burst(5));
 
   // Resume the old leader: its ledger catches up on the new inputs, its lease has lapsed.
-  process.kill(a.pid ?? 0, "SIGCONT");
-  await waitFor(async () => (await role(a)) === "ready: standby", "the old leader to step down");
+  process.kill(old.pid ?? 0, "SIGCONT");
+  await waitFor(async () => (await role(old)) === "ready: standby", "the old leader to step down");
   for (const e of traffic.burst(20)) await send(e);
-  await clientA.publish(traffic.burst(3));
+  await clientOld.publish(traffic.burst(3));
 
-  const converged = await expectConverged({ nc, jsm, writer: { client: clientB, httpAddress: b.httpAddress }, sidecars: [], expected: traffic.expected });
+  const converged = await expectConverged({ nc, jsm, writer: { client: clientNext, httpAddress: next.httpAddress }, sidecars: [], expected: traffic.expected });
   // The old leader, now a standby, holds the same documents and knows where they are.
-  await expectConverged({ nc, jsm, writer: { client: clientA, httpAddress: a.httpAddress }, sidecars: [], expected: traffic.expected });
+  await expectConverged({ nc, jsm, writer: { client: clientOld, httpAddress: old.httpAddress }, sidecars: [], expected: traffic.expected });
 
   const after = seen.slice(takeoverIndex.i);
   expect(after.filter((s) => s.ledgerId === ledgerA), "messages from the deposed leader after the takeover").toEqual([]);
   expect(after.every((s) => s.epoch === epochB)).toBe(true);
-  expect(metricValue(await scrape(a.httpAddress), "proofgate_writer_role", { role: "standby" })).toBe(1);
-  expect(metricValue(await scrape(b.httpAddress), "proofgate_writer_role", { role: "leader" })).toBe(1);
+  expect(metricValue(await scrape(old.httpAddress), "proofgate_writer_role", { role: "standby" })).toBe(1);
+  expect(metricValue(await scrape(next.httpAddress), "proofgate_writer_role", { role: "leader" })).toBe(1);
   process.stdout.write(
     `split brain (seed ${rng.seed}): takeover ${takeoverMs} ms after SIGSTOP, ${seen.length} state messages, ${after.length} after the takeover, revision ${converged.revision}\n`,
   );
