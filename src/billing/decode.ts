@@ -1,5 +1,5 @@
 import { isUtf8 } from "node:buffer";
-import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
+import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { InvalidArgumentError, bounded, quote } from "../errors/index.js";
 import { BillingEvent } from "../gen/proofgate/v1/billing.js";
 
@@ -43,6 +43,13 @@ export interface DecodedEvent {
   readonly payload: Uint8Array;
   /** Its event_id when it could be read (for the answer), else "". */
   readonly eventId: string;
+}
+
+/** The inverse of decodeEventList: events as received, malformed ones too, as field `fieldNo` of a message. */
+export function encodeEventList(payloads: readonly Uint8Array[], fieldNo: number): Uint8Array {
+  const w = new BinaryWriter();
+  for (const p of payloads) w.tag(fieldNo, WireType.LengthDelimited).bytes(p);
+  return w.finish();
 }
 
 /**

@@ -1,7 +1,7 @@
 import { describeOptions, loadOptions } from "../config/options.js";
 import { createLogger } from "../observability/logger.js";
 import { errorMessage } from "../errors/index.js";
-import { faultHooksFromEnv, startWriter, writerOptionSpec } from "../writer/index.js";
+import { startWriter, writerOptionSpec, type WriterDeps } from "../writer/index.js";
 import { removeReadyFile, writeReadyFile } from "../transport/ready-file.js";
 import { untilStopSignal } from "./signals.js";
 
@@ -15,7 +15,8 @@ SQLite ledger, and replicates access documents to PROOFGATE_STATE. See docs/writ
 options (flag / environment variable):
 ${describeOptions(writerOptionSpec)}`;
 
-export async function run(argv: string[]): Promise<number> {
+/** `deps` lets a test entry module hand in fault hooks; the production binary passes none. */
+export async function run(argv: string[], deps: WriterDeps = {}): Promise<number> {
   if (argv.includes("--help") || argv.includes("-h")) {
     console.log(HELP);
     return 0;
@@ -30,7 +31,7 @@ export async function run(argv: string[]): Promise<number> {
   const logger = createLogger({ level: options.logLevel, name: "proofgate-writer" });
   let writer;
   try {
-    writer = await startWriter(options, logger, { hooks: faultHooksFromEnv() });
+    writer = await startWriter(options, logger, deps);
   } catch (err) {
     logger.fatal({ err: errorMessage(err) }, "writer did not start");
     console.error(`proofgate writer: ${errorMessage(err)}`);

@@ -30,6 +30,13 @@ export const HEADER_OUTBOX_ID = "Proofgate-Outbox-Id";
 /** Random id of the writer's ledger file; outbox ids are only comparable within one ledger. */
 export const HEADER_LEDGER_ID = "Proofgate-Ledger-Id";
 export const HEADER_CONTENT_TYPE = "Content-Type";
+/**
+ * With several writers (docs/writer.md, "High availability"): the epoch of the lease under which
+ * the leader published the message, and the input position (`<input seq>.<index>`) of the change,
+ * which names the same change in every writer's ledger.
+ */
+export const HEADER_LEADER_EPOCH = "Proofgate-Leader-Epoch";
+export const HEADER_INPUT_POSITION = "Proofgate-Input-Position";
 
 /**
  * The key of customer tokens when none is configured: public, so tokens made with it reverse by

@@ -13,6 +13,8 @@ export interface OpsServerOptions {
   readonly healthy: () => boolean;
   /** Readiness: the service can do its job now (e.g. the replica has caught up). */
   readonly ready: () => boolean;
+  /** Said after "ready"/"not ready" in the /readyz body (e.g. the writer's role). */
+  readonly readyDetail?: () => string;
   /** Extra routes by `METHOD path`, e.g. `POST /webhooks/stripe`. Bodies arrive raw (signatures need the exact bytes). */
   readonly routes?: Readonly<Record<string, RouteHandler>>;
   readonly maxBodyBytes?: number;
@@ -64,7 +66,8 @@ export class OpsServer {
       }
       if (req.method === "GET" && path === "/readyz") {
         const ok = options.ready();
-        res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(ok ? "ready\n" : "not ready\n");
+        const detail = options.readyDetail?.();
+        res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(`${ok ? "ready" : "not ready"}${detail ? `: ${detail}` : ""}\n`);
         return;
       }
       if (req.method === "GET" && path === "/metrics") {

@@ -22,23 +22,15 @@ export interface ChangeCause {
   readonly onBehalfOf?: string;
 }
 
-/** Test-only fault injection (see docs/writer.md); never set in production. */
+/**
+ * Test-only fault injection, handed in by code (test/harness/faulty-writer.mjs), never by the
+ * production entry point.
+ */
 export interface FaultHooks {
-  /** Runs right after a ledger commit that applied billing events, before anything is published. */
+  /** Runs right after a ledger commit that enqueued state changes, before anything is published. */
   readonly afterEventCommit?: () => void;
   /** Runs after PubAcks arrive, before they are recorded in the ledger. */
   readonly afterPublish?: () => void;
-}
-
-/** The crash hooks the test harness turns on through the environment of a child process. */
-export function faultHooksFromEnv(env: NodeJS.ProcessEnv = process.env): FaultHooks {
-  const crash = (): void => {
-    process.kill(process.pid, "SIGKILL");
-  };
-  return {
-    ...(env["PROOFGATE_TEST_CRASH_AFTER_COMMIT"] === "1" ? { afterEventCommit: crash } : {}),
-    ...(env["PROOFGATE_TEST_CRASH_AFTER_PUBLISH"] === "1" ? { afterPublish: crash } : {}),
-  };
 }
 
 /** Bounds the writer enforces before a commit (docs/writer.md, "Limits"). */
@@ -77,6 +69,32 @@ export class WriterCore {
   ) {
     const c = ledger.catalog();
     this.catalogIndex = c ? CatalogIndex.from(c) : undefined;
+  }
+
+  private readonly committedListeners: (() => void)[] = [];
+
+  /** `fn` runs after every commit (the publishers wake up). */
+  onCommit(fn: () => void): void {
+    this.committedListeners.push(fn);
+  }
+
+  /**
+   * The one way a change reaches the ledger: runs `fn` in a transaction; if it throws, nothing is
+   * kept and the catalog is reloaded. After the commit the fault hook runs (when the commit
+   * enqueued state) and the publishers are woken.
+   */
+  commit<T>(fn: () => T): T {
+    const before = this.ledger.maxOutboxId();
+    let result: T;
+    try {
+      result = this.ledger.transaction(fn);
+    } catch (err) {
+      this.reloadCatalog();
+      throw err;
+    }
+    if (this.ledger.maxOutboxId() > before) this.hooks.afterEventCommit?.();
+    for (const fn of this.committedListeners) fn();
+    return result;
   }
 
   /** The current catalog, or undefined before the first ApplyCatalog. */

@@ -12,10 +12,11 @@ import { OpsServer, isLoopbackListen, type RouteHandler } from "../transport/htt
 import { AdminOperations, adminBinding } from "./admin/service.js";
 import { consoleRoutes, SidecarDirectory, type ConsoleAuth } from "./console/index.js";
 import { WriterCore, type FaultHooks } from "./core.js";
-import { BillingConsumer } from "./ingest/consumer.js";
 import { ingestBinding, publish } from "./ingest/service.js";
+import { InputFold } from "./ha/fold.js";
+import { Lease } from "./ha/lease.js";
 import { Ledger } from "./ledger/ledger.js";
-import { createWriterMetrics } from "./metrics.js";
+import { createWriterMetrics, type WriterRole } from "./metrics.js";
 import { NatsLink } from "./nats-link.js";
 import { DeadLetterPublisher } from "./outbox/deadletters.js";
 import { OutboxPublisher } from "./outbox/publisher.js";
@@ -25,7 +26,8 @@ import { SnapshotProducer } from "../snapshot/producer.js";
 import { writerStripeRoutes, type WriterStripeRoutes } from "../stripe/writer-routes.js";
 
 export { writerOptionSpec, writerOptions, type WriterOptions } from "./options.js";
-export { faultHooksFromEnv, type FaultHooks } from "./core.js";
+export { type FaultHooks } from "./core.js";
+export type { WriterRole } from "./metrics.js";
 export type { ConsoleAuth } from "./console/index.js";
 export { verifyAuditChain, type AuditVerification } from "./ledger/audit-chain.js";
 
@@ -40,8 +42,10 @@ export interface Writer {
   readonly registry: Registry;
   /** The latest PROOFGATE_STATE sequence known to hold this writer's state. */
   headRevision(): number;
-  /** Connected to NATS, streams in place, outbox reconciled, ledger open. */
+  /** Connected to NATS, streams in place, input stream folded up to its head, lined up with the state stream, ledger open. */
   ready(): boolean;
+  /** leader, standby or catching_up (docs/writer.md, "High availability"). */
+  role(): WriterRole;
   /** Graceful shutdown: stop consuming, flush the outbox briefly, close servers, drain NATS, close the ledger. */
   close(): Promise<void>;
 }
@@ -81,45 +85,55 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     access = writerAccess(options, ledger, registry, now, logger.child({ component: "auth" }));
     const { gate } = access;
     const link = new NatsLink(options, logger.child({ component: "nats" }));
-    const ref: { publisher?: OutboxPublisher } = {};
+    const ref: { publisher?: OutboxPublisher; fold?: InputFold } = {};
+    const role = (): WriterRole => (!ref.fold?.caughtUp ? "catching_up" : ref.publisher?.leading ? "leader" : "standby");
     const metrics = createWriterMetrics(registry, {
       outbox: () => (ledger.open ? ledger.pendingStats() : { count: 0, oldestAtMs: undefined }),
       headRevision: () => ref.publisher?.headRevision ?? 0,
       natsConnected: () => link.ready !== undefined,
       now,
+      role,
+      inputLag: () => (ledger.open ? (ref.fold?.lag ?? 0) : 0),
     });
+    const fold = new InputFold(core, link, { logger: logger.child({ component: "fold" }), metrics, streamReplicas: options.streamReplicas });
+    ref.fold = fold;
+    const lease = new Lease(link, {
+      ttlMs: options.leaseTtl,
+      writerId: options.writerId,
+      ledgerId: () => ledger.ledgerId,
+      replicas: options.streamReplicas,
+      canLead: () => fold.caughtUp,
+      logger: logger.child({ component: "lease" }),
+      onChange: () => pub.kick(),
+    });
+    fold.onCurrent(() => lease.kick());
     const pub = new OutboxPublisher(ledger, link, {
       now,
       logger: logger.child({ component: "outbox" }),
       metrics,
       hooks: deps.hooks ?? {},
       retentionMs: options.outboxRetention,
+      lease,
+      folded: () => fold.folded,
     });
     ref.publisher = pub;
-    const deadLetters = new DeadLetterPublisher(ledger, link, logger.child({ component: "deadletter" }), metrics);
-    const committed = (): void => {
+    const deadLetters = new DeadLetterPublisher(ledger, link, logger.child({ component: "deadletter" }), metrics, () => pub.leading, now);
+    core.onCommit(() => {
       pub.kick();
       deadLetters.kick();
-    };
-    const consumer = new BillingConsumer(core, link, {
-      name: options.consumerName,
-      ackWaitMs: options.ackWait,
-      logger: logger.child({ component: "consumer" }),
-      metrics,
-      committed,
     });
-    const common = { core, publisher: pub, publishTimeoutMs: options.publishTimeout, committed };
+    const common = { core, publisher: pub, publishTimeoutMs: options.publishTimeout, fold };
     const adminLog = logger.child({ component: "admin" });
     grpc = await GrpcServer.start(
       [
         ingestBinding({ ...common, gate, metrics, logger: logger.child({ component: "ingest" }) }),
-        adminBinding({ ...common, gate, logger: adminLog, catalogApplied: () => consumer.attach() }),
+        adminBinding({ ...common, gate, logger: adminLog }),
       ],
       [options.grpcListen],
       grpcServerCredentials(tls),
     );
     let closing = false;
-    const ready = (): boolean => !closing && ledger.open && pub.reconciled;
+    const ready = (): boolean => !closing && ledger.open && pub.reconciled && fold.caughtUp;
     const grpcServer = grpc;
     const stripeLog = logger.child({ component: "stripe" });
     stripe = writerStripeRoutes(options, (events) => publish({ ...common, metrics, logger: stripeLog }, { events }, "webhook"), stripeLog, registry, {
@@ -135,7 +149,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     const opsRef: { address?: string } = {};
     const consolePages = consoleRoutes({
       core,
-      admin: new AdminOperations({ ...common, gate, logger: adminLog, catalogApplied: () => consumer.attach() }),
+      admin: new AdminOperations({ ...common, gate, logger: adminLog }),
       now,
       httpAddress: () => opsRef.address ?? options.httpListen,
       sidecars,
@@ -153,13 +167,14 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     );
     ops = await OpsServer.start(
       options.httpListen,
-      { registry, healthy: () => !closing && ledger.open, ready, routes: { ...consolePages, ...extra, ...stripe.routes }, tls },
+      { registry, healthy: () => !closing && ledger.open, ready, readyDetail: () => role().replace("_", " "), routes: { ...consolePages, ...extra, ...stripe.routes }, tls },
       logger.child({ component: "http" }),
     );
     opsRef.address = ops.address;
     const opsServer = ops;
     // gRPC health mirrors /readyz.
     let serving = false;
+    let lastRole: WriterRole | undefined;
     const healthTimer = setInterval(() => {
       const r = ready();
       if (r !== serving) {
@@ -167,11 +182,17 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
         grpcServer.setServing(r);
         log.info({ ready: r }, r ? "writer ready" : "writer not ready");
       }
+      const now = role();
+      if (now !== lastRole) {
+        log.info({ role: now, from: lastRole, epoch: lease.held, inputFolded: fold.folded }, `writer role: ${now.replace("_", " ")}`);
+        lastRole = now;
+      }
     }, 100);
     healthTimer.unref();
     const auditHead = new AuditHeadSender(ledger, link, options.auditHeadInterval, Date.now);
     link.onReady(() => auditHead.send());
-    const heartbeat = new HeartbeatSender(link, options.writerId, options.heartbeatInterval, () => (pub.reconciled ? pub.headRevision : undefined), Date.now, () => pub.snapshotInProgress);
+    // Only the leader announces the head revision: sidecars hear one writer.
+    const heartbeat = new HeartbeatSender(link, options.writerId, options.heartbeatInterval, () => (pub.leading ? pub.headRevision : undefined), Date.now, () => pub.snapshotInProgress);
 
     link.onReady(() => {
       const maxPayload = link.ready?.nc.info?.max_payload;
@@ -184,7 +205,8 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
     link.start();
     pub.start();
     deadLetters.start();
-    consumer.start();
+    fold.start();
+    lease.start();
     heartbeat.start();
     const snapshots =
       options.snapshotInterval > 0
@@ -220,6 +242,7 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
       registry,
       headRevision: () => pub.headRevision,
       ready,
+      role,
       close: () =>
         (closed ??= (async () => {
           closing = true;
@@ -227,10 +250,12 @@ export async function startWriter(options: WriterOptions, logger: Logger, deps: 
           clearInterval(healthTimer);
           heartbeat.stop();
           auditHead.stop();
-          await consumer.stop();
-          // In-flight calls finish while the publisher still runs (they wait for their revision).
+          // In-flight calls finish while the fold and the publisher still run (they wait for their revision).
           await grpcServer.close(options.publishTimeout + 1_000);
+          await fold.stop();
           await pub.close(FLUSH_ON_CLOSE_MS);
+          // Released, not left to expire: a standby takes over at once.
+          await lease.close();
           auditHead.send();
           await deadLetters.close();
           sidecars.close();

@@ -18,7 +18,14 @@ export interface MetricSources {
   readonly headRevision: () => number;
   readonly natsConnected: () => boolean;
   readonly now: () => number;
+  /** With several writers: this writer's role and how far its fold of the input stream lags. */
+  readonly role?: () => WriterRole;
+  readonly inputLag?: () => number;
 }
+
+/** leader: publishes; standby: folds and follows, ready to take over; catching_up: folding its way to the input stream's head. */
+export type WriterRole = "leader" | "standby" | "catching_up";
+const ROLES: readonly WriterRole[] = ["leader", "standby", "catching_up"];
 
 export function createWriterMetrics(registry: Registry, sources: MetricSources): WriterMetrics {
   new Gauge({
@@ -54,6 +61,28 @@ export function createWriterMetrics(registry: Registry, sources: MetricSources):
       this.set(sources.natsConnected() ? 1 : 0);
     },
   });
+  const role = sources.role;
+  if (role)
+    new Gauge({
+      name: "proofgate_writer_role",
+      help: "1 for this writer's current role (leader, standby, catching_up), 0 for the others",
+      labelNames: ["role"] as const,
+      registers: [registry],
+      collect() {
+        const now = role();
+        for (const r of ROLES) this.set({ role: r }, r === now ? 1 : 0);
+      },
+    });
+  const inputLag = sources.inputLag;
+  if (inputLag)
+    new Gauge({
+      name: "proofgate_writer_input_lag_messages",
+      help: "Input stream messages known to exist that this writer has not folded into its ledger yet",
+      registers: [registry],
+      collect() {
+        this.set(inputLag());
+      },
+    });
   return {
     events: new Counter({
       name: "proofgate_writer_events_total",

@@ -1,6 +1,7 @@
 import type { JetStreamClient, JetStreamManager, NatsConnection } from "nats";
 import { ensureStreams } from "../replication/streams.js";
 import { backoffMs, NatsLifecycle, pause, type NatsOptions } from "../replication/connection.js";
+import { ensureInputStream } from "./ha/inputs.js";
 import { errorMessage } from "../errors/index.js";
 import type { Logger } from "../observability/logger.js";
 
@@ -17,8 +18,8 @@ export interface NatsHandles {
 }
 
 /**
- * The writer's NATS connection, on the shared NatsLifecycle: connects in the background (the
- * writer serves gRPC and commits to its ledger while NATS is away), reconnects forever, and after
+ * The writer's NATS connection, on the shared NatsLifecycle: connects in the background (every
+ * change goes through the input stream, so changes wait for NATS while it is away), reconnects forever, and after
  * every (re)connect makes sure the streams exist before announcing itself ready. Listeners run on every transition to ready,
  * which is where the publisher reconciles and the consumer re-attaches.
  */
@@ -34,7 +35,7 @@ export class NatsLink {
     private readonly logger: Logger,
   ) {
     this.lifecycle = new NatsLifecycle(
-      { ...options, clientName: `proofgate-writer ${options.writerId}`, reconnectTimeWaitMs: 250, meanwhile: "the ledger keeps accepting changes" },
+      { ...options, clientName: `proofgate-writer ${options.writerId}`, reconnectTimeWaitMs: 250, meanwhile: "checks are answered from replicas; changes wait for NATS" },
       logger,
     );
     this.lifecycle.on("up", (nc) => void this.setup(nc));
@@ -71,6 +72,7 @@ export class NatsLink {
         try {
           const jsm = await nc.jetstreamManager();
           await ensureStreams(jsm, this.options.streamReplicas);
+          await ensureInputStream(jsm, this.options.streamReplicas);
           this.handles = { nc, js: nc.jetstream(), jsm };
           break;
         } catch (err) {
@@ -87,7 +89,10 @@ export class NatsLink {
   /** Streams may vanish while connected (a server restarted without its store): recreate them. */
   async ensureStreams(): Promise<void> {
     const h = this.handles;
-    if (h) await ensureStreams(h.jsm, this.options.streamReplicas);
+    if (h) {
+      await ensureStreams(h.jsm, this.options.streamReplicas);
+      await ensureInputStream(h.jsm, this.options.streamReplicas);
+    }
   }
 
   /** Publishes on core NATS if connected (heartbeats); dropped otherwise. */

@@ -59,9 +59,16 @@ describe("proofgate chart: default values", () => {
     expect(kinds(manifests)).toEqual(["ConfigMap", "NetworkPolicy", "PodDisruptionBudget", "Service", "Service", "ServiceAccount", "StatefulSet"]);
   });
 
-  it("runs exactly one writer with its ledger on a persistent volume claim", () => {
+  it("runs a leader and a standby, each with its ledger on a persistent volume claim, spread over nodes", () => {
     const { sts, c, config } = writer(manifests);
-    expect(sts.spec.replicas).toBe(1);
+    expect(sts.spec.replicas).toBe(2);
+    const anti = (sts.spec.template.spec as { affinity?: { podAntiAffinity?: { preferredDuringSchedulingIgnoredDuringExecution?: { podAffinityTerm: { topologyKey: string; labelSelector: { matchLabels: Record<string, string> } } }[] } } }).affinity?.podAntiAffinity;
+    const term = anti?.preferredDuringSchedulingIgnoredDuringExecution?.[0]?.podAffinityTerm;
+    expect(term?.topologyKey).toBe("kubernetes.io/hostname");
+    expect(Object.keys(term?.labelSelector.matchLabels ?? {}).length).toBeGreaterThan(0);
+    expect(sts.spec.template.metadata.labels).toMatchObject(term?.labelSelector.matchLabels ?? { missing: "selector" });
+    expect(one<{ spec: { maxUnavailable: number } }>(manifests, "PodDisruptionBudget", "pg-proofgate").spec.maxUnavailable).toBe(1);
+    expect(config.data["PROOFGATE_LEASE_TTL"]).toBe("2s");
     expect(c.args).toEqual(["writer"]);
     const claim = sts.spec.volumeClaimTemplates?.[0];
     expect(claim?.metadata.name).toBe("ledger");
@@ -117,7 +124,7 @@ describe("proofgate chart: default values", () => {
   it("keeps the writer's own defaults for its tuning options", () => {
     const { config } = writer(manifests);
     const declared = optionVariables(writerOptionSpec);
-    for (const key of ["heartbeatInterval", "publishTimeout", "outboxRetention", "consumerName", "logLevel"] as const) {
+    for (const key of ["heartbeatInterval", "publishTimeout", "outboxRetention", "leaseTtl", "logLevel"] as const) {
       const name = variableOf(key);
       expect(declared).toContain(name);
       const option = writerOptionSpec[key];
@@ -216,7 +223,8 @@ describe("proofgate chart: external NATS cluster with credentials from a Secret"
 
 describe("proofgate chart: values are checked", () => {
   it("rejects unknown keys, bad durations and more than one NATS authentication method", () => {
-    expect(helm.failure(["template", "x", CHART, "--set", "writer.replicas=2"])).toMatch(/additional properties 'replicas' not allowed/);
+    expect(helm.failure(["template", "x", CHART, "--set", "writer.replicaz=2"])).toMatch(/additional properties 'replicaz' not allowed/);
+    expect(helm.failure(["template", "x", CHART, "--set", "writer.podAntiAffinity=maybe"])).toMatch(/podAntiAffinity/);
     expect(helm.failure(["template", "x", CHART, "--set", "writer.heartbeatInterval=soon"])).toMatch(/heartbeatInterval/);
     expect(helm.failure(["template", "x", CHART, "--set", "nats.streamReplicas=7"])).toMatch(/streamReplicas/);
     expect(

@@ -43,7 +43,7 @@ test("a writer SIGKILLed at random points during bursts loses no event, applies 
     for (const w of writers) await w.stop("SIGKILL");
   });
   const startWriter = async (): Promise<WriterProcess> => {
-    const w = await WriterProcess.start({ natsUrl: nats.url, ledgerPath, args: ["--ack-wait", "1s"] });
+    const w = await WriterProcess.start({ natsUrl: nats.url, ledgerPath });
     writers.push(w);
     return w;
   };
@@ -109,7 +109,7 @@ test("a writer SIGKILLed at random points during bursts loses no event, applies 
     kills.push({ round, burst, trigger, threshold, publishedAtKill, hook });
     if (hook) {
       // A writer that kills itself at the hook, given work to do.
-      const crashing = await WriterProcess.start({ natsUrl: nats.url, ledgerPath, args: ["--ack-wait", "1s"], env: { [hook]: "1" } }).catch((err: unknown) => {
+      const crashing = await WriterProcess.start({ natsUrl: nats.url, ledgerPath, env: { [hook]: "1" } }).catch((err: unknown) => {
         // It may die before its start-up line is out.
         expect(String(err)).toMatch(/exited \(SIGKILL\) before it started/);
         return undefined;

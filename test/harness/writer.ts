@@ -93,7 +93,10 @@ export async function startTestWriter(o: TestWriterOptions): Promise<TestWriter>
 export interface WriterProcessOptions {
   readonly natsUrl: string;
   readonly ledgerPath: string;
-  /** Extra environment, e.g. `{ PROOFGATE_TEST_CRASH_AFTER_COMMIT: "1" }`. */
+  /**
+   * Extra environment. `PROOFGATE_TEST_CRASH_AFTER_COMMIT` / `_AFTER_PUBLISH` = "1" run the
+   * test-only entry point faulty-writer.mjs, which SIGKILLs the writer at that moment.
+   */
   readonly env?: Readonly<Record<string, string>>;
   readonly args?: readonly string[];
 }
@@ -125,7 +128,9 @@ export class WriterProcess {
     // The ready file lives next to the ledger, in the test's own directory.
     const readyFile = `${o.ledgerPath}.ready.json`;
     rmSync(readyFile, { force: true });
-    const args = [bin, "writer", "--nats-url", o.natsUrl, "--ledger", o.ledgerPath, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--heartbeat-interval", "200ms", "--ready-file", readyFile, ...(o.args ?? [])];
+    const faulty = Object.keys(o.env ?? {}).some((k) => k.startsWith("PROOFGATE_TEST_CRASH_"));
+    const entry = faulty ? [join(ROOT, "test/harness/faulty-writer.mjs")] : [bin, "writer"];
+    const args = [...entry, "--nats-url", o.natsUrl, "--ledger", o.ledgerPath, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--heartbeat-interval", "200ms", "--ready-file", readyFile, ...(o.args ?? [])];
     const child = spawn(process.execPath, args, { env: { ...process.env, PROOFGATE_LOG_LEVEL: "info", ...o.env }, stdio: ["ignore", "pipe", "pipe"] });
     const out: string[] = [];
     const exited = new Promise<Exit>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));

@@ -164,7 +164,6 @@ describe("mutual TLS", () => {
         tlsKey: p("server.key"),
         tlsClientCa: p("ca.crt"),
         writerId: "tls",
-        consumerName: "proofgate-writer-tls",
       }),
       silentLogger(),
     );

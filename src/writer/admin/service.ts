@@ -5,7 +5,6 @@ import { checkCatalogSize, validateCatalog } from "../../catalog/index.js";
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, storageError } from "../../errors/index.js";
 import {
   AdminServiceService,
-  AuditKind,
   type ApplyCatalogRequest,
   type ApplyCatalogResponse,
   type DeleteOverrideRequest,
@@ -21,24 +20,22 @@ import {
 import type { Catalog } from "../../gen/proofgate/v1/catalog.js";
 import type { Override } from "../../gen/proofgate/v1/document.js";
 import { describeOverride, validateOverride } from "../../overrides/index.js";
-import { encodeErasedRecord } from "../../replication/state-record.js";
 import { evaluateAll, toEntitlement } from "../../policy/index.js";
 import { customerSubject, customerToken, customerTokens } from "../../replication/subjects.js";
 import type { ServiceBinding } from "../../transport/grpc.js";
 import type { Logger } from "../../observability/logger.js";
 import type { WriterCore } from "../core.js";
 import type { OutboxPublisher } from "../outbox/publisher.js";
-import { catalogRemovals } from "./catalog-guard.js";
+import type { InputFold } from "../ha/fold.js";
+import { encodeAdminCommand, INPUT_ADMIN_SUBJECT, type AdminCommand } from "../ha/inputs.js";
 
 export interface AdminDeps {
   readonly core: WriterCore;
   readonly publisher: OutboxPublisher;
   readonly logger: Logger;
   readonly publishTimeoutMs: number;
-  /** Wakes the publishers after a commit. */
-  readonly committed: () => void;
-  /** A catalog was applied (the billing consumer can start). */
-  readonly catalogApplied: () => void;
+  /** The input stream every writer folds: changes go through it. */
+  readonly fold: InputFold;
   /** Who may call what (docs/security.md). */
   readonly gate: Gate;
 }
@@ -64,14 +61,24 @@ function within<T>(prefix: string, fn: () => T): T {
   }
 }
 
-/** The AdminService operations, each one ledger transaction; mutations wait for replication. */
+/**
+ * The AdminService operations. A change is checked here, then appended to the input stream as a
+ * command that every writer applies in the same order (admin/commands.ts); the call answers once
+ * this writer has applied it and it is on the state stream. Reads are answered from this writer's
+ * ledger, on any writer.
+ */
 export class AdminOperations {
   constructor(private readonly deps: AdminDeps) {}
 
-  private async visible(outboxId: number | undefined): Promise<number> {
-    this.deps.committed();
-    const p = this.deps.publisher;
-    return outboxId === undefined ? p.waitForCommitted(this.deps.publishTimeoutMs) : p.waitFor(outboxId, this.deps.publishTimeoutMs);
+  /** Appends the command, waits for this writer to apply it, and returns the revision where it is visible. */
+  private async run(command: AdminCommand): Promise<number> {
+    const { fold, publisher, publishTimeoutMs } = this.deps;
+    const outcome = await fold.submit(INPUT_ADMIN_SUBJECT, encodeAdminCommand(command), {}, publishTimeoutMs);
+    if (outcome?.error !== undefined) throw outcome.error;
+    // Visibility gets its own budget: the append may have waited for NATS at start-up.
+    const left = publishTimeoutMs;
+    const ids = outcome?.outboxIds ?? [];
+    return ids.length > 0 ? publisher.waitFor(Math.max(...ids), left) : publisher.waitForCommitted(left);
   }
 
   async applyCatalog(req: ApplyCatalogRequest, principal: Principal): Promise<ApplyCatalogResponse> {
@@ -81,29 +88,9 @@ export class AdminOperations {
     checkCatalogSize(catalog, this.deps.core.limits.maxDocumentBytes, "catalog");
     const reason = requireText(req.reason, "reason");
     const who = actorOf(principal, req.actor);
-    const { core } = this.deps;
-    let outboxId: number | undefined;
-    try {
-      outboxId = core.ledger.transaction(() => {
-        const before = core.ledger.catalog();
-        const lost = before ? catalogRemovals(core.ledger, before, catalog) : undefined;
-        if (lost && !req.allowRemovals)
-          throw new FailedPreconditionError(`the catalog removes what customers still use: ${lost}; set allow_removals (proofgate catalog apply --allow-removals) to apply it anyway`);
-        const id = core.putCatalog(catalog);
-        if (id !== undefined)
-          core.ledger.appendAudit(
-            { kind: AuditKind.AUDIT_KIND_CATALOG_APPLIED, ...who, reason, detail: `${describeCatalog(catalog)}${lost ? `; removed, still in use: ${lost}` : ""}` },
-            core.now(),
-          );
-        return id;
-      });
-    } catch (err) {
-      core.reloadCatalog();
-      throw err;
-    }
-    this.deps.logger.info({ ...who, changed: outboxId !== undefined }, "catalog applied");
-    this.deps.catalogApplied();
-    return { revision: await this.visible(outboxId) };
+    const revision = await this.run({ kind: "catalog", catalog, allowRemovals: req.allowRemovals, who, reason });
+    this.deps.logger.info({ ...who }, "catalog applied");
+    return { revision };
   }
 
   getCatalog(): GetCatalogResponse {
@@ -123,46 +110,27 @@ export class AdminOperations {
     const who = actorOf(principal, req.actor);
     const { actor } = who;
     const reason = requireText(req.reason, "reason");
-    const now = core.now();
+    // Decided here, once: every writer stores the same override.
     const override: Override = {
       ...o,
       overrideId: o.overrideId || `ovr_${randomBytes(8).toString("hex")}`,
       actor,
       reason,
-      createdAtMs: now,
+      createdAtMs: core.now(),
     };
-    const token = customerToken(customerId);
-    const outboxId = core.ledger.transaction(() => {
-      core.ledger.putOverride(customerId, override);
-      core.ledger.appendAudit(
-        { kind: AuditKind.AUDIT_KIND_OVERRIDE_PUT, customerId, customerToken: token, feature: override.feature, ...who, reason, detail: describeOverride(override) },
-        now,
-      );
-      return core.refreshDocument(customerId, who);
-    });
-    this.deps.logger.info({ customer: token, overrideId: override.overrideId, actor }, "override put");
-    return { overrideId: override.overrideId, revision: await this.visible(outboxId) };
+    const revision = await this.run({ kind: "put_override", customerId, override, who, reason });
+    this.deps.logger.info({ customer: customerToken(customerId), overrideId: override.overrideId, actor }, "override put");
+    return { overrideId: override.overrideId, revision };
   }
 
   async deleteOverride(req: DeleteOverrideRequest, principal: Principal): Promise<DeleteOverrideResponse> {
-    const { core } = this.deps;
     const customerId = requireId(req.customerId, "customer_id");
     const overrideId = requireId(req.overrideId, "override_id");
     const who = actorOf(principal, req.actor);
-    const { actor } = who;
     const reason = requireText(req.reason, "reason");
-    const token = customerToken(customerId);
-    const outboxId = core.ledger.transaction(() => {
-      const existing = core.ledger.overrides(customerId).find((o) => o.overrideId === overrideId);
-      if (!existing || !core.ledger.deleteOverride(customerId, overrideId)) throw new NotFoundError(`no override "${overrideId}" for this customer`);
-      core.ledger.appendAudit(
-        { kind: AuditKind.AUDIT_KIND_OVERRIDE_DELETED, customerId, customerToken: token, feature: existing.feature, ...who, reason, detail: describeOverride(existing) },
-        core.now(),
-      );
-      return core.refreshDocument(customerId, who);
-    });
-    this.deps.logger.info({ customer: token, overrideId, actor }, "override deleted");
-    return { revision: await this.visible(outboxId) };
+    const revision = await this.run({ kind: "delete_override", customerId, overrideId, who, reason });
+    this.deps.logger.info({ customer: customerToken(customerId), overrideId, actor: who.actor }, "override deleted");
+    return { revision };
   }
 
   getCustomer(req: GetCustomerRequest): GetCustomerResponse {
@@ -191,44 +159,11 @@ export class AdminOperations {
     const { core } = this.deps;
     const customerId = requireId(req.customerId, "customer_id");
     const who = actorOf(principal, req.actor);
-    const { actor } = who;
     const reason = requireText(req.reason, "reason");
-    const token = customerToken(customerId);
-    const subject = customerSubject(customerId);
-    const ledger = core.ledger;
-    const outboxId = ledger.transaction(() => {
-      const facts = ledger.factCount(customerId);
-      const overrides = ledger.overrides(customerId).length;
-      const hadDocument = ledger.document(customerId) !== undefined;
-      if (!hadDocument && facts === 0 && overrides === 0) throw new NotFoundError("unknown customer");
-      const now = core.now();
-      ledger.deleteFacts(customerId);
-      ledger.deleteOverrides(customerId);
-      ledger.deleteDocument(customerId);
-      // Earlier outbox rows hold the customer's documents: drop them (pending ones are superseded
-      // by the tombstone anyway).
-      ledger.deleteOutboxForSubject(subject);
-      const id = ledger.enqueue(subject, encodeErasedRecord(new Date(now)), now);
-      for (const t of customerTokens(customerId)) ledger.anonymizeAudit(t);
-      ledger.appendAudit(
-        {
-          kind: AuditKind.AUDIT_KIND_CUSTOMER_ERASED,
-          customerToken: token,
-          ...who,
-          reason,
-          detail: `erased ${facts} facts, ${overrides} overrides and the access document`,
-        },
-        now,
-      );
-      return id;
-    });
-    this.deps.logger.info({ customer: token, actor }, "customer erased");
-    return { revision: await this.visible(outboxId) };
+    const revision = await this.run({ kind: "erase", customerId, atMs: core.now(), who, reason });
+    this.deps.logger.info({ customer: customerToken(customerId), actor: who.actor }, "customer erased");
+    return { revision };
   }
-}
-
-function describeCatalog(c: Catalog): string {
-  return `${c.features.length} features, ${c.plans.length} plans (${c.plans.map((p) => p.id).join(", ")}), ${c.addons.length} add-ons`;
 }
 
 /** Each method with the role it needs: changes need admin, reads need read. */

@@ -22,6 +22,11 @@ export interface Incoming {
   readonly principal?: string;
   /** How many times this message has been delivered (NATS redeliveries); 1 when unknown. */
   readonly attempt?: number;
+  /**
+   * When the event entered the input stream (its JetStream timestamp): the "now" of validation and
+   * dead letters, the same on every writer that folds it.
+   */
+  readonly atMs?: number;
 }
 
 /** An event that keeps failing for a reason of ours is dead-lettered after this many deliveries, so it cannot loop forever. */
@@ -106,7 +111,7 @@ function applyOne(core: WriterCore, item: Incoming): Applied {
   if (!e) return reject(core, item, undefined, item.decodeError ?? "payload: cannot be decoded");
   if (eventId && ledger.isProcessed(eventId)) return { eventId, result: IngestResult.INGEST_RESULT_DUPLICATE, reason: "", outboxId: undefined };
   try {
-    validateEvent(e, core.catalog, { now: core.now(), maxSkewMs: core.limits.maxEventSkewMs });
+    validateEvent(e, core.catalog, { now: item.atMs ?? core.now(), maxSkewMs: core.limits.maxEventSkewMs });
   } catch (err) {
     if (err instanceof InvalidArgumentError) return reject(core, item, e, err.message);
     throw err;
@@ -149,7 +154,7 @@ function reject(core: WriterCore, item: Incoming, e: BillingEvent | undefined, r
   const ledger = core.ledger;
   const eventId = e?.eventId ?? "";
   ledger.enqueueDeadLetter(
-    deadLetterBytes({ reason, eventId, origin: item.origin, payload: item.payload, contentType: item.contentType, receivedAt: new Date(now) }),
+    deadLetterBytes({ reason, eventId, origin: item.origin, payload: item.payload, contentType: item.contentType, receivedAt: new Date(item.atMs ?? now) }),
     now,
   );
   const customerId = e?.customerId ?? "";

@@ -15,6 +15,27 @@ export interface OutboxRow {
   readonly subject: string;
   readonly payload: Uint8Array;
   readonly createdAtMs: number;
+  /** Where in the input fold the row was made (absent for snapshot rows). */
+  readonly position: InputPosition | undefined;
+}
+
+/**
+ * An outbox row's place in the input fold: the input stream sequence of the message that made it
+ * and its index among that message's rows. Every writer folds the same inputs into the same rows,
+ * so a position names the same row in every writer's ledger.
+ */
+export interface InputPosition {
+  readonly seq: number;
+  readonly ord: number;
+}
+
+/** An input message parked until a catalog exists. */
+export interface ParkedInput {
+  readonly seq: number;
+  readonly subject: string;
+  readonly payload: Uint8Array;
+  readonly contentType: string;
+  readonly atMs: number;
 }
 
 export interface AuditInput {
@@ -110,6 +131,8 @@ function auditEntry(r: AuditRow): AuditEntry {
 export class Ledger {
   private id: string;
   private readonly s;
+  /** The input message being folded (its rows get positions), or undefined. */
+  private folding: { seq: number; ord: number } | undefined;
 
   private constructor(private readonly db: Database.Database) {
     this.s = {
@@ -193,10 +216,19 @@ export class Ledger {
       auditAtOrAfter: db.prepare<[number], { seq: number; at_ms: number }>("SELECT seq, at_ms FROM audit WHERE seq >= ? ORDER BY seq LIMIT 1"),
       auditBounds: db.prepare<[], { lo: number | null; hi: number | null }>("SELECT min(seq) AS lo, max(seq) AS hi FROM audit"),
       anonymizeAudit: db.prepare<[string]>("UPDATE audit SET customer_id = '', subscription_id = '' WHERE customer_token = ?"),
-      enqueue: db.prepare<[string, Uint8Array, number]>("INSERT INTO outbox (subject, payload, created_at_ms) VALUES (?, ?, ?)"),
-      pending: db.prepare<[number], { id: number; subject: string; payload: Buffer; created_at_ms: number }>(
-        "SELECT id, subject, payload, created_at_ms FROM outbox WHERE published_seq IS NULL ORDER BY id LIMIT ?",
+      enqueue: db.prepare<[string, Uint8Array, number, number | null, number | null]>(
+        "INSERT INTO outbox (subject, payload, created_at_ms, input_seq, input_ord) VALUES (?, ?, ?, ?, ?)",
       ),
+      pending: db.prepare<[number], { id: number; subject: string; payload: Buffer; created_at_ms: number; input_seq: number | null; input_ord: number | null }>(
+        "SELECT id, subject, payload, created_at_ms, input_seq, input_ord FROM outbox WHERE published_seq IS NULL ORDER BY id LIMIT ?",
+      ),
+      outboxIdThrough: db.prepare<[number, number, number], { id: number | null }>(
+        "SELECT max(id) AS id FROM outbox WHERE input_seq IS NOT NULL AND (input_seq < ? OR (input_seq = ? AND input_ord <= ?))",
+      ),
+      park: db.prepare<[number, string, Uint8Array, string, number]>("INSERT OR IGNORE INTO parked_inputs (seq, subject, payload, content_type, at_ms) VALUES (?, ?, ?, ?, ?)"),
+      parked: db.prepare<[], { seq: number; subject: string; payload: Buffer; content_type: string; at_ms: number }>("SELECT * FROM parked_inputs ORDER BY seq"),
+      clearParked: db.prepare("DELETE FROM parked_inputs"),
+      pruneDeadLetters: db.prepare<[number]>("DELETE FROM deadletters WHERE created_at_ms < ?"),
       markPublished: db.prepare<[number, number, number]>("UPDATE outbox SET published_seq = ?, published_at_ms = ? WHERE id = ? AND published_seq IS NULL"),
       // Reconcile: rows up to the stream's last outbox id reached the stream, except those whose
       // subject still has a pending row after it (they may have been coalesced into that row,
@@ -517,11 +549,57 @@ export class Ledger {
   // Outbox
 
   enqueue(subject: string, payload: Uint8Array, atMs: number): number {
-    return Number(this.s.enqueue.run(subject, payload, atMs).lastInsertRowid);
+    const pos = this.folding;
+    const id = Number(this.s.enqueue.run(subject, payload, atMs, pos?.seq ?? null, pos ? pos.ord++ : null).lastInsertRowid);
+    return id;
   }
 
   pendingOutbox(limit: number): OutboxRow[] {
-    return this.s.pending.all(limit).map((r) => ({ id: r.id, subject: r.subject, payload: r.payload, createdAtMs: r.created_at_ms }));
+    return this.s.pending.all(limit).map((r) => ({
+      id: r.id,
+      subject: r.subject,
+      payload: r.payload,
+      createdAtMs: r.created_at_ms,
+      position: r.input_seq === null ? undefined : { seq: r.input_seq, ord: r.input_ord ?? 0 },
+    }));
+  }
+
+  // Input fold (docs/writer.md, "High availability")
+
+  /** Runs `fn` as the fold of input message `seq`: rows it enqueues get positions (seq, 0), (seq, 1)… */
+  foldingInput<T>(seq: number, fn: () => T): T {
+    const outer = this.folding;
+    this.folding = { seq, ord: 0 };
+    try {
+      return fn();
+    } finally {
+      this.folding = outer;
+    }
+  }
+
+  /** The input stream sequence folded so far (0: nothing). */
+  inputFolded(): number {
+    return Number(this.meta("input_folded") ?? "0");
+  }
+
+  setInputFolded(seq: number): void {
+    this.s.setMeta.run("input_folded", String(seq));
+  }
+
+  /** The last outbox id at or before `position` in fold order (0 if none). */
+  outboxIdThrough(position: InputPosition): number {
+    return this.s.outboxIdThrough.get(position.seq, position.seq, position.ord)?.id ?? 0;
+  }
+
+  parkInput(p: ParkedInput): void {
+    this.s.park.run(p.seq, p.subject, p.payload, p.contentType, p.atMs);
+  }
+
+  /** Every parked input, in input order, removed from the table. */
+  takeParkedInputs(): ParkedInput[] {
+    const rows = this.s.parked.all().map((r) => ({ seq: r.seq, subject: r.subject, payload: r.payload, contentType: r.content_type, atMs: r.at_ms }));
+    if (rows.length > 0) this.s.clearParked.run();
+    return rows;
   }
 
   /** Records rows as published at stream sequence `seq`. */
@@ -603,5 +681,10 @@ export class Ledger {
 
   deleteDeadLetter(id: number): void {
     this.s.deleteDeadLetter.run(id);
+  }
+
+  /** A standby's dead letters are the leader's to publish: dropped once long published by it. */
+  pruneDeadLetters(beforeMs: number): number {
+    return this.s.pruneDeadLetters.run(beforeMs).changes;
   }
 }

@@ -163,6 +163,24 @@ export const MIGRATIONS: readonly ((db: Database.Database) => void)[] = [
       update.run(row.seq, row.personal_digest, prev, r.seq);
     }
   },
+  // 4: hot-standby writers (docs/writer.md, "High availability"). Every writer folds the input
+  // stream in order; the outbox row remembers which input message made it (input_seq) and its
+  // place among that message's rows (input_ord), the coordinate shared by all writers' ledgers.
+  // Billing events that arrive before any catalog wait in parked_inputs, in input order.
+  (db) => {
+    db.exec(`
+      ALTER TABLE outbox ADD COLUMN input_seq INTEGER;
+      ALTER TABLE outbox ADD COLUMN input_ord INTEGER;
+      CREATE INDEX outbox_by_position ON outbox (input_seq, input_ord) WHERE input_seq IS NOT NULL;
+      CREATE TABLE parked_inputs (
+        seq          INTEGER PRIMARY KEY,
+        subject      TEXT NOT NULL,
+        payload      BLOB NOT NULL,
+        content_type TEXT NOT NULL,
+        at_ms        INTEGER NOT NULL
+      ) STRICT;
+    `);
+  },
 ];
 
 /** Applies the migrations the file has not seen yet, each in its own transaction. */

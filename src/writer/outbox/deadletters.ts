@@ -32,6 +32,9 @@ export function deadLetterBytes(d: { reason: string; eventId: string; origin: st
   }).finish();
 }
 
+/** How long a standby keeps its dead letters (the leader publishes them). */
+const STANDBY_KEEP_MS = 10 * 60_000;
+
 /** A dead letter stored by an older writer may be of any size: bound it the same way. */
 function boundedDeadLetter(stored: Uint8Array): Uint8Array {
   if (stored.length <= DEAD_LETTER_PAYLOAD_BYTES + 4096) return stored;
@@ -47,8 +50,10 @@ function boundedDeadLetter(stored: Uint8Array): Uint8Array {
 /**
  * Moves dead letters from the ledger to PROOFGATE_DEADLETTER. They are written in the same
  * transaction as the rejection (so an event acked on NATS can never lose its dead letter), and
- * deleted from the ledger once JetStream acknowledged them. Nats-Msg-Id `<ledgerId>:dl:<id>`
- * de-duplicates a resend after a crash.
+ * deleted from the ledger once JetStream acknowledged them. Only the leader publishes them: every
+ * writer folds the same inputs into the same dead letters (byte for byte), and Nats-Msg-Id
+ * `dl:<SHA-256 of the dead letter>` de-duplicates a resend after a crash or a takeover. A
+ * standby drops its copies once they are older than STANDBY_KEEP_MS (long published by the leader).
  */
 export class DeadLetterPublisher {
   private readonly signal = new Signal();
@@ -61,6 +66,8 @@ export class DeadLetterPublisher {
     private readonly link: NatsLink,
     private readonly logger: Logger,
     private readonly metrics: WriterMetrics,
+    private readonly leading: () => boolean = () => true,
+    private readonly now: () => number = Date.now,
   ) {}
 
   start(): void {
@@ -81,6 +88,11 @@ export class DeadLetterPublisher {
   private async run(): Promise<void> {
     let failures = 0;
     while (!this.stopped()) {
+      if (!this.leading()) {
+        if (this.ledger.open) this.ledger.pruneDeadLetters(this.now() - STANDBY_KEEP_MS);
+        await this.signal.wait(1_000);
+        continue;
+      }
       const handles = this.link.ready;
       const rows = handles ? this.ledger.pendingDeadLetters(100) : [];
       if (!handles || rows.length === 0) {
@@ -89,7 +101,8 @@ export class DeadLetterPublisher {
       }
       try {
         for (const r of rows) {
-          await handles.js.publish(DEADLETTER_SUBJECT, boundedDeadLetter(r.payload), { msgID: `${this.ledger.ledgerId}:dl:${r.id}`, timeout: 5_000 });
+          const bytes = boundedDeadLetter(r.payload);
+          await handles.js.publish(DEADLETTER_SUBJECT, bytes, { msgID: `dl:${createHash("sha256").update(bytes).digest("base64url")}`, timeout: 5_000 });
           this.ledger.deleteDeadLetter(r.id);
           this.metrics.deadLetters.inc();
         }

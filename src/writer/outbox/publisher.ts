@@ -1,9 +1,17 @@
 import { headers, type PubAck } from "nats";
 import { UnavailableError, errorMessage } from "../../errors/index.js";
-import { CATALOG_SUBJECT, HEADER_LEDGER_ID, HEADER_OUTBOX_ID, STATE_STREAM, customerSubject } from "../../replication/subjects.js";
+import {
+  CATALOG_SUBJECT,
+  HEADER_INPUT_POSITION,
+  HEADER_LEADER_EPOCH,
+  HEADER_LEDGER_ID,
+  HEADER_OUTBOX_ID,
+  STATE_STREAM,
+  customerSubject,
+} from "../../replication/subjects.js";
 import { isStreamNotFound } from "../../replication/connection.js";
 import type { Logger } from "../../observability/logger.js";
-import type { Ledger, OutboxRow } from "../ledger/ledger.js";
+import type { InputPosition, Ledger, OutboxRow } from "../ledger/ledger.js";
 import type { FaultHooks } from "../core.js";
 import type { WriterMetrics } from "../metrics.js";
 import type { NatsLink } from "../nats-link.js";
@@ -21,6 +29,32 @@ export interface PublisherOptions {
   readonly ackTimeoutMs?: number;
   /** Published rows older than this are pruned. */
   readonly retentionMs: number;
+  /** Leadership (docs/writer.md, "High availability"); without it this writer always leads. */
+  readonly lease?: Leadership;
+  /** The input stream sequence the ledger has folded through. */
+  readonly folded?: () => number;
+}
+
+/** What the publisher needs of the lease. */
+export interface Leadership {
+  /** The epoch while the lease is held and valid by this process's clock. */
+  leading(): number | undefined;
+  stepDown(reason: string): void;
+}
+
+const ALWAYS: Leadership = { leading: () => 1, stepDown: () => undefined };
+
+/** `Proofgate-Input-Position: <seq>.<ord>`. */
+export function formatPosition(p: InputPosition): string {
+  return `${p.seq}.${p.ord}`;
+}
+
+export function parsePosition(v: string | undefined): InputPosition | undefined {
+  const m = /^(\d+)\.(\d+)$/.exec(v ?? "");
+  if (!m) return undefined;
+  const seq = Number(m[1]);
+  const ord = Number(m[2]);
+  return Number.isSafeInteger(seq) && Number.isSafeInteger(ord) ? { seq, ord } : undefined;
 }
 
 interface Waiter {
@@ -55,6 +89,11 @@ export class OutboxPublisher {
   private readonly stopped = (): boolean => this.stop.signal.aborted;
   private loop: Promise<void> | undefined;
   private lastPruneMs = 0;
+  /** The epoch this publisher last reconciled as leader under; undefined while standing by. */
+  private epoch: number | undefined;
+  /** Standing by: the stream's last sequence and the fold position last lined up with (undefined: not yet on this connection). */
+  private followed: { seq: number; folded: number } | undefined;
+  private readonly lease: Leadership;
 
   constructor(
     private readonly ledger: Ledger,
@@ -63,6 +102,12 @@ export class OutboxPublisher {
   ) {
     this.throughId = this.computeThroughId();
     this.head = ledger.publishedHigh();
+    this.lease = options.lease ?? ALWAYS;
+  }
+
+  /** Leading: reconciled with the stream under a valid lease. */
+  get leading(): boolean {
+    return this.epoch !== undefined && this.lease.leading() === this.epoch && this.knownLastSeq !== undefined && this.link.ready !== undefined;
   }
 
   /** The latest PROOFGATE_STATE sequence known to hold this writer's state (the head revision). */
@@ -70,14 +115,21 @@ export class OutboxPublisher {
     return this.head;
   }
 
-  /** True once reconciled with the stream on the current connection. */
+  /** Reconciled as the leader of `epoch` (reconcile may have stepped down or found the lease lapsed). */
+  private reconciledAs(epoch: number): boolean {
+    return this.epoch === epoch && this.knownLastSeq !== undefined;
+  }
+
+  /** True once lined up with the stream on the current connection (as leader, or following it as a standby). */
   get reconciled(): boolean {
-    return this.knownLastSeq !== undefined && this.link.ready !== undefined;
+    if (this.link.ready === undefined) return false;
+    return this.epoch !== undefined ? this.knownLastSeq !== undefined : this.followed !== undefined;
   }
 
   start(): void {
     this.link.onReady(() => {
       this.knownLastSeq = undefined;
+      this.followed = undefined;
       this.signal.kick();
     });
     this.loop = this.run();
@@ -123,7 +175,7 @@ export class OutboxPublisher {
 
   /** Shutdown: gives pending rows up to `timeoutMs` to go out, then stops the loop. */
   async close(timeoutMs: number): Promise<void> {
-    if (this.link.ready && this.ledger.firstPendingId() !== undefined) {
+    if (this.leading && this.ledger.firstPendingId() !== undefined) {
       await this.waitForCommitted(timeoutMs).catch(() => undefined);
     }
     this.stop.abort();
@@ -153,24 +205,94 @@ export class OutboxPublisher {
         continue;
       }
       try {
-        if (this.knownLastSeq === undefined) await this.reconcile();
+        const epoch = this.lease.leading();
+        if (epoch === undefined) {
+          // Standing by: the leader publishes; this ledger's rows are marked as the stream shows them.
+          if (this.epoch !== undefined) {
+            this.epoch = undefined;
+            this.knownLastSeq = undefined;
+            this.options.logger.warn("not leading: publishing stopped, following the state stream");
+          }
+          await this.follow();
+          this.advance();
+          failures = 0;
+          await this.signal.wait(this.waiters.length > 0 ? 25 : 250);
+          continue;
+        }
+        if (epoch !== this.epoch) {
+          this.epoch = epoch;
+          this.knownLastSeq = undefined;
+          this.followed = undefined;
+        }
+        if (this.knownLastSeq === undefined) {
+          const behind = await this.reconcile(epoch);
+          if (behind) {
+            // The stream holds changes this ledger has not folded yet: wait for the fold, briefly.
+            await pause(20, this.stop.signal);
+            continue;
+          }
+        }
+        if (!this.reconciledAs(epoch)) continue;
         this.maybePrune();
         const rows = this.setAsideUnpublishable(this.ledger.pendingOutbox(this.options.batchSize ?? 256));
         if (rows.length === 0) {
           this.advance();
-          await this.signal.wait(PRUNE_EVERY_MS);
+          // Short: a lapsed lease must stop the heartbeats of a leader that has nothing to publish.
+          await this.signal.wait(250);
           continue;
         }
-        await this.publish(rows);
+        await this.publish(rows, epoch);
         failures = 0;
       } catch (err) {
         this.knownLastSeq = undefined;
+        this.followed = undefined;
         if (this.stopped()) break;
         const level = failures === 0 ? "info" : "warn";
         this.options.logger[level]({ err: errorMessage(err) }, "state stream publish interrupted; reconciling and retrying");
         await pause(backoffMs(failures++), this.stop.signal);
       }
     }
+  }
+
+  /**
+   * A standby's view of the stream: the last message names, by its input position (or, if this
+   * ledger wrote it, its outbox id), how far this ledger's rows are on the stream. Calls that wait
+   * for their change to be visible are answered from here on a standby.
+   */
+  private async follow(): Promise<void> {
+    const handles = this.link.ready;
+    if (!handles) return;
+    let info;
+    try {
+      info = await handles.jsm.streams.info(STATE_STREAM);
+    } catch (err) {
+      if (isStreamNotFound(err)) return;
+      throw err;
+    }
+    const lastSeq = info.state.last_seq;
+    const folded = this.options.folded?.() ?? 0;
+    const seen = this.followed;
+    if (seen && seen.seq === lastSeq && seen.folded === folded) return;
+    if (info.state.messages > 0) {
+      const msg = await handles.jsm.streams.getMessage(STATE_STREAM, { seq: lastSeq }).catch(() => undefined);
+      const through = msg ? this.localThrough(msg.header.get(HEADER_LEDGER_ID), msg.header.get(HEADER_OUTBOX_ID), msg.header.get(HEADER_INPUT_POSITION)) : 0;
+      if (through > 0) {
+        const now = this.options.now();
+        this.ledger.transaction(() => this.ledger.markPublishedThrough(through, lastSeq, now));
+      }
+    }
+    this.head = Math.max(this.head, lastSeq);
+    this.followed = { seq: lastSeq, folded };
+  }
+
+  /** The last of this ledger's outbox rows a stream message says is on the stream (0: cannot tell). */
+  private localThrough(ledgerId: string | undefined, outboxId: string | undefined, position: string | undefined): number {
+    if (ledgerId === this.ledger.ledgerId) {
+      const id = Number(outboxId ?? NaN);
+      return Number.isSafeInteger(id) && id <= this.ledger.maxOutboxId() ? id : 0;
+    }
+    const pos = parsePosition(position);
+    return pos ? this.ledger.outboxIdThrough(pos) : 0;
   }
 
   /**
@@ -199,10 +321,13 @@ export class OutboxPublisher {
     return rows.filter((r) => r.payload.length <= limit);
   }
 
-  private async publish(rows: readonly OutboxRow[]): Promise<void> {
+  private async publish(rows: readonly OutboxRow[], epoch: number): Promise<void> {
     const handles = this.link.ready;
     const expected = this.knownLastSeq;
     if (!handles || expected === undefined) throw new Error("not connected");
+    // Checked by this process's own clock right before every batch: a writer resumed after a
+    // pause longer than its lease publishes nothing.
+    if (this.lease.leading() !== epoch) return;
     const ledgerId = this.ledger.ledgerId;
     // Coalesce: only the latest pending row of each subject goes out; earlier ones ride on it.
     const latest = new Map<string, number>();
@@ -213,6 +338,8 @@ export class OutboxPublisher {
         const h = headers();
         h.set(HEADER_LEDGER_ID, ledgerId);
         h.set(HEADER_OUTBOX_ID, String(r.id));
+        h.set(HEADER_LEADER_EPOCH, String(epoch));
+        if (r.position) h.set(HEADER_INPUT_POSITION, formatPosition(r.position));
         return handles.js.publish(r.subject, r.payload, {
           msgID: `${ledgerId}:${r.id}`,
           headers: h,
@@ -260,12 +387,17 @@ export class OutboxPublisher {
   }
 
   /**
-   * Lines the ledger up with the stream (docs/writer.md): the stream's last message names the
-   * last outbox row that reached it. If the stream is empty while this ledger published before,
-   * or its last message is another ledger's, or it is behind what this ledger recorded, the
-   * stream was recreated or replaced: a full snapshot (catalog and every document) is enqueued.
+   * Lines the ledger up with the stream as the leader of `epoch` (docs/writer.md). The stream's
+   * last message names the last row that reached it: by outbox id when this ledger wrote it, by
+   * input position when another writer did (a takeover). A message of a newer epoch means another
+   * writer leads: this one steps down. After a takeover the new leader fences the stream before
+   * anything else: it re-publishes the catalog (the same bytes) under its epoch, moving the
+   * stream's last sequence so that any publish the old leader still has in flight fails its
+   * expected-last-sequence check. If the stream is empty while this ledger published before, or
+   * its last message is from a writer that gives no position, or it is behind what this ledger
+   * recorded, the stream was recreated or replaced: a full snapshot is enqueued.
    */
-  private async reconcile(): Promise<void> {
+  private async reconcile(epoch: number): Promise<boolean> {
     const handles = this.link.ready;
     if (!handles) throw new Error("not connected");
     let info;
@@ -276,19 +408,34 @@ export class OutboxPublisher {
       await this.link.ensureStreams();
       info = await handles.jsm.streams.info(STATE_STREAM);
     }
-    const lastSeq = info.state.last_seq;
+    let lastSeq = info.state.last_seq;
     const high = this.ledger.publishedHigh();
     const hasState = this.ledger.catalogBytes() !== undefined || this.ledger.hasDocuments();
     const log = this.options.logger;
     let snapshotReason: string | undefined;
     let rotate = false;
+    let fence: { through: number; position: InputPosition } | undefined;
     if (info.state.messages === 0) {
       if (high > 0 && hasState) snapshotReason = "the state stream is empty but this ledger had published to it";
     } else {
       const msg = await handles.jsm.streams.getMessage(STATE_STREAM, { seq: lastSeq }).catch(() => undefined);
+      const theirEpoch = Number(msg?.header.get(HEADER_LEADER_EPOCH) ?? 0);
+      if (theirEpoch > epoch) {
+        this.lease.stepDown(`a newer leader (epoch ${theirEpoch}) published to the state stream`);
+        this.epoch = undefined;
+        return false;
+      }
       const ledgerId = msg?.header.get(HEADER_LEDGER_ID);
       const outboxId = Number(msg?.header.get(HEADER_OUTBOX_ID) ?? NaN);
-      if (ledgerId !== this.ledger.ledgerId) {
+      const position = parsePosition(msg?.header.get(HEADER_INPUT_POSITION));
+      if (ledgerId !== this.ledger.ledgerId && position) {
+        const folded = this.options.folded?.() ?? 0;
+        if (folded < position.seq) return true;
+        const through = this.ledger.outboxIdThrough(position);
+        const now = this.options.now();
+        this.ledger.transaction(() => this.ledger.markPublishedThrough(through, lastSeq, now));
+        fence = { through, position };
+      } else if (ledgerId !== this.ledger.ledgerId) {
         if (hasState) snapshotReason = "the state stream's last message was not written by this ledger";
       } else if (!Number.isSafeInteger(outboxId) || outboxId > this.ledger.maxOutboxId()) {
         snapshotReason = "the state stream is ahead of this ledger (restored from an older copy?)";
@@ -299,6 +446,25 @@ export class OutboxPublisher {
         const now = this.options.now();
         this.ledger.transaction(() => this.ledger.markPublishedThrough(outboxId, lastSeq, now));
       }
+    }
+    const catalog = this.ledger.catalog();
+    if (fence && catalog) {
+      const h = headers();
+      h.set(HEADER_LEDGER_ID, this.ledger.ledgerId);
+      h.set(HEADER_OUTBOX_ID, String(fence.through));
+      h.set(HEADER_LEADER_EPOCH, String(epoch));
+      h.set(HEADER_INPUT_POSITION, formatPosition(fence.position));
+      if (this.lease.leading() !== epoch) {
+        this.epoch = undefined;
+        return false;
+      }
+      const ack = await handles.js.publish(CATALOG_SUBJECT, encodeCatalogRecord(catalog), {
+        headers: h,
+        expect: { lastSequence: lastSeq },
+        timeout: this.options.ackTimeoutMs ?? 5_000,
+      });
+      lastSeq = ack.seq;
+      log.info({ epoch, fence: ack.seq }, "took over the state stream: fenced it under this epoch");
     }
     if (snapshotReason) {
       const first = this.ledger.firstPendingId();
@@ -313,8 +479,9 @@ export class OutboxPublisher {
     }
     this.knownLastSeq = lastSeq;
     this.head = lastSeq;
-    log.info({ lastSeq, firstPending: this.ledger.firstPendingId() }, "reconciled with the state stream");
+    log.info({ lastSeq, firstPending: this.ledger.firstPendingId(), epoch }, "reconciled with the state stream");
     this.advance();
+    return false;
   }
 
   /** The catalog and every current document, appended to the outbox (tombstones are not needed). */

@@ -95,7 +95,7 @@ PROOFGATE_WRITER_ID: {{ . | quote }}
 PROOFGATE_HEARTBEAT_INTERVAL: {{ .Values.writer.heartbeatInterval | quote }}
 PROOFGATE_PUBLISH_TIMEOUT: {{ .Values.writer.publishTimeout | quote }}
 PROOFGATE_OUTBOX_RETENTION: {{ .Values.writer.outboxRetention | quote }}
-PROOFGATE_CONSUMER_NAME: {{ .Values.writer.consumerName | quote }}
+PROOFGATE_LEASE_TTL: {{ .Values.writer.leaseTtl | quote }}
 PROOFGATE_LOG_LEVEL: {{ .Values.writer.logLevel | quote }}
 {{- with .Values.writer.stripe }}
 {{- if .priceMap }}
