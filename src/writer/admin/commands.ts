@@ -1,7 +1,6 @@
 import { FailedPreconditionError, NotFoundError } from "../../errors/index.js";
 import { AuditKind } from "../../gen/proofgate/v1/admin.js";
 import type { Catalog } from "../../gen/proofgate/v1/catalog.js";
-import type { Override } from "../../gen/proofgate/v1/document.js";
 import { describeOverride } from "../../overrides/index.js";
 import { encodeErasedRecord } from "../../replication/state-record.js";
 import { customerSubject, customerToken, customerTokens } from "../../replication/subjects.js";
@@ -9,7 +8,6 @@ import type { WriterCore } from "../core.js";
 import type { AdminCommand } from "../ha/inputs.js";
 import { catalogRemovals } from "./catalog-guard.js";
 
-const iso = (ms: number): string => new Date(ms).toISOString();
 
 function describeCatalog(c: Catalog): string {
   return `${c.features.length} features, ${c.plans.length} plans (${c.plans.map((p) => p.id).join(", ")}), ${c.addons.length} add-ons`;

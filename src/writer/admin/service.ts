@@ -17,9 +17,8 @@ import {
   type PutOverrideRequest,
   type PutOverrideResponse,
 } from "../../gen/proofgate/v1/admin.js";
-import type { Catalog } from "../../gen/proofgate/v1/catalog.js";
 import type { Override } from "../../gen/proofgate/v1/document.js";
-import { describeOverride, validateOverride } from "../../overrides/index.js";
+import { validateOverride } from "../../overrides/index.js";
 import { evaluateAll, toEntitlement } from "../../policy/index.js";
 import { customerSubject, customerToken, customerTokens } from "../../replication/subjects.js";
 import type { ServiceBinding } from "../../transport/grpc.js";

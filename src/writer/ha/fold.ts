@@ -1,7 +1,6 @@
 import { DeliverPolicy, millis, type ConsumerMessages, type JsMsg } from "nats";
 import { decodeEvent, decodeEventList, type DecodedEvent } from "../../billing/index.js";
 import { errorMessage, UnavailableError } from "../../errors/index.js";
-import { BillingEvent } from "../../gen/proofgate/v1/billing.js";
 import { HEADER_CONTENT_TYPE } from "../../replication/subjects.js";
 import type { Logger } from "../../observability/logger.js";
 import { applyAdminCommand } from "../admin/commands.js";
