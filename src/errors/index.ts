@@ -71,14 +71,14 @@ export class ResourceExhaustedError extends ProofgateError {
  * something the caller can act on; undefined otherwise (a bug, answered INTERNAL). Nothing was
  * committed when SQLite reports these, so the caller may retry once the cause is gone.
  */
-export function storageError(err: unknown, what: string): ProofgateError | undefined {
+export function storageError(err: unknown, what: string, outcome = "nothing was written, retry once there is space"): ProofgateError | undefined {
   if (err instanceof ProofgateError) return err;
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code !== "string" || !code.startsWith("SQLITE_")) return undefined;
   const detail = `${errorMessage(err)} (${code})`;
-  if (code === "SQLITE_FULL") return new ResourceExhaustedError(`${what} disk is full: ${detail}; nothing was written, retry once there is space`, { cause: err });
+  if (code === "SQLITE_FULL") return new ResourceExhaustedError(`${what} disk is full: ${detail}; ${outcome}`, { cause: err });
   if (code.startsWith("SQLITE_IOERR") || code.startsWith("SQLITE_READONLY") || code.startsWith("SQLITE_CANTOPEN"))
-    return new UnavailableError(`${what} cannot be written: ${detail}; nothing was written, retry later`, { cause: err });
+    return new UnavailableError(`${what} cannot be written: ${detail}; ${outcome}`, { cause: err });
   return undefined;
 }
 

@@ -1,9 +1,9 @@
 import { performance } from "node:perf_hooks";
-import { connect, ErrorCode, Events, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type NatsConnection, type StoredMsg } from "nats";
+import { ErrorCode, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type NatsConnection, type StoredMsg } from "nats";
 import { Heartbeat } from "../../gen/proofgate/v1/document.js";
 import { CATALOG_SUBJECT, HEARTBEAT_SUBJECT, STATE_STREAM, customerSubject, tokenOfSubject } from "../../replication/subjects.js";
 import { streamIdentity } from "../../replication/streams.js";
-import { isConsumerNotFound, isStreamNotFound, natsConnectionOptions, redactNatsUrl, type NatsOptions } from "../../replication/connection.js";
+import { isConsumerNotFound, isStreamNotFound, NatsLifecycle, type NatsOptions } from "../../replication/connection.js";
 import { errorMessage } from "../../errors/index.js";
 import type { Logger } from "../../observability/logger.js";
 import { decodeStateRecord } from "../../replication/state-record.js";
@@ -69,7 +69,7 @@ export class LazyFollower {
   private readonly fetching = new Map<string, Fetching>();
   private tickTimer: NodeJS.Timeout | undefined;
   private persistTimer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
+  private readonly lifecycle: NatsLifecycle;
   private wakeSleep: (() => void) | undefined;
 
   constructor(
@@ -79,7 +79,12 @@ export class LazyFollower {
     private readonly lazyMetrics: LazyMetrics,
     private readonly logger: Logger,
     private readonly options: LazyFollowerOptions,
-  ) {}
+  ) {
+    this.lifecycle = new NatsLifecycle(
+      { ...options, clientName: "proofgate-sidecar-lazy", reconnectTimeWaitMs: 500, meanwhile: "kept customers are served, misses answered stale" },
+      logger,
+    );
+  }
 
   get connected(): boolean {
     return this.connectedNow;
@@ -92,7 +97,17 @@ export class LazyFollower {
   start(): void {
     this.persistTimer = setInterval(() => this.store.persistRevision(), PERSIST_MS);
     this.persistTimer.unref();
-    this.running = this.run().catch((err: unknown) => this.logger.error({ err }, "lazy follower stopped unexpectedly"));
+    let first = true;
+    this.lifecycle.on("connection", (nc) => this.attach(nc));
+    this.lifecycle.on("up", (nc) => {
+      void this.up(nc, first ? "connected" : "reconnected").catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, "cannot use JetStream yet"));
+      first = false;
+    });
+    this.lifecycle.on("down", () => {
+      this.connectedNow = false;
+      this.stopConsumer();
+    });
+    this.lifecycle.start();
     this.scheduleTick();
   }
 
@@ -102,10 +117,8 @@ export class LazyFollower {
     if (this.tickTimer) clearTimeout(this.tickTimer);
     this.wakeSleep?.();
     this.stopConsumer();
-    const nc = this.nc;
     this.nc = undefined;
-    if (nc && !nc.isClosed()) await nc.close().catch(() => undefined);
-    await this.running;
+    await this.lifecycle.close();
     await Promise.allSettled([...this.fetching.values()].map((f) => f.promise));
   }
 
@@ -204,64 +217,20 @@ export class LazyFollower {
 
   // ---------------------------------------------------------------- connection
 
-  private async run(): Promise<void> {
-    while (!this.isClosed()) {
-      const nc = await this.connectForever();
-      if (!nc) return;
-      this.nc = nc;
-      this.jsm = await nc.jetstreamManager({ checkAPI: false, timeout: API_TIMEOUT_MS });
-      this.js = nc.jetstream({ timeout: API_TIMEOUT_MS });
-      const hb = nc.subscribe(HEARTBEAT_SUBJECT, { callback: (err, msg) => (err ? undefined : this.onHeartbeat(msg.data)) });
-      void this.watchStatus(nc);
-      void this.startConsumer("connected");
-      await nc.closed();
-      try {
-        hb.unsubscribe();
-      } catch {
-        // closed already
-      }
-      this.connectedNow = false;
-      this.stopConsumer();
-      if (!this.isClosed()) {
-        this.logger.error("the NATS connection was closed; connecting again");
-        await this.sleep(1_000);
-      }
-    }
+  /** A new connection (the first, or after the client gave up on one): its handles and the heartbeat subscription. */
+  private attach(nc: NatsConnection): void {
+    this.nc = nc;
+    this.jsm = undefined;
+    this.js = nc.jetstream({ timeout: API_TIMEOUT_MS });
+    nc.subscribe(HEARTBEAT_SUBJECT, { callback: (err, msg) => (err ? undefined : this.onHeartbeat(msg.data)) });
   }
 
-  private async connectForever(): Promise<NatsConnection | undefined> {
-    const opts = natsConnectionOptions(this.options, "proofgate-sidecar-lazy", 500);
-    for (let attempt = 0; !this.isClosed(); attempt++) {
-      try {
-        const nc = await connect(opts);
-        if (this.isClosed()) {
-          await nc.close();
-          return undefined;
-        }
-        this.connectedNow = true;
-        this.logger.info({ server: nc.getServer() }, "connected to NATS");
-        return nc;
-      } catch (err) {
-        if (attempt === 0 || attempt % 20 === 0)
-          this.logger.warn({ err: errorMessage(err), servers: redactNatsUrl(this.options.natsUrl), attempt }, "cannot reach NATS; misses are answered stale until it is back");
-        await this.sleep(Math.min(250 * 2 ** Math.min(attempt, 3), 2_000));
-      }
-    }
-    return undefined;
-  }
-
-  private async watchStatus(nc: NatsConnection): Promise<void> {
-    for await (const s of nc.status()) {
-      if (s.type === Events.Disconnect) {
-        this.connectedNow = false;
-        this.logger.warn("disconnected from NATS; kept customers are served, misses answered stale");
-      } else if (s.type === Events.Reconnect) {
-        this.connectedNow = true;
-        this.logger.info({ server: s.data }, "reconnected to NATS");
-        // Do not trust the consumer across a server restart: start it again from the revision.
-        void this.startConsumer("reconnected");
-      }
-    }
+  /** Connected or reconnected: do not trust the consumer across a server restart, start it again from the revision. */
+  private async up(nc: NatsConnection, why: string): Promise<void> {
+    this.jsm ??= await nc.jetstreamManager({ checkAPI: false, timeout: API_TIMEOUT_MS });
+    if (this.nc !== nc || this.isClosed()) return;
+    this.connectedNow = true;
+    void this.startConsumer(why);
   }
 
   // ---------------------------------------------------------------- following

@@ -1,6 +1,6 @@
 import { DeliverPolicy, millis, type ConsumerMessages, type JsMsg } from "nats";
 import { decodeEvent, decodeEventList, type DecodedEvent } from "../../billing/index.js";
-import { errorMessage, UnavailableError } from "../../errors/index.js";
+import { errorMessage, storageError, UnavailableError } from "../../errors/index.js";
 import { HEADER_CONTENT_TYPE } from "../../replication/subjects.js";
 import type { Logger } from "../../observability/logger.js";
 import { applyAdminCommand } from "../admin/commands.js";
@@ -42,6 +42,8 @@ export interface FoldOptions {
 interface Waiter {
   readonly seq: number;
   readonly resolve: (o: InputOutcome | undefined) => void;
+  /** The ledger could not take the batch holding `seq` (disk full, I/O error): it is folded again later. */
+  readonly fail: (err: Error) => void;
 }
 
 /** Messages applied in one ledger transaction at most. */
@@ -70,6 +72,7 @@ export class InputFold {
   /** The highest input sequence known to exist (from the stream, deliveries and appends). */
   private head = 0;
   private waiters: Waiter[] = [];
+  private batchLimit = BATCH;
   private readonly outcomes = new Map<number, InputOutcome>();
 
   constructor(
@@ -163,6 +166,10 @@ export class InputFold {
           clearTimeout(timer);
           resolve(o);
         },
+        fail: (err) => {
+          clearTimeout(timer);
+          reject(err);
+        },
       };
       this.waiters.push(waiter);
     });
@@ -225,8 +232,13 @@ export class InputFold {
   private drain(): void {
     this.scheduled = false;
     while (this.queue.length > 0 && !this.stopped) {
-      const batch = this.queue.splice(0, BATCH);
-      if (!this.process(batch)) {
+      const batch = this.queue.splice(0, this.batchLimit);
+      if (this.process(batch)) this.batchLimit = Math.min(BATCH, this.batchLimit * 2);
+      else {
+        // Smaller transactions after a failure, growing back as they succeed: a ledger short of
+        // space may take one message at a time (a transaction needs room for all it writes, WAL
+        // included) where 512 do not fit.
+        this.batchLimit = 1;
         // The ledger failed (disk full, I/O error): nothing of the batch was kept. Start over from
         // the last folded sequence after a pause.
         this.queue = [];
@@ -255,6 +267,14 @@ export class InputFold {
       });
     } catch (err) {
       this.options.logger.error({ err: errorMessage(err) }, "ledger transaction failed; the inputs will be folded again");
+      // Callers waiting on this batch hear why now (e.g. RESOURCE_EXHAUSTED for a full disk), not a timeout.
+      const failed = storageError(err, "ledger", "the change is on the input stream and is applied once the ledger can be written; retrying is safe");
+      const last = batch[batch.length - 1]?.seq ?? 0;
+      if (failed) {
+        const hit = this.waiters.filter((w) => w.seq <= last);
+        this.waiters = this.waiters.filter((w) => w.seq > last);
+        for (const w of hit) w.fail(failed);
+      }
       return false;
     }
     for (const [seq, o] of done) {
