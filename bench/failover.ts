@@ -1,5 +1,5 @@
 /**
- * `npm run build && node dist/bench/failover.js [--quick]`: writer takeover figures (BENCHMARKS.md,
+ * `npm run bench:failover [-- --quick]`: writer takeover figures (BENCHMARKS.md,
  * "Writer failover"). Two writer processes with their own ledgers and the default lease, one
  * sidecar, one nats-server, all on loopback. Billing events are published to NATS at a steady
  * rate, one new customer each, and the leader is SIGKILLed several times (restarted as a standby

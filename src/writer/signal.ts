@@ -37,26 +37,3 @@ export class Signal {
     });
   }
 }
-
-/** Retry delay: 100 ms doubling to 5 s. */
-export function backoffMs(failures: number): number {
-  return Math.min(5_000, 100 * 2 ** Math.min(failures, 6));
-}
-
-/** Sleeps `ms`, or less if `signal` aborts first (never rejects). */
-export function pause(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve) => {
-    if (signal?.aborted) {
-      resolve();
-      return;
-    }
-    const done = (): void => {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    timer.unref();
-    signal?.addEventListener("abort", done, { once: true });
-  });
-}

@@ -67,9 +67,10 @@ describe("sidecar CheckService", () => {
     expect((await client.check({ customerId: id, feature: "api-access" })).status).toBe(AccessStatus.ACCESS_STATUS_UNKNOWN_CUSTOMER);
 
     const rev = await pub.document(paidCustomer(id, "premium", Date.now()));
+    // Fresh once a writer heartbeat has confirmed the replica current (the publisher's beat).
     const granted = await waitFor(async () => {
       const r = await client.check({ customerId: id, feature: "api-access" });
-      return r.allowed ? r : undefined;
+      return r.allowed && !r.stale ? r : undefined;
     });
     expect(granted.status).toBe(AccessStatus.ACCESS_STATUS_GRANTED);
     expect(granted.revision).toBeGreaterThanOrEqual(rev);

@@ -8,7 +8,7 @@ import type { WriterCore } from "../core.js";
 import { applyEvents, MAX_APPLY_ATTEMPTS, type Applied, type Incoming } from "../ingest/apply.js";
 import type { EventOrigin, WriterMetrics } from "../metrics.js";
 import type { NatsLink } from "../nats-link.js";
-import { pause } from "../signal.js";
+import { pause } from "../../replication/connection.js";
 import {
   appendInput,
   decodeAdminCommand,

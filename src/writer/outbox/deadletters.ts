@@ -6,7 +6,8 @@ import type { Logger } from "../../observability/logger.js";
 import type { Ledger } from "../ledger/ledger.js";
 import type { WriterMetrics } from "../metrics.js";
 import type { NatsLink } from "../nats-link.js";
-import { backoffMs, pause, Signal } from "../signal.js";
+import { backoffMs, pause } from "../../replication/connection.js";
+import { Signal } from "../signal.js";
 
 /** The most of a rejected payload a dead letter carries; the rest is identified by size and SHA-256. */
 export const DEAD_LETTER_PAYLOAD_BYTES = 8 * 1024;

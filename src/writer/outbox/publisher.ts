@@ -15,7 +15,8 @@ import type { InputPosition, Ledger, OutboxRow } from "../ledger/ledger.js";
 import type { FaultHooks } from "../core.js";
 import type { WriterMetrics } from "../metrics.js";
 import type { NatsLink } from "../nats-link.js";
-import { backoffMs, pause, Signal } from "../signal.js";
+import { backoffMs, pause } from "../../replication/connection.js";
+import { Signal } from "../signal.js";
 import { encodeCatalogRecord, encodeDocumentRecord } from "../../replication/state-record.js";
 
 export interface PublisherOptions {
