@@ -8,21 +8,20 @@
  * newer, so a change is seen one local round trip after it lands, with no polling interval.
  */
 import * as grpc from "@grpc/grpc-js";
-import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from "nats";
+import { connect, type JetStreamClient, type NatsConnection } from "nats";
 import { AdminServiceClient } from "#proofgate/gen/proofgate/v1/admin.js";
 import { BillingEvent, PaymentResult } from "#proofgate/gen/proofgate/v1/billing.js";
 import { AccessStatus, CheckServiceClient, type CheckResponse } from "#proofgate/gen/proofgate/v1/check.js";
 import { IngestResult, type IngestServiceClient, type PublishResponse } from "#proofgate/gen/proofgate/v1/ingest.js";
 import { writerClients } from "#proofgate/cli/client.js";
 import { unaryCall } from "#proofgate/transport/grpc-client.js";
-import { BILLING_STREAM, CUSTOMER_SUBJECT_PREFIX, customerSubject } from "#proofgate/replication/subjects.js";
+import { CUSTOMER_SUBJECT_PREFIX, customerSubject } from "#proofgate/replication/subjects.js";
 import { EventStream, customerId, demoCatalog, paymentEvent, subscriptionEvent } from "../data.js";
 import { Histogram, type HistogramJson } from "../histogram.js";
 import { serve } from "../ipc.js";
 import { sleep } from "../util.js";
 
 const SUBJECT = "proofgate.billing.bench";
-const WRITER_CONSUMER = "proofgate-writer";
 
 export interface E2eResult {
   readonly rate: number;
@@ -44,7 +43,6 @@ export interface E2eResult {
 export function start(): void {
   let nc: NatsConnection | undefined;
   let js: JetStreamClient | undefined;
-  let jsm: JetStreamManager | undefined;
   let ingest: InstanceType<typeof IngestServiceClient> | undefined;
   let admin: InstanceType<typeof AdminServiceClient> | undefined;
   let check: InstanceType<typeof CheckServiceClient> | undefined;
@@ -66,13 +64,20 @@ export function start(): void {
     return res;
   }
 
-  async function writerCaughtUp(lastSeq: number, timeoutMs: number): Promise<number> {
-    const m = need(jsm, "nats");
+  /**
+   * When the writer has applied everything published before `marker` (a last event of its own
+   * customer): the writer folds its inputs in order, so the marker's fact means all of them.
+   */
+  async function writerCaughtUp(marker: string, timeoutMs: number): Promise<number> {
+    const c = need(admin, "writer");
     const deadline = performance.now() + timeoutMs;
     for (;;) {
-      const ci = await m.consumers.info(BILLING_STREAM, WRITER_CONSUMER);
-      if (ci.ack_floor.stream_seq >= lastSeq) return performance.now();
-      if (performance.now() > deadline) throw new Error(`writer consumer at ${ci.ack_floor.stream_seq} of ${lastSeq} after ${timeoutMs} ms`);
+      const found = await unaryCall<{ facts: unknown[] }>((md, o, cb) => c.getCustomer({ customerId: marker }, md, o, cb), { timeoutMs: 10_000 }).then(
+        (r) => r.facts.length > 0,
+        () => false,
+      );
+      if (found) return performance.now();
+      if (performance.now() > deadline) throw new Error(`the writer had not applied the events before ${marker} after ${timeoutMs} ms`);
       await sleep(10);
     }
   }
@@ -81,7 +86,6 @@ export function start(): void {
     {
       connect: async (a: { natsUrl: string; writer: string; sidecar?: string; token?: string }) => {
         nc = await connect({ servers: a.natsUrl, maxReconnectAttempts: -1 });
-        jsm = await nc.jetstreamManager();
         js = nc.jetstream({ timeout: 10_000 });
         // The writer runs with an auth file, as in production: every call carries the token.
         ({ ingest, admin } = writerClients(a.writer, a.token, {}));
@@ -271,14 +275,12 @@ export function start(): void {
         const stream = new EventStream(a.customers, `n_${runId}`, a.offset);
         const payloads = Array.from({ length: a.count }, () => BillingEvent.encode(stream.next()).finish());
         const t = performance.now();
-        let last = 0;
         let next = 0;
         let done = 0;
         await new Promise<void>((resolve, reject) => {
           const launch = (): void => {
             while (next < a.count && next - done < a.window) {
-              j.publish(SUBJECT, payloads[next++] as Uint8Array).then((ack) => {
-                last = Math.max(last, ack.seq);
+              j.publish(SUBJECT, payloads[next++] as Uint8Array).then(() => {
                 if (++done === a.count) resolve();
                 else launch();
               }, reject);
@@ -286,8 +288,10 @@ export function start(): void {
           };
           launch();
         });
+        const marker = `marker_${runId}_${a.offset}_${a.count}`;
+        await j.publish(SUBJECT, BillingEvent.encode(subscriptionEvent(marker, `${marker}_e`, Date.now(), "premium", 1)).finish());
         const publishedAt = performance.now();
-        const end = await writerCaughtUp(last, a.timeoutMs);
+        const end = await writerCaughtUp(marker, a.timeoutMs);
         return { count: a.count, publishSeconds: (publishedAt - t) / 1000, seconds: (end - t) / 1000, eventsPerSecond: a.count / ((end - t) / 1000) };
       },
     },
