@@ -173,6 +173,8 @@ describe("lazy sidecar", () => {
     const maxBytes = 64 * 1024;
     const sc = await start({ lazyMaxBytes: maxBytes });
     const http = sc.sidecar.httpAddress ?? "";
+    // Ready at once, fresh once a writer heartbeat confirms it: from then on every answer counts.
+    expect((await fresh(sc, ids[0] ?? "")).allowed).toBe(true);
     for (const id of ids) expect((await sc.client.check({ customerId: id, feature: "advanced-filtering" })).allowed, id).toBe(true);
     const kept = (await metric(http, "proofgate_sidecar_lazy_customers")) ?? 0;
     const bytes = (await metric(http, "proofgate_sidecar_lazy_bytes")) ?? Infinity;
