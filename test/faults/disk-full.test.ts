@@ -104,7 +104,10 @@ test("a full ledger disk answers RESOURCE_EXHAUSTED with the reason, loses no NA
   await expect(client.getCustomer(natsCustomers[0]?.customerId ?? "")).rejects.toMatchObject({ code: status.NOT_FOUND });
 
   // Space comes back: everything is applied, nothing was rejected, the writer never stopped.
+  // The operator frees space and grows the volume: everything that waited on the input stream
+  // must fit now (the ledger and its WAL had already taken what the filler left).
   rmSync(filler);
+  execFileSync("mount", ["-o", `remount,size=${4 * FS_BYTES}`, "tmpfs", mnt], { stdio: "pipe" });
   const retried = await waitFor(
     () => client.publish(failed),
     "the failed call succeeds when retried",
