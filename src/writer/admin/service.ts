@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { actorOf, guardedUnary, type Gate, type Principal } from "../../auth/index.js";
 import { checkId } from "../../billing/index.js";
 import { checkCatalogSize, validateCatalog } from "../../catalog/index.js";
-import { FailedPreconditionError, InvalidArgumentError, NotFoundError, storageError } from "../../errors/index.js";
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../../errors/index.js";
 import {
   AdminServiceService,
   type ApplyCatalogRequest,
@@ -170,23 +170,16 @@ export function adminBinding(deps: AdminDeps): ServiceBinding {
   const ops = new AdminOperations(deps);
   const { gate, logger: log } = deps;
   const m = (name: string): string => `AdminService.${name}`;
-  // A ledger that cannot be written (disk full) answers what is wrong rather than INTERNAL.
-  const write =
-    <Req, Res>(fn: (r: Req, p: Principal) => Promise<Res>) =>
-    (r: Req, p: Principal): Promise<Res> =>
-      fn(r, p).catch((err: unknown) => {
-        throw storageError(err, "ledger") ?? err;
-      });
   return {
     name: "proofgate.v1.AdminService",
     definition: AdminServiceService,
     implementation: {
-      applyCatalog: guardedUnary(gate, m("ApplyCatalog"), "admin", log, write((r: ApplyCatalogRequest, p) => ops.applyCatalog(r, p))),
+      applyCatalog: guardedUnary(gate, m("ApplyCatalog"), "admin", log, (r: ApplyCatalogRequest, p) => ops.applyCatalog(r, p)),
       getCatalog: guardedUnary(gate, m("GetCatalog"), "read", log, () => ops.getCatalog()),
-      putOverride: guardedUnary(gate, m("PutOverride"), "admin", log, write((r: PutOverrideRequest, p) => ops.putOverride(r, p))),
-      deleteOverride: guardedUnary(gate, m("DeleteOverride"), "admin", log, write((r: DeleteOverrideRequest, p) => ops.deleteOverride(r, p))),
+      putOverride: guardedUnary(gate, m("PutOverride"), "admin", log, (r: PutOverrideRequest, p) => ops.putOverride(r, p)),
+      deleteOverride: guardedUnary(gate, m("DeleteOverride"), "admin", log, (r: DeleteOverrideRequest, p) => ops.deleteOverride(r, p)),
       getCustomer: guardedUnary(gate, m("GetCustomer"), "read", log, (r: GetCustomerRequest) => ops.getCustomer(r)),
-      eraseCustomer: guardedUnary(gate, m("EraseCustomer"), "admin", log, write((r: EraseCustomerRequest, p) => ops.eraseCustomer(r, p))),
+      eraseCustomer: guardedUnary(gate, m("EraseCustomer"), "admin", log, (r: EraseCustomerRequest, p) => ops.eraseCustomer(r, p)),
     },
   };
 }

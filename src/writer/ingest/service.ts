@@ -1,5 +1,5 @@
 import { decodeEventList, encodeEventList, type DecodedEvent } from "../../billing/index.js";
-import { FailedPreconditionError, InvalidArgumentError, storageError } from "../../errors/index.js";
+import { FailedPreconditionError, InvalidArgumentError } from "../../errors/index.js";
 import { BillingEvent } from "../../gen/proofgate/v1/billing.js";
 import { IngestResult, IngestServiceService, type PublishRequest, type PublishResponse } from "../../gen/proofgate/v1/ingest.js";
 import type { ServiceBinding } from "../../transport/grpc.js";
@@ -83,11 +83,8 @@ export async function publish(deps: IngestDeps, request: PublishRequest | Publis
   });
   if (chunk.length > 0) chunks.push(chunk);
   const outcomes: (InputOutcome | undefined)[] = [];
-  try {
-    for (const c of chunks) outcomes.push(await deps.fold.submit(INPUT_EVENTS_SUBJECT, encodeEventList(c, 1), meta, deps.publishTimeoutMs));
-  } catch (err) {
-    throw storageError(err, "ledger") ?? err;
-  }
+  // A ledger that cannot be written answers what is wrong (the fold maps it: RESOURCE_EXHAUSTED for a full disk).
+  for (const c of chunks) outcomes.push(await deps.fold.submit(INPUT_EVENTS_SUBJECT, encodeEventList(c, 1), meta, deps.publishTimeoutMs));
   const known = outcomes.filter((o): o is InputOutcome => o !== undefined);
   const outcome: InputOutcome | undefined =
     known.length === outcomes.length ? { applied: known.flatMap((o) => o.applied), outboxIds: known.flatMap((o) => o.outboxIds), duplicate: known.some((o) => o.duplicate) } : undefined;
