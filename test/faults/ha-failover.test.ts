@@ -1,13 +1,10 @@
 import { join } from "node:path";
 import { afterAll, expect, test } from "vitest";
-import type { NatsConnection } from "nats";
 import { BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
 import { DEADLETTER_STREAM } from "../../src/replication/subjects.js";
-import { NatsServer } from "../harness/nats.js";
-import { tempDir } from "../harness/tmp.js";
-import { WriterClient, WriterProcess, connectNats } from "../harness/writer.js";
+import { WriterClient, WriterProcess } from "../harness/writer.js";
 import { waitFor } from "../harness/wait.js";
-import { BillingTraffic, expectConverged, startSidecarProcess, testRng, type SidecarUnderTest } from "../harness/system.js";
+import { BillingTraffic, expectConverged, startSidecarProcess, testRng, type SidecarUnderTest, startNatsBed } from "../harness/system.js";
 
 /**
  * Failover with real processes: two writers (a leader and a hot standby, each with its own
@@ -36,14 +33,7 @@ const pace = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms)
 
 test("the leader SIGKILLed 20 times under paced traffic: a standby takes over each time, nothing is lost or applied twice", async () => {
   const rng = testRng();
-  const nats = await NatsServer.start();
-  cleanup.push(() => nats.dispose());
-  const dir = tempDir("proofgate-ha-");
-  cleanup.push(() => dir.dispose());
-  const nc: NatsConnection = await connectNats(nats.url);
-  cleanup.push(() => nc.close());
-  const jsm = await nc.jetstreamManager();
-  const js = nc.jetstream();
+  const { nats, dir, nc, jsm, js } = await startNatsBed(cleanup, "proofgate-ha-");
 
   const args = ["--lease-ttl", "1s"];
   const slots: Slot[] = [];

@@ -1,13 +1,11 @@
 import { join } from "node:path";
 import { afterAll, expect, test } from "vitest";
-import type { NatsConnection, Subscription } from "nats";
+import type { Subscription } from "nats";
 import { BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
 import { HEADER_LEADER_EPOCH, HEADER_LEDGER_ID, STATE_SUBJECTS } from "../../src/replication/subjects.js";
-import { NatsServer } from "../harness/nats.js";
-import { tempDir } from "../harness/tmp.js";
-import { WriterClient, WriterProcess, connectNats } from "../harness/writer.js";
+import { WriterClient, WriterProcess } from "../harness/writer.js";
 import { waitFor } from "../harness/wait.js";
-import { BillingTraffic, expectConverged, metricValue, scrape, testRng } from "../harness/system.js";
+import { BillingTraffic, expectConverged, metricValue, scrape, testRng, startNatsBed } from "../harness/system.js";
 
 /**
  * Split brain: the leading writer is paused (SIGSTOP) until a standby takes the lease over, events
@@ -32,14 +30,7 @@ async function role(w: WriterProcess): Promise<string> {
 
 test("a leader paused past its lease publishes nothing when it resumes and steps down", async () => {
   const rng = testRng();
-  const nats = await NatsServer.start();
-  cleanup.push(() => nats.dispose());
-  const dir = tempDir("proofgate-ha-");
-  cleanup.push(() => dir.dispose());
-  const nc: NatsConnection = await connectNats(nats.url);
-  cleanup.push(() => nc.close());
-  const jsm = await nc.jetstreamManager();
-  const js = nc.jetstream();
+  const { nats, dir, nc, jsm, js } = await startNatsBed(cleanup, "proofgate-ha-");
 
   // Every message published to the state stream, in order, as it is published (the stream itself
   // keeps only the last per subject).

@@ -8,7 +8,7 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
-import type { JetStreamManager, NatsConnection } from "nats";
+import type { JetStreamClient, JetStreamManager, NatsConnection } from "nats";
 import { expect } from "vitest";
 import { AuditKind } from "../../src/gen/proofgate/v1/admin.js";
 import { PaymentResult, RecoveryResult, SubscriptionStatus, type BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
@@ -18,7 +18,9 @@ import { foldDocument } from "../../src/policy/index.js";
 import { CATALOG_SUBJECT, STATE_STREAM, customerSubject } from "../../src/replication/subjects.js";
 import { encodeDocumentRecord } from "../../src/replication/state-record.js";
 import { CheckClient, spawnSidecar, type SidecarProcess } from "./sidecar.js";
-import { EventFactory, WriterClient, streamLastSeq } from "./writer.js";
+import { EventFactory, WriterClient, connectNats, streamLastSeq } from "./writer.js";
+import { NatsServer } from "./nats.js";
+import { tempDir } from "./tmp.js";
 import { DAY, waitFor } from "./wait.js";
 
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -447,4 +449,24 @@ export async function expectConverged(t: ConvergeTarget): Promise<Converged> {
   ).flat();
   if (problems.length > 0) throw new Error(`the writer's ledger differs from the events sent in ${problems.length} ways:\n  ${problems.slice(0, 5).join("\n  ")}`);
   return settled;
+}
+
+/** What a fault test with its own writer processes starts from: nats-server, a temp directory, a client connection. */
+export interface NatsBed {
+  readonly nats: NatsServer;
+  readonly dir: ReturnType<typeof tempDir>;
+  readonly nc: NatsConnection;
+  readonly jsm: JetStreamManager;
+  readonly js: JetStreamClient;
+}
+
+/** Starts a NatsBed; each part is undone by `cleanup` (run in reverse order). */
+export async function startNatsBed(cleanup: (() => unknown)[], prefix: string): Promise<NatsBed> {
+  const nats = await NatsServer.start();
+  cleanup.push(() => nats.dispose());
+  const dir = tempDir(prefix);
+  cleanup.push(() => dir.dispose());
+  const nc = await connectNats(nats.url);
+  cleanup.push(() => nc.close());
+  return { nats, dir, nc, jsm: await nc.jetstreamManager(), js: nc.jetstream() };
 }
