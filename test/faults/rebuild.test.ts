@@ -18,16 +18,20 @@ const cleanup = cleanupAfterAll();
 
 /**
  * Checks every customer once; answers that would lie are collected: a paying customer answered
- * anything but GRANTED, or (anyone) an answer not marked stale from a replica that is not the
- * caught-up one (a revision below `freshFrom`).
+ * anything but GRANTED, or an answer not marked stale while a rebuild was under way (the new
+ * replica, `<replica>.next`, existed before and after the call, so the previous one answered).
+ * Done once every answer is fresh at `doneAt` or later. Revisions restart with a recreated
+ * stream, so they cannot tell the two replicas apart; the file can.
  */
-async function pollAll(sidecar: SidecarUnderTest, customers: readonly string[], freshFrom: number, problems: string[]): Promise<boolean> {
+async function pollAll(sidecar: SidecarUnderTest, customers: readonly string[], replicaPath: string, doneAt: number, problems: string[]): Promise<boolean> {
   let done = true;
   for (const c of customers) {
+    const rebuildingBefore = existsSync(`${replicaPath}.next`);
     const r = await sidecar.client.check({ customerId: c, feature: "api-access" });
+    const rebuilding = rebuildingBefore && existsSync(`${replicaPath}.next`);
     if (r.status !== AccessStatus.ACCESS_STATUS_GRANTED) problems.push(`${c}: ${AccessStatus[r.status]} (stale=${r.stale}) at revision ${r.revision}`);
-    if (!r.stale && r.revision < freshFrom) problems.push(`${c}: fresh at revision ${r.revision}, before the rebuilt replica (${freshFrom})`);
-    if (r.stale || r.revision < freshFrom) done = false;
+    if (!r.stale && rebuilding) problems.push(`${c}: fresh at revision ${r.revision} from the previous replica, while the new one was being built`);
+    if (r.stale || r.revision < doneAt || rebuilding) done = false;
   }
   return done;
 }
@@ -70,7 +74,7 @@ test("state stream deleted and recreated under a running writer: the previous re
   // Poll every paying customer until the sidecar has rebuilt: never anything but GRANTED, and
   // never fresh before the rebuilt replica answers.
   const problems: string[] = [];
-  await waitFor(() => pollAll(sidecar, customers, after, problems), "every customer granted and fresh after the rebuild", 60_000);
+  await waitFor(() => pollAll(sidecar, customers, replicaPath, after, problems), "every customer granted and fresh after the rebuild", 60_000);
   expect(problems).toEqual([]);
   const r = await sidecar.client.check({ customerId: late.customerId, feature: "api-access" });
   expect([r.status, r.stale]).toEqual([AccessStatus.ACCESS_STATUS_GRANTED, false]);
@@ -100,8 +104,9 @@ test("state stream recreated empty while the writer is down: the previous replic
 
   // Nothing confirms the empty new stream is the writer's state: the old replica keeps answering,
   // every answer stale, and the sidecar stays ready.
+  expect(existsSync(`${replicaPath}.next`)).toBe(true);
   const problems: string[] = [];
-  expect(await pollAll(sidecar, customers, Number.MAX_SAFE_INTEGER, problems)).toBe(false);
+  expect(await pollAll(sidecar, customers, replicaPath, Number.MAX_SAFE_INTEGER, problems)).toBe(false);
   expect(problems).toEqual([]);
   const r = await sidecar.client.check({ customerId: "cus_rd_7", feature: "api-access" });
   expect([r.status, r.stale, r.revision]).toEqual([AccessStatus.ACCESS_STATUS_GRANTED, true, revision]);
@@ -122,7 +127,7 @@ test("state stream recreated empty while the writer is down: the previous replic
       return undefined;
     }
   }, "the writer is back", 30_000);
-  await waitFor(() => pollAll(sidecar, [...customers, late.customerId], after, problems), "every customer granted and fresh from the rebuilt replica", 60_000);
+  await waitFor(() => pollAll(sidecar, [...customers, late.customerId], replicaPath, after, problems), "every customer granted and fresh from the rebuilt replica", 60_000);
   expect(problems).toEqual([]);
   expect(existsSync(`${replicaPath}.next`)).toBe(false);
   await writer.stop("SIGTERM");
