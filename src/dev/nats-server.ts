@@ -9,6 +9,14 @@ export function natsServerAvailable(): boolean {
   return spawnSync("nats-server", ["--version"], { stdio: "ignore" }).status === 0;
 }
 
+/** One node of a loopback JetStream cluster: its route port and every node's (its own included). */
+export interface ClusterMember {
+  readonly name: string;
+  readonly serverName: string;
+  readonly port: number;
+  readonly routes: readonly number[];
+}
+
 /**
  * A local `nats-server -js` on loopback: ephemeral port (`-p -1`) and its own temp store. Used by
  * `proofgate dev` and by the tests. Its log is kept in memory (`log()`), shown only when needed.
@@ -26,16 +34,18 @@ export class NatsServer {
   private constructor(
     private readonly maxPayload?: number,
     private readonly monitor = false,
+    private readonly cluster?: ClusterMember,
   ) {
     this.storeDir = mkdtempSync(join(tmpdir(), "proofgate-nats-"));
   }
 
   /**
    * `maxPayload` lowers the server's max_payload (default 1 MiB), for tests of oversized messages;
-   * `monitor` serves the monitoring endpoints on an ephemeral loopback port (the benchmark reads bytes sent).
+   * `monitor` serves the monitoring endpoints on an ephemeral loopback port (the benchmark reads bytes sent);
+   * `cluster` makes it one node of a JetStream cluster (the tests' three-node cluster).
    */
-  static async start(opts: { maxPayload?: number; monitor?: boolean } = {}): Promise<NatsServer> {
-    const server = new NatsServer(opts.maxPayload, opts.monitor);
+  static async start(opts: { maxPayload?: number; monitor?: boolean; cluster?: ClusterMember } = {}): Promise<NatsServer> {
+    const server = new NatsServer(opts.maxPayload, opts.monitor, opts.cluster);
     try {
       await server.start();
     } catch (err) {
@@ -47,6 +57,11 @@ export class NatsServer {
 
   get url(): string {
     return `nats://127.0.0.1:${this.port}`;
+  }
+
+  /** The node's name in a cluster. */
+  get serverName(): string | undefined {
+    return this.cluster?.serverName;
   }
 
   get running(): boolean {
@@ -63,6 +78,10 @@ export class NatsServer {
       config.push("-c", file);
     }
     if (this.monitor) config.push("-m", String(this.monitorPort));
+    if (this.cluster) {
+      const { name, serverName, port, routes } = this.cluster;
+      config.push("-n", serverName, "--cluster_name", name, "--cluster", `nats://127.0.0.1:${port}`, "--routes", routes.map((r) => `nats://127.0.0.1:${r}`).join(","));
+    }
     // nats-server writes its bound ports to `<dir>/nats-server_<pid>.ports` once it accepts
     // clients, with JetStream enabled; reading that file beats parsing its log.
     const child = spawn("nats-server", [...config, "-a", "127.0.0.1", "-p", String(this.port), "-js", "-sd", this.storeDir, "--ports_file_dir", this.storeDir], {

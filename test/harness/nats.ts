@@ -1,5 +1,72 @@
+import { createServer } from "node:net";
+import { connect } from "nats";
+import { NatsServer } from "../../src/dev/nats-server.js";
+
 /**
  * A real `nats-server -js` for tests: ephemeral port, its own temp store, log shown only on
  * failure (`log()`). The same class runs NATS for `proofgate dev`.
  */
-export { NatsServer } from "../../src/dev/nats-server.js";
+export { NatsServer };
+
+/** A free loopback port, for the route listeners every node must know in advance. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === "string") throw new Error("no port");
+  return address.port;
+}
+
+/**
+ * Three `nats-server -js` nodes routed into one JetStream cluster on loopback, each with its own
+ * store; a node stopped and started again keeps its client and route ports. `url` lists every node,
+ * as a production client would.
+ */
+export class NatsCluster {
+  private constructor(readonly nodes: readonly NatsServer[]) {}
+
+  static async start(size = 3): Promise<NatsCluster> {
+    const routes = await Promise.all(Array.from({ length: size }, freePort));
+    const nodes: NatsServer[] = [];
+    try {
+      for (const [i, port] of routes.entries())
+        nodes.push(await NatsServer.start({ cluster: { name: "proofgate-test", serverName: `n${i + 1}`, port, routes } }));
+      const cluster = new NatsCluster(nodes);
+      await cluster.jetStreamReady();
+      return cluster;
+    } catch (err) {
+      for (const n of nodes) await n.dispose();
+      throw err;
+    }
+  }
+
+  get url(): string {
+    return this.nodes.map((n) => n.url).join(",");
+  }
+
+  /** Resolves once the cluster has a JetStream meta leader (streams can be created). */
+  async jetStreamReady(timeoutMs = 30_000): Promise<void> {
+    const nc = await connect({ servers: this.nodes.filter((n) => n.running).map((n) => n.url) });
+    const deadline = Date.now() + timeoutMs;
+    try {
+      const jsm = await nc.jetstreamManager({ timeout: 1_000 }).catch(() => undefined);
+      for (let last: unknown; ; ) {
+        try {
+          await (jsm ?? (await nc.jetstreamManager({ timeout: 1_000 }))).getAccountInfo();
+          return;
+        } catch (err) {
+          last = err;
+        }
+        if (Date.now() > deadline) throw new Error(`the NATS cluster has no JetStream leader after ${timeoutMs} ms: ${String(last)}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      await nc.close();
+    }
+  }
+
+  async dispose(): Promise<void> {
+    for (const n of this.nodes) await n.dispose();
+  }
+}

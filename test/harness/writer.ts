@@ -233,8 +233,9 @@ export interface StateMessage {
 }
 
 /** A plain NATS connection for tests (no reconnect games). */
+/** `url` may list several servers, comma-separated (a cluster). */
 export function connectNats(url: string): Promise<NatsConnection> {
-  return connect({ servers: url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+  return connect({ servers: url.split(","), maxReconnectAttempts: -1, reconnectTimeWait: 100 });
 }
 
 /** The stream's last sequence (0 when empty or missing). */
