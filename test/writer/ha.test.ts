@@ -7,6 +7,7 @@ import { IngestResult } from "../../src/gen/proofgate/v1/ingest.js";
 import { HEADER_INPUT_POSITION, HEADER_LEADER_EPOCH, HEADER_LEDGER_ID, customerSubject } from "../../src/replication/subjects.js";
 import { INPUT_STREAM } from "../../src/writer/ha/inputs.js";
 import { NatsServer } from "../harness/nats.js";
+import { runCli } from "../harness/system.js";
 import { EventFactory, connectNats, lastState, startTestWriter, streamLastSeq, waitFor, type TestWriter } from "../harness/writer.js";
 
 /**
@@ -62,6 +63,15 @@ test("a standby applies every input, answers calls at the revision where they ar
   expect(await docBytes(b, "cus_ha")).toEqual(await docBytes(a, "cus_ha"));
   // The standby knows where its copy of the document is on the stream.
   expect((await b.client.getCustomer("cus_ha")).revision).toBe(onStream?.seq);
+  // `proofgate explain` tells the same story on either writer; only the audit entries' times are
+  // each writer's own (when it applied the input).
+  const explained = await Promise.all([a, b].map((w) => runCli(["explain", "--customer", "cus_ha", "--writer", w.writer.grpcAddress, "--json"])));
+  expect(explained.map((r) => r.code)).toEqual([0, 0]);
+  const story = (out = ""): unknown => JSON.parse(out, (key, value: unknown) => (key === "at" ? undefined : value));
+  expect(story(explained[1]?.stdout)).toEqual(story(explained[0]?.stdout));
+  const told = story(explained[1]?.stdout) as { document: { customerId: string }; timeline: { eventId?: string }[] };
+  expect(told.document.customerId).toBe("cus_ha");
+  expect(told.timeline.some((e) => e.eventId === "ha_1")).toBe(true);
 
   // Admin on the standby: an override with its id and time decided once, the same on both.
   const put = await b.client.putOverride({
