@@ -223,6 +223,17 @@ describe("freshness", () => {
     expect(f.isStale(5_000, 1000)).toBe(true);
   });
 
+  it("is stale while the replica file has not passed its structural check, confirmed or not", () => {
+    const f = new Freshness();
+    f.verifying(true);
+    f.heartbeat(10, 100, 10);
+    expect(f.isStale(200, 1000)).toBe(true);
+    expect(f.ageMs(200)).toBe(Infinity);
+    f.verifying(false);
+    expect(f.isStale(200, 1000)).toBe(false);
+    expect(f.ageMs(200)).toBe(100);
+  });
+
   it("notices a writer head behind the replica (a recreated stream)", () => {
     const f = new Freshness();
     f.heartbeat(3, 0, 10);

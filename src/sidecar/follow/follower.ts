@@ -178,8 +178,17 @@ export class Follower {
     });
     this.nats.start();
     this.scheduleTick();
-    // Structural damage a warm start did not trip over is found here, off the event loop.
-    this.replica.verify().catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, "cannot check the replica file"));
+    // Structural damage a warm start did not trip over is found here, off the event loop; until
+    // then answers are stale. A corrupt file is rebuilt (fresh again once the rebuild has caught up).
+    this.freshness.verifying(true);
+    this.replica
+      .verify()
+      .catch((err: unknown) => {
+        this.logger.warn({ err: errorMessage(err) }, "cannot check the replica file; reads still report corruption as they meet it");
+        return true;
+      })
+      .finally(() => this.freshness.verifying(false))
+      .catch(() => undefined);
   }
 
   async close(): Promise<void> {

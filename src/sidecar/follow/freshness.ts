@@ -120,14 +120,25 @@ export class Freshness {
 
   private previous = false;
 
+  /**
+   * While on, the replica file has not passed its structural check since the sidecar opened it:
+   * a lookup through a damaged page can find nothing without SQLite noticing, so no answer from it
+   * is fresh (a warm start still answers at once, stale).
+   */
+  verifying(on: boolean): void {
+    this.unverified = on;
+  }
+
+  private unverified = false;
+
   /** Hot path: one subtraction. */
   isStale(now: number, windowMs: number): boolean {
-    return this.previous || this.lastCurrentAt === undefined || now - this.lastCurrentAt > windowMs;
+    return this.previous || this.unverified || this.lastCurrentAt === undefined || now - this.lastCurrentAt > windowMs;
   }
 
   /** Milliseconds since the replica answering was last known current (Infinity if never). */
   ageMs(now: number): number {
-    return this.previous || this.lastCurrentAt === undefined ? Infinity : Math.max(0, now - this.lastCurrentAt);
+    return this.previous || this.unverified || this.lastCurrentAt === undefined ? Infinity : Math.max(0, now - this.lastCurrentAt);
   }
 
   /** Milliseconds since the replica was last known caught up with the stream (Infinity if never). */

@@ -129,8 +129,24 @@ const apply = db.transaction(
   },
 );
 const reset = db.transaction(() => db.exec(data.sql.reset));
+const pause = new Int32Array(new SharedArrayBuffer(4));
 /**
- * Copies a snapshot file's tables into this (empty) replica in one transaction.
+ * Under a CPU quota: after a batch that kept the thread busy `t` ms, rests `t · (1 − share) / share`
+ * ms (at most 100), so that applying a bootstrap or a burst leaves the rest of the quota to checks.
+ * @param {number} startedAt
+ */
+const pace = (startedAt) => {
+  const share = data.applyShare;
+  if (share === undefined || share >= 1) return;
+  const busy = performance.now() - startedAt;
+  Atomics.wait(pause, 0, 0, Math.min(100, (busy * (1 - share)) / share));
+};
+/** Documents copied per step of a restore: a few milliseconds of work between rests under a quota. */
+const RESTORE_STEP = 4096;
+/**
+ * Copies a snapshot file's tables into this (empty) replica in one transaction, so the file never
+ * holds part of a snapshot. Documents go in key ranges of RESTORE_STEP rows, paced like applies,
+ * so that a restore under a CPU quota leaves checks their share.
  * @param {string} file
  * @returns {SnapshotState}
  */
@@ -144,12 +160,21 @@ const restore = (file) => {
       throw new Error("the snapshot has no meta row");
     if (meta.schema_version !== data.sql.schemaVersion)
       throw new Error(`the snapshot has schema ${meta.schema_version}, this replica ${data.sql.schemaVersion}`);
+    // Empty destination, same columns: SQLite copies the records as they are, in key order.
+    const first = db.prepare(`INSERT INTO main.documents SELECT * FROM snap.documents ORDER BY k LIMIT ${RESTORE_STEP}`);
+    const next = db.prepare(`INSERT INTO main.documents SELECT * FROM snap.documents WHERE k > ? ORDER BY k LIMIT ${RESTORE_STEP}`);
+    const last = /** @type {import("better-sqlite3").Statement<[], bigint | null>} */ (db.prepare("SELECT max(k) FROM main.documents").pluck().safeIntegers());
     db.transaction(() => {
-      // Empty destination, same columns: SQLite copies the records as they are, in key order.
-      for (const table of ["documents", "spill", "catalog"]) {
+      for (const table of ["documents", "spill", "catalog"])
         db.exec(`DELETE FROM main.${table}`);
-        db.exec(`INSERT INTO main.${table} SELECT * FROM snap.${table}`);
+      for (let step = first, startedAt = performance.now(); ; step = next, startedAt = performance.now()) {
+        const copied = step === first ? step.run().changes : step.run(last.get()).changes;
+        pace(startedAt);
+        if (copied < RESTORE_STEP)
+          break;
       }
+      for (const table of ["spill", "catalog"])
+        db.exec(`INSERT INTO main.${table} SELECT * FROM snap.${table}`);
       setRevision.run(meta.applied_revision);
       setStreamCreated.run(meta.stream_created);
     })();
@@ -172,18 +197,6 @@ const snapshot = (file) => {
 };
 /** @param {ThreadReply} r */
 const reply = (r) => port.postMessage(r);
-const pause = new Int32Array(new SharedArrayBuffer(4));
-/**
- * Under a CPU quota: after a batch that kept the thread busy `t` ms, rests `t · (1 − share) / share`
- * ms (at most 100), so that applying a bootstrap or a burst leaves the rest of the quota to checks.
- * @param {number} startedAt
- */
-const pace = (startedAt) => {
-  const share = data.applyShare;
-  if (share === undefined || share >= 1) return;
-  const busy = performance.now() - startedAt;
-  Atomics.wait(pause, 0, 0, Math.min(100, (busy * (1 - share)) / share));
-};
 port.on("message", (/** @type {ThreadRequest} */ { id, op }) => {
   try {
     /** @type {SnapshotState | readonly string[] | undefined} */
