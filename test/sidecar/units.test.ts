@@ -151,6 +151,22 @@ describe("replica file", () => {
     await replica.close();
   });
 
+  it("restores every document of a snapshot larger than one copy step, whether or not its size is a multiple of the step", async () => {
+    for (const n of [8_192, 8_193]) {
+      const { path } = open();
+      const replica = Replica.open(path, silentLogger());
+      const ids = Array.from({ length: n }, (_, i) => `cus_step_${i}`);
+      await replica.apply(ids.map((id, i) => ({ seq: i + 1, record: doc(id) })), n);
+      const file = join(dirname(path), `snapshot-${n}.db`);
+      await replica.snapshotTo(file);
+      const other = Replica.open(join(dirname(path), `restored-${n}.db`), silentLogger());
+      expect(await other.restore(file)).toMatchObject({ revision: n });
+      expect(other.documentCount()).toBe(n);
+      for (const id of [ids[0], ids[4_095], ids[4_096], ids[n - 1]]) expect(other.document(id ?? "")?.equals(replica.document(id ?? "") ?? Buffer.alloc(0)), id).toBe(true);
+      await Promise.all([replica.close(), other.close()]);
+    }
+  });
+
   it("writes a compact snapshot at its revision and restores it into an empty replica only", async () => {
     const { path } = open();
     const replica = Replica.open(path, silentLogger());
