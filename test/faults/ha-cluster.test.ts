@@ -138,7 +138,9 @@ test("one NATS node and the leading writer killed together, three times: the sta
     await Promise.all([node.stop("SIGKILL"), victim.proc.stop("SIGKILL")]);
     victim.client.close();
     killedNodes.push(`${nodeName} (${stream} leader)`);
-    await waitFor(async () => (await role(other)) === "ready: leader", `round ${k + 1}: ${other.name} to take over with ${nodeName} down`, 60_000);
+    await waitFor(async () => (await role(other)) === "ready: leader", `round ${k + 1}: ${other.name} to take over with ${nodeName} down`, 60_000).catch((err: unknown) => {
+      throw new Error(`${String(err)}\n${other.name}'s log:\n${other.proc.output().slice(-6000)}`);
+    });
     takeovers.push(Math.round(performance.now() - killedAt));
     // Both come back: the node catches its replicas up, the writer stands by on its own ledger.
     await node.start();
