@@ -52,6 +52,14 @@ const BATCH = 512;
 const OUTCOMES_KEPT = 4_096;
 /** Delay before the fold starts over after a ledger failure. */
 const RETRY_MS = 1_000;
+/**
+ * The consumer's pull expiry: nats.js sends idle heartbeats every half of it and recreates an
+ * ordered consumer after two missed ones, so a consumer lost with its NATS server (it lives on the
+ * stream's leader) is noticed within about this long, not the default 30 s.
+ */
+const PULL_EXPIRES_MS = 4_000;
+/** Inputs known to exist and nothing delivered for this long: the consumer is re-created. */
+const STALL_MS = 5_000;
 
 /**
  * The writer's fold of the input stream (docs/writer.md, "High availability"): an ordered consumer
@@ -74,6 +82,8 @@ export class InputFold {
   private waiters: Waiter[] = [];
   private batchLimit = BATCH;
   private readonly outcomes = new Map<number, InputOutcome>();
+  private lastDeliveryAt = 0;
+  private watchdog: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly core: WriterCore,
@@ -120,10 +130,28 @@ export class InputFold {
     this.link.onReady(() => this.attach());
     this.link.onDown(() => (this.attached = false));
     this.attach();
+    this.watchdog = setInterval(() => void this.checkStalled(), STALL_MS / 2);
+    this.watchdog.unref();
+  }
+
+  /**
+   * Belt and braces behind nats.js's own recovery: when inputs are known to exist (the stream's
+   * last sequence, read here, or an append's) and nothing has been delivered for STALL_MS, the
+   * consumer is re-created from the last folded sequence.
+   */
+  private async checkStalled(): Promise<void> {
+    const handles = this.link.ready;
+    if (this.stopped || !this.attached || !handles) return;
+    const info = await handles.jsm.streams.info(INPUT_STREAM).catch(() => undefined);
+    if (info) this.head = Math.max(this.head, info.state.last_seq);
+    if (this.folded >= this.head || performance.now() - this.lastDeliveryAt < STALL_MS || this.queue.length > 0) return;
+    this.options.logger.warn({ folded: this.folded, head: this.head }, "nothing delivered from the input stream for a while; re-creating its consumer");
+    this.attach();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    clearInterval(this.watchdog);
     this.generation++;
     this.queue = [];
     await this.messages?.close().catch(() => undefined);
@@ -200,7 +228,8 @@ export class InputFold {
       const from = this.folded + 1;
       const consumer = await handles.js.consumers.get(INPUT_STREAM, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from });
       if (superseded()) return;
-      const messages = await consumer.consume({ max_messages: BATCH, callback: (m) => this.enqueue(m, gen) });
+      this.lastDeliveryAt = performance.now();
+      const messages = await consumer.consume({ max_messages: BATCH, expires: PULL_EXPIRES_MS, callback: (m) => this.enqueue(m, gen) });
       if (superseded()) {
         await messages.close();
         return;
@@ -220,6 +249,7 @@ export class InputFold {
 
   private enqueue(m: JsMsg, gen: number): void {
     if (this.stopped || gen !== this.generation) return;
+    this.lastDeliveryAt = performance.now();
     this.head = Math.max(this.head, m.seq + m.info.pending);
     this.queue.push(m);
     if (!this.scheduled) {
