@@ -2,14 +2,15 @@ import { join } from "node:path";
 import { afterAll, expect, test } from "vitest";
 import type { JetStreamManager } from "nats";
 import { BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
-import { DEADLETTER_STREAM, STATE_STREAM } from "../../src/replication/subjects.js";
+import { AUDIT_STREAM, BILLING_STREAM, DEADLETTER_STREAM, STATE_STREAM } from "../../src/replication/subjects.js";
 import { INPUT_STREAM } from "../../src/writer/ha/inputs.js";
 import { LEASE_BUCKET } from "../../src/writer/ha/lease.js";
 import { NatsCluster } from "../harness/nats.js";
 import { tempDir } from "../harness/tmp.js";
-import { WriterClient, WriterProcess, connectNats } from "../harness/writer.js";
+import { connectNats } from "../harness/writer.js";
+import { WriterSlots } from "../harness/ha.js";
 import { waitFor } from "../harness/wait.js";
-import { BillingTraffic, expectConverged, startSidecarProcess, testRng, type SidecarUnderTest } from "../harness/system.js";
+import { BillingTraffic, startSidecarProcess, testRng, type SidecarUnderTest } from "../harness/system.js";
 
 /**
  * Production's shape on loopback: three nats-server nodes in one JetStream cluster, every stream
@@ -25,21 +26,15 @@ afterAll(async () => {
 });
 
 const LEASE_STREAM = `KV_${LEASE_BUCKET}`;
+/** One round each: the server leading it is killed with the leading writer. */
 const STREAMS = [STATE_STREAM, INPUT_STREAM, LEASE_STREAM] as const;
-
-interface Slot {
-  readonly name: string;
-  readonly ledgerPath: string;
-  proc: WriterProcess;
-  client: WriterClient;
-  alive: boolean;
-}
+const ALL_STREAMS = [...STREAMS, BILLING_STREAM, DEADLETTER_STREAM, AUDIT_STREAM];
 
 const pace = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Every replica of every stream that matters is on line and current (a node can be lost again). */
 async function fullyReplicated(jsm: JetStreamManager): Promise<boolean> {
-  for (const name of STREAMS) {
+  for (const name of ALL_STREAMS) {
     const info = await jsm.streams.info(name).catch(() => undefined);
     const c = info?.cluster;
     if (!c?.leader || c.replicas?.length !== 2 || !c.replicas.every((r) => r.current && !r.offline)) return false;
@@ -58,28 +53,12 @@ test("one NATS node and the leading writer killed together, three times: the sta
   const jsm = await nc.jetstreamManager();
   const js = nc.jetstream();
 
-  const slots: Slot[] = [];
-  const launch = async (name: string, ledgerPath: string): Promise<{ proc: WriterProcess; client: WriterClient }> => {
-    const proc = await WriterProcess.start({ natsUrl: cluster.url, ledgerPath, args: ["--lease-ttl", "1s", "--stream-replicas", "3", "--writer-id", name] });
-    cleanup.push(() => proc.stop("SIGKILL"));
-    const client = new WriterClient(proc.grpcAddress);
-    cleanup.push(() => client.close());
-    return { proc, client };
-  };
-  const role = async (s: Slot): Promise<string> => (s.alive ? (await s.proc.http("/readyz").catch(() => ({ body: "" }))).body.trim() : "");
-  for (const name of ["a", "b"]) {
-    const ledgerPath = join(dir.path, `${name}.db`);
-    slots.push({ name, ledgerPath, ...(await launch(name, ledgerPath)), alive: true });
-  }
-  const leader = async (): Promise<Slot> =>
-    waitFor(async () => {
-      for (const s of slots) if ((await role(s)) === "ready: leader") return s;
-      return undefined;
-    }, "a leader", 30_000);
-  await (await leader()).client.applyCatalog();
-  await waitFor(async () => (await Promise.all(slots.map(role))).sort().join() === "ready: leader,ready: standby", "a leader and a current standby", 30_000);
+  const writers = await WriterSlots.start(cleanup, cluster.url, dir.path, ["--lease-ttl", "1s", "--stream-replicas", "3"]);
+  const { slots } = writers;
+  await (await writers.leader()).client.applyCatalog();
+  await writers.settled();
   await waitFor(() => fullyReplicated(jsm), "every stream at three current replicas", 30_000);
-  for (const name of STREAMS) expect((await jsm.streams.info(name)).config.num_replicas, name).toBe(3);
+  for (const name of ALL_STREAMS) expect((await jsm.streams.info(name)).config.num_replicas, name).toBe(3);
 
   const sidecar: SidecarUnderTest = await startSidecarProcess("cluster", cluster.url, join(dir.path, "replica.db"));
   cleanup.push(() => sidecar.stop("SIGKILL"));
@@ -130,31 +109,25 @@ test("one NATS node and the leading writer killed together, three times: the sta
     const nodeName = (await jsm.streams.info(stream)).cluster?.leader ?? "";
     const node = cluster.nodes.find((n) => n.serverName === nodeName);
     if (!node) throw new Error(`no node named ${nodeName} leads ${stream}`);
-    const victim = await leader();
+    const victim = await writers.leader();
     const other = slots.find((s) => s !== victim);
     if (!other) throw new Error("two slots");
-    victim.alive = false;
     const killedAt = performance.now();
-    await Promise.all([node.stop("SIGKILL"), victim.proc.stop("SIGKILL")]);
-    victim.client.close();
+    await Promise.all([node.stop("SIGKILL"), writers.kill(victim)]);
     killedNodes.push(`${nodeName} (${stream} leader)`);
-    await waitFor(async () => (await role(other)) === "ready: leader", `round ${k + 1}: ${other.name} to take over with ${nodeName} down`, 60_000).catch((err: unknown) => {
+    await waitFor(async () => (await writers.role(other)) === "ready: leader", `round ${k + 1}: ${other.name} to take over with ${nodeName} down`, 60_000).catch((err: unknown) => {
       throw new Error(`${String(err)}\n${other.name}'s log:\n${other.proc.output().slice(-6000)}`);
     });
     takeovers.push(Math.round(performance.now() - killedAt));
     // Both come back: the node catches its replicas up, the writer stands by on its own ledger.
     await node.start();
-    Object.assign(victim, await launch(victim.name, victim.ledgerPath), { alive: true });
-    await waitFor(async () => (await role(victim)) === "ready: standby", `round ${k + 1}: ${victim.name} to stand by again`, 60_000);
-    await waitFor(() => fullyReplicated(jsm), `round ${k + 1}: ${nodeName} current again`, 60_000);
+    await writers.restart(victim, 60_000);
+    await waitFor(async () => (await cluster.healthy()) && (await fullyReplicated(jsm)), `round ${k + 1}: ${nodeName} current again`, 60_000);
   }
   run.stop = true;
   await sending;
 
-  const final = await leader();
-  const converged = await expectConverged({ nc, jsm, writer: { client: final.client, httpAddress: final.proc.httpAddress }, sidecars: [sidecar], expected: traffic.expected, timeoutMs: 60_000 });
-  const standby = slots.find((s) => s !== final);
-  if (standby) await expectConverged({ nc, jsm, writer: { client: standby.client, httpAddress: standby.proc.httpAddress }, sidecars: [], expected: traffic.expected });
+  const converged = await writers.converged({ nc, jsm, sidecars: [sidecar], expected: traffic.expected, timeoutMs: 60_000 });
   expect(takeovers).toHaveLength(STREAMS.length);
   expect(traffic.expected.size).toBe(customers.length);
   expect((await jsm.streams.info(DEADLETTER_STREAM)).state.messages).toBe(0);

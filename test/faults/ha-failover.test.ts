@@ -2,9 +2,9 @@ import { join } from "node:path";
 import { afterAll, expect, test } from "vitest";
 import { BillingEvent } from "../../src/gen/proofgate/v1/billing.js";
 import { DEADLETTER_STREAM } from "../../src/replication/subjects.js";
-import { WriterClient, WriterProcess } from "../harness/writer.js";
+import { WriterSlots } from "../harness/ha.js";
 import { waitFor } from "../harness/wait.js";
-import { BillingTraffic, expectConverged, startSidecarProcess, testRng, type SidecarUnderTest, startNatsBed } from "../harness/system.js";
+import { BillingTraffic, startSidecarProcess, testRng, type SidecarUnderTest, startNatsBed } from "../harness/system.js";
 
 /**
  * Failover with real processes: two writers (a leader and a hot standby, each with its own
@@ -21,41 +21,16 @@ afterAll(async () => {
 
 const KILLS = 20;
 
-interface Slot {
-  readonly name: string;
-  readonly ledgerPath: string;
-  proc: WriterProcess;
-  client: WriterClient;
-  alive: boolean;
-}
-
 const pace = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 test("the leader SIGKILLed 20 times under paced traffic: a standby takes over each time, nothing is lost or applied twice", async () => {
   const rng = testRng();
   const { nats, dir, nc, jsm, js } = await startNatsBed(cleanup, "proofgate-ha-");
 
-  const args = ["--lease-ttl", "1s"];
-  const slots: Slot[] = [];
-  const launch = async (name: string, ledgerPath: string): Promise<{ proc: WriterProcess; client: WriterClient }> => {
-    const proc = await WriterProcess.start({ natsUrl: nats.url, ledgerPath, args: [...args, "--writer-id", name] });
-    cleanup.push(() => proc.stop("SIGKILL"));
-    const client = new WriterClient(proc.grpcAddress);
-    cleanup.push(() => client.close());
-    return { proc, client };
-  };
-  const role = async (s: Slot): Promise<string> => (s.alive ? (await s.proc.http("/readyz").catch(() => ({ body: "" }))).body.trim() : "");
-  for (const name of ["a", "b"]) {
-    const ledgerPath = join(dir.path, `${name}.db`);
-    slots.push({ name, ledgerPath, ...(await launch(name, ledgerPath)), alive: true });
-  }
-  const leader = async (): Promise<Slot> =>
-    waitFor(async () => {
-      for (const s of slots) if ((await role(s)) === "ready: leader") return s;
-      return undefined;
-    }, "a leader");
-  await (await leader()).client.applyCatalog();
-  await waitFor(async () => (await Promise.all(slots.map(role))).sort().join() === "ready: leader,ready: standby", "a leader and a current standby");
+  const writers = await WriterSlots.start(cleanup, nats.url, dir.path, ["--lease-ttl", "1s"]);
+  const { slots } = writers;
+  await (await writers.leader()).client.applyCatalog();
+  await writers.settled();
 
   const sidecar: SidecarUnderTest = await startSidecarProcess("follower", nats.url, join(dir.path, "replica.db"));
   cleanup.push(() => sidecar.stop("SIGKILL"));
@@ -113,26 +88,20 @@ test("the leader SIGKILLed 20 times under paced traffic: a standby takes over ea
   const takeovers: number[] = [];
   for (let k = 0; k < KILLS; k++) {
     await pace(rng.int(200, 1_500));
-    const victim = await leader();
+    const victim = await writers.leader();
     const other = slots.find((s) => s !== victim);
     if (!other) throw new Error("two slots");
-    victim.alive = false;
     const killedAt = performance.now();
-    expect((await victim.proc.stop("SIGKILL")).signal).toBe("SIGKILL");
-    victim.client.close();
-    await waitFor(async () => (await role(other)) === "ready: leader", `kill ${k + 1}: ${other.name} to take over`);
+    await writers.kill(victim);
+    await waitFor(async () => (await writers.role(other)) === "ready: leader", `kill ${k + 1}: ${other.name} to take over`);
     takeovers.push(Math.round(performance.now() - killedAt));
     // Restarted on its own ledger: it catches up on what it missed and stands by.
-    Object.assign(victim, await launch(victim.name, victim.ledgerPath), { alive: true });
-    await waitFor(async () => (await role(victim)) === "ready: standby", `kill ${k + 1}: ${victim.name} to stand by again`);
+    await writers.restart(victim);
   }
   run.stop = true;
   await sending;
 
-  const final = await leader();
-  const converged = await expectConverged({ nc, jsm, writer: { client: final.client, httpAddress: final.proc.httpAddress }, sidecars: [sidecar], expected: traffic.expected, timeoutMs: 60_000 });
-  const standby = slots.find((s) => s !== final);
-  if (standby) await expectConverged({ nc, jsm, writer: { client: standby.client, httpAddress: standby.proc.httpAddress }, sidecars: [], expected: traffic.expected });
+  const converged = await writers.converged({ nc, jsm, sidecars: [sidecar], expected: traffic.expected, timeoutMs: 60_000 });
   expect(takeovers).toHaveLength(KILLS);
   expect(traffic.expected.size).toBe(customers.length);
   expect((await jsm.streams.info(DEADLETTER_STREAM)).state.messages).toBe(0);

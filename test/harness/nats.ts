@@ -31,7 +31,7 @@ export class NatsCluster {
     const nodes: NatsServer[] = [];
     try {
       for (const [i, port] of routes.entries())
-        nodes.push(await NatsServer.start({ cluster: { name: "proofgate-test", serverName: `n${i + 1}`, port, routes } }));
+        nodes.push(await NatsServer.start({ monitor: true, cluster: { name: "proofgate-test", serverName: `n${i + 1}`, port, routes } }));
       const cluster = new NatsCluster(nodes);
       await cluster.jetStreamReady();
       return cluster;
@@ -43,6 +43,21 @@ export class NatsCluster {
 
   get url(): string {
     return this.nodes.map((n) => n.url).join(",");
+  }
+
+  /**
+   * Every node is up and says so on `/healthz`: in nats-server 2.9 that is JetStream's own
+   * readiness (the node has caught up with the meta group and with every stream and consumer it
+   * holds a replica of), the probe a NATS deployment gates a rolling restart on. Another node may
+   * be lost only then.
+   */
+  async healthy(): Promise<boolean> {
+    for (const n of this.nodes) {
+      if (!n.running) return false;
+      const res = await fetch(`http://127.0.0.1:${n.monitorPort}/healthz`).catch(() => undefined);
+      if (res?.status !== 200) return false;
+    }
+    return true;
   }
 
   /** Resolves once the cluster has a JetStream meta leader (streams can be created). */

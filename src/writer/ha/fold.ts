@@ -61,6 +61,14 @@ const PULL_EXPIRES_MS = 4_000;
 /** Inputs known to exist and nothing delivered for this long: the consumer is re-created. */
 const STALL_MS = 5_000;
 
+/** Closes a consumer's message flow, giving up after a second (its server may be gone). */
+async function closeConsumer(messages: ConsumerMessages | undefined): Promise<void> {
+  if (!messages) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([messages.close().catch(() => undefined), new Promise<void>((resolve) => (timer = setTimeout(resolve, 1_000)))]);
+  clearTimeout(timer);
+}
+
 /**
  * The writer's fold of the input stream (docs/writer.md, "High availability"): an ordered consumer
  * from the sequence after the last one folded, applying messages in order, a batch per ledger
@@ -154,7 +162,7 @@ export class InputFold {
     clearInterval(this.watchdog);
     this.generation++;
     this.queue = [];
-    await this.messages?.close().catch(() => undefined);
+    await closeConsumer(this.messages);
     this.messages = undefined;
     for (const w of this.waiters.splice(0)) w.resolve(undefined);
   }
@@ -220,7 +228,9 @@ export class InputFold {
       this.attached = false;
       this.current = false;
       this.queue = [];
-      await old?.close().catch(() => undefined);
+      // Not awaited: closing a consumer whose server died can wait forever; its messages are
+      // dropped by generation anyway.
+      void closeConsumer(old);
       await ensureInputStream(handles.jsm, this.options.streamReplicas);
       const info = await handles.jsm.streams.info(INPUT_STREAM);
       if (superseded()) return;
@@ -231,7 +241,7 @@ export class InputFold {
       this.lastDeliveryAt = performance.now();
       const messages = await consumer.consume({ max_messages: BATCH, expires: PULL_EXPIRES_MS, callback: (m) => this.enqueue(m, gen) });
       if (superseded()) {
-        await messages.close();
+        void closeConsumer(messages);
         return;
       }
       this.messages = messages;
