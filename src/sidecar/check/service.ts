@@ -2,7 +2,9 @@ import { performance } from "node:perf_hooks";
 import type { ServerUnaryCall } from "@grpc/grpc-js";
 import { InvalidArgumentError } from "../../errors/index.js";
 import {
+  CheckBatchResponse as CheckBatchResponseCodec,
   CheckResponse as CheckResponseCodec,
+  ListEntitlementsResponse as ListEntitlementsResponseCodec,
   CheckServiceService,
   type CheckBatchRequest,
   type CheckBatchResponse,
@@ -13,12 +15,12 @@ import {
 } from "../../gen/proofgate/v1/check.js";
 import { AccessDocument } from "../../gen/proofgate/v1/document.js";
 import type { CatalogIndex } from "../../catalog/index.js";
-import { answersHoldUntil, evaluate, evaluateAll, formatMs, staleDenial, staleReason, toCheckResponse, toEntitlement, withStalePolicy, type Decision } from "../../policy/index.js";
+import { evaluate, evaluateAll, formatMs, staleDenial, staleReason, toCheckResponse, toEntitlement, withStalePolicy, type Decision } from "../../policy/index.js";
 import { unary, type ServiceBinding } from "../../transport/grpc.js";
 import type { Logger } from "../../observability/logger.js";
 import type { Freshness } from "../follow/freshness.js";
 import type { SidecarMetrics } from "../metrics.js";
-import { AnswerCache, sameDocument, withRevision, type Answer } from "./answers.js";
+import { AnswerCache, LIST_TAIL, MAX_LISTS, batchResponse, documentRead, withRevision, type Answer, type DocumentRead } from "./answers.js";
 import type { DecisionLog } from "./decision-log.js";
 import type { RevisionWaiters } from "./revision-waiters.js";
 import { MAX_BATCH, validateCheck, validateCustomerId } from "./validate.js";
@@ -60,6 +62,12 @@ export interface CheckServiceDeps {
 
 const NONE: readonly string[] = [];
 
+/** What ListEntitlements answers before the stale policy: every feature's decision. */
+type Entitlements = ReturnType<typeof evaluateAll>;
+
+/** Answers leave the handler as encoded bytes. */
+const encoded = (b: Buffer): Buffer => b;
+
 /** Why an answer is stale, when it is; undefined when fresh. */
 type Staleness = string | undefined;
 
@@ -68,7 +76,12 @@ type Staleness = string | undefined;
  * synchronous: one prepared point read, one protobuf decode, the pure evaluation, no promise.
  */
 export class CheckHandler {
-  private readonly answers = new AnswerCache();
+  private readonly answers = new AnswerCache<Decision>((d) => CheckResponseCodec.encode(toCheckResponse(d, 0, false)).finish());
+  /** ListEntitlements answers by customer (the key is the customer id alone). */
+  private readonly lists = new AnswerCache<Entitlements>(
+    (all) => ListEntitlementsResponseCodec.encode({ entitlements: all.map(({ feature, decision }) => toEntitlement(feature, decision)), revision: 0, stale: false }).finish(),
+    MAX_LISTS,
+  );
 
   constructor(private readonly deps: CheckServiceDeps) {}
 
@@ -76,44 +89,71 @@ export class CheckHandler {
     const { logger } = this.deps;
     return {
       name: "proofgate.v1.CheckService",
-      // Check answers leave the handler already encoded (see checkWire).
-      definition: { ...CheckServiceService, check: { ...CheckServiceService.check, responseSerialize: (b: Buffer): Buffer => b } },
+      // Answers leave the handler already encoded (see checkWire, checkBatchWire, listEntitlementsWire).
+      definition: {
+        ...CheckServiceService,
+        check: { ...CheckServiceService.check, responseSerialize: encoded },
+        checkBatch: { ...CheckServiceService.checkBatch, responseSerialize: encoded },
+        listEntitlements: { ...CheckServiceService.listEntitlements, responseSerialize: encoded },
+      },
       implementation: {
         check: unary<CheckRequest, Buffer>(logger, (req, call) => this.checkWire(req, call)),
-        checkBatch: unary<CheckBatchRequest, CheckBatchResponse>(logger, (req, call) => this.checkBatch(req, call)),
-        listEntitlements: unary<ListEntitlementsRequest, ListEntitlementsResponse>(logger, (req, call) => this.listEntitlements(req, call)),
+        checkBatch: unary<CheckBatchRequest, Buffer>(logger, (req, call) => this.checkBatchWire(req, call)),
+        listEntitlements: unary<ListEntitlementsRequest, Buffer>(logger, (req, call) => this.listEntitlementsWire(req, call)),
       },
     };
   }
 
+  /** Check, evaluating (what checkWire answers, as an object). */
   check(req: CheckRequest, call?: ServerUnaryCall<unknown, unknown>): CheckResponse | Promise<CheckResponse> {
-    validateCheck(req, "");
-    const before = this.before(req.customerId, req.minRevision, call);
-    if (before === undefined) return this.checkNow(req, undefined);
-    return before.then((missed) => this.checkNow(req, missed));
+    return this.single(req, call, (missed) => this.checkNow(req, missed));
   }
 
   /** Check, answered as CheckResponse bytes: what `check` answers, encoded, mostly from the answer cache. */
   checkWire(req: CheckRequest, call?: ServerUnaryCall<unknown, unknown>): Buffer | Promise<Buffer> {
-    validateCheck(req, "");
-    const before = this.before(req.customerId, req.minRevision, call);
-    if (before === undefined) return this.checkNowWire(req, undefined);
-    return before.then((missed) => this.checkNowWire(req, missed));
+    return this.single(req, call, (missed) => this.checkNowWire(req, missed));
   }
 
+  /** CheckBatch, evaluating every check (what checkBatchWire answers, as an object). */
   checkBatch(req: CheckBatchRequest, call?: ServerUnaryCall<unknown, unknown>): CheckBatchResponse | Promise<CheckBatchResponse> {
+    return this.batch(req, call, (missed) => this.batchNow(req, missed));
+  }
+
+  /** CheckBatch, answered as CheckBatchResponse bytes, mostly from the answer cache. */
+  checkBatchWire(req: CheckBatchRequest, call?: ServerUnaryCall<unknown, unknown>): Buffer | Promise<Buffer> {
+    return this.batch(req, call, (missed) => this.batchNowWire(req, missed));
+  }
+
+  /** ListEntitlements, evaluating every feature (what listEntitlementsWire answers, as an object). */
+  listEntitlements(req: ListEntitlementsRequest, call?: ServerUnaryCall<unknown, unknown>): ListEntitlementsResponse | Promise<ListEntitlementsResponse> {
+    return this.list(req, call, (missed) => this.listNow(req, missed));
+  }
+
+  /** ListEntitlements, answered as ListEntitlementsResponse bytes, mostly from the list cache. */
+  listEntitlementsWire(req: ListEntitlementsRequest, call?: ServerUnaryCall<unknown, unknown>): Buffer | Promise<Buffer> {
+    return this.list(req, call, (missed) => this.listNowWire(req, missed));
+  }
+
+  private single<T>(req: CheckRequest, call: ServerUnaryCall<unknown, unknown> | undefined, now: (missed: Staleness) => T): T | Promise<T> {
+    validateCheck(req, "");
+    const before = this.before(req.customerId, req.minRevision, call);
+    if (before === undefined) return now(undefined);
+    return before.then(now);
+  }
+
+  private batch<T>(req: CheckBatchRequest, call: ServerUnaryCall<unknown, unknown> | undefined, now: (missed: Staleness) => T): T | Promise<T> {
     if (req.checks.length > MAX_BATCH) throw new InvalidArgumentError("checks", `at most ${MAX_BATCH} checks per batch, got ${req.checks.length}`);
     for (let i = 0; i < req.checks.length; i++) validateCheck(req.checks[i] as CheckRequest, `checks[${i}].`);
     const before = this.before(req.checks, req.minRevision, call);
-    if (before === undefined) return this.batchNow(req, undefined);
-    return before.then((missed) => this.batchNow(req, missed));
+    if (before === undefined) return now(undefined);
+    return before.then(now);
   }
 
-  listEntitlements(req: ListEntitlementsRequest, call?: ServerUnaryCall<unknown, unknown>): ListEntitlementsResponse | Promise<ListEntitlementsResponse> {
+  private list<T>(req: ListEntitlementsRequest, call: ServerUnaryCall<unknown, unknown> | undefined, now: (missed: Staleness) => T): T | Promise<T> {
     validateCustomerId(req.customerId, "customer_id");
     const before = this.before(req.customerId, req.minRevision, call);
-    if (before === undefined) return this.listNow(req, undefined);
-    return before.then((missed) => this.listNow(req, missed));
+    if (before === undefined) return now(undefined);
+    return before.then(now);
   }
 
   // ---------------------------------------------------------------- evaluation
@@ -133,9 +173,9 @@ export class CheckHandler {
   }
 
   /**
-   * The cached path. While the replica's revision is the one an answer was confirmed at, nothing
-   * changed: no read at all. After any change, one point read confirms the customer's document is
-   * the same bytes. Stale answers are never cached (they carry a sentence about the moment).
+   * The cached path (AnswerCache.resolve): no read while the replica is at the revision an answer
+   * was confirmed at, else one point read. Stale answers are never cached (they carry a sentence
+   * about the moment).
    */
   private checkNowWire(req: CheckRequest, missed: Staleness): Buffer {
     const started = performance.now();
@@ -144,36 +184,72 @@ export class CheckHandler {
     const stale = missed ?? this.staleness(started, catalog);
     if (stale !== undefined) return Buffer.from(CheckResponseCodec.encode(this.checkNow(req, stale)).finish());
     const at = this.deps.now();
-    const key = AnswerCache.key(req.customerId, req.feature, req.quantity);
-    let answer = this.answers.get(key, catalog, at);
-    let revision = replica.revision;
-    if (answer && answer.revision !== revision) {
-      const [rev, raw] = replica.lookup(req.customerId);
-      revision = rev;
-      if (sameDocument(raw, answer.document)) answer.revision = rev;
-      else answer = this.answer(req, key, catalog, at, rev, raw);
-    } else if (!answer) {
-      const [rev, raw] = replica.lookup(req.customerId);
-      revision = rev;
-      answer = this.answer(req, key, catalog, at, rev, raw);
-    }
-    const decision = answer.decision;
-    metrics.decided(decision.status);
+    const answer = this.answers.resolve(
+      AnswerCache.key(req.customerId, req.feature, req.quantity),
+      catalog,
+      at,
+      replica.revision,
+      () => documentRead(replica.lookup(req.customerId)),
+      (doc) => evaluate(doc, catalog, req.feature, req.quantity, at),
+    );
+    this.served(answer, req, at);
     metrics.checkTook((performance.now() - started) / 1000);
-    this.deps.decisionLog?.offer(at, req.customerId, req.feature, req.quantity, () => toCheckResponse(decision, revision, false));
-    return withRevision(answer.body, revision, false);
+    return withRevision(answer.body, answer.revision, false);
   }
 
-  private answer(req: CheckRequest, key: string, catalog: CatalogIndex, at: number, revision: number, raw: Buffer | null): Answer {
-    const doc = raw ? AccessDocument.decode(raw) : undefined;
-    return this.answers.put(key, {
-      catalog,
-      revision,
-      document: raw,
-      fromMs: at,
-      untilMs: answersHoldUntil(doc, catalog, at),
-      decision: evaluate(doc, catalog, req.feature, req.quantity, at),
-    });
+  /** What every fresh cached answer records: its status, and the decision log's sample. */
+  private served(answer: Answer<Decision>, req: CheckRequest, at: number): void {
+    const decision = answer.value;
+    const revision = answer.revision;
+    this.deps.metrics.decided(decision.status);
+    this.deps.decisionLog?.offer(at, req.customerId, req.feature, req.quantity, () => toCheckResponse(decision, revision, false));
+  }
+
+  /**
+   * CheckBatch from the Check answer cache, as CheckBatchResponse bytes. Every answer must be at
+   * one revision: when each is confirmed at the replica's current one, nothing is read; otherwise
+   * all are resolved in one read snapshot (each customer read once), at the snapshot's revision.
+   */
+  private batchNowWire(req: CheckBatchRequest, missed: Staleness): Buffer {
+    const started = performance.now();
+    const { replica, metrics } = this.deps;
+    const catalog = replica.catalog;
+    const stale = missed ?? this.staleness(started, catalog);
+    if (stale !== undefined) return Buffer.from(CheckBatchResponseCodec.encode(this.batchNow(req, stale)).finish());
+    const at = this.deps.now();
+    const n = req.checks.length;
+    const keys = req.checks.map((c) => AnswerCache.key(c.customerId, c.feature, c.quantity));
+    const answers = new Array<Answer<Decision>>(n);
+    let revision = replica.revision;
+    let all = true;
+    for (let i = 0; i < n && all; i++) {
+      const a = this.answers.confirmed(keys[i] as string, catalog, at, revision);
+      if (a) answers[i] = a;
+      else all = false;
+    }
+    if (!all) {
+      replica.snapshot(() => {
+        revision = replica.readRevision();
+        const reads = new Map<string, DocumentRead>();
+        for (let i = 0; i < n; i++) {
+          const c = req.checks[i] as CheckRequest;
+          const read = (): DocumentRead => {
+            let r = reads.get(c.customerId);
+            if (!r) reads.set(c.customerId, (r = documentRead(replica.lookup(c.customerId))));
+            return r;
+          };
+          answers[i] = this.answers.resolve(keys[i] as string, catalog, at, revision, read, (doc) => evaluate(doc, catalog, c.feature, c.quantity, at));
+        }
+      });
+    }
+    const bodies = new Array<Uint8Array>(n);
+    for (let i = 0; i < n; i++) {
+      const a = answers[i] as Answer<Decision>;
+      bodies[i] = a.body;
+      this.served(a, req.checks[i] as CheckRequest, at);
+    }
+    metrics.batchTook((performance.now() - started) / 1000);
+    return batchResponse(bodies, revision);
   }
 
   private batchNow(req: CheckBatchRequest, missed: Staleness): CheckBatchResponse {
@@ -220,6 +296,20 @@ export class CheckHandler {
     if (stale !== undefined) metrics.staleAnswers.inc();
     metrics.listTook((performance.now() - started) / 1000);
     return { entitlements, revision, stale: stale !== undefined };
+  }
+
+  /** ListEntitlements from the list cache (AnswerCache.resolve, as Check), as ListEntitlementsResponse bytes. */
+  private listNowWire(req: ListEntitlementsRequest, missed: Staleness): Buffer {
+    const started = performance.now();
+    const { replica, metrics } = this.deps;
+    const catalog = replica.catalog;
+    const stale = missed ?? this.staleness(started, catalog);
+    if (stale !== undefined) return Buffer.from(ListEntitlementsResponseCodec.encode(this.listNow(req, stale)).finish());
+    const at = this.deps.now();
+    const list = this.lists.resolve(req.customerId, catalog, at, replica.revision, () => documentRead(replica.lookup(req.customerId)), (doc) => evaluateAll(doc, catalog, at));
+    for (const { decision } of list.value) metrics.decided(decision.status);
+    metrics.listTook((performance.now() - started) / 1000);
+    return withRevision(list.body, list.revision, false, LIST_TAIL);
   }
 
   private document(customerId: string): AccessDocument | undefined {
