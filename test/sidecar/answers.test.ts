@@ -19,7 +19,7 @@ import { foldDocument } from "../../src/policy/index.js";
 import { CATALOG_SUBJECT, customerSubject } from "../../src/replication/subjects.js";
 import { CheckHandler } from "../../src/sidecar/check/service.js";
 import { RevisionWaiters } from "../../src/sidecar/check/revision-waiters.js";
-import { LIST_TAIL, batchResponse, withRevision } from "../../src/sidecar/check/answers.js";
+import { AnswerCache, LIST_TAIL, batchResponse, withRevision } from "../../src/sidecar/check/answers.js";
 import { Freshness } from "../../src/sidecar/follow/freshness.js";
 import { SidecarMetrics } from "../../src/sidecar/metrics.js";
 import { decodeStateRecord, encodeCatalogRecord, encodeDocumentRecord } from "../../src/replication/state-record.js";
@@ -234,6 +234,30 @@ describe("the answer cache (Check, CheckBatch, ListEntitlements)", () => {
       expect(expected.some(([, v]) => v > 0)).toBe(true);
       expect(await values(served, name)).toEqual(expected);
     }
+  });
+
+  it("stays within its bounds and answers each key with its own answer", () => {
+    const op = fc.record({ customer: fc.integer({ min: 0, max: 6 }), key: fc.integer({ min: 0, max: 9 }), list: fc.boolean() });
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 200 }), (ops) => {
+        const cache = new AnswerCache({ customers: 3, answers: 8 });
+        const body = (...parts: (string | number)[]): Uint8Array => Buffer.from(parts.join("/"));
+        for (const o of ops) {
+          const id = `c${o.customer}`;
+          const c = cache.customer(id, catalog, 0, 1, () => [1, null]);
+          if (o.list) {
+            expect(hex(cache.list(c, () => ({ statuses: [AccessStatus.ACCESS_STATUS_GRANTED, AccessStatus.ACCESS_STATUS_BLOCKED], body: body(id, "list") })).body)).toBe(hex(body(id, "list")));
+          } else {
+            const key = AnswerCache.key("f", o.key);
+            expect(hex(cache.check(c, key, () => ({ status: AccessStatus.ACCESS_STATUS_GRANTED, body: body(id, key) })).body)).toBe(hex(body(id, key)));
+          }
+          expect(cache.size.customers).toBeLessThanOrEqual(3);
+          expect(cache.size.answers).toBeLessThanOrEqual(8);
+          expect(cache.size.answers).toBeGreaterThan(0);
+        }
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it("frames a batch of cached bodies exactly as CheckBatchResponse.encode writes it", () => {

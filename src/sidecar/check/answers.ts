@@ -1,117 +1,167 @@
 import { AccessDocument } from "../../gen/proofgate/v1/document.js";
+import type { AccessStatus } from "../../gen/proofgate/v1/check.js";
 import type { CatalogIndex } from "../../catalog/index.js";
 import { answersHoldUntil } from "../../policy/index.js";
 
-/** Entries kept; the oldest goes first when full. Up to about 1 KB each (the document bytes are held to compare): ~10 MB. */
-export const MAX_ANSWERS = 10_000;
-/** ListEntitlements answers kept (every feature of the catalog, about 1–2 KB each with the document). */
-export const MAX_LISTS = 1_000;
-
-/** A customer's document as read from the replica, with the revision read with it; decoded at most once. */
-export interface DocumentRead {
-  readonly revision: number;
-  /** Encoded AccessDocument; null: none. */
-  readonly raw: Buffer | null;
-  readonly doc: () => AccessDocument | undefined;
-}
-
-/** `read` as a DocumentRead that decodes when first asked to. */
-export function documentRead([revision, raw]: [revision: number, document: Buffer | null]): DocumentRead {
-  let decoded: AccessDocument | undefined;
-  return {
-    revision,
-    raw,
-    doc: () => {
-      if (raw && !decoded) decoded = AccessDocument.decode(raw);
-      return decoded;
-    },
-  };
-}
-
 /**
- * One answer, encoded without its revision and stale fields (which come last on the wire and are
- * appended per call), with `value`, what it was encoded from. It holds while the catalog is the
- * same object, the customer's document is the same bytes, and the clock is in [fromMs, untilMs)
- * (`answersHoldUntil`).
+ * Bounds. Customers kept (each holds its document bytes, to compare: ~1 KB) and answers kept over
+ * all of them (each its encoded bytes and key: ~200 B; a list counts one per feature). Oldest
+ * customer out first when either is reached: about 4 MB of documents and 6 MB of answers.
  */
-export interface Answer<V> {
-  readonly catalog: CatalogIndex;
-  /** The replica revision it was last confirmed at: while the replica is still there, nothing changed. */
-  revision: number;
-  /** The document it was computed from (null: no document). */
-  readonly document: Buffer | null;
-  readonly fromMs: number;
-  readonly untilMs: number;
-  readonly value: V;
+export const MAX_CUSTOMERS = 4_096;
+export const MAX_ANSWERS = 32_768;
+
+/** A customer's encoded AccessDocument as read from the replica (null: none), with the revision read with it. */
+export type DocumentRead = [revision: number, document: Buffer | null];
+
+/** One Check answer: its bytes without revision and stale (which come last on the wire and are appended per call), and its status (for the metrics). */
+export interface CheckAnswer {
+  readonly status: AccessStatus;
+  readonly body: Uint8Array;
+}
+
+/** ListEntitlements: the encoded entitlements, and each one's status. */
+export interface ListAnswer {
+  readonly statuses: readonly AccessStatus[];
   readonly body: Uint8Array;
 }
 
 /**
- * Answers by key (a customer and what was asked). A decision is piecewise constant in time, so
- * most answers become a lookup and a buffer copy, and stay exact: an entry is reused only for the
- * same document bytes, the same catalog, and an instant before the next one at which any answer
- * of that document can change. Check, CheckBatch and ListEntitlements all go through `resolve`.
+ * One customer's answers. They hold while the catalog is the same object, the customer's
+ * document is the same bytes, and the clock is in [fromMs, untilMs) (`answersHoldUntil`: no
+ * answer of that document changes in between, so an answer computed at any instant of it is the
+ * answer at every other).
  */
-export class AnswerCache<V> {
-  private readonly entries = new Map<string, Answer<V>>();
+export class CustomerAnswers {
+  readonly checks = new Map<string, CheckAnswer>();
+  list: ListAnswer | undefined;
 
-  /** `encode`: the answer's bytes without revision and stale. */
   constructor(
-    private readonly encode: (value: V) => Uint8Array,
-    private readonly max = MAX_ANSWERS,
+    readonly catalog: CatalogIndex,
+    /** The replica revision they were last confirmed at: while the replica is still there, nothing changed. */
+    public revision: number,
+    /** The document they are computed from (null: no document). */
+    readonly document: Buffer | null,
+    readonly fromMs: number,
+    readonly untilMs: number,
   ) {}
 
-  static key(customerId: string, feature: string, quantity: number | undefined): string {
-    return quantity === undefined ? `${customerId}\u0000${feature}` : `${customerId}\u0000${feature}\u0000${quantity}`;
+  holds(catalog: CatalogIndex, atMs: number): boolean {
+    return this.catalog === catalog && atMs >= this.fromMs && atMs < this.untilMs;
+  }
+}
+
+/**
+ * Encoded answers by customer, then by what was asked. A decision is piecewise constant in time,
+ * so most answers become a lookup and a buffer copy, and stay exact: an answer is reused only for
+ * the same document bytes, the same catalog, and an instant before the next one at which any
+ * answer of that document can change. Check, CheckBatch and ListEntitlements all go through
+ * `customer` (the rule) and then `check` or `list`.
+ */
+export class AnswerCache {
+  private readonly customers = new Map<string, CustomerAnswers>();
+  private answers = 0;
+  /** The last document decoded: a batch's misses for one customer decode it once. */
+  private decoded: { entry: CustomerAnswers; doc: AccessDocument | undefined } | undefined;
+
+  constructor(private readonly max = { customers: MAX_CUSTOMERS, answers: MAX_ANSWERS }) {}
+
+  static key(feature: string, quantity: number | undefined): string {
+    return quantity === undefined ? feature : `${feature}\u0000${quantity}`;
   }
 
-  /** The entry for `key` if it holds for this catalog at `atMs` (the document is the caller's to compare). */
-  get(key: string, catalog: CatalogIndex, atMs: number): Answer<V> | undefined {
-    const a = this.entries.get(key);
-    if (!a) return undefined;
-    if (a.catalog !== catalog || atMs < a.fromMs || atMs >= a.untilMs) {
-      this.entries.delete(key);
-      return undefined;
-    }
-    return a;
-  }
-
-  /** The entry for `key` if it holds at `atMs` and was confirmed at `revision`: nothing to read. */
-  confirmed(key: string, catalog: CatalogIndex, atMs: number, revision: number): Answer<V> | undefined {
-    const a = this.get(key, catalog, atMs);
-    return a && a.revision === revision ? a : undefined;
+  /** The customer's answers if they hold at `atMs` and were confirmed at `revision`: nothing to read. */
+  confirmed(customerId: string, catalog: CatalogIndex, atMs: number, revision: number): CustomerAnswers | undefined {
+    const c = this.customers.get(customerId);
+    return c && c.revision === revision && c.holds(catalog, atMs) ? c : undefined;
   }
 
   /**
-   * The answer for `key` at `atMs`, exact as of the revision it carries (`revision` when nothing
-   * was read). While the replica is at the revision an entry was confirmed at, nothing changed:
-   * no read. Otherwise one read (`read`) confirms the customer's document is the same bytes, or
-   * the answer is computed from it (`compute`) and kept.
+   * The customer's answers at `atMs`, exact as of the revision they carry afterwards (`revision`
+   * when nothing was read). While the replica is at the revision they were confirmed at, nothing
+   * changed: no read. Otherwise one read (`read`) confirms the customer's document is the same
+   * bytes, or they start over from the document read.
    */
-  resolve(key: string, catalog: CatalogIndex, atMs: number, revision: number, read: () => DocumentRead, compute: (doc: AccessDocument | undefined) => V): Answer<V> {
-    const a = this.get(key, catalog, atMs);
-    if (a && a.revision === revision) return a;
-    const r = read();
-    if (a && sameDocument(r.raw, a.document)) {
-      a.revision = r.revision;
-      return a;
+  customer(customerId: string, catalog: CatalogIndex, atMs: number, revision: number, read: () => DocumentRead): CustomerAnswers {
+    let c = this.customers.get(customerId);
+    if (c && !c.holds(catalog, atMs)) {
+      this.remove(customerId, c);
+      c = undefined;
     }
-    const doc = r.doc();
-    return this.put(key, { catalog, revision: r.revision, document: r.raw, fromMs: atMs, untilMs: answersHoldUntil(doc, catalog, atMs), value: compute(doc) });
+    if (c && c.revision === revision) return c;
+    const [rev, raw] = read();
+    if (c && sameDocument(raw, c.document)) {
+      c.revision = rev;
+      return c;
+    }
+    if (c) this.remove(customerId, c);
+    const doc = raw ? AccessDocument.decode(raw) : undefined;
+    c = new CustomerAnswers(catalog, rev, raw, atMs, answersHoldUntil(doc, catalog, atMs));
+    this.decoded = { entry: c, doc };
+    if (this.customers.size >= this.max.customers) this.evictOldest(c);
+    this.customers.set(customerId, c);
+    return c;
   }
 
-  put(key: string, answer: Omit<Answer<V>, "body">): Answer<V> {
-    if (this.entries.size >= this.max) {
-      const oldest = this.entries.keys().next();
-      if (!oldest.done) this.entries.delete(oldest.value);
-    }
-    const a: Answer<V> = { ...answer, body: this.encode(answer.value) };
-    this.entries.set(key, a);
+  /** The customer's answer for `key`, computed from its document (`compute`) and kept if not there. */
+  check(c: CustomerAnswers, key: string, compute: (doc: AccessDocument | undefined) => CheckAnswer): CheckAnswer {
+    let a = c.checks.get(key);
+    if (a) return a;
+    a = compute(this.doc(c));
+    this.added(c, 1);
+    c.checks.set(key, a);
     return a;
   }
 
-  get size(): number {
-    return this.entries.size;
+  /** The customer's ListEntitlements answer, computed (`compute`) and kept if not there. */
+  list(c: CustomerAnswers, compute: (doc: AccessDocument | undefined) => ListAnswer): ListAnswer {
+    if (c.list) return c.list;
+    const a = compute(this.doc(c));
+    this.added(c, Math.max(1, a.statuses.length));
+    c.list = a;
+    return a;
+  }
+
+  get size(): { customers: number; answers: number } {
+    return { customers: this.customers.size, answers: this.answers };
+  }
+
+  private doc(c: CustomerAnswers): AccessDocument | undefined {
+    if (this.decoded?.entry !== c) this.decoded = { entry: c, doc: c.document ? AccessDocument.decode(c.document) : undefined };
+    return this.decoded.doc;
+  }
+
+  private answersOf(c: CustomerAnswers): number {
+    return c.checks.size + (c.list ? Math.max(1, c.list.statuses.length) : 0);
+  }
+
+  private remove(customerId: string, c: CustomerAnswers): void {
+    this.answers -= this.answersOf(c);
+    this.customers.delete(customerId);
+    if (this.decoded?.entry === c) this.decoded = undefined;
+  }
+
+  /** Counts `n` answers added to `c`; beyond the bound, other customers go, oldest first (and if none is left, `c`'s own answers). */
+  private added(c: CustomerAnswers, n: number): void {
+    this.answers += n;
+    while (this.answers > this.max.answers) {
+      if (!this.evictOldest(c)) {
+        this.answers -= this.answersOf(c);
+        c.checks.clear();
+        c.list = undefined;
+        break;
+      }
+    }
+  }
+
+  /** Removes the oldest customer other than `keep`; false if there is none. */
+  private evictOldest(keep: CustomerAnswers): boolean {
+    for (const [id, c] of this.customers) {
+      if (c === keep) continue;
+      this.remove(id, c);
+      return true;
+    }
+    return false;
   }
 }
 

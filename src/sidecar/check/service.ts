@@ -20,7 +20,7 @@ import { unary, type ServiceBinding } from "../../transport/grpc.js";
 import type { Logger } from "../../observability/logger.js";
 import type { Freshness } from "../follow/freshness.js";
 import type { SidecarMetrics } from "../metrics.js";
-import { AnswerCache, LIST_TAIL, MAX_LISTS, batchResponse, documentRead, withRevision, type Answer, type DocumentRead } from "./answers.js";
+import { AnswerCache, LIST_TAIL, batchResponse, withRevision, type CheckAnswer, type ListAnswer } from "./answers.js";
 import type { DecisionLog } from "./decision-log.js";
 import type { RevisionWaiters } from "./revision-waiters.js";
 import { MAX_BATCH, validateCheck, validateCustomerId } from "./validate.js";
@@ -62,9 +62,6 @@ export interface CheckServiceDeps {
 
 const NONE: readonly string[] = [];
 
-/** What ListEntitlements answers before the stale policy: every feature's decision. */
-type Entitlements = ReturnType<typeof evaluateAll>;
-
 /** Answers leave the handler as encoded bytes. */
 const encoded = (b: Buffer): Buffer => b;
 
@@ -76,12 +73,7 @@ type Staleness = string | undefined;
  * synchronous: one prepared point read, one protobuf decode, the pure evaluation, no promise.
  */
 export class CheckHandler {
-  private readonly answers = new AnswerCache<Decision>((d) => CheckResponseCodec.encode(toCheckResponse(d, 0, false)).finish());
-  /** ListEntitlements answers by customer (the key is the customer id alone). */
-  private readonly lists = new AnswerCache<Entitlements>(
-    (all) => ListEntitlementsResponseCodec.encode({ entitlements: all.map(({ feature, decision }) => toEntitlement(feature, decision)), revision: 0, stale: false }).finish(),
-    MAX_LISTS,
-  );
+  private readonly answers = new AnswerCache();
 
   constructor(private readonly deps: CheckServiceDeps) {}
 
@@ -173,9 +165,9 @@ export class CheckHandler {
   }
 
   /**
-   * The cached path (AnswerCache.resolve): no read while the replica is at the revision an answer
-   * was confirmed at, else one point read. Stale answers are never cached (they carry a sentence
-   * about the moment).
+   * The cached path (AnswerCache): no read while the replica is at the revision the customer's
+   * answers were confirmed at, else one point read. Stale answers are never cached (they carry a
+   * sentence about the moment).
    */
   private checkNowWire(req: CheckRequest, missed: Staleness): Buffer {
     const started = performance.now();
@@ -184,31 +176,24 @@ export class CheckHandler {
     const stale = missed ?? this.staleness(started, catalog);
     if (stale !== undefined) return Buffer.from(CheckResponseCodec.encode(this.checkNow(req, stale)).finish());
     const at = this.deps.now();
-    const answer = this.answers.resolve(
-      AnswerCache.key(req.customerId, req.feature, req.quantity),
-      catalog,
-      at,
-      replica.revision,
-      () => documentRead(replica.lookup(req.customerId)),
-      (doc) => evaluate(doc, catalog, req.feature, req.quantity, at),
-    );
-    this.served(answer, req, at);
+    const customer = this.answers.customer(req.customerId, catalog, at, replica.revision, () => replica.lookup(req.customerId));
+    const answer = this.answers.check(customer, AnswerCache.key(req.feature, req.quantity), (doc) => checkAnswer(evaluate(doc, catalog, req.feature, req.quantity, at)));
+    this.served(answer, customer.revision, req, at);
     metrics.checkTook((performance.now() - started) / 1000);
-    return withRevision(answer.body, answer.revision, false);
+    return withRevision(answer.body, customer.revision, false);
   }
 
-  /** What every fresh cached answer records: its status, and the decision log's sample. */
-  private served(answer: Answer<Decision>, req: CheckRequest, at: number): void {
-    const decision = answer.value;
-    const revision = answer.revision;
-    this.deps.metrics.decided(decision.status);
-    this.deps.decisionLog?.offer(at, req.customerId, req.feature, req.quantity, () => toCheckResponse(decision, revision, false));
+  /** What every fresh cached answer records: its status, and the decision log's sample (decoded from the bytes, for the sampled few). */
+  private served(answer: CheckAnswer, revision: number, req: CheckRequest, at: number): void {
+    this.deps.metrics.decided(answer.status);
+    this.deps.decisionLog?.offer(at, req.customerId, req.feature, req.quantity, () => CheckResponseCodec.decode(withRevision(answer.body, revision, false)));
   }
 
   /**
    * CheckBatch from the Check answer cache, as CheckBatchResponse bytes. Every answer must be at
-   * one revision: when each is confirmed at the replica's current one, nothing is read; otherwise
-   * all are resolved in one read snapshot (each customer read once), at the snapshot's revision.
+   * one revision: when each is cached and confirmed at the replica's current one, nothing is read;
+   * otherwise all are resolved in one read snapshot (a customer is read at most once), at the
+   * snapshot's revision.
    */
   private batchNowWire(req: CheckBatchRequest, missed: Staleness): Buffer {
     const started = performance.now();
@@ -217,36 +202,32 @@ export class CheckHandler {
     const stale = missed ?? this.staleness(started, catalog);
     if (stale !== undefined) return Buffer.from(CheckBatchResponseCodec.encode(this.batchNow(req, stale)).finish());
     const at = this.deps.now();
-    const n = req.checks.length;
-    const keys = req.checks.map((c) => AnswerCache.key(c.customerId, c.feature, c.quantity));
-    const answers = new Array<Answer<Decision>>(n);
+    const checks = req.checks;
+    const n = checks.length;
+    const answers = new Array<CheckAnswer>(n);
     let revision = replica.revision;
     let all = true;
     for (let i = 0; i < n && all; i++) {
-      const a = this.answers.confirmed(keys[i] as string, catalog, at, revision);
+      const c = checks[i] as CheckRequest;
+      const a = this.answers.confirmed(c.customerId, catalog, at, revision)?.checks.get(AnswerCache.key(c.feature, c.quantity));
       if (a) answers[i] = a;
       else all = false;
     }
     if (!all) {
       replica.snapshot(() => {
         revision = replica.readRevision();
-        const reads = new Map<string, DocumentRead>();
         for (let i = 0; i < n; i++) {
-          const c = req.checks[i] as CheckRequest;
-          const read = (): DocumentRead => {
-            let r = reads.get(c.customerId);
-            if (!r) reads.set(c.customerId, (r = documentRead(replica.lookup(c.customerId))));
-            return r;
-          };
-          answers[i] = this.answers.resolve(keys[i] as string, catalog, at, revision, read, (doc) => evaluate(doc, catalog, c.feature, c.quantity, at));
+          const c = checks[i] as CheckRequest;
+          const customer = this.answers.customer(c.customerId, catalog, at, revision, () => replica.lookup(c.customerId));
+          answers[i] = this.answers.check(customer, AnswerCache.key(c.feature, c.quantity), (doc) => checkAnswer(evaluate(doc, catalog, c.feature, c.quantity, at)));
         }
       });
     }
     const bodies = new Array<Uint8Array>(n);
     for (let i = 0; i < n; i++) {
-      const a = answers[i] as Answer<Decision>;
+      const a = answers[i] as CheckAnswer;
       bodies[i] = a.body;
-      this.served(a, req.checks[i] as CheckRequest, at);
+      this.served(a, revision, checks[i] as CheckRequest, at);
     }
     metrics.batchTook((performance.now() - started) / 1000);
     return batchResponse(bodies, revision);
@@ -298,7 +279,7 @@ export class CheckHandler {
     return { entitlements, revision, stale: stale !== undefined };
   }
 
-  /** ListEntitlements from the list cache (AnswerCache.resolve, as Check), as ListEntitlementsResponse bytes. */
+  /** ListEntitlements from the answer cache (as Check), as ListEntitlementsResponse bytes. */
   private listNowWire(req: ListEntitlementsRequest, missed: Staleness): Buffer {
     const started = performance.now();
     const { replica, metrics } = this.deps;
@@ -306,10 +287,11 @@ export class CheckHandler {
     const stale = missed ?? this.staleness(started, catalog);
     if (stale !== undefined) return Buffer.from(ListEntitlementsResponseCodec.encode(this.listNow(req, stale)).finish());
     const at = this.deps.now();
-    const list = this.lists.resolve(req.customerId, catalog, at, replica.revision, () => documentRead(replica.lookup(req.customerId)), (doc) => evaluateAll(doc, catalog, at));
-    for (const { decision } of list.value) metrics.decided(decision.status);
+    const customer = this.answers.customer(req.customerId, catalog, at, replica.revision, () => replica.lookup(req.customerId));
+    const list = this.answers.list(customer, (doc) => listAnswer(evaluateAll(doc, catalog, at)));
+    for (const status of list.statuses) metrics.decided(status);
     metrics.listTook((performance.now() - started) / 1000);
-    return withRevision(list.body, list.revision, false, LIST_TAIL);
+    return withRevision(list.body, customer.revision, false, LIST_TAIL);
   }
 
   private document(customerId: string): AccessDocument | undefined {
@@ -390,4 +372,14 @@ export class CheckHandler {
     metrics.minRevisionTimeouts.inc();
     return `the replica had not applied revision ${revision} after ${formatMs(Math.max(0, timeout))} (it is at ${replica.revision})`;
   }
+}
+
+/** A fresh answer as kept: CheckResponse without revision and stale. */
+function checkAnswer(d: Decision): CheckAnswer {
+  return { status: d.status, body: CheckResponseCodec.encode(toCheckResponse(d, 0, false)).finish() };
+}
+
+function listAnswer(all: readonly { feature: string; decision: Decision }[]): ListAnswer {
+  const entitlements = all.map(({ feature, decision }) => toEntitlement(feature, decision));
+  return { statuses: entitlements.map((e) => e.status), body: ListEntitlementsResponseCodec.encode({ entitlements, revision: 0, stale: false }).finish() };
 }
