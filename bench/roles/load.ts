@@ -36,6 +36,8 @@ export interface RunPlan {
   readonly rate?: number;
   readonly durationMs: number;
   readonly warmupMs: number;
+  /** Ask about the first `hotSet` customers only (uniformly among them); else about all of them. */
+  readonly hotSet?: number;
 }
 
 export interface RunResult {
@@ -80,13 +82,14 @@ export function start(): void {
 
   const r = Math.random;
   const feature = (): string => CHECK_FEATURES[Math.floor(r() * CHECK_FEATURES.length)] as string;
-  const checkRequest = (): CheckRequest => {
+  /** Among the first `pool` customers (all of them unless a hot set). */
+  const checkRequest = (pool = customers): CheckRequest => {
     const f = feature();
-    return { customerId: customerId(Math.floor(r() * customers)), feature: f, quantity: f === "seats" ? 1 + Math.floor(r() * 20) : undefined, minRevision: undefined };
+    return { customerId: customerId(Math.floor(r() * pool)), feature: f, quantity: f === "seats" ? 1 + Math.floor(r() * 20) : undefined, minRevision: undefined };
   };
   /** A page asking about one customer: 10 features in one round trip. */
-  const batchRequest = (): CheckBatchRequest => {
-    const id = customerId(Math.floor(r() * customers));
+  const batchRequest = (pool = customers): CheckBatchRequest => {
+    const id = customerId(Math.floor(r() * pool));
     const checks: CheckRequest[] = [];
     const start = Math.floor(r() * CHECK_FEATURES.length);
     for (let i = 0; i < BATCH; i++) {
@@ -107,7 +110,7 @@ export function start(): void {
     return authz;
   };
   const name = (s: AccessStatus | undefined): string | undefined => (s === undefined ? undefined : statusName(s));
-  const call = (rpc: Rpc): Call => {
+  const call = (rpc: Rpc, hotSet: number | undefined): Call => {
     if (rpc === "authz" || rpc === "authz-jwt") {
       const cl = authzClient();
       const jwt = rpc === "authz-jwt";
@@ -119,8 +122,9 @@ export function start(): void {
       };
     }
     const cl = c();
-    if (rpc === "check") return (cb) => cl.check(checkRequest(), (err, res: CheckResponse | undefined) => cb(err, name(res?.status)));
-    return (cb) => cl.checkBatch(batchRequest(), (err, res: CheckBatchResponse | undefined) => cb(err, name(res?.results[0]?.status)));
+    const pool = Math.min(hotSet ?? customers, customers);
+    if (rpc === "check") return (cb) => cl.check(checkRequest(pool), (err, res: CheckResponse | undefined) => cb(err, name(res?.status)));
+    return (cb) => cl.checkBatch(batchRequest(pool), (err, res: CheckBatchResponse | undefined) => cb(err, name(res?.results[0]?.status)));
   };
 
   /** Runs until `endAt` (ms) or forever when undefined; measures from `measureFrom`. */
@@ -137,7 +141,7 @@ export function start(): void {
     let outstanding = 0;
     let stopped = false;
     let windowStart = measureFrom;
-    const fire = call(plan.rpc);
+    const fire = call(plan.rpc, plan.hotSet);
     const record = (t0: number, err: grpc.ServiceError | null, status: string | undefined): void => {
       const t1 = performance.now();
       answered++;

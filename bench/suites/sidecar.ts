@@ -36,6 +36,8 @@ export interface Scenario {
   readonly mode: "closed" | "rate";
   readonly concurrency?: number;
   readonly rate?: number;
+  /** Only the first N customers asked about (the answer cache's realistic case); absent: all, uniformly. */
+  readonly hotSet?: number;
   readonly sidecar: Window;
   readonly echo: Window;
   /** sidecar / echo. */
@@ -276,6 +278,16 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       { name: "CheckBatch(10) closed c=1", plan: { ...base, rpc: "batch", mode: "closed", concurrency: 1 } },
       { name: `CheckBatch(10) closed c=${cfg.check.concurrency}`, plan: { ...base, rpc: "batch", mode: "closed", concurrency: cfg.check.concurrency } },
     ];
+    // The same calls about a hot set of customers (what a product service's active users ask): mostly answer-cache hits.
+    const hot = { ...base, hotSet: cfg.check.hotSet };
+    const hotName = `hot set of ${cfg.check.hotSet.toLocaleString("en")}`;
+    plans.push(
+      { name: `Check closed c=1, ${hotName}`, plan: { ...hot, rpc: "check", mode: "closed", concurrency: 1 } },
+      { name: `Check closed c=${cfg.check.concurrency}, ${hotName}`, plan: { ...hot, rpc: "check", mode: "closed", concurrency: cfg.check.concurrency } },
+      ...cfg.check.rates.slice(-1).map((rate) => ({ name: `Check at ${rate}/s, ${hotName}`, plan: { ...hot, rpc: "check" as const, mode: "rate" as const, rate } })),
+      { name: `CheckBatch(10) closed c=1, ${hotName}`, plan: { ...hot, rpc: "batch", mode: "closed", concurrency: 1 } },
+      { name: `CheckBatch(10) closed c=${cfg.check.concurrency}, ${hotName}`, plan: { ...hot, rpc: "batch", mode: "closed", concurrency: cfg.check.concurrency } },
+    );
     const scenarios: Scenario[] = [];
     for (const transport of cfg.check.transports) {
       for (const { name, plan } of plans) {
@@ -289,6 +301,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
           mode: plan.mode,
           ...(plan.concurrency ? { concurrency: plan.concurrency } : {}),
           ...(plan.rate ? { rate: plan.rate } : {}),
+          ...(plan.hotSet ? { hotSet: plan.hotSet } : {}),
           sidecar: s,
           echo: e,
           ratio: {
@@ -302,7 +315,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
         };
         scenarios.push(sc);
         log(
-          `  ${transport} ${name.padEnd(28)} sidecar p50 ${s.latency.p50_us} p99 ${s.latency.p99_us} µs ${s.throughput}/s ${s.cpuPerCall?.server_us} µs CPU/call | ` +
+          `  ${transport} ${name.padEnd(44)} sidecar p50 ${s.latency.p50_us} p99 ${s.latency.p99_us} µs ${s.throughput}/s ${s.cpuPerCall?.server_us} µs CPU/call | ` +
             `echo p50 ${e.latency.p50_us} p99 ${e.latency.p99_us} µs ${e.throughput}/s ${e.cpuPerCall?.server_us} µs CPU/call`,
         );
       }
@@ -310,7 +323,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
 
     // ---------------------------------------------------------------- the highest sustainable rate, and the highest meeting p99 ≤ 1 ms
     const sustain = async (server: "sidecar" | "echo"): Promise<Sustain> => {
-      const max = scenarios.find((s) => s.transport === "tcp" && s.rpc === "check" && s.concurrency === cfg.check.concurrency)?.[server].throughput ?? 1000;
+      const max = scenarios.find((s) => s.transport === "tcp" && s.rpc === "check" && s.concurrency === cfg.check.concurrency && !s.hotSet)?.[server].throughput ?? 1000;
       const steps: SustainStep[] = [];
       let sustained = 0;
       let meetingP99 = 0;
@@ -329,8 +342,8 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       return { sustained, meetingP99, closedLoopMax: max, steps };
     };
     // ---------------------------------------------------------------- ProofgateClient: local mode and over gRPC
-    const client = await clientSuite(fork, { address: started.tcp, replica: replicaPath, customers: cfg.customers, durationMs: cfg.check.durationMs, warmupMs: cfg.check.warmupMs }, log);
-    const echoC1 = scenarios.find((x) => x.transport === "tcp" && x.rpc === "check" && x.concurrency === 1)?.echo.latency;
+    const client = await clientSuite(fork, { address: started.tcp, replica: replicaPath, customers: cfg.customers, durationMs: cfg.check.durationMs, warmupMs: cfg.check.warmupMs }, cfg.check.hotSet, log);
+    const echoC1 = scenarios.find((x) => x.transport === "tcp" && x.rpc === "check" && x.concurrency === 1 && !x.hotSet)?.echo.latency;
 
     log("open-loop rates up to the closed-loop maximum (TCP)");
     const sustainable = { sidecar: await sustain("sidecar"), echo: await sustain("echo") };
@@ -504,12 +517,11 @@ async function extAuthzScenarios(
   return { rules: (parse(benchRules({ header: "x-customer-id" })) as { rules: unknown[] }).rules.length, scenarios };
 }
 
-const HOT_SET = 1_000;
-
 /** ProofgateClient in its own process against the running sidecar: local mode (uniform, hot set), then over gRPC. */
 async function clientSuite(
   fork: (role: string) => Promise<Child>,
   base: Omit<ClientPlan, "hotSet">,
+  hotSet: number,
   log: (line: string) => void,
 ): Promise<Omit<ClientResults, "echo">> {
   const c = await fork("client");
@@ -522,9 +534,9 @@ async function clientSuite(
     };
     log("ProofgateClient: local mode (the replica file, in process) and over gRPC, one call at a time");
     return {
-      hotSet: HOT_SET,
+      hotSet,
       localUniform: await one("local, uniform", base),
-      localHot: await one(`local, hot set of ${HOT_SET}`, { ...base, hotSet: HOT_SET }),
+      localHot: await one(`local, hot set of ${hotSet}`, { ...base, hotSet }),
       grpc: await one("over gRPC (TCP)", { ...base, replica: false }),
     };
   } finally {
