@@ -164,6 +164,7 @@ export function render(cfg: Config, r: Results, v: Verdict[]): string {
         row("Check handler + request decode + response encode", "handlerWire"),
         row("Check as served: request decode + answer cache (bytes)", "handlerCached"),
         row("CheckBatch(10) handler + decode + encode", "batchWire"),
+        row("CheckBatch(10) as served: request decode + answer cache (bytes)", "batchCached"),
       ]),
     );
   }

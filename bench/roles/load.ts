@@ -301,12 +301,14 @@ export function start(): void {
         let batchReq = 0;
         let batchRes = 0;
         const statuses: Record<string, number> = {};
+        let stale = 0;
         for (let i = 0; i < a.n; i++) {
           const req = checkRequest();
           reqBytes += CheckRequest.encode(req).finish().length;
           const res = await unaryCall<CheckResponse>((md, o, cb) => cl.check(req, md, o, cb));
           const s = statusName(res.status);
           statuses[s] = (statuses[s] ?? 0) + 1;
+          if (res.stale) stale++;
           responses.push(Buffer.from(CheckResponse.encode(res).finish()));
         }
         for (let i = 0; i < Math.min(200, a.n); i++) {
@@ -324,6 +326,7 @@ export function start(): void {
           batchRequestBytes: batchReq / nb,
           batchResponseBytes: batchRes / nb,
           statuses,
+          stale,
           typical,
         };
       },

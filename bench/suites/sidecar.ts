@@ -105,6 +105,8 @@ export interface SidecarResults {
   };
   readonly sizes: { requestBytes: number; responseBytes: number; batchRequestBytes: number; batchResponseBytes: number };
   readonly answerMix: Record<string, number>;
+  /** Of the sampled answers (answerMix), those marked stale: the latency rows are fresh answers only if this is 0. */
+  readonly staleInSample: number;
   readonly scenarios: readonly Scenario[];
   readonly sustainable: { readonly sidecar: Sustain; readonly echo: Sustain };
   /** `ProofgateClient` in another process: local mode (uniform, hot set) and over gRPC, one call at a time; beside the echo floor of the same run. */
@@ -196,6 +198,8 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
     });
     const seeded = await seed.call<{ seconds: number; rate: number; bytes: number }>("documents", { count: cfg.customers, window: cfg.seedWindow });
     const info = await seed.call<{ messages: number; bytes: number; lastSeq: number }>("streamInfo");
+    // Writer heartbeats from here on, as a writer sends them: without them the sidecar never knows it is current and every answer is stale.
+    await seed.call("heartbeats", { intervalMs: 1_000 });
     log(`  seeded in ${seeded.seconds.toFixed(1)} s (${Math.round(seeded.rate).toLocaleString("en")}/s); stream holds ${info.messages.toLocaleString("en")} messages, ${(info.bytes / 2 ** 20).toFixed(0)} MiB`);
 
     // ---------------------------------------------------------------- bootstrap from empty, under load
@@ -246,10 +250,11 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
     const replica = { fileBytes: fileSize(replicaPath), walBytes: fileSize(`${replicaPath}-wal`) };
 
     // ---------------------------------------------------------------- Check latency: sidecar vs echo floor
-    const sample = await load.call<{ requestBytes: number; responseBytes: number; batchRequestBytes: number; batchResponseBytes: number; statuses: Record<string, number>; typical: Uint8Array }>(
+    const sample = await load.call<{ requestBytes: number; responseBytes: number; batchRequestBytes: number; batchResponseBytes: number; statuses: Record<string, number>; stale: number; typical: Uint8Array }>(
       "sample",
       { n: cfg.quick ? 1_000 : 5_000 },
     );
+    log(`  sampled ${(cfg.quick ? 1_000 : 5_000).toLocaleString("en")} answers before the latency runs: ${sample.stale} stale`);
     const echo = await fork("echo");
     const echoSocket = join(env.dir, "echo.sock");
     const echoAddr = await echo.call<{ tcp: string; unix: string }>("start", { socket: echoSocket, response: sample.typical });
@@ -411,6 +416,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
         batchResponseBytes: round(sample.batchResponseBytes, 1),
       },
       answerMix: sample.statuses,
+      staleInSample: sample.stale,
       scenarios,
       sustainable,
       client: { ...client, echo: echoC1 },
