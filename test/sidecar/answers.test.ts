@@ -260,6 +260,18 @@ describe("the answer cache (Check, CheckBatch, ListEntitlements)", () => {
     );
   });
 
+  it("keeps the customers asked about most recently", () => {
+    const cache = new AnswerCache({ customers: 2, answers: 100 });
+    const ask = (id: string): void => void cache.customer(id, catalog, 0, 1, () => [1, null]);
+    ask("a");
+    ask("b");
+    ask("a");
+    ask("c");
+    expect(cache.confirmed("a", catalog, 0, 1)).toBeDefined();
+    expect(cache.confirmed("b", catalog, 0, 1)).toBeUndefined();
+    expect(cache.confirmed("c", catalog, 0, 1)).toBeDefined();
+  });
+
   it("frames a batch of cached bodies exactly as CheckBatchResponse.encode writes it", () => {
     const answer = fc.record({ allowed: fc.boolean(), status: fc.constantFrom(AccessStatus.ACCESS_STATUS_UNSPECIFIED, AccessStatus.ACCESS_STATUS_GRANTED, AccessStatus.ACCESS_STATUS_LIMIT_EXCEEDED, AccessStatus.ACCESS_STATUS_UNKNOWN_CUSTOMER), reason: fc.string({ maxLength: 300 }), value: fc.string({ maxLength: 20 }) });
     fc.assert(

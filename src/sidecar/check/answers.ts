@@ -5,8 +5,8 @@ import { answersHoldUntil } from "../../policy/index.js";
 
 /**
  * Bounds. Customers kept (each holds its document bytes, to compare: ~1 KB) and answers kept over
- * all of them (each its encoded bytes and key: ~200 B; a list counts one per feature). Oldest
- * customer out first when either is reached: about 4 MB of documents and 6 MB of answers.
+ * all of them (each its encoded bytes and key: ~200 B; a list counts one per feature). The least
+ * recently asked customer goes first when either is reached: about 4 MB of documents and 6 MB of answers.
  */
 export const MAX_CUSTOMERS = 4_096;
 export const MAX_ANSWERS = 32_768;
@@ -63,6 +63,8 @@ export class AnswerCache {
   private answers = 0;
   /** The last document decoded: a batch's misses for one customer decode it once. */
   private decoded: { entry: CustomerAnswers; doc: AccessDocument | undefined } | undefined;
+  /** The customer last moved to the end (a batch asks about one customer many times). */
+  private last: CustomerAnswers | undefined;
 
   constructor(private readonly max = { customers: MAX_CUSTOMERS, answers: MAX_ANSWERS }) {}
 
@@ -73,7 +75,9 @@ export class AnswerCache {
   /** The customer's answers if they hold at `atMs` and were confirmed at `revision`: nothing to read. */
   confirmed(customerId: string, catalog: CatalogIndex, atMs: number, revision: number): CustomerAnswers | undefined {
     const c = this.customers.get(customerId);
-    return c && c.revision === revision && c.holds(catalog, atMs) ? c : undefined;
+    if (!c || c.revision !== revision || !c.holds(catalog, atMs)) return undefined;
+    this.touch(customerId, c);
+    return c;
   }
 
   /**
@@ -88,18 +92,23 @@ export class AnswerCache {
       this.remove(customerId, c);
       c = undefined;
     }
-    if (c && c.revision === revision) return c;
+    if (c && c.revision === revision) {
+      this.touch(customerId, c);
+      return c;
+    }
     const [rev, raw] = read();
     if (c && sameDocument(raw, c.document)) {
       c.revision = rev;
+      this.touch(customerId, c);
       return c;
     }
     if (c) this.remove(customerId, c);
     const doc = raw ? AccessDocument.decode(raw) : undefined;
     c = new CustomerAnswers(catalog, rev, raw, atMs, answersHoldUntil(doc, catalog, atMs));
     this.decoded = { entry: c, doc };
-    if (this.customers.size >= this.max.customers) this.evictOldest(c);
+    if (this.customers.size >= this.max.customers) this.evictLeastRecent(c);
     this.customers.set(customerId, c);
+    this.last = c;
     return c;
   }
 
@@ -126,6 +135,14 @@ export class AnswerCache {
     return { customers: this.customers.size, answers: this.answers };
   }
 
+  /** Most recently used last (a Map keeps insertion order): the customers asked about often stay, the least recently asked go first. */
+  private touch(customerId: string, c: CustomerAnswers): void {
+    if (this.last === c) return;
+    this.customers.delete(customerId);
+    this.customers.set(customerId, c);
+    this.last = c;
+  }
+
   private doc(c: CustomerAnswers): AccessDocument | undefined {
     if (this.decoded?.entry !== c) this.decoded = { entry: c, doc: c.document ? AccessDocument.decode(c.document) : undefined };
     return this.decoded.doc;
@@ -141,11 +158,11 @@ export class AnswerCache {
     if (this.decoded?.entry === c) this.decoded = undefined;
   }
 
-  /** Counts `n` answers added to `c`; beyond the bound, other customers go, oldest first (and if none is left, `c`'s own answers). */
+  /** Counts `n` answers added to `c`; beyond the bound, other customers go, least recently asked first (and if none is left, `c`'s own answers). */
   private added(c: CustomerAnswers, n: number): void {
     this.answers += n;
     while (this.answers > this.max.answers) {
-      if (!this.evictOldest(c)) {
+      if (!this.evictLeastRecent(c)) {
         this.answers -= this.answersOf(c);
         c.checks.clear();
         c.list = undefined;
@@ -154,8 +171,8 @@ export class AnswerCache {
     }
   }
 
-  /** Removes the oldest customer other than `keep`; false if there is none. */
-  private evictOldest(keep: CustomerAnswers): boolean {
+  /** Removes the least recently asked customer other than `keep`; false if there is none. */
+  private evictLeastRecent(keep: CustomerAnswers): boolean {
     for (const [id, c] of this.customers) {
       if (c === keep) continue;
       this.remove(id, c);
