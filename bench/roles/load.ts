@@ -82,19 +82,26 @@ export function start(): void {
 
   const r = Math.random;
   const feature = (): string => CHECK_FEATURES[Math.floor(r() * CHECK_FEATURES.length)] as string;
+  /**
+   * Seats asked for: random; in a hot set, the customer's own seat count (a product service asks
+   * about the seats its customer has, not about a random number each time).
+   */
+  const seats = (i: number, hot: boolean): number => (hot ? 1 + (i % 20) : 1 + Math.floor(r() * 20));
   /** Among the first `pool` customers (all of them unless a hot set). */
   const checkRequest = (pool = customers): CheckRequest => {
     const f = feature();
-    return { customerId: customerId(Math.floor(r() * pool)), feature: f, quantity: f === "seats" ? 1 + Math.floor(r() * 20) : undefined, minRevision: undefined };
+    const i = Math.floor(r() * pool);
+    return { customerId: customerId(i), feature: f, quantity: f === "seats" ? seats(i, pool < customers) : undefined, minRevision: undefined };
   };
   /** A page asking about one customer: 10 features in one round trip. */
   const batchRequest = (pool = customers): CheckBatchRequest => {
-    const id = customerId(Math.floor(r() * pool));
+    const i = Math.floor(r() * pool);
+    const id = customerId(i);
     const checks: CheckRequest[] = [];
     const start = Math.floor(r() * CHECK_FEATURES.length);
-    for (let i = 0; i < BATCH; i++) {
-      const f = CHECK_FEATURES[(start + i) % CHECK_FEATURES.length] as string;
-      checks.push({ customerId: id, feature: f, quantity: f === "seats" ? 1 + Math.floor(r() * 20) : undefined, minRevision: undefined });
+    for (let k = 0; k < BATCH; k++) {
+      const f = CHECK_FEATURES[(start + k) % CHECK_FEATURES.length] as string;
+      checks.push({ customerId: id, feature: f, quantity: f === "seats" ? seats(i, pool < customers) : undefined, minRevision: undefined });
     }
     return { checks, minRevision: undefined };
   };
@@ -257,6 +264,24 @@ export function start(): void {
             resolve(h?.mark() as RunResult);
           });
         }),
+      /**
+       * Asks once about every feature of each of the first `hotSet` customers (one CheckBatch
+       * each, 16 in flight): the steady state of a server that has been answering that hot set.
+       */
+      prime: async (a: { hotSet: number }) => {
+        const cl = c();
+        const features = [...new Set(CHECK_FEATURES)];
+        let next = 0;
+        const worker = async (): Promise<void> => {
+          while (next < Math.min(a.hotSet, customers)) {
+            const i = next++;
+            const checks = features.map((f) => ({ customerId: customerId(i), feature: f, quantity: f === "seats" ? seats(i, true) : undefined, minRevision: undefined }));
+            await unaryCall<CheckBatchResponse>((md, o, cb) => cl.checkBatch({ checks, minRevision: undefined }, md, o, cb));
+          }
+        };
+        await Promise.all(Array.from({ length: 16 }, worker));
+        return { customers: next };
+      },
       /** Signs `count` tokens (ES256, 10 minutes) for random customers, for `authz-jwt`. */
       tokens: async (a: { privateJwk: JWK; kid: string; count: number }) => {
         const key = await importJWK(a.privateJwk, "ES256");
