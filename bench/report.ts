@@ -165,6 +165,8 @@ export function render(cfg: Config, r: Results, v: Verdict[]): string {
         row("Check as served: request decode + answer cache (bytes)", "handlerCached"),
         row("CheckBatch(10) handler + decode + encode", "batchWire"),
         row("CheckBatch(10) as served: request decode + answer cache (bytes)", "batchCached"),
+        row("Check as served, every answer cached (512 checks asked again)", "handlerHit"),
+        row("CheckBatch(10) as served, every answer cached (256 batches asked again)", "batchHit"),
       ]),
     );
   }
