@@ -36,6 +36,8 @@ export interface ListAnswer {
 export class CustomerAnswers {
   readonly checks = new Map<string, CheckAnswer>();
   list: ListAnswer | undefined;
+  /** When it was last put at the end of the cache's order (AnswerCache's clock). */
+  moved = 0;
 
   constructor(
     readonly catalog: CatalogIndex,
@@ -64,8 +66,8 @@ export class AnswerCache {
   private answers = 0;
   /** The last document decoded: a batch's misses for one customer decode it once. */
   private decoded: { entry: CustomerAnswers; doc: AccessDocument | undefined } | undefined;
-  /** The customer last moved to the end (a batch asks about one customer many times). */
-  private last: CustomerAnswers | undefined;
+  /** Customers put at the end so far (a clock for `touch`). */
+  private moves = 0;
 
   constructor(private readonly max = { customers: MAX_CUSTOMERS, answers: MAX_ANSWERS }) {}
 
@@ -109,7 +111,7 @@ export class AnswerCache {
     this.decoded = { entry: c, doc };
     if (this.customers.size >= this.max.customers) this.evictLeastRecent(c);
     this.customers.set(customerId, c);
-    this.last = c;
+    c.moved = ++this.moves;
     return c;
   }
 
@@ -136,12 +138,16 @@ export class AnswerCache {
     return { customers: this.customers.size, answers: this.answers };
   }
 
-  /** Most recently used last (a Map keeps insertion order): the customers asked about often stay, the least recently asked go first. */
+  /**
+   * Most recently used last (a Map keeps insertion order): the customers asked about often stay,
+   * the least recently asked go first. One already among the newest half is not moved (moving is
+   * a delete and an insert), so eviction is least recently used to within half the bound.
+   */
   private touch(customerId: string, c: CustomerAnswers): void {
-    if (this.last === c) return;
+    if (this.moves - c.moved < this.max.customers / 2) return;
     this.customers.delete(customerId);
     this.customers.set(customerId, c);
-    this.last = c;
+    c.moved = ++this.moves;
   }
 
   private doc(c: CustomerAnswers): AccessDocument | undefined {
