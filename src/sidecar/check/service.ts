@@ -121,7 +121,7 @@ export class CheckHandler {
     return this.list(req, call, (missed) => this.listNow(req, missed));
   }
 
-  /** ListEntitlements, answered as ListEntitlementsResponse bytes, mostly from the list cache. */
+  /** ListEntitlements, answered as ListEntitlementsResponse bytes, mostly from the answer cache. */
   listEntitlementsWire(req: ListEntitlementsRequest, call?: ServerUnaryCall<unknown, unknown>): Buffer | Promise<Buffer> {
     return this.list(req, call, (missed) => this.listNowWire(req, missed));
   }
