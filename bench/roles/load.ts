@@ -36,6 +36,8 @@ export interface RunPlan {
   readonly rate?: number;
   readonly durationMs: number;
   readonly warmupMs: number;
+  /** Ask about the first `hotSet` customers only (uniformly among them); else about all of them. */
+  readonly hotSet?: number;
 }
 
 export interface RunResult {
@@ -80,18 +82,26 @@ export function start(): void {
 
   const r = Math.random;
   const feature = (): string => CHECK_FEATURES[Math.floor(r() * CHECK_FEATURES.length)] as string;
-  const checkRequest = (): CheckRequest => {
+  /**
+   * Seats asked for: random; in a hot set, the customer's own seat count (a product service asks
+   * about the seats its customer has, not about a random number each time).
+   */
+  const seats = (i: number, hot: boolean): number => (hot ? 1 + (i % 20) : 1 + Math.floor(r() * 20));
+  /** Among the first `pool` customers (all of them unless a hot set). */
+  const checkRequest = (pool = customers): CheckRequest => {
     const f = feature();
-    return { customerId: customerId(Math.floor(r() * customers)), feature: f, quantity: f === "seats" ? 1 + Math.floor(r() * 20) : undefined, minRevision: undefined };
+    const i = Math.floor(r() * pool);
+    return { customerId: customerId(i), feature: f, quantity: f === "seats" ? seats(i, pool < customers) : undefined, minRevision: undefined };
   };
   /** A page asking about one customer: 10 features in one round trip. */
-  const batchRequest = (): CheckBatchRequest => {
-    const id = customerId(Math.floor(r() * customers));
+  const batchRequest = (pool = customers): CheckBatchRequest => {
+    const i = Math.floor(r() * pool);
+    const id = customerId(i);
     const checks: CheckRequest[] = [];
     const start = Math.floor(r() * CHECK_FEATURES.length);
-    for (let i = 0; i < BATCH; i++) {
-      const f = CHECK_FEATURES[(start + i) % CHECK_FEATURES.length] as string;
-      checks.push({ customerId: id, feature: f, quantity: f === "seats" ? 1 + Math.floor(r() * 20) : undefined, minRevision: undefined });
+    for (let k = 0; k < BATCH; k++) {
+      const f = CHECK_FEATURES[(start + k) % CHECK_FEATURES.length] as string;
+      checks.push({ customerId: id, feature: f, quantity: f === "seats" ? seats(i, pool < customers) : undefined, minRevision: undefined });
     }
     return { checks, minRevision: undefined };
   };
@@ -107,7 +117,7 @@ export function start(): void {
     return authz;
   };
   const name = (s: AccessStatus | undefined): string | undefined => (s === undefined ? undefined : statusName(s));
-  const call = (rpc: Rpc): Call => {
+  const call = (rpc: Rpc, hotSet: number | undefined): Call => {
     if (rpc === "authz" || rpc === "authz-jwt") {
       const cl = authzClient();
       const jwt = rpc === "authz-jwt";
@@ -119,8 +129,9 @@ export function start(): void {
       };
     }
     const cl = c();
-    if (rpc === "check") return (cb) => cl.check(checkRequest(), (err, res: CheckResponse | undefined) => cb(err, name(res?.status)));
-    return (cb) => cl.checkBatch(batchRequest(), (err, res: CheckBatchResponse | undefined) => cb(err, name(res?.results[0]?.status)));
+    const pool = Math.min(hotSet ?? customers, customers);
+    if (rpc === "check") return (cb) => cl.check(checkRequest(pool), (err, res: CheckResponse | undefined) => cb(err, name(res?.status)));
+    return (cb) => cl.checkBatch(batchRequest(pool), (err, res: CheckBatchResponse | undefined) => cb(err, name(res?.results[0]?.status)));
   };
 
   /** Runs until `endAt` (ms) or forever when undefined; measures from `measureFrom`. */
@@ -137,7 +148,7 @@ export function start(): void {
     let outstanding = 0;
     let stopped = false;
     let windowStart = measureFrom;
-    const fire = call(plan.rpc);
+    const fire = call(plan.rpc, plan.hotSet);
     const record = (t0: number, err: grpc.ServiceError | null, status: string | undefined): void => {
       const t1 = performance.now();
       answered++;
@@ -253,6 +264,24 @@ export function start(): void {
             resolve(h?.mark() as RunResult);
           });
         }),
+      /**
+       * Asks once about every feature of each of the first `hotSet` customers (one CheckBatch
+       * each, 16 in flight): the steady state of a server that has been answering that hot set.
+       */
+      prime: async (a: { hotSet: number }) => {
+        const cl = c();
+        const features = [...new Set(CHECK_FEATURES)];
+        let next = 0;
+        const worker = async (): Promise<void> => {
+          while (next < Math.min(a.hotSet, customers)) {
+            const i = next++;
+            const checks = features.map((f) => ({ customerId: customerId(i), feature: f, quantity: f === "seats" ? seats(i, true) : undefined, minRevision: undefined }));
+            await unaryCall<CheckBatchResponse>((md, o, cb) => cl.checkBatch({ checks, minRevision: undefined }, md, o, cb));
+          }
+        };
+        await Promise.all(Array.from({ length: 16 }, worker));
+        return { customers: next };
+      },
       /** Signs `count` tokens (ES256, 10 minutes) for random customers, for `authz-jwt`. */
       tokens: async (a: { privateJwk: JWK; kid: string; count: number }) => {
         const key = await importJWK(a.privateJwk, "ES256");
@@ -297,12 +326,14 @@ export function start(): void {
         let batchReq = 0;
         let batchRes = 0;
         const statuses: Record<string, number> = {};
+        let stale = 0;
         for (let i = 0; i < a.n; i++) {
           const req = checkRequest();
           reqBytes += CheckRequest.encode(req).finish().length;
           const res = await unaryCall<CheckResponse>((md, o, cb) => cl.check(req, md, o, cb));
           const s = statusName(res.status);
           statuses[s] = (statuses[s] ?? 0) + 1;
+          if (res.stale) stale++;
           responses.push(Buffer.from(CheckResponse.encode(res).finish()));
         }
         for (let i = 0; i < Math.min(200, a.n); i++) {
@@ -320,6 +351,7 @@ export function start(): void {
           batchRequestBytes: batchReq / nb,
           batchResponseBytes: batchRes / nb,
           statuses,
+          stale,
           typical,
         };
       },

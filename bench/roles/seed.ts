@@ -6,7 +6,8 @@
 import { connect, type JetStreamClient, type NatsConnection } from "nats";
 import { encodeCatalogRecord, encodeDocumentRecord } from "#proofgate/replication/state-record.js";
 import { ensureStreams } from "#proofgate/replication/streams.js";
-import { CATALOG_SUBJECT, STATE_STREAM, customerSubject } from "#proofgate/replication/subjects.js";
+import { CATALOG_SUBJECT, HEARTBEAT_SUBJECT, STATE_STREAM, customerSubject } from "#proofgate/replication/subjects.js";
+import { Heartbeat } from "#proofgate/gen/proofgate/v1/document.js";
 import { customerId, demoCatalog, documentBytes, selfCheck, templateOf, templates } from "../data.js";
 import { emit, serve } from "../ipc.js";
 
@@ -14,6 +15,7 @@ export function start(): void {
   let nc: NatsConnection | undefined;
   let js: JetStreamClient | undefined;
   let bodies: Buffer[] = [];
+  let heartbeat: NodeJS.Timeout | undefined;
 
   /**
    * Publishes `count` records with at most `window` unacknowledged, and at most `rate` per second
@@ -126,6 +128,21 @@ export function start(): void {
         const seconds = (performance.now() - t) / 1000;
         return { count: a.count, seconds, rate: a.count / seconds, firstSeq: r.first, lastSeq: r.last };
       },
+      /**
+       * Writer heartbeats (head = the stream's last sequence) every `intervalMs`, as the writer
+       * sends them: without them a sidecar never knows it is current and marks every answer stale.
+       */
+      heartbeats: (a: { intervalMs: number }) => {
+        const conn = nc;
+        if (!conn) throw new Error("not connected");
+        clearInterval(heartbeat);
+        const beat = async (): Promise<void> => {
+          const info = await (await conn.jetstreamManager()).streams.info(STATE_STREAM);
+          conn.publish(HEARTBEAT_SUBJECT, Heartbeat.encode({ headRevision: info.state.last_seq, writerId: "bench-seed", sentAt: new Date(), snapshotInProgress: false }).finish());
+        };
+        heartbeat = setInterval(() => void beat().catch(() => undefined), a.intervalMs);
+        return beat().then(() => ({}));
+      },
       streamInfo: async () => {
         if (!nc) throw new Error("not connected");
         const info = await (await nc.jetstreamManager()).streams.info(STATE_STREAM);
@@ -133,6 +150,7 @@ export function start(): void {
       },
     },
     async () => {
+      clearInterval(heartbeat);
       await nc?.drain();
     },
   );

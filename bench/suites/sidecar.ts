@@ -36,6 +36,8 @@ export interface Scenario {
   readonly mode: "closed" | "rate";
   readonly concurrency?: number;
   readonly rate?: number;
+  /** Only the first N customers asked about (the answer cache's realistic case); absent: all, uniformly. */
+  readonly hotSet?: number;
   readonly sidecar: Window;
   readonly echo: Window;
   /** sidecar / echo. */
@@ -103,6 +105,8 @@ export interface SidecarResults {
   };
   readonly sizes: { requestBytes: number; responseBytes: number; batchRequestBytes: number; batchResponseBytes: number };
   readonly answerMix: Record<string, number>;
+  /** Of the sampled answers (answerMix), those marked stale: the latency rows are fresh answers only if this is 0. */
+  readonly staleInSample: number;
   readonly scenarios: readonly Scenario[];
   readonly sustainable: { readonly sidecar: Sustain; readonly echo: Sustain };
   /** `ProofgateClient` in another process: local mode (uniform, hot set) and over gRPC, one call at a time; beside the echo floor of the same run. */
@@ -217,6 +221,9 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
     const checksDuringBootstrap = window(await load.call<RunResult>("backgroundMark"), await sidecar.call("loopDelay"));
     log(`  ready in ${(ready.readyMs / 1000).toFixed(2)} s at revision ${ready.revision}; checks meanwhile p50 ${checksDuringBootstrap.latency.p50_us} µs, p99 ${checksDuringBootstrap.latency.p99_us} µs, max ${checksDuringBootstrap.latency.max_us} µs`);
     const afterBootstrapRss = (await rssOf(sidecar.pid))?.rss ?? NaN;
+    // Writer heartbeats from here on, as a writer sends them: without them the sidecar never knows it is current and every
+    // answer is stale (evaluated, never from the answer cache). Not during the bootstrap, so that it is measured as before.
+    await seed.call("heartbeats", { intervalMs: 1_000 });
     await sleep(cfg.restMs);
     const checksAfter = window(await load.call<RunResult>("backgroundMark"), await sidecar.call("loopDelay"));
 
@@ -244,10 +251,11 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
     const replica = { fileBytes: fileSize(replicaPath), walBytes: fileSize(`${replicaPath}-wal`) };
 
     // ---------------------------------------------------------------- Check latency: sidecar vs echo floor
-    const sample = await load.call<{ requestBytes: number; responseBytes: number; batchRequestBytes: number; batchResponseBytes: number; statuses: Record<string, number>; typical: Uint8Array }>(
+    const sample = await load.call<{ requestBytes: number; responseBytes: number; batchRequestBytes: number; batchResponseBytes: number; statuses: Record<string, number>; stale: number; typical: Uint8Array }>(
       "sample",
       { n: cfg.quick ? 1_000 : 5_000 },
     );
+    log(`  sampled ${(cfg.quick ? 1_000 : 5_000).toLocaleString("en")} answers before the latency runs: ${sample.stale} stale`);
     const echo = await fork("echo");
     const echoSocket = join(env.dir, "echo.sock");
     const echoAddr = await echo.call<{ tcp: string; unix: string }>("start", { socket: echoSocket, response: sample.typical });
@@ -262,6 +270,8 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
     /** One run, with the CPU time both sides used per call. */
     const run = async (server: "sidecar" | "echo", transport: "tcp" | "unix", plan: RunPlan): Promise<Window> => {
       await load.call("connect", { address: addresses[server][transport], customers: cfg.customers });
+      // Hot-set rows measure the steady state: every answer of the hot set asked once before (not counted).
+      if (plan.hotSet && server === "sidecar") await load.call("prime", { hotSet: plan.hotSet });
       const s0 = cpuMsOf(pids[server]);
       const c0 = cpuMsOf(load.pid);
       const r = await load.call<RunResult>("run", plan);
@@ -276,6 +286,17 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       { name: "CheckBatch(10) closed c=1", plan: { ...base, rpc: "batch", mode: "closed", concurrency: 1 } },
       { name: `CheckBatch(10) closed c=${cfg.check.concurrency}`, plan: { ...base, rpc: "batch", mode: "closed", concurrency: cfg.check.concurrency } },
     ];
+    // The same calls about a hot set of customers (what a product service's active users ask, each about the seats it has),
+    // after every answer of the hot set was asked once: answer-cache hits.
+    const hot = { ...base, hotSet: cfg.check.hotSet };
+    const hotName = `hot set of ${cfg.check.hotSet.toLocaleString("en")}`;
+    plans.push(
+      { name: `Check closed c=1, ${hotName}`, plan: { ...hot, rpc: "check", mode: "closed", concurrency: 1 } },
+      { name: `Check closed c=${cfg.check.concurrency}, ${hotName}`, plan: { ...hot, rpc: "check", mode: "closed", concurrency: cfg.check.concurrency } },
+      ...cfg.check.rates.slice(-1).map((rate) => ({ name: `Check at ${rate}/s, ${hotName}`, plan: { ...hot, rpc: "check" as const, mode: "rate" as const, rate } })),
+      { name: `CheckBatch(10) closed c=1, ${hotName}`, plan: { ...hot, rpc: "batch", mode: "closed", concurrency: 1 } },
+      { name: `CheckBatch(10) closed c=${cfg.check.concurrency}, ${hotName}`, plan: { ...hot, rpc: "batch", mode: "closed", concurrency: cfg.check.concurrency } },
+    );
     const scenarios: Scenario[] = [];
     for (const transport of cfg.check.transports) {
       for (const { name, plan } of plans) {
@@ -289,6 +310,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
           mode: plan.mode,
           ...(plan.concurrency ? { concurrency: plan.concurrency } : {}),
           ...(plan.rate ? { rate: plan.rate } : {}),
+          ...(plan.hotSet ? { hotSet: plan.hotSet } : {}),
           sidecar: s,
           echo: e,
           ratio: {
@@ -302,7 +324,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
         };
         scenarios.push(sc);
         log(
-          `  ${transport} ${name.padEnd(28)} sidecar p50 ${s.latency.p50_us} p99 ${s.latency.p99_us} µs ${s.throughput}/s ${s.cpuPerCall?.server_us} µs CPU/call | ` +
+          `  ${transport} ${name.padEnd(44)} sidecar p50 ${s.latency.p50_us} p99 ${s.latency.p99_us} µs ${s.throughput}/s ${s.cpuPerCall?.server_us} µs CPU/call | ` +
             `echo p50 ${e.latency.p50_us} p99 ${e.latency.p99_us} µs ${e.throughput}/s ${e.cpuPerCall?.server_us} µs CPU/call`,
         );
       }
@@ -310,7 +332,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
 
     // ---------------------------------------------------------------- the highest sustainable rate, and the highest meeting p99 ≤ 1 ms
     const sustain = async (server: "sidecar" | "echo"): Promise<Sustain> => {
-      const max = scenarios.find((s) => s.transport === "tcp" && s.rpc === "check" && s.concurrency === cfg.check.concurrency)?.[server].throughput ?? 1000;
+      const max = scenarios.find((s) => s.transport === "tcp" && s.rpc === "check" && s.concurrency === cfg.check.concurrency && !s.hotSet)?.[server].throughput ?? 1000;
       const steps: SustainStep[] = [];
       let sustained = 0;
       let meetingP99 = 0;
@@ -329,8 +351,8 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       return { sustained, meetingP99, closedLoopMax: max, steps };
     };
     // ---------------------------------------------------------------- ProofgateClient: local mode and over gRPC
-    const client = await clientSuite(fork, { address: started.tcp, replica: replicaPath, customers: cfg.customers, durationMs: cfg.check.durationMs, warmupMs: cfg.check.warmupMs }, log);
-    const echoC1 = scenarios.find((x) => x.transport === "tcp" && x.rpc === "check" && x.concurrency === 1)?.echo.latency;
+    const client = await clientSuite(fork, { address: started.tcp, replica: replicaPath, customers: cfg.customers, durationMs: cfg.check.durationMs, warmupMs: cfg.check.warmupMs }, cfg.check.hotSet, log);
+    const echoC1 = scenarios.find((x) => x.transport === "tcp" && x.rpc === "check" && x.concurrency === 1 && !x.hotSet)?.echo.latency;
 
     log("open-loop rates up to the closed-loop maximum (TCP)");
     const sustainable = { sidecar: await sustain("sidecar"), echo: await sustain("echo") };
@@ -398,6 +420,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
         batchResponseBytes: round(sample.batchResponseBytes, 1),
       },
       answerMix: sample.statuses,
+      staleInSample: sample.stale,
       scenarios,
       sustainable,
       client: { ...client, echo: echoC1 },
@@ -504,12 +527,11 @@ async function extAuthzScenarios(
   return { rules: (parse(benchRules({ header: "x-customer-id" })) as { rules: unknown[] }).rules.length, scenarios };
 }
 
-const HOT_SET = 1_000;
-
 /** ProofgateClient in its own process against the running sidecar: local mode (uniform, hot set), then over gRPC. */
 async function clientSuite(
   fork: (role: string) => Promise<Child>,
   base: Omit<ClientPlan, "hotSet">,
+  hotSet: number,
   log: (line: string) => void,
 ): Promise<Omit<ClientResults, "echo">> {
   const c = await fork("client");
@@ -522,9 +544,9 @@ async function clientSuite(
     };
     log("ProofgateClient: local mode (the replica file, in process) and over gRPC, one call at a time");
     return {
-      hotSet: HOT_SET,
+      hotSet,
       localUniform: await one("local, uniform", base),
-      localHot: await one(`local, hot set of ${HOT_SET}`, { ...base, hotSet: HOT_SET }),
+      localHot: await one(`local, hot set of ${hotSet}`, { ...base, hotSet }),
       grpc: await one("over gRPC (TCP)", { ...base, replica: false }),
     };
   } finally {

@@ -12,10 +12,16 @@ export interface SidecarMetricsSource {
   readonly connected: () => boolean;
 }
 
-/** The sidecar's Prometheus metrics. Per-status counters are resolved once, not per check. */
+/**
+ * The sidecar's Prometheus metrics. Decisions by status are counted in a plain array and handed to
+ * prom-client when it collects (a labelled counter's inc validates and hashes its labels every
+ * time: measurable at one per answer).
+ */
 export class SidecarMetrics {
   readonly checkDuration: Histogram<"method">;
   private readonly decisionsByStatus: Counter.Internal[] = [];
+  /** Decisions by status since the last collection. */
+  private readonly decidedSince = new Float64Array(32);
   readonly decisions: Counter<"status">;
   readonly staleAnswers: Counter;
   readonly minRevisionTimeouts: Counter;
@@ -44,7 +50,22 @@ export class SidecarMetrics {
     this.observeCheck = (v) => check.observe(v);
     this.observeBatch = (v) => batch.observe(v);
     this.observeList = (v) => list.observe(v);
-    this.decisions = new Counter({ name: "proofgate_sidecar_decisions_total", help: "Decisions answered, by status.", labelNames: ["status"], registers });
+    const since = this.decidedSince;
+    const byStatus = this.decisionsByStatus;
+    this.decisions = new Counter({
+      name: "proofgate_sidecar_decisions_total",
+      help: "Decisions answered, by status.",
+      labelNames: ["status"],
+      registers,
+      collect: () => {
+        for (let s = 0; s < since.length; s++) {
+          const n = since[s] as number;
+          if (n === 0) continue;
+          since[s] = 0;
+          byStatus[s]?.inc(n);
+        }
+      },
+    });
     for (const value of Object.values(AccessStatus)) {
       if (typeof value === "number" && value !== AccessStatus.UNRECOGNIZED) this.decisionsByStatus[value] = this.decisions.labels(statusName(value));
     }
@@ -81,7 +102,8 @@ export class SidecarMetrics {
   }
 
   decided(status: AccessStatus): void {
-    this.decisionsByStatus[status]?.inc();
+    const i: number = status;
+    if (i >= 0 && i < this.decidedSince.length) this.decidedSince[i] = (this.decidedSince[i] as number) + 1;
   }
 
   checkTook(seconds: number): void {

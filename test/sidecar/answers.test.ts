@@ -2,7 +2,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { join } from "node:path";
 import { CatalogIndex } from "../../src/catalog/index.js";
-import { AccessStatus, CheckResponse, type CheckRequest } from "../../src/gen/proofgate/v1/check.js";
+import type { Registry } from "prom-client";
+import {
+  AccessStatus,
+  CheckBatchResponse,
+  CheckResponse,
+  ListEntitlementsResponse,
+  type CheckBatchRequest,
+  type CheckRequest,
+  type ListEntitlementsRequest,
+} from "../../src/gen/proofgate/v1/check.js";
 import { AccessDocument } from "../../src/gen/proofgate/v1/document.js";
 import { createRegistry } from "../../src/observability/metrics.js";
 import { silentLogger } from "../../src/observability/logger.js";
@@ -10,7 +19,7 @@ import { foldDocument } from "../../src/policy/index.js";
 import { CATALOG_SUBJECT, customerSubject } from "../../src/replication/subjects.js";
 import { CheckHandler } from "../../src/sidecar/check/service.js";
 import { RevisionWaiters } from "../../src/sidecar/check/revision-waiters.js";
-import { withRevision } from "../../src/sidecar/check/answers.js";
+import { AnswerCache, LIST_TAIL, batchResponse, withRevision } from "../../src/sidecar/check/answers.js";
 import { Freshness } from "../../src/sidecar/follow/freshness.js";
 import { SidecarMetrics } from "../../src/sidecar/metrics.js";
 import { decodeStateRecord, encodeCatalogRecord, encodeDocumentRecord } from "../../src/replication/state-record.js";
@@ -30,15 +39,13 @@ let clock = 0;
 let seq = 1;
 const freshness = new Freshness();
 
-beforeAll(async () => {
-  dir = tempDir();
-  replica = Replica.open(join(dir.path, "replica.db"), silentLogger());
-  await replica.apply([{ seq, record: decodeStateRecord(CATALOG_SUBJECT, encodeCatalogRecord(demoCatalog())) }], seq);
-  handler = new CheckHandler({
+/** A handler on the test's replica, clock and freshness, with its own metrics registry. */
+function newHandler(registry: Registry = createRegistry()): CheckHandler {
+  return new CheckHandler({
     replica,
     freshness,
     waiters: new RevisionWaiters(() => replica.revision),
-    metrics: new SidecarMetrics(createRegistry(), {
+    metrics: new SidecarMetrics(registry, {
       revision: () => replica.revision,
       head: () => 0,
       ageSeconds: () => 0,
@@ -52,6 +59,13 @@ beforeAll(async () => {
     minRevisionWaitMs: 1000,
     decisionLog: undefined,
   });
+}
+
+beforeAll(async () => {
+  dir = tempDir();
+  replica = Replica.open(join(dir.path, "replica.db"), silentLogger());
+  await replica.apply([{ seq, record: decodeStateRecord(CATALOG_SUBJECT, encodeCatalogRecord(demoCatalog())) }], seq);
+  handler = newHandler();
 });
 
 afterAll(async () => {
@@ -81,20 +95,50 @@ function instants(doc: AccessDocument, from: number): number[] {
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString("hex");
 
-function expectSameAnswers(customerId: string): void {
-  freshness.confirmedAt(performance.now());
-  for (const feature of features)
-    for (const quantity of quantities) {
-      const req: CheckRequest = { customerId, feature, quantity, minRevision: undefined };
-      const cached = handler.checkWire(req) as Buffer;
-      const evaluated = CheckResponse.encode(handler.check(req) as CheckResponse).finish();
-      expect(hex(cached)).toBe(hex(evaluated));
-    }
+/** Every feature and quantity asked about `customerId`. */
+function checksOf(customerId: string): CheckRequest[] {
+  return features.flatMap((feature) => quantities.map((quantity) => ({ customerId, feature, quantity, minRevision: undefined })));
+}
+
+/** A batch of `customerId`'s checks with another customer's (`other`) between them, in a shuffled order. */
+function batchOf(customerId: string, other: string, order: number): CheckBatchRequest {
+  const checks = [...checksOf(customerId), ...checksOf(other).slice(0, 5)];
+  return { checks: checks.map((_, i) => checks[(i * 7 + order) % checks.length] as CheckRequest), minRevision: undefined };
+}
+
+/** Check, CheckBatch and ListEntitlements as served (cached bytes) and as evaluated, byte for byte; each served twice (a miss, then a hit). */
+function expectSameServed(h: CheckHandler, customerId: string, other = "nobody", order = 0): void {
+  // The batch first: it meets the answers cached before (another instant, another revision, another document).
+  const batch = batchOf(customerId, other, order);
+  const evaluatedBatch = hex(CheckBatchResponse.encode(h.checkBatch(batch) as CheckBatchResponse).finish());
+  expect(hex(h.checkBatchWire(batch) as Buffer)).toBe(evaluatedBatch);
+  expect(hex(h.checkBatchWire(batch) as Buffer)).toBe(evaluatedBatch);
+  for (const req of checksOf(customerId)) {
+    const evaluated = hex(CheckResponse.encode(h.check(req) as CheckResponse).finish());
+    expect(hex(h.checkWire(req) as Buffer)).toBe(evaluated);
+    expect(hex(h.checkWire(req) as Buffer)).toBe(evaluated);
+  }
+  const list: ListEntitlementsRequest = { customerId, minRevision: undefined };
+  const evaluatedList = hex(ListEntitlementsResponse.encode(h.listEntitlements(list) as ListEntitlementsResponse).finish());
+  expect(hex(h.listEntitlementsWire(list) as Buffer)).toBe(evaluatedList);
+  expect(hex(h.listEntitlementsWire(list) as Buffer)).toBe(evaluatedList);
+}
+
+/** A writer heartbeat at the replica's revision, just now: answers are fresh (not stale). */
+function current(): void {
+  freshness.heartbeat(replica.revision, performance.now(), replica.revision);
+}
+
+function expectSameAnswers(customerId: string, other?: string, order?: number): void {
+  current();
+  expectSameServed(handler, customerId, other, order);
+  // The fresh path (the cache) is what was compared.
+  expect(CheckResponse.decode(handler.checkWire(checksOf(customerId)[0] as CheckRequest) as Buffer).stale).toBe(false);
 }
 
 let customers = 0;
 
-describe("the Check answer cache", () => {
+describe("the answer cache (Check, CheckBatch, ListEntitlements)", () => {
   it("answers byte for byte what evaluation answers, at instants around every boundary, across document changes", async () => {
     await fc.assert(
       fc.asyncProperty(events, overrides, events, time, async (es, os, es2, start) => {
@@ -104,13 +148,16 @@ describe("the Check answer cache", () => {
         const times = instants(doc, start);
         for (const [k, t] of times.entries()) {
           clock = t;
-          expectSameAnswers(customerId);
+          // The batch mixes in the previous property run's customer (whose answers are cached from then).
+          expectSameAnswers(customerId, `cus_${customers - 1}`, k);
           // Another customer's change moves the revision, not this customer's answers.
           if (k === 1) await put(`other_${customers}`, foldDocument("x", es2, []));
         }
         // The customer's document changes: no answer of the old one survives.
         const changed = foldDocument(customerId, [...es, ...es2.map((e) => ({ ...e, eventId: `b_${e.eventId}` }))], os.slice(1));
         await put(customerId, changed);
+        // At the instant the old answers were cached (they still hold in time), then on.
+        expectSameAnswers(customerId, `cus_${customers - 1}`);
         for (const t of instants(changed, start).slice(0, 12)) {
           clock = t;
           expectSameAnswers(customerId);
@@ -123,9 +170,131 @@ describe("the Check answer cache", () => {
     );
   });
 
+  it("answers anew, at the same instant, once a customer's document arrives", async () => {
+    clock = Date.UTC(2026, 0, 1);
+    const customerId = "cus_late";
+    expectSameAnswers(customerId);
+    const before = CheckResponse.decode(handler.checkWire({ customerId, feature: "api-access", quantity: undefined, minRevision: undefined }) as Buffer);
+    expect(before.status).toBe(AccessStatus.ACCESS_STATUS_UNKNOWN_CUSTOMER);
+    await put(customerId, foldDocument(customerId, [], []));
+    expectSameAnswers(customerId);
+    const after = CheckResponse.decode(handler.checkWire({ customerId, feature: "api-access", quantity: undefined, minRevision: undefined }) as Buffer);
+    expect(after.status).toBe(AccessStatus.ACCESS_STATUS_NOT_ENTITLED);
+  });
+
   it("answers for unknown customers as evaluation does", () => {
     clock = Date.UTC(2026, 0, 1);
     expectSameAnswers("nobody");
+  });
+
+  it("answers stale batches and lists as evaluation does, and caches nothing stale", async () => {
+    const customerId = "cus_stale";
+    const doc = foldDocument(customerId, [], []);
+    await put(customerId, doc);
+    clock = Date.UTC(2026, 0, 1);
+    freshness.servePrevious(true);
+    try {
+      expectSameServed(handler, customerId, `cus_${customers}`);
+    } finally {
+      freshness.servePrevious(false);
+    }
+    // Fresh again: fresh answers, not the stale ones served a moment ago.
+    expectSameAnswers(customerId, `cus_${customers}`);
+  });
+
+  it("records the same metrics as evaluation: decisions by status and stale answers", async () => {
+    const served = createRegistry();
+    const evaluated = createRegistry();
+    const a = newHandler(served);
+    const b = newHandler(evaluated);
+    clock = Date.UTC(2026, 0, 1);
+    for (const stale of [false, true]) {
+      if (stale) freshness.servePrevious(true);
+      else current();
+      try {
+        for (const id of [`cus_${customers}`, "nobody"]) {
+          for (let k = 0; k < 2; k++) {
+            for (const req of checksOf(id)) {
+              await a.checkWire(req);
+              await b.check(req);
+            }
+            await a.checkBatchWire(batchOf(id, "nobody", k));
+            await b.checkBatch(batchOf(id, "nobody", k));
+            await a.listEntitlementsWire({ customerId: id, minRevision: undefined });
+            await b.listEntitlements({ customerId: id, minRevision: undefined });
+          }
+        }
+      } finally {
+        freshness.servePrevious(false);
+      }
+    }
+    const values = async (r: Registry, name: string): Promise<[unknown, number][]> => ((await r.getSingleMetric(name)?.get())?.values ?? []).map((v) => [v.labels, v.value]);
+    for (const name of ["proofgate_sidecar_decisions_total", "proofgate_sidecar_stale_answers_total"]) {
+      const expected = await values(evaluated, name);
+      expect(expected.some(([, v]) => v > 0)).toBe(true);
+      expect(await values(served, name)).toEqual(expected);
+    }
+  });
+
+  it("stays within its bounds and answers each key with its own answer", () => {
+    const op = fc.record({ customer: fc.integer({ min: 0, max: 6 }), key: fc.integer({ min: 0, max: 9 }), list: fc.boolean() });
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 200 }), (ops) => {
+        const cache = new AnswerCache({ customers: 3, answers: 8 });
+        const body = (...parts: (string | number)[]): Uint8Array => Buffer.from(parts.join("/"));
+        for (const o of ops) {
+          const id = `c${o.customer}`;
+          const c = cache.customer(id, catalog, 0, 1, () => [1, null]);
+          if (o.list) {
+            expect(hex(cache.list(c, () => ({ statuses: [AccessStatus.ACCESS_STATUS_GRANTED, AccessStatus.ACCESS_STATUS_BLOCKED], body: body(id, "list") })).body)).toBe(hex(body(id, "list")));
+          } else {
+            const key = AnswerCache.key("f", o.key);
+            expect(hex(cache.check(c, key, () => ({ status: AccessStatus.ACCESS_STATUS_GRANTED, body: body(id, key) })).body)).toBe(hex(body(id, key)));
+          }
+          expect(cache.size.customers).toBeLessThanOrEqual(3);
+          expect(cache.size.answers).toBeLessThanOrEqual(8);
+          expect(cache.size.answers).toBeGreaterThan(0);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("keeps the customers asked about most recently", () => {
+    const cache = new AnswerCache({ customers: 2, answers: 100 });
+    const ask = (id: string): void => void cache.customer(id, catalog, 0, 1, () => [1, null]);
+    ask("a");
+    ask("b");
+    ask("a");
+    ask("c");
+    expect(cache.confirmed("a", catalog, 0, 1)).toBeDefined();
+    expect(cache.confirmed("b", catalog, 0, 1)).toBeUndefined();
+    expect(cache.confirmed("c", catalog, 0, 1)).toBeDefined();
+  });
+
+  it("frames a batch of cached bodies exactly as CheckBatchResponse.encode writes it", () => {
+    const answer = fc.record({ allowed: fc.boolean(), status: fc.constantFrom(AccessStatus.ACCESS_STATUS_UNSPECIFIED, AccessStatus.ACCESS_STATUS_GRANTED, AccessStatus.ACCESS_STATUS_LIMIT_EXCEEDED, AccessStatus.ACCESS_STATUS_UNKNOWN_CUSTOMER), reason: fc.string({ maxLength: 300 }), value: fc.string({ maxLength: 20 }) });
+    fc.assert(
+      fc.property(fc.array(answer, { maxLength: 30 }), fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), (answers, revision) => {
+        const whole = (r: number): CheckResponse[] => answers.map((x) => ({ ...x, limit: undefined, validUntil: undefined, revision: r, stale: false }));
+        const bodies = whole(0).map((x) => CheckResponse.encode(x).finish());
+        const expected = CheckBatchResponse.encode({ results: whole(revision), revision, stale: false }).finish();
+        expect(hex(batchResponse(bodies, revision))).toBe(hex(expected));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("appends a list's revision and stale exactly as ListEntitlementsResponse.encode writes them", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), fc.boolean(), fc.string(), (revision, stale, feature) => {
+        const entitlements = [{ feature, allowed: true, status: AccessStatus.ACCESS_STATUS_GRANTED, reason: "r", value: "", limit: undefined, validUntil: undefined }];
+        const body = ListEntitlementsResponse.encode({ entitlements, revision: 0, stale: false }).finish();
+        const whole = ListEntitlementsResponse.encode({ entitlements, revision, stale }).finish();
+        expect(hex(withRevision(body, revision, stale, LIST_TAIL))).toBe(hex(whole));
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it("appends revision and stale exactly as CheckResponse.encode writes them", () => {

@@ -2,7 +2,9 @@ import { performance } from "node:perf_hooks";
 import type { ServerUnaryCall } from "@grpc/grpc-js";
 import { InvalidArgumentError } from "../../errors/index.js";
 import {
+  CheckBatchResponse as CheckBatchResponseCodec,
   CheckResponse as CheckResponseCodec,
+  ListEntitlementsResponse as ListEntitlementsResponseCodec,
   CheckServiceService,
   type CheckBatchRequest,
   type CheckBatchResponse,
@@ -13,12 +15,12 @@ import {
 } from "../../gen/proofgate/v1/check.js";
 import { AccessDocument } from "../../gen/proofgate/v1/document.js";
 import type { CatalogIndex } from "../../catalog/index.js";
-import { answersHoldUntil, evaluate, evaluateAll, formatMs, staleDenial, staleReason, toCheckResponse, toEntitlement, withStalePolicy, type Decision } from "../../policy/index.js";
+import { evaluate, evaluateAll, formatMs, staleDenial, staleReason, toCheckResponse, toEntitlement, withStalePolicy, type Decision } from "../../policy/index.js";
 import { unary, type ServiceBinding } from "../../transport/grpc.js";
 import type { Logger } from "../../observability/logger.js";
 import type { Freshness } from "../follow/freshness.js";
 import type { SidecarMetrics } from "../metrics.js";
-import { AnswerCache, sameDocument, withRevision, type Answer } from "./answers.js";
+import { AnswerCache, LIST_TAIL, batchResponse, withRevision, type CheckAnswer, type ListAnswer } from "./answers.js";
 import type { DecisionLog } from "./decision-log.js";
 import type { RevisionWaiters } from "./revision-waiters.js";
 import { MAX_BATCH, validateCheck, validateCustomerId } from "./validate.js";
@@ -60,6 +62,9 @@ export interface CheckServiceDeps {
 
 const NONE: readonly string[] = [];
 
+/** Answers leave the handler as encoded bytes. */
+const encoded = (b: Buffer): Buffer => b;
+
 /** Why an answer is stale, when it is; undefined when fresh. */
 type Staleness = string | undefined;
 
@@ -76,44 +81,71 @@ export class CheckHandler {
     const { logger } = this.deps;
     return {
       name: "proofgate.v1.CheckService",
-      // Check answers leave the handler already encoded (see checkWire).
-      definition: { ...CheckServiceService, check: { ...CheckServiceService.check, responseSerialize: (b: Buffer): Buffer => b } },
+      // Answers leave the handler already encoded (see checkWire, checkBatchWire, listEntitlementsWire).
+      definition: {
+        ...CheckServiceService,
+        check: { ...CheckServiceService.check, responseSerialize: encoded },
+        checkBatch: { ...CheckServiceService.checkBatch, responseSerialize: encoded },
+        listEntitlements: { ...CheckServiceService.listEntitlements, responseSerialize: encoded },
+      },
       implementation: {
         check: unary<CheckRequest, Buffer>(logger, (req, call) => this.checkWire(req, call)),
-        checkBatch: unary<CheckBatchRequest, CheckBatchResponse>(logger, (req, call) => this.checkBatch(req, call)),
-        listEntitlements: unary<ListEntitlementsRequest, ListEntitlementsResponse>(logger, (req, call) => this.listEntitlements(req, call)),
+        checkBatch: unary<CheckBatchRequest, Buffer>(logger, (req, call) => this.checkBatchWire(req, call)),
+        listEntitlements: unary<ListEntitlementsRequest, Buffer>(logger, (req, call) => this.listEntitlementsWire(req, call)),
       },
     };
   }
 
+  /** Check, evaluating (what checkWire answers, as an object). */
   check(req: CheckRequest, call?: ServerUnaryCall<unknown, unknown>): CheckResponse | Promise<CheckResponse> {
-    validateCheck(req, "");
-    const before = this.before(req.customerId, req.minRevision, call);
-    if (before === undefined) return this.checkNow(req, undefined);
-    return before.then((missed) => this.checkNow(req, missed));
+    return this.single(req, call, (missed) => this.checkNow(req, missed));
   }
 
   /** Check, answered as CheckResponse bytes: what `check` answers, encoded, mostly from the answer cache. */
   checkWire(req: CheckRequest, call?: ServerUnaryCall<unknown, unknown>): Buffer | Promise<Buffer> {
-    validateCheck(req, "");
-    const before = this.before(req.customerId, req.minRevision, call);
-    if (before === undefined) return this.checkNowWire(req, undefined);
-    return before.then((missed) => this.checkNowWire(req, missed));
+    return this.single(req, call, (missed) => this.checkNowWire(req, missed));
   }
 
+  /** CheckBatch, evaluating every check (what checkBatchWire answers, as an object). */
   checkBatch(req: CheckBatchRequest, call?: ServerUnaryCall<unknown, unknown>): CheckBatchResponse | Promise<CheckBatchResponse> {
+    return this.batch(req, call, (missed) => this.batchNow(req, missed));
+  }
+
+  /** CheckBatch, answered as CheckBatchResponse bytes, mostly from the answer cache. */
+  checkBatchWire(req: CheckBatchRequest, call?: ServerUnaryCall<unknown, unknown>): Buffer | Promise<Buffer> {
+    return this.batch(req, call, (missed) => this.batchNowWire(req, missed));
+  }
+
+  /** ListEntitlements, evaluating every feature (what listEntitlementsWire answers, as an object). */
+  listEntitlements(req: ListEntitlementsRequest, call?: ServerUnaryCall<unknown, unknown>): ListEntitlementsResponse | Promise<ListEntitlementsResponse> {
+    return this.list(req, call, (missed) => this.listNow(req, missed));
+  }
+
+  /** ListEntitlements, answered as ListEntitlementsResponse bytes, mostly from the answer cache. */
+  listEntitlementsWire(req: ListEntitlementsRequest, call?: ServerUnaryCall<unknown, unknown>): Buffer | Promise<Buffer> {
+    return this.list(req, call, (missed) => this.listNowWire(req, missed));
+  }
+
+  private single<T>(req: CheckRequest, call: ServerUnaryCall<unknown, unknown> | undefined, now: (missed: Staleness) => T): T | Promise<T> {
+    validateCheck(req, "");
+    const before = this.before(req.customerId, req.minRevision, call);
+    if (before === undefined) return now(undefined);
+    return before.then(now);
+  }
+
+  private batch<T>(req: CheckBatchRequest, call: ServerUnaryCall<unknown, unknown> | undefined, now: (missed: Staleness) => T): T | Promise<T> {
     if (req.checks.length > MAX_BATCH) throw new InvalidArgumentError("checks", `at most ${MAX_BATCH} checks per batch, got ${req.checks.length}`);
     for (let i = 0; i < req.checks.length; i++) validateCheck(req.checks[i] as CheckRequest, `checks[${i}].`);
     const before = this.before(req.checks, req.minRevision, call);
-    if (before === undefined) return this.batchNow(req, undefined);
-    return before.then((missed) => this.batchNow(req, missed));
+    if (before === undefined) return now(undefined);
+    return before.then(now);
   }
 
-  listEntitlements(req: ListEntitlementsRequest, call?: ServerUnaryCall<unknown, unknown>): ListEntitlementsResponse | Promise<ListEntitlementsResponse> {
+  private list<T>(req: ListEntitlementsRequest, call: ServerUnaryCall<unknown, unknown> | undefined, now: (missed: Staleness) => T): T | Promise<T> {
     validateCustomerId(req.customerId, "customer_id");
     const before = this.before(req.customerId, req.minRevision, call);
-    if (before === undefined) return this.listNow(req, undefined);
-    return before.then((missed) => this.listNow(req, missed));
+    if (before === undefined) return now(undefined);
+    return before.then(now);
   }
 
   // ---------------------------------------------------------------- evaluation
@@ -133,9 +165,9 @@ export class CheckHandler {
   }
 
   /**
-   * The cached path. While the replica's revision is the one an answer was confirmed at, nothing
-   * changed: no read at all. After any change, one point read confirms the customer's document is
-   * the same bytes. Stale answers are never cached (they carry a sentence about the moment).
+   * The cached path (AnswerCache): no read while the replica is at the revision the customer's
+   * answers were confirmed at, else one point read. Stale answers are never cached (they carry a
+   * sentence about the moment).
    */
   private checkNowWire(req: CheckRequest, missed: Staleness): Buffer {
     const started = performance.now();
@@ -144,36 +176,61 @@ export class CheckHandler {
     const stale = missed ?? this.staleness(started, catalog);
     if (stale !== undefined) return Buffer.from(CheckResponseCodec.encode(this.checkNow(req, stale)).finish());
     const at = this.deps.now();
-    const key = AnswerCache.key(req.customerId, req.feature, req.quantity);
-    let answer = this.answers.get(key, catalog, at);
-    let revision = replica.revision;
-    if (answer && answer.revision !== revision) {
-      const [rev, raw] = replica.lookup(req.customerId);
-      revision = rev;
-      if (sameDocument(raw, answer.document)) answer.revision = rev;
-      else answer = this.answer(req, key, catalog, at, rev, raw);
-    } else if (!answer) {
-      const [rev, raw] = replica.lookup(req.customerId);
-      revision = rev;
-      answer = this.answer(req, key, catalog, at, rev, raw);
-    }
-    const decision = answer.decision;
-    metrics.decided(decision.status);
+    const customer = this.answers.customer(req.customerId, catalog, at, replica.revision, () => replica.lookup(req.customerId));
+    const answer = this.answers.check(customer, AnswerCache.key(req.feature, req.quantity), (doc) => checkAnswer(evaluate(doc, catalog, req.feature, req.quantity, at)));
+    this.served(answer, customer.revision, req, at);
     metrics.checkTook((performance.now() - started) / 1000);
-    this.deps.decisionLog?.offer(at, req.customerId, req.feature, req.quantity, () => toCheckResponse(decision, revision, false));
-    return withRevision(answer.body, revision, false);
+    return withRevision(answer.body, customer.revision, false);
   }
 
-  private answer(req: CheckRequest, key: string, catalog: CatalogIndex, at: number, revision: number, raw: Buffer | null): Answer {
-    const doc = raw ? AccessDocument.decode(raw) : undefined;
-    return this.answers.put(key, {
-      catalog,
-      revision,
-      document: raw,
-      fromMs: at,
-      untilMs: answersHoldUntil(doc, catalog, at),
-      decision: evaluate(doc, catalog, req.feature, req.quantity, at),
-    });
+  /** What every fresh cached answer records: its status, and the decision log's sample (decoded from the bytes, for the sampled few). */
+  private served(answer: CheckAnswer, revision: number, req: CheckRequest, at: number): void {
+    this.deps.metrics.decided(answer.status);
+    this.deps.decisionLog?.offer(at, req.customerId, req.feature, req.quantity, () => CheckResponseCodec.decode(withRevision(answer.body, revision, false)));
+  }
+
+  /**
+   * CheckBatch from the Check answer cache, as CheckBatchResponse bytes. Every answer must be at
+   * one revision: when each is cached and confirmed at the replica's current one, nothing is read;
+   * otherwise all are resolved in one read snapshot (a customer is read at most once), at the
+   * snapshot's revision.
+   */
+  private batchNowWire(req: CheckBatchRequest, missed: Staleness): Buffer {
+    const started = performance.now();
+    const { replica, metrics } = this.deps;
+    const catalog = replica.catalog;
+    const stale = missed ?? this.staleness(started, catalog);
+    if (stale !== undefined) return Buffer.from(CheckBatchResponseCodec.encode(this.batchNow(req, stale)).finish());
+    const at = this.deps.now();
+    const checks = req.checks;
+    const n = checks.length;
+    const answers = new Array<CheckAnswer>(n);
+    let revision = replica.revision;
+    let all = true;
+    for (let i = 0; i < n && all; i++) {
+      const c = checks[i] as CheckRequest;
+      const a = this.answers.confirmed(c.customerId, catalog, at, revision)?.checks.get(AnswerCache.key(c.feature, c.quantity));
+      if (a) answers[i] = a;
+      else all = false;
+    }
+    if (!all) {
+      replica.snapshot(() => {
+        revision = replica.readRevision();
+        for (let i = 0; i < n; i++) {
+          const c = checks[i] as CheckRequest;
+          const customer = this.answers.customer(c.customerId, catalog, at, revision, () => replica.lookup(c.customerId));
+          answers[i] = this.answers.check(customer, AnswerCache.key(c.feature, c.quantity), (doc) => checkAnswer(evaluate(doc, catalog, c.feature, c.quantity, at)));
+        }
+      });
+    }
+    const bodies = new Array<Uint8Array>(n);
+    for (let i = 0; i < n; i++) {
+      const a = answers[i] as CheckAnswer;
+      bodies[i] = a.body;
+      this.served(a, revision, checks[i] as CheckRequest, at);
+    }
+    metrics.batchTook((performance.now() - started) / 1000);
+    return batchResponse(bodies, revision);
   }
 
   private batchNow(req: CheckBatchRequest, missed: Staleness): CheckBatchResponse {
@@ -220,6 +277,21 @@ export class CheckHandler {
     if (stale !== undefined) metrics.staleAnswers.inc();
     metrics.listTook((performance.now() - started) / 1000);
     return { entitlements, revision, stale: stale !== undefined };
+  }
+
+  /** ListEntitlements from the answer cache (as Check), as ListEntitlementsResponse bytes. */
+  private listNowWire(req: ListEntitlementsRequest, missed: Staleness): Buffer {
+    const started = performance.now();
+    const { replica, metrics } = this.deps;
+    const catalog = replica.catalog;
+    const stale = missed ?? this.staleness(started, catalog);
+    if (stale !== undefined) return Buffer.from(ListEntitlementsResponseCodec.encode(this.listNow(req, stale)).finish());
+    const at = this.deps.now();
+    const customer = this.answers.customer(req.customerId, catalog, at, replica.revision, () => replica.lookup(req.customerId));
+    const list = this.answers.list(customer, (doc) => listAnswer(evaluateAll(doc, catalog, at)));
+    for (const status of list.statuses) metrics.decided(status);
+    metrics.listTook((performance.now() - started) / 1000);
+    return withRevision(list.body, customer.revision, false, LIST_TAIL);
   }
 
   private document(customerId: string): AccessDocument | undefined {
@@ -300,4 +372,14 @@ export class CheckHandler {
     metrics.minRevisionTimeouts.inc();
     return `the replica had not applied revision ${revision} after ${formatMs(Math.max(0, timeout))} (it is at ${replica.revision})`;
   }
+}
+
+/** A fresh answer as kept: CheckResponse without revision and stale. */
+function checkAnswer(d: Decision): CheckAnswer {
+  return { status: d.status, body: CheckResponseCodec.encode(toCheckResponse(d, 0, false)).finish() };
+}
+
+function listAnswer(all: readonly { feature: string; decision: Decision }[]): ListAnswer {
+  const entitlements = all.map(({ feature, decision }) => toEntitlement(feature, decision));
+  return { statuses: entitlements.map((e) => e.status), body: ListEntitlementsResponseCodec.encode({ entitlements, revision: 0, stale: false }).finish() };
 }
