@@ -371,7 +371,8 @@ export class OutboxPublisher {
         bySeq.set(ack.seq, ids);
       }
       const now = this.options.now();
-      this.ledger.transaction(() => {
+      // Not synced: after a crash, reconcile finds the published rows from the stream's last message.
+      this.ledger.transactionNoSync(() => {
         for (const [seq, ids] of bySeq) this.ledger.markPublished(ids, seq, now);
       });
       const last = ok[ok.length - 1];
