@@ -34,6 +34,8 @@ const USAGE = `usage: npm run bench [-- options]
   --out FILE         results JSON (default bench/results/latest.json)
   --profile ROLES    comma-separated roles to run with node --cpu-prof (sidecar, load, echo, writer, drive, seed, evaluate);
                      profiles go to <work directory>/profiles, which is then kept
+  --e2e-only         writer group: event → enforcement only (no history rows, no ingest rows)
+  --e2e-rates LIST   writer group: event → enforcement rates (events/s), e.g. 200,1000 (default 200 then a ladder)
   --keep             keep the temporary directory (replica, ledger, service logs)
   --sidecar-node-options=FLAGS
                      extra node flags for the sidecar processes, e.g. --sidecar-node-options=--max-semi-space-size=2 (recorded in the results)`;
@@ -48,6 +50,8 @@ async function main(): Promise<void> {
       out: { type: "string" },
       profile: { type: "string" },
       keep: { type: "boolean", default: false },
+      "e2e-only": { type: "boolean", default: false },
+      "e2e-rates": { type: "string" },
       "sidecar-node-options": { type: "string", default: "" },
       help: { type: "boolean", default: false },
     },
@@ -61,7 +65,15 @@ async function main(): Promise<void> {
   const preset = config(values.quick, values.customers ? Number(values.customers) : undefined);
   const herd = values.herd === undefined ? undefined : Number(values.herd);
   if (herd !== undefined && !(Number.isInteger(herd) && herd >= 0 && herd <= 100)) throw new Error(`--herd: expected a whole number from 0 to 100, got "${values.herd}"`);
-  const cfg = herd === undefined ? preset : { ...preset, herd };
+  const rates = values["e2e-rates"]?.split(",").map((x) => Number(x.trim()));
+  if (rates && !(rates.length > 0 && rates.every((r) => Number.isInteger(r) && r > 0 && r <= 100_000)))
+    throw new Error(`--e2e-rates: expected events/s as whole numbers from 1 to 100,000, comma-separated, got "${values["e2e-rates"]}"`);
+  const cfg = {
+    ...preset,
+    ...(herd === undefined ? {} : { herd }),
+    ...(rates ? { e2e: { ...preset.e2e, rate: rates[0] ?? preset.e2e.rate, ladder: rates.slice(1) } } : {}),
+    ...(values["e2e-only"] ? { history: { ...preset.history, facts: [] }, ingest: { ...preset.ingest, batches: [], natsCount: 0 } } : {}),
+  };
   const only = new Set((values.only ?? GROUPS.join(",")).split(",").map((s) => s.trim()));
   for (const g of only) if (!(GROUPS as readonly string[]).includes(g)) throw new Error(`--only: unknown group "${g}" (${GROUPS.join(", ")})`);
   const profiled = new Set((values.profile ?? "").split(",").filter(Boolean));

@@ -24,6 +24,8 @@ export interface E2eRun {
   /** Published → document on PROOFGATE_STATE (writer), and from there → Check shows it (sidecar). */
   readonly stages: { readonly writer: Summary; readonly sidecar: Summary };
   readonly sustainable: boolean;
+  /** CPU time per offered event (µs) of the writer and of the sidecar process over the run. */
+  readonly cpuPerEvent_us?: { readonly writer: number; readonly sidecar: number };
   /** The writer's event-loop delay over the run: how long events waited behind synchronous ledger work. */
   readonly writerLoopDelay?: { readonly p50_ms: number; readonly p99_ms: number; readonly max_ms: number };
 }
@@ -74,11 +76,14 @@ export async function writerSuite(cfg: Config, env: Env): Promise<WriterResults>
   const { fork, killAll } = roles(env);
   const nats = await NatsServer.start();
   try {
-    log(`writer CPU per event by history length (${cfg.history.facts.join(", ")} facts per customer), in process`);
-    const historian = await fork("history");
-    const history = await historian.call<HistoryRow[]>("run", { dir: env.dir, histories: cfg.history.facts, customers: cfg.history.customers, events: cfg.history.events });
-    await historian.stop();
-    for (const h of history) log(`  ${h.facts} facts: ${h.cpuPerEvent_us} µs CPU/event (full fold of such a customer: ${h.fullFold_us} µs)`);
+    let history: HistoryRow[] = [];
+    if (cfg.history.facts.length > 0) {
+      log(`writer CPU per event by history length (${cfg.history.facts.join(", ")} facts per customer), in process`);
+      const historian = await fork("history");
+      history = await historian.call<HistoryRow[]>("run", { dir: env.dir, histories: cfg.history.facts, customers: cfg.history.customers, events: cfg.history.events });
+      await historian.stop();
+      for (const h of history) log(`  ${h.facts} facts: ${h.cpuPerEvent_us} µs CPU/event (full fold of such a customer: ${h.fullFold_us} µs)`);
+    }
     const writer = await fork("writer");
     const w = await writer.call<{ grpc: string; token: string }>("start", { natsUrl: nats.url, ledger: join(env.dir, "ledger.db") });
     const sidecar = await fork("sidecar");
@@ -92,14 +97,17 @@ export async function writerSuite(cfg: Config, env: Env): Promise<WriterResults>
     await sidecar.call("ready");
     const e2e = async (rate: number, durationMs: number): Promise<E2eRun> => {
       await writer.call("loopDelayStart");
+      const cpu0 = { writer: cpuMsOf(writer.pid), sidecar: cpuMsOf(sidecar.pid) };
       const raw = await drive.call<E2eResult>("e2e", { rate, durationMs, offset: 0, customers: cfg.e2e.customers, timeoutMs: 10_000 });
+      const perEvent = (ms: number): number => round((ms * 1000) / Math.max(1, raw.offered), 0);
+      const cpuPerEvent_us = { writer: perEvent(cpuMsOf(writer.pid) - cpu0.writer), sidecar: perEvent(cpuMsOf(sidecar.pid) - cpu0.sidecar) };
       const loop = await writer.call<{ p50_ms: number; p99_ms: number; max_ms: number }>("loopDelayStop");
-      const r: E2eRun = { ...e2eRun(raw), writerLoopDelay: { p50_ms: round(loop.p50_ms, 2), p99_ms: round(loop.p99_ms, 2), max_ms: round(loop.max_ms, 2) } };
+      const r: E2eRun = { ...e2eRun(raw), cpuPerEvent_us, writerLoopDelay: { p50_ms: round(loop.p50_ms, 2), p99_ms: round(loop.p99_ms, 2), max_ms: round(loop.max_ms, 2) } };
       const ms = (x: number): string => (x / 1000).toFixed(1);
       log(
         `  ${rate}/s: p50 ${ms(r.latency.p50_us)} ms, p99 ${ms(r.latency.p99_us)} ms, max ${ms(r.latency.max_us)} ms (${r.seen}/${r.offered} seen); ` +
           `writer stage p50 ${ms(r.stages.writer.p50_us)} p99 ${ms(r.stages.writer.p99_us)} ms (writer loop delay p99 ${r.writerLoopDelay?.p99_ms} max ${r.writerLoopDelay?.max_ms} ms), ` +
-          `sidecar stage p50 ${ms(r.stages.sidecar.p50_us)} p99 ${ms(r.stages.sidecar.p99_us)} ms`,
+          `sidecar stage p50 ${ms(r.stages.sidecar.p50_us)} p99 ${ms(r.stages.sidecar.p99_us)} ms; CPU per event: writer ${cpuPerEvent_us.writer} µs, sidecar ${cpuPerEvent_us.sidecar} µs`,
       );
       return r;
     };
@@ -115,7 +123,7 @@ export async function writerSuite(cfg: Config, env: Env): Promise<WriterResults>
     await sidecar.stop();
 
     // ---------------------------------------------------------------- ingest
-    log("writer ingest, durable (synchronous=FULL), no sidecar attached");
+    if (cfg.ingest.batches.length > 0 || cfg.ingest.natsCount > 0) log("writer ingest, durable (synchronous=FULL), no sidecar attached");
     const ingest: IngestRun[] = [];
     let offset = 1_000_000;
     for (const batch of cfg.ingest.batches) {
@@ -144,23 +152,29 @@ export async function writerSuite(cfg: Config, env: Env): Promise<WriterResults>
         log(`  Publish batch ${batch}, ${concurrency} callers: ${run.eventsPerSecond} events/s, writer CPU ${run.writerCpuPerEvent_us} µs/event (call p50 ${((run.callLatency?.p50_us ?? 0) / 1000).toFixed(1)} ms, p99 ${((run.callLatency?.p99_us ?? 0) / 1000).toFixed(1)} ms)`);
       }
     }
-    const cpu0 = cpuMsOf(writer.pid);
-    const n = await drive.call<{ eventsPerSecond: number }>("ingestNats", { count: cfg.ingest.natsCount, customers: cfg.ingest.customers, offset, window: 1_000, timeoutMs: 300_000 });
-    ingest.push({
-      path: "nats",
-      batch: 0,
-      concurrency: 0,
-      eventsPerSecond: round(n.eventsPerSecond, 0),
-      writerCpuPerEvent_us: round(((cpuMsOf(writer.pid) - cpu0) * 1000) / cfg.ingest.natsCount, 0),
-      errors: 0,
-    });
-    log(`  NATS, ${cfg.ingest.natsCount.toLocaleString("en")} events pipelined: ${round(n.eventsPerSecond, 0)} events/s (published to acked by the writer)`);
+    if (cfg.ingest.natsCount > 0) {
+      const cpu0 = cpuMsOf(writer.pid);
+      const n = await drive.call<{ eventsPerSecond: number }>("ingestNats", { count: cfg.ingest.natsCount, customers: cfg.ingest.customers, offset, window: 1_000, timeoutMs: 300_000 });
+      ingest.push({
+        path: "nats",
+        batch: 0,
+        concurrency: 0,
+        eventsPerSecond: round(n.eventsPerSecond, 0),
+        writerCpuPerEvent_us: round(((cpuMsOf(writer.pid) - cpu0) * 1000) / cfg.ingest.natsCount, 0),
+        errors: 0,
+      });
+      log(`  NATS, ${cfg.ingest.natsCount.toLocaleString("en")} events pipelined: ${round(n.eventsPerSecond, 0)} events/s (published to acked by the writer)`);
+    }
     const writerRss = (await rssOf(writer.pid))?.rss ?? NaN;
-    const auth = await writer.call<{ perCall_us: number }>("authCost", { calls: cfg.quick ? 200_000 : 1_000_000 });
-    log(`  authentication per call (token digest, principal lookup, role check, counter): ${round(auth.perCall_us, 2)} µs of writer CPU`);
+    let authPerCall_us: number | undefined;
+    if (ingest.length > 0) {
+      const auth = await writer.call<{ perCall_us: number }>("authCost", { calls: cfg.quick ? 200_000 : 1_000_000 });
+      authPerCall_us = round(auth.perCall_us, 2);
+      log(`  authentication per call (token digest, principal lookup, role check, counter): ${authPerCall_us} µs of writer CPU`);
+    }
     await drive.stop();
     await writer.stop();
-    return { e2e: { target, ladder, maxSustainableRate: maxSustainable }, ingest, authPerCall_us: round(auth.perCall_us, 2), writerRssBytes: writerRss, history };
+    return { e2e: { target, ladder, maxSustainableRate: maxSustainable }, ingest, ...(authPerCall_us === undefined ? {} : { authPerCall_us }), writerRssBytes: writerRss, history };
   } finally {
     killAll();
     await nats.dispose();

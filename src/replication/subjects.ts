@@ -126,7 +126,12 @@ export function customerTokenKeyId(): string {
 }
 
 export function customerSubject(customerId: string): string {
-  return CUSTOMER_SUBJECT_PREFIX + customerToken(customerId);
+  return subjectOfToken(customerToken(customerId));
+}
+
+/** The customer subject of a token from `customerToken` (saves computing the token twice). */
+export function subjectOfToken(token: string): string {
+  return CUSTOMER_SUBJECT_PREFIX + token;
 }
 
 /** The token from a customer subject, or undefined for any other subject. */

@@ -6,11 +6,11 @@ import { AccessStatus } from "../gen/proofgate/v1/check.js";
 import type { BillingEvent } from "../gen/proofgate/v1/billing.js";
 import { AccessDocument, type SubscriptionAccess } from "../gen/proofgate/v1/document.js";
 import { encodeCatalogRecord, encodeDocumentRecord } from "../replication/state-record.js";
-import { CATALOG_SUBJECT, customerSubject, customerToken } from "../replication/subjects.js";
+import { CATALOG_SUBJECT, customerToken, subjectOfToken } from "../replication/subjects.js";
 import { evaluateAll, MAX_INVOICES_PER_SUBSCRIPTION } from "../policy/index.js";
 import { assembleDocument, foldPart, intentOf, invoiceOf, partOf } from "../policy/fold.js";
 import type { Logger } from "../observability/logger.js";
-import type { FoldedCustomer, Ledger } from "./ledger/ledger.js";
+import type { AuditInput, FoldedCustomer, Ledger } from "./ledger/ledger.js";
 
 /** Who or what caused a document change, copied into its ACCESS_CHANGED audit entries. */
 export interface ChangeCause {
@@ -212,32 +212,31 @@ export class WriterCore {
       );
     const token = customerToken(customerId);
     ledger.putDocument(customerId, token, bytes, now);
-    const id = ledger.enqueue(customerSubject(customerId), encodeDocumentRecord(bytes), now);
+    const id = ledger.enqueue(subjectOfToken(token), encodeDocumentRecord(bytes), now);
     const catalog = this.catalogIndex;
     if (catalog) {
       const before = evaluateAll(beforeBytes ? AccessDocument.decode(beforeBytes) : undefined, catalog, now);
       const after = evaluateAll(doc, catalog, now);
+      const changed: AuditInput[] = [];
       after.forEach(({ feature, decision }, i) => {
         const old = before[i]?.decision;
         if (old?.status === decision.status) return;
-        ledger.appendAudit(
-          {
-            kind: AuditKind.AUDIT_KIND_ACCESS_CHANGED,
-            customerId,
-            customerToken: token,
-            subscriptionId: cause.subscriptionId ?? "",
-            feature,
-            fromStatus: old?.status ?? AccessStatus.ACCESS_STATUS_UNSPECIFIED,
-            toStatus: decision.status,
-            eventId: cause.eventId ?? "",
-            correlationId: cause.correlationId ?? "",
-            actor: cause.actor ?? "",
-            onBehalfOf: cause.onBehalfOf ?? "",
-            reason: decision.reason,
-          },
-          now,
-        );
+        changed.push({
+          kind: AuditKind.AUDIT_KIND_ACCESS_CHANGED,
+          customerId,
+          customerToken: token,
+          subscriptionId: cause.subscriptionId ?? "",
+          feature,
+          fromStatus: old?.status ?? AccessStatus.ACCESS_STATUS_UNSPECIFIED,
+          toStatus: decision.status,
+          eventId: cause.eventId ?? "",
+          correlationId: cause.correlationId ?? "",
+          actor: cause.actor ?? "",
+          onBehalfOf: cause.onBehalfOf ?? "",
+          reason: decision.reason,
+        });
       });
+      ledger.appendAudits(changed, now);
     }
     return id;
   }

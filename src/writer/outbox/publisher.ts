@@ -66,9 +66,13 @@ interface Waiter {
 const SNAPSHOT_PAGE = 1_000;
 /** Room left for the headers (Nats-Msg-Id, ledger and outbox ids) within max_payload. */
 const HEADER_ROOM = 512;
-/** Pruning runs at most this often, deleting at most PRUNE_CHUNK rows, so it never stalls the loop. */
-const PRUNE_EVERY_MS = 5_000;
-const PRUNE_CHUNK = 5_000;
+/**
+ * Pruning deletes at most PRUNE_CHUNK rows at a time (a few milliseconds of the loop), once a
+ * second, or every PRUNE_CATCH_UP_MS while chunks come back full, so it never stalls the loop.
+ */
+const PRUNE_EVERY_MS = 1_000;
+const PRUNE_CATCH_UP_MS = 100;
+const PRUNE_CHUNK = 1_000;
 
 /**
  * Publishes outbox rows to PROOFGATE_STATE strictly in id order (docs/writer.md, "Outbox
@@ -89,7 +93,7 @@ export class OutboxPublisher {
   private readonly stop = new AbortController();
   private readonly stopped = (): boolean => this.stop.signal.aborted;
   private loop: Promise<void> | undefined;
-  private lastPruneMs = 0;
+  private nextPruneMs = 0;
   /** The epoch this publisher last reconciled as leader under; undefined while standing by. */
   private epoch: number | undefined;
   /** Standing by: the stream's last sequence and the fold position last lined up with (undefined: not yet on this connection). */
@@ -371,7 +375,8 @@ export class OutboxPublisher {
         bySeq.set(ack.seq, ids);
       }
       const now = this.options.now();
-      this.ledger.transaction(() => {
+      // Not synced: after a crash, reconcile finds the published rows from the stream's last message.
+      this.ledger.transactionNoSync(() => {
         for (const [seq, ids] of bySeq) this.ledger.markPublished(ids, seq, now);
       });
       const last = ok[ok.length - 1];
@@ -516,9 +521,10 @@ export class OutboxPublisher {
 
   private maybePrune(): void {
     const now = this.options.now();
-    if (now - this.lastPruneMs < PRUNE_EVERY_MS) return;
-    this.lastPruneMs = now;
-    const n = this.ledger.pruneOutbox(now - this.options.retentionMs, PRUNE_CHUNK);
+    if (now < this.nextPruneMs) return;
+    // Not synced: rows a crash brings back are pruned again.
+    const n = this.ledger.transactionNoSync(() => this.ledger.pruneOutbox(now - this.options.retentionMs, PRUNE_CHUNK));
+    this.nextPruneMs = now + (n === PRUNE_CHUNK ? PRUNE_CATCH_UP_MS : PRUNE_EVERY_MS);
     if (n > 0) this.options.logger.debug({ rows: n }, "pruned published outbox rows");
   }
 }
