@@ -68,6 +68,8 @@ const RETRY_MS = 1_000;
 const PULL_EXPIRES_MS = 4_000;
 /** Inputs known to exist and nothing delivered for this long: the consumer is re-created. */
 const STALL_MS = 5_000;
+/** How long creating the consumer may take before it is started over. */
+const ATTACH_TIMEOUT_MS = 10_000;
 
 /** Closes a consumer's message flow, giving up after a second (its server may be gone). */
 async function closeConsumer(messages: ConsumerMessages | undefined): Promise<void> {
@@ -247,7 +249,22 @@ export class InputFold {
       const consumer = await handles.js.consumers.get(INPUT_STREAM, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from });
       if (superseded()) return;
       this.lastDeliveryAt = performance.now();
-      const messages = await consumer.consume({ max_messages: BATCH, expires: PULL_EXPIRES_MS, callback: (m) => this.enqueue(m, gen) });
+      // nats.js retries creating an ordered consumer for minutes without a word (while a JetStream
+      // leader is being elected, say): bounded here, so the wait is logged and starts over.
+      const consuming = consumer.consume({ max_messages: BATCH, expires: PULL_EXPIRES_MS, callback: (m) => this.enqueue(m, gen) });
+      consuming.then(
+        (m) => {
+          if (superseded()) void closeConsumer(m);
+        },
+        () => undefined,
+      );
+      let timer: NodeJS.Timeout | undefined;
+      const messages = await Promise.race([
+        consuming,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no consumer on ${INPUT_STREAM} after ${ATTACH_TIMEOUT_MS} ms (a JetStream leader election?)`)), ATTACH_TIMEOUT_MS);
+        }),
+      ]).finally(() => clearTimeout(timer));
       if (superseded()) {
         void closeConsumer(messages);
         return;
@@ -259,8 +276,11 @@ export class InputFold {
     } catch (err) {
       if (superseded()) return;
       log.warn({ err: errorMessage(err) }, "cannot follow the input stream yet; retrying");
+      // A consumer that comes after all belongs to no one: closed (its messages are dropped by generation).
+      this.generation++;
+      const retry = this.generation;
       setTimeout(() => {
-        if (gen === this.generation) this.attach();
+        if (retry === this.generation) this.attach();
       }, RETRY_MS).unref();
     }
   }
