@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { performance } from "node:perf_hooks";
 
 /**
  * The CPU quota this process runs under, in cores (a pod's `cpu: 500m` limit is 0.5), from its
@@ -55,4 +56,53 @@ export function cpuQuotaCores(root = "/"): number | undefined {
     if (q !== undefined) quotas.push(q);
   }
   return quotas.length ? Math.min(...quotas) : undefined;
+}
+
+/** The share of a CPU quota the follower's background work may take; the rest is for checks. */
+export const BACKGROUND_SHARE_OF_QUOTA = 0.4;
+
+/**
+ * Keeps a process under a CPU quota from being throttled by its own background work (replaying
+ * the stream, applying a burst). The kernel counts every thread against the quota, so this
+ * measures the whole process (`process.cpuUsage()`, all threads): `admit()` resolves at once while
+ * the process used less than `cores` over the last window, else once it has rested below it.
+ * Only the follower's fetches wait on it; checks never do, so when checks are busy the follower
+ * slows down, not the other way round.
+ */
+export class CpuGovernor {
+  private samples: { at: number; cpuMs: number }[] = [];
+
+  constructor(
+    private readonly cores: number,
+    private readonly windowMs = 100,
+    /** Monotonic ms and the process's CPU ms so far; a rest of `ms`. Injected by tests. */
+    private readonly clock = {
+      now: (): number => performance.now(),
+      cpuMs: (): number => {
+        const { user, system } = process.cpuUsage();
+        return (user + system) / 1000;
+      },
+      rest: (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms)),
+    },
+  ) {}
+
+  /** A governor for this process when it runs under a CPU quota smaller than the machine. */
+  static forThisProcess(parallelism: number): CpuGovernor | undefined {
+    const quota = cpuQuotaCores();
+    return quota !== undefined && quota < parallelism ? new CpuGovernor(quota * BACKGROUND_SHARE_OF_QUOTA) : undefined;
+  }
+
+  async admit(signal?: AbortSignal): Promise<void> {
+    while (!signal?.aborted) {
+      const now = this.clock.now();
+      const cpuMs = this.clock.cpuMs();
+      this.samples.push({ at: now, cpuMs });
+      // Keep the newest sample at or before the window's start, and every one after it.
+      while (this.samples.length > 2 && (this.samples[1]?.at ?? now) <= now - this.windowMs) this.samples.shift();
+      const oldest = this.samples[0];
+      const span = oldest ? now - oldest.at : 0;
+      if (!oldest || span < this.windowMs / 2 || cpuMs - oldest.cpuMs <= this.cores * span) return;
+      await this.clock.rest(this.windowMs / 4);
+    }
+  }
 }

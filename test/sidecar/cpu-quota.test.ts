@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tempDir } from "../harness/tmp.js";
-import { cpuQuotaCores } from "../../src/sidecar/cpu-quota.js";
+import { CpuGovernor, cpuQuotaCores } from "../../src/sidecar/cpu-quota.js";
 
 /** A fake filesystem root: /proc/self/{mounts,cgroup} and group files, as the kernel lays them out. */
 function fakeRoot(mounts: string, cgroup: string, files: Record<string, string>): string {
@@ -41,5 +41,60 @@ describe("the CPU quota the sidecar runs under", () => {
     const unlimited = fakeRoot("cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n", "0::/\n", { "sys/fs/cgroup/cpu.max": "max 100000\n" });
     expect(cpuQuotaCores(unlimited)).toBeUndefined();
     expect(cpuQuotaCores(tempDir("cpu-quota-none-").path)).toBeUndefined();
+  });
+});
+
+describe("the CPU governor of background work", () => {
+  /** A process whose CPU use the test drives: `busy` ms of CPU per ms of time while working. */
+  const fakeProcess = (busy: number) => {
+    const p = { t: 0, cpu: 0, rests: 0, working: true };
+    const clock = {
+      now: () => p.t,
+      cpuMs: () => p.cpu,
+      rest: (ms: number) => {
+        p.rests++;
+        p.t += ms;
+        if (p.working) p.cpu += busy * ms;
+        return Promise.resolve();
+      },
+    };
+    const work = (ms: number): void => {
+      p.t += ms;
+      p.cpu += busy * ms;
+    };
+    return { p, clock, work };
+  };
+
+  it("admits at once while the process stays under its share, and makes it rest once over it", async () => {
+    const idle = fakeProcess(0.1);
+    const g = new CpuGovernor(0.3, 100, idle.clock);
+    await g.admit();
+    idle.work(60);
+    await g.admit();
+    expect(idle.p.rests).toBe(0);
+
+    // Checks keep the process at 0.5 cores on their own: background work waits until they calm down.
+    const busy = fakeProcess(0.5);
+    const h = new CpuGovernor(0.3, 100, busy.clock);
+    await h.admit();
+    busy.work(60);
+    const admitted = h.admit();
+    busy.p.working = false;
+    await admitted;
+    expect(busy.p.rests).toBeGreaterThan(0);
+    // Admitted only once the last window's use is back under 0.3 cores.
+    expect(busy.p.t).toBeGreaterThanOrEqual(100);
+  });
+
+  it("stops waiting when its work is cancelled", async () => {
+    const busy = fakeProcess(1);
+    const g = new CpuGovernor(0.1, 100, busy.clock);
+    await g.admit();
+    busy.work(80);
+    const abort = new AbortController();
+    const waiting = g.admit(abort.signal);
+    abort.abort();
+    await waiting;
+    expect(busy.p.rests).toBeLessThanOrEqual(1);
   });
 });

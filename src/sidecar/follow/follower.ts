@@ -12,6 +12,8 @@ import type { Freshness } from "./freshness.js";
 import { ApplyPipeline, LOW_WATER } from "./apply-pipeline.js";
 import { BootstrapProgress } from "./bootstrap-progress.js";
 import { StreamWatchdog, type WatchedSession } from "./watchdog.js";
+import { availableParallelism } from "node:os";
+import { CpuGovernor } from "../cpu-quota.js";
 
 const mono = (): number => performance.now();
 
@@ -30,6 +32,11 @@ export interface FollowerOptions extends NatsOptions {
 
 /** Messages per fetch; the next fetch goes out once the backlog is down to LOW_WATER. */
 const FETCH = 1_000;
+/**
+ * Under a CPU quota: a fetch is a few milliseconds of work (parse and apply), so the governor can
+ * keep the process below its quota; a thousand messages would be more than a whole period's.
+ */
+const FETCH_UNDER_QUOTA = 100;
 /** An idle fetch ends after this and a new one goes out. */
 const FETCH_EXPIRES_MS = 5_000;
 const API_TIMEOUT_MS = 2_000;
@@ -125,6 +132,8 @@ export class Follower {
   private tickTimer: NodeJS.Timeout | undefined;
   private readonly stopping = new AbortController();
   private readonly startedAt = mono();
+  /** Under a CPU quota, fetches wait until the process has room (see CpuGovernor). */
+  private readonly governor = CpuGovernor.forThisProcess(availableParallelism());
 
   constructor(
     private readonly replica: Replica,
@@ -348,7 +357,9 @@ export class Follower {
         continue;
       }
       try {
-        const batch = await consumer.fetch({ max_messages: FETCH, expires: FETCH_EXPIRES_MS });
+        await this.governor?.admit(signal);
+        if (session.cancelled()) return;
+        const batch = await consumer.fetch({ max_messages: this.governor ? FETCH_UNDER_QUOTA : FETCH, expires: FETCH_EXPIRES_MS });
         if (session.cancelled()) {
           batch.stop();
           return;
