@@ -1,9 +1,11 @@
 import { rm } from "node:fs/promises";
+import { availableParallelism } from "node:os";
 import { performance } from "node:perf_hooks";
 import { Counter, type Registry } from "prom-client";
 import type { NatsConnection, StreamInfo } from "nats";
 import { errorMessage } from "../errors/index.js";
 import type { Logger } from "../observability/logger.js";
+import { CpuGovernor } from "../sidecar/cpu-quota.js";
 import { SCHEMA_VERSION, type Replica } from "../sidecar/replica/replica.js";
 import { downloadSnapshot, listSnapshots, type StoredSnapshot } from "./store.js";
 import { streamIdentity } from "../replication/streams.js";
@@ -18,6 +20,8 @@ import { streamIdentity } from "../replication/streams.js";
  */
 export class SnapshotRestorer {
   private readonly results: Counter<"result">;
+  /** Under a CPU quota the download waits for room, as the follower's fetches do. */
+  private readonly governor = CpuGovernor.forThisProcess(availableParallelism());
   /** Snapshots refused once are not downloaded again by this process. */
   private readonly refused = new Set<string>();
 
@@ -62,7 +66,8 @@ export class SnapshotRestorer {
       const started = performance.now();
       try {
         await rm(file, { force: true });
-        const { bytes } = await downloadSnapshot(nc.jetstream(), s, file);
+        const governor = this.governor;
+        const { bytes } = await downloadSnapshot(nc.jetstream(), s, file, governor && (() => governor.admit()));
         const downloaded = performance.now();
         const state = await this.replica.restore(file);
         if (state.revision !== s.meta.revision || state.streamCreated !== s.meta.streamCreated) {

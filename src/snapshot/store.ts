@@ -111,7 +111,12 @@ function parseMeta(m: Record<string, string> | undefined): SnapshotMeta | undefi
  * straight from the bucket's stream rather than through the client's `get`, which checks its
  * own digest in JavaScript at a few MB/s; the SHA-256 here is Node's.
  */
-export async function downloadSnapshot(js: JetStreamClient, snapshot: StoredSnapshot, file: string): Promise<{ bytes: number }> {
+/**
+ * Downloads a snapshot's chunks into `file`, checking their count, size and SHA-256. `admit`, when
+ * given, is awaited before each chunk is taken (a CPU governor under a pod's quota: hashing and
+ * writing are the main thread's work, and checks share it).
+ */
+export async function downloadSnapshot(js: JetStreamClient, snapshot: StoredSnapshot, file: string, admit?: () => Promise<void>): Promise<{ bytes: number }> {
   const { nuid, chunks } = snapshot.info;
   try {
     const out = createWriteStream(file);
@@ -125,8 +130,9 @@ export async function downloadSnapshot(js: JetStreamClient, snapshot: StoredSnap
     try {
       if (chunks > 0) {
         const consumer = await js.consumers.get(SNAPSHOT_STREAM, { filterSubjects: `$O.${SNAPSHOT_BUCKET}.C.${nuid}` });
-        const messages = await consumer.consume({ max_messages: 64, idle_heartbeat: 5_000 });
+        const messages = await consumer.consume({ max_messages: admit ? 8 : 64, idle_heartbeat: 5_000 });
         for await (const m of messages) {
+          await admit?.();
           hash.update(m.data);
           bytes += m.data.length;
           if (!out.write(m.data)) await new Promise<void>((resolve) => out.once("drain", () => resolve()));

@@ -223,7 +223,8 @@ describe("lazy sidecar", () => {
     // Under stale_policy serve the answer is the same denial, also saying why.
     await nats.start();
     await waitFor(() => sc.sidecar.connected, "reconnected");
-    const serve = await pub.catalog(testCatalog({ stalePolicy: "serve", coherencyWindowMs: 60_000 }));
+    // JetStream may still be recovering its streams when the connections are back: retried until stored.
+    const serve = await waitFor(() => pub.catalog(testCatalog({ stalePolicy: "serve", coherencyWindowMs: 60_000 })).catch(() => undefined), "the serve catalog stored");
     await waitFor(() => sc.sidecar.revision >= serve, "the serve catalog to be applied");
     await nats.stop();
     await waitFor(() => !sc.sidecar.connected, "the sidecar to notice NATS is gone again");
@@ -257,7 +258,8 @@ describe("lazy sidecar", () => {
     await nats.stop();
     await nats.start();
     pub = await StatePublisher.connect(nats.url);
-    const rev = await pub.document(canceledCustomer("cus_r", "basic", now));
+    const again = pub;
+    const rev = await waitFor(() => again.document(canceledCustomer("cus_r", "basic", now)).catch(() => undefined), "the change stored after the restart");
     const revoked = await waitFor(async () => {
       const x = await sc.client.check({ customerId: "cus_r", feature: "advanced-filtering" });
       return !x.allowed && !x.stale ? x : undefined;
