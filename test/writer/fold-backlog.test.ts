@@ -65,6 +65,11 @@ test("a backlog with bad inputs in it is folded completely, in order, each good 
   cleanup.push(() => w2.dispose());
   const last = `cus_backlog_${CUSTOMERS - 1}`;
   await waitFor(async () => (await w2.client.getCustomer(last)).facts.length === 2, "the last customer's payment applied", 60_000);
+  // The outbox publishes in order: once the last customer's paid document is on the stream, every earlier row is too.
+  await waitFor(async () => {
+    const r = (await lastState(jsm, customerSubject(last)))?.record.record;
+    return r?.$case === "document" && (r.value.subscriptions[0]?.invoices.length ?? 0) > 0;
+  }, "the last customer's paid document on the state stream", 60_000);
 
   for (let i = 0; i < CUSTOMERS; i++) {
     const id = `cus_backlog_${i}`;
