@@ -173,6 +173,16 @@ export function window(r: RunResult, loopDelay?: Window["loopDelay"], cpuPerCall
 
 const ratio = (a: number, b: number): number => (b > 0 ? Math.round((a / b) * 100) / 100 : NaN);
 
+/** The sidecar's window over the echo's, figure by figure. */
+const ratios = (s: Window, e: Window): Scenario["ratio"] => ({
+  p50: ratio(s.latency.p50_us, e.latency.p50_us),
+  p90: ratio(s.latency.p90_us, e.latency.p90_us),
+  p99: ratio(s.latency.p99_us, e.latency.p99_us),
+  p999: ratio(s.latency.p999_us, e.latency.p999_us),
+  throughput: ratio(s.throughput, e.throughput),
+  serverCpuPerCall: ratio(s.cpuPerCall?.server_us ?? NaN, e.cpuPerCall?.server_us ?? NaN),
+});
+
 export function fileSize(path: string): number {
   try {
     return statSync(path).size;
@@ -313,14 +323,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
           ...(plan.hotSet ? { hotSet: plan.hotSet } : {}),
           sidecar: s,
           echo: e,
-          ratio: {
-            p50: ratio(s.latency.p50_us, e.latency.p50_us),
-            p90: ratio(s.latency.p90_us, e.latency.p90_us),
-            p99: ratio(s.latency.p99_us, e.latency.p99_us),
-            p999: ratio(s.latency.p999_us, e.latency.p999_us),
-            throughput: ratio(s.throughput, e.throughput),
-            serverCpuPerCall: ratio(s.cpuPerCall?.server_us ?? NaN, e.cpuPerCall?.server_us ?? NaN),
-          },
+          ratio: ratios(s, e),
         };
         scenarios.push(sc);
         log(
@@ -459,14 +462,7 @@ async function runPair(
     ...(plan.concurrency ? { concurrency: plan.concurrency } : {}),
     sidecar: s,
     echo: e,
-    ratio: {
-      p50: ratio(s.latency.p50_us, e.latency.p50_us),
-      p90: ratio(s.latency.p90_us, e.latency.p90_us),
-      p99: ratio(s.latency.p99_us, e.latency.p99_us),
-      p999: ratio(s.latency.p999_us, e.latency.p999_us),
-      throughput: ratio(s.throughput, e.throughput),
-      serverCpuPerCall: ratio(s.cpuPerCall?.server_us ?? NaN, e.cpuPerCall?.server_us ?? NaN),
-    },
+    ratio: ratios(s, e),
   };
 }
 

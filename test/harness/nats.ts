@@ -1,6 +1,7 @@
 import { createServer } from "node:net";
 import { connect } from "nats";
 import { NatsServer } from "../../src/dev/nats-server.js";
+import { waitFor } from "./wait.js";
 
 /**
  * A real `nats-server -js` for tests: ephemeral port, its own temp store, log shown only on
@@ -63,19 +64,19 @@ export class NatsCluster {
   /** Resolves once the cluster has a JetStream meta leader (streams can be created). */
   async jetStreamReady(timeoutMs = 30_000): Promise<void> {
     const nc = await connect({ servers: this.nodes.filter((n) => n.running).map((n) => n.url) });
-    const deadline = Date.now() + timeoutMs;
     try {
-      const jsm = await nc.jetstreamManager({ timeout: 1_000 }).catch(() => undefined);
-      for (let last: unknown; ; ) {
-        try {
-          await (jsm ?? (await nc.jetstreamManager({ timeout: 1_000 }))).getAccountInfo();
-          return;
-        } catch (err) {
-          last = err;
-        }
-        if (Date.now() > deadline) throw new Error(`the NATS cluster has no JetStream leader after ${timeoutMs} ms: ${String(last)}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await waitFor(
+        async () => {
+          try {
+            await (await nc.jetstreamManager({ timeout: 1_000 })).getAccountInfo();
+            return true;
+          } catch {
+            return undefined;
+          }
+        },
+        "a JetStream meta leader in the NATS cluster",
+        timeoutMs,
+      );
     } finally {
       await nc.close();
     }
