@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 
@@ -58,6 +59,9 @@ export function cpuQuotaCores(root = "/"): number | undefined {
   return quotas.length ? Math.min(...quotas) : undefined;
 }
 
+/** Not yet decided: null; no quota: undefined. */
+let processGovernor: CpuGovernor | undefined | null = null;
+
 /** The share of a CPU quota the follower's background work may take; the rest is for checks. */
 export const BACKGROUND_SHARE_OF_QUOTA = 0.4;
 
@@ -86,10 +90,16 @@ export class CpuGovernor {
     },
   ) {}
 
-  /** A governor for this process when it runs under a CPU quota smaller than the machine. */
-  static forThisProcess(parallelism: number): CpuGovernor | undefined {
-    const quota = cpuQuotaCores();
-    return quota !== undefined && quota < parallelism ? new CpuGovernor(quota * BACKGROUND_SHARE_OF_QUOTA) : undefined;
+  /**
+   * The process's governor when it runs under a CPU quota smaller than the machine, else
+   * undefined: one for every caller (they measure the same process), the quota read once.
+   */
+  static forThisProcess(): CpuGovernor | undefined {
+    if (processGovernor === null) {
+      const quota = cpuQuotaCores();
+      processGovernor = quota !== undefined && quota < availableParallelism() ? new CpuGovernor(quota * BACKGROUND_SHARE_OF_QUOTA) : undefined;
+    }
+    return processGovernor;
   }
 
   async admit(signal?: AbortSignal): Promise<void> {

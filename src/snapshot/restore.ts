@@ -1,5 +1,4 @@
 import { rm } from "node:fs/promises";
-import { availableParallelism } from "node:os";
 import { performance } from "node:perf_hooks";
 import { Counter, type Registry } from "prom-client";
 import type { NatsConnection, StreamInfo } from "nats";
@@ -21,7 +20,7 @@ import { streamIdentity } from "../replication/streams.js";
 export class SnapshotRestorer {
   private readonly results: Counter<"result">;
   /** Under a CPU quota the download waits for room, as the follower's fetches do. */
-  private readonly governor = CpuGovernor.forThisProcess(availableParallelism());
+  private readonly governor = CpuGovernor.forThisProcess();
   /** Snapshots refused once are not downloaded again by this process. */
   private readonly refused = new Set<string>();
 

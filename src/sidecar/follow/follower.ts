@@ -12,7 +12,6 @@ import type { Freshness } from "./freshness.js";
 import { ApplyPipeline, LOW_WATER } from "./apply-pipeline.js";
 import { BootstrapProgress } from "./bootstrap-progress.js";
 import { StreamWatchdog, type WatchedSession } from "./watchdog.js";
-import { availableParallelism } from "node:os";
 import { CpuGovernor } from "../cpu-quota.js";
 
 const mono = (): number => performance.now();
@@ -133,7 +132,7 @@ export class Follower {
   private readonly stopping = new AbortController();
   private readonly startedAt = mono();
   /** Under a CPU quota, fetches wait until the process has room (see CpuGovernor). */
-  private readonly governor = CpuGovernor.forThisProcess(availableParallelism());
+  private readonly governor = CpuGovernor.forThisProcess();
 
   constructor(
     private readonly replica: Replica,

@@ -73,10 +73,7 @@ const ATTACH_TIMEOUT_MS = 10_000;
 
 /** Closes a consumer's message flow, giving up after a second (its server may be gone). */
 async function closeConsumer(messages: ConsumerMessages | undefined): Promise<void> {
-  if (!messages) return;
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([messages.close().catch(() => undefined), new Promise<void>((resolve) => (timer = setTimeout(resolve, 1_000)))]);
-  clearTimeout(timer);
+  if (messages) await Promise.race([messages.close().catch(() => undefined), pause(1_000)]);
 }
 
 /**
@@ -258,13 +255,12 @@ export class InputFold {
         },
         () => undefined,
       );
-      let timer: NodeJS.Timeout | undefined;
       const messages = await Promise.race([
         consuming,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no consumer on ${INPUT_STREAM} after ${ATTACH_TIMEOUT_MS} ms (a JetStream leader election?)`)), ATTACH_TIMEOUT_MS);
+        pause(ATTACH_TIMEOUT_MS).then((): never => {
+          throw new Error(`no consumer on ${INPUT_STREAM} after ${ATTACH_TIMEOUT_MS} ms (a JetStream leader election?)`);
         }),
-      ]).finally(() => clearTimeout(timer));
+      ]);
       if (superseded()) {
         void closeConsumer(messages);
         return;
