@@ -7,7 +7,7 @@ import { tempDir } from "../harness/tmp.js";
 import { paidCustomer, testCatalog } from "../harness/sidecar.js";
 import { Freshness } from "../../src/sidecar/follow/freshness.js";
 import { decodeStateRecord, encodeCatalogRecord, encodeDocumentRecord } from "../../src/replication/state-record.js";
-import { Replica, customerKey } from "../../src/sidecar/replica/replica.js";
+import { Replica, ReplicaReader, SCHEMA_VERSION, customerKey } from "../../src/sidecar/replica/replica.js";
 import { validateCheck } from "../../src/sidecar/check/validate.js";
 import { RevisionWaiters } from "../../src/sidecar/check/revision-waiters.js";
 import { AccessDocument } from "../../src/gen/proofgate/v1/document.js";
@@ -151,20 +151,50 @@ describe("replica file", () => {
     await replica.close();
   });
 
-  it("restores every document of a snapshot larger than one copy step, whether or not its size is a multiple of the step", async () => {
-    for (const n of [8_192, 8_193]) {
-      const { path } = open();
-      const replica = Replica.open(path, silentLogger());
-      const ids = Array.from({ length: n }, (_, i) => `cus_step_${i}`);
-      await replica.apply(ids.map((id, i) => ({ seq: i + 1, record: doc(id) })), n);
-      const file = join(dirname(path), `snapshot-${n}.db`);
-      await replica.snapshotTo(file);
-      const other = Replica.open(join(dirname(path), `restored-${n}.db`), silentLogger());
-      expect(await other.restore(file)).toMatchObject({ revision: n });
-      expect(other.documentCount()).toBe(n);
-      for (const id of [ids[0], ids[4_095], ids[4_096], ids[n - 1]]) expect(other.document(id ?? "")?.equals(replica.document(id ?? "") ?? Buffer.alloc(0)), id).toBe(true);
-      await Promise.all([replica.close(), other.close()]);
-    }
+  it("restores by adopting the snapshot file: every document, no freshness of the producer's, the file moved into place", async () => {
+    const { path } = open();
+    const replica = Replica.open(path, silentLogger());
+    const ids = Array.from({ length: 5_000 }, (_, i) => `cus_adopt_${i}`);
+    await replica.apply(ids.map((id, i) => ({ seq: i + 1, record: doc(id) })), ids.length);
+    await replica.recordFreshness(Date.now());
+    const file = join(dirname(path), "snapshot.db");
+    await replica.snapshotTo(file);
+    const restoredPath = join(dirname(path), "restored.db");
+    const other = Replica.open(restoredPath, silentLogger());
+    expect(await other.restore(file)).toMatchObject({ revision: ids.length });
+    expect(existsSync(file)).toBe(false);
+    expect(other.documentCount()).toBe(ids.length);
+    for (const id of ids) expect(other.document(id)?.equals(replica.document(id) ?? Buffer.alloc(0)), id).toBe(true);
+    const reader = ReplicaReader.open(restoredPath);
+    expect(reader.state().currentAtMs).toBeUndefined();
+    reader.close();
+    expect(await other.verify()).toBe(true);
+    // Still a working replica: it applies what follows the snapshot.
+    await other.apply([{ seq: ids.length + 1, record: doc("cus_after") }], ids.length + 1);
+    expect(other.revision).toBe(ids.length + 1);
+    expect(other.document("cus_after")).toBeDefined();
+    await Promise.all([replica.close(), other.close()]);
+  });
+
+  it("refuses a snapshot file of another schema or with no revision, and stays empty", async () => {
+    const { path } = open();
+    const source = Replica.open(path, silentLogger());
+    await source.apply([{ seq: 1, record: doc("a") }], 1);
+    const old = join(dirname(path), "old-schema.db");
+    await source.snapshotTo(old);
+    const db = new Database(old);
+    db.exec(`UPDATE meta SET schema_version = ${SCHEMA_VERSION - 1}`);
+    db.close();
+    const empty = join(dirname(path), "empty.db");
+    const blank = Replica.open(empty, silentLogger());
+    await blank.close();
+    const target = Replica.open(join(dirname(path), "target.db"), silentLogger());
+    await expect(target.restore(old)).rejects.toThrow(new RegExp(`replica schema ${SCHEMA_VERSION - 1}`));
+    await expect(target.restore(empty)).rejects.toThrow(/holds no revision/);
+    expect(target.revision).toBe(0);
+    expect(target.documentCount()).toBe(0);
+    expect(existsSync(old)).toBe(true);
+    await Promise.all([source.close(), target.close()]);
   });
 
   it("writes a compact snapshot at its revision and restores it into an empty replica only", async () => {
@@ -188,7 +218,7 @@ describe("replica file", () => {
     const garbage = join(dirname(path), "garbage.db");
     writeFileSync(garbage, "not a database at all");
     const third = Replica.open(join(dirname(path), "third.db"), silentLogger());
-    await expect(third.restore(garbage)).rejects.toThrow(/replica write failed/);
+    await expect(third.restore(garbage)).rejects.toThrow(/not a replica snapshot: truncated/);
     expect(third.revision).toBe(0);
     expect(third.documentCount()).toBe(0);
     await Promise.all([replica.close(), other.close(), third.close()]);

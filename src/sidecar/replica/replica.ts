@@ -437,27 +437,28 @@ export class Replica {
   }
 
   /**
-   * Fills an empty replica from a snapshot file (a replica file of the same schema, as written by
-   * `snapshotTo`) in one transaction: its documents, catalog, revision and stream identity.
-   * Rejects, leaving the replica empty, if the replica is not empty or the file is not a readable
-   * snapshot of this schema.
+   * Makes a snapshot file (a replica file of this schema, as written by `snapshotTo`) this empty
+   * replica: the file is checked to be one, opened as a replica and adopted (renamed over this
+   * one's file), so a restore costs a rename, not a copy of every document. Rejects, leaving the
+   * replica empty and the file where it is, if the replica is not empty or the file is not a
+   * readable snapshot of this schema. The file's integrity is the caller's to prove (its SHA-256)
+   * and its structure the producer's (`snapshotTo` checks the copy).
    */
   async restore(file: string): Promise<{ revision: number; streamCreated: string | undefined }> {
     if (this.revisionValue > 0) throw new Error("a snapshot is only restored into an empty replica");
-    const incarnation = this.incarnation;
-    const state = await this.writer.request({ op: "restore", file });
-    if (!state) throw new Error("restore reported nothing");
-    if (incarnation === this.incarnation) {
-      this.revisionValue = state.revision;
-      this.streamCreatedValue = state.streamCreated ?? undefined;
-      this.loadCatalog();
-    }
-    return { revision: state.revision, streamCreated: state.streamCreated ?? undefined };
+    const problem = snapshotFileProblem(file);
+    if (problem !== undefined) throw new Error(`not a replica snapshot: ${problem}`);
+    const next = new Replica(file, this.logger);
+    // Written by an older producer, it may carry the producer's freshness: not this sidecar's.
+    await next.recordFreshness(undefined);
+    await this.adopt(next);
+    return { revision: this.revisionValue, streamCreated: this.streamCreatedValue };
   }
 
   /**
    * Writes a compact copy of the replica as committed once the writes queued before this call
-   * are (`VACUUM INTO`: full pages, no WAL) to `file`, which must not exist.
+   * are (`VACUUM INTO`: full pages, no WAL) to `file`, which must not exist; the copy passes
+   * `quick_check` and records no freshness, so a sidecar can adopt it as it is (`restore`).
    */
   async snapshotTo(file: string): Promise<{ revision: number; streamCreated: string | undefined }> {
     const state = await this.writer.request({ op: "snapshot", file });
@@ -535,6 +536,27 @@ function headerProblem(path: string): string | undefined {
     closeSync(fd);
   }
   return header.equals(SQLITE_HEADER) ? undefined : "not a SQLite file (bad header)";
+}
+
+/** Why `file` cannot be adopted as a replica of this schema; undefined if it can. */
+function snapshotFileProblem(file: string): string | undefined {
+  if (!existsSync(file)) return "no such file";
+  const header = headerProblem(file);
+  if (header !== undefined) return header;
+  try {
+    const db = new Database(file, { readonly: true, fileMustExist: true });
+    try {
+      const version = readSchemaVersion(db);
+      if (version !== SCHEMA_VERSION) return `it has replica schema ${version ?? "(none)"}, this sidecar ${SCHEMA_VERSION}`;
+      const meta = db.prepare("SELECT applied_revision FROM meta WHERE id = 1").pluck().get() as number | undefined;
+      if (!(typeof meta === "number" && meta > 0)) return "it holds no revision";
+    } finally {
+      db.close();
+    }
+  } catch (err) {
+    return errorMessage(err);
+  }
+  return undefined;
 }
 
 /**

@@ -26,9 +26,7 @@ export type WriteOp =
   | { readonly op: "advance"; readonly revision: number }
   | { readonly op: "streamCreated"; readonly created: string }
   | { readonly op: "reset" }
-  /** Replaces the (empty) replica's contents with a snapshot file's: see `Replica.restore`. */
-  | { readonly op: "restore"; readonly file: string }
-  /** Writes a compact copy of the replica, as committed now, to a new file. */
+  /** Writes a compact, checked copy of the replica, as committed now, to a new file: see `Replica.snapshotTo`. */
   | { readonly op: "snapshot"; readonly file: string }
   | { readonly op: "freshness"; readonly currentAtMs: number | null }
   /** `PRAGMA quick_check`: reports ["ok"] or the problems found. */
@@ -47,7 +45,7 @@ export type ThreadReply =
   | { readonly id: number; readonly ok: true; readonly result?: SnapshotState | readonly string[] }
   | { readonly id: number; readonly ok: false; readonly error: string; readonly code?: string };
 
-/** What "restore" and "snapshot" report: the copy's revision and stream identity. */
+/** What "snapshot" reports: the copy's revision and stream identity. */
 export interface SnapshotState {
   readonly revision: number;
   readonly streamCreated: string | null;

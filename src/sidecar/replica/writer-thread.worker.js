@@ -141,49 +141,6 @@ const pace = (startedAt) => {
   const busy = performance.now() - startedAt;
   Atomics.wait(pause, 0, 0, Math.min(100, (busy * (1 - share)) / share));
 };
-/** Documents copied per step of a restore: a few milliseconds of work between rests under a quota. */
-const RESTORE_STEP = 4096;
-/**
- * Copies a snapshot file's tables into this (empty) replica in one transaction, so the file never
- * holds part of a snapshot. Documents go in key ranges of RESTORE_STEP rows, paced like applies,
- * so that a restore under a CPU quota leaves checks their share.
- * @param {string} file
- * @returns {SnapshotState}
- */
-const restore = (file) => {
-  db.prepare("ATTACH DATABASE ? AS snap").run(file);
-  try {
-    const meta = /** @type {{ schema_version: number; applied_revision: number; stream_created: string | null } | undefined} */ (
-      db.prepare("SELECT schema_version, applied_revision, stream_created FROM snap.meta WHERE id = 1").get()
-    );
-    if (!meta)
-      throw new Error("the snapshot has no meta row");
-    if (meta.schema_version !== data.sql.schemaVersion)
-      throw new Error(`the snapshot has schema ${meta.schema_version}, this replica ${data.sql.schemaVersion}`);
-    // Empty destination, same columns: SQLite copies the records as they are, in key order.
-    const first = db.prepare(`INSERT INTO main.documents SELECT * FROM snap.documents ORDER BY k LIMIT ${RESTORE_STEP}`);
-    const next = db.prepare(`INSERT INTO main.documents SELECT * FROM snap.documents WHERE k > ? ORDER BY k LIMIT ${RESTORE_STEP}`);
-    const last = /** @type {import("better-sqlite3").Statement<[], bigint | null>} */ (db.prepare("SELECT max(k) FROM main.documents").pluck().safeIntegers());
-    db.transaction(() => {
-      for (const table of ["documents", "spill", "catalog"])
-        db.exec(`DELETE FROM main.${table}`);
-      for (let step = first, startedAt = performance.now(); ; step = next, startedAt = performance.now()) {
-        const copied = step === first ? step.run().changes : step.run(last.get()).changes;
-        pace(startedAt);
-        if (copied < RESTORE_STEP)
-          break;
-      }
-      for (const table of ["spill", "catalog"])
-        db.exec(`INSERT INTO main.${table} SELECT * FROM snap.${table}`);
-      setRevision.run(meta.applied_revision);
-      setStreamCreated.run(meta.stream_created);
-    })();
-    return { revision: meta.applied_revision, streamCreated: meta.stream_created };
-  }
-  finally {
-    db.exec("DETACH DATABASE snap");
-  }
-};
 /**
  * Writes a compact copy of the replica, as committed now, to a new file.
  * @param {string} file
@@ -193,6 +150,19 @@ const snapshot = (file) => {
   const meta = /** @type {{ applied_revision: number; stream_created: string | null }} */ (db.prepare("SELECT applied_revision, stream_created FROM meta WHERE id = 1").get());
   // This thread is the only writer: nothing commits between the read above and the copy.
   db.prepare("VACUUM INTO ?").run(file);
+  // A restoring sidecar takes the file as its replica as it is (its SHA-256 proves it is these
+  // bytes), so it is made fit here, where a quota does not count: no freshness of this process's,
+  // and a structure check of every page.
+  const copy = new Database(file);
+  try {
+    copy.exec("UPDATE freshness SET current_at_ms = NULL");
+    const problems = /** @type {Record<string, unknown>[]} */ (copy.pragma("quick_check(20)")).map((r) => String(Object.values(r)[0]));
+    if (problems.length !== 1 || problems[0] !== "ok")
+      throw new Error(`the snapshot copy fails quick_check: ${problems.slice(0, 3).join("; ")}`);
+  }
+  finally {
+    copy.close();
+  }
   return { revision: meta.applied_revision, streamCreated: meta.stream_created };
 };
 /** @param {ThreadReply} r */
@@ -217,9 +187,6 @@ port.on("message", (/** @type {ThreadRequest} */ { id, op }) => {
         break;
       case "reset":
         reset();
-        break;
-      case "restore":
-        result = restore(op.file);
         break;
       case "snapshot":
         result = snapshot(op.file);
