@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { natsServerAvailable, NATS_INSTALL_HINT } from "#proofgate/dev/nats-server.js";
+import { SIDECAR_NODE_OPTIONS } from "#proofgate/sidecar/options.js";
 import { config } from "./config.js";
 import { Child } from "./ipc.js";
 import { busyCpu, cpuSnapshot, machine, othersBusy, versions } from "./machine.js";
@@ -38,7 +39,8 @@ const USAGE = `usage: npm run bench [-- options]
   --e2e-rates LIST   writer group: event → enforcement rates (events/s), e.g. 200,1000 (default 200 then a ladder)
   --keep             keep the temporary directory (replica, ledger, service logs)
   --sidecar-node-options=FLAGS
-                     extra node flags for the sidecar processes, e.g. --sidecar-node-options=--max-semi-space-size=2 (recorded in the results)`;
+                     node flags for the sidecar processes (default: the Helm chart's, "${SIDECAR_NODE_OPTIONS}";
+                     "" for Node's defaults; recorded in the results)`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -52,7 +54,7 @@ async function main(): Promise<void> {
       keep: { type: "boolean", default: false },
       "e2e-only": { type: "boolean", default: false },
       "e2e-rates": { type: "string" },
-      "sidecar-node-options": { type: "string", default: "" },
+      "sidecar-node-options": { type: "string", default: SIDECAR_NODE_OPTIONS },
       help: { type: "boolean", default: false },
     },
     strict: true,

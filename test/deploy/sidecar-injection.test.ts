@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
-import { sidecarOptionSpec } from "../../src/sidecar/options.js";
+import { SIDECAR_NODE_OPTIONS, sidecarOptionSpec } from "../../src/sidecar/options.js";
 import {
   APP_CHART,
   CHART,
@@ -63,6 +63,8 @@ function checkSidecarBasics(p: PodSpec): Container {
   expect(used.length).toBeGreaterThan(5);
   for (const name of used) expect(declared, `${name} is not a sidecar option`).toContain(name);
   expect(p.enableServiceLinks).toBe(false);
+  // Node's flags as the benchmark measures the sidecar.
+  expect(envValue(c, "NODE_OPTIONS")).toBe(SIDECAR_NODE_OPTIONS);
   return c;
 }
 

@@ -110,6 +110,9 @@ minRevisionWait: 2s
 # Fraction of decisions published on proofgate.decisions, 0 to 1 (PROOFGATE_DECISION_LOG_SAMPLE).
 decisionLogSample: "0"
 logLevel: info
+# Node's flags for the sidecar (NODE_OPTIONS): a small young generation keeps the resting RSS
+# low (docs/sidecar.md, "Memory"). Empty: Node's defaults.
+nodeOptions: "--max-semi-space-size=2"
 # Measured (BENCHMARKS.md, 1M customers): RSS 198 MiB at rest, 257 MiB at most under load.
 # Far fewer customers need less; lower both after watching process_resident_memory_bytes.
 resources:
@@ -292,6 +295,10 @@ proofgate.io/sidecar: "true"
     # Loopback: only the pod's own proxy asks.
     - name: PROOFGATE_EXT_AUTHZ_LISTEN
       value: {{ ternary "" (printf "127.0.0.1:%v" $v.extAuthz.port) (eq (int $v.extAuthz.port) 0) | quote }}
+    {{- end }}
+    {{- with $v.nodeOptions }}
+    - name: NODE_OPTIONS
+      value: {{ . | quote }}
     {{- end }}
     {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
