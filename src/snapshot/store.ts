@@ -106,15 +106,12 @@ function parseMeta(m: Record<string, string> | undefined): SnapshotMeta | undefi
 }
 
 /**
- * Downloads a snapshot to `file` and checks it is exactly what its metadata declares (size and
- * SHA-256). Throws, with the file removed, if not. The chunks are read with an ordered consumer
- * straight from the bucket's stream rather than through the client's `get`, which checks its
- * own digest in JavaScript at a few MB/s; the SHA-256 here is Node's.
- */
-/**
- * Downloads a snapshot's chunks into `file`, checking their count, size and SHA-256. `admit`, when
- * given, is awaited before each chunk is taken (a CPU governor under a pod's quota: hashing and
- * writing are the main thread's work, and checks share it).
+ * Downloads a snapshot to `file` and checks it is exactly what its metadata declares (chunk
+ * count, size and SHA-256). Throws, with the file removed, if not. The chunks are read with an
+ * ordered consumer straight from the bucket's stream rather than through the client's `get`,
+ * which checks its own digest in JavaScript at a few MB/s; the SHA-256 here is Node's. `admit`,
+ * when given, is awaited before each chunk is taken (a CPU governor under a pod's quota: hashing
+ * and writing are the main thread's work, and checks share it).
  */
 export async function downloadSnapshot(js: JetStreamClient, snapshot: StoredSnapshot, file: string, admit?: () => Promise<void>): Promise<{ bytes: number }> {
   const { nuid, chunks } = snapshot.info;
