@@ -34,7 +34,7 @@ const USAGE = `usage: npm run bench [-- options]
                      (the 10M-customer run: --customers 10000000 --only snapshot --herd 0, see BENCHMARKS.md)
   --out FILE         results JSON (default bench/results/latest.json)
   --profile ROLES    comma-separated roles to run with node --cpu-prof (sidecar, load, echo, writer, drive, seed, evaluate);
-                     profiles go to <work directory>/profiles, which is then kept
+                     profiles (one per process and thread) go to <work directory>/profiles/<role>, which is then kept
   --e2e-only         writer group: event → enforcement only (no history rows, no ingest rows)
   --e2e-rates LIST   writer group: event → enforcement rates (events/s), e.g. 200,1000 (default 200 then a ladder)
   --keep             keep the temporary directory (replica, ledger, service logs)
@@ -98,7 +98,8 @@ async function main(): Promise<void> {
     log,
     execArgv: (role) => [
       ...(role === "sidecar" ? sidecarNodeOptions : []),
-      ...(profiled.has(role) ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${role}-${Date.now()}.cpuprofile`] : []),
+      // Node's own file names (process and thread ids): a worker thread writes its own profile.
+      ...(profiled.has(role) ? ["--cpu-prof", `--cpu-prof-dir=${join(profileDir, role)}`] : []),
     ],
     logEnv: { PROOFGATE_BENCH_LOG: join(dir, "services.log") },
   };
