@@ -116,7 +116,8 @@ function parseMeta(m: Record<string, string> | undefined): SnapshotMeta | undefi
 export async function downloadSnapshot(js: JetStreamClient, snapshot: StoredSnapshot, file: string, admit?: () => Promise<void>): Promise<{ bytes: number }> {
   const { nuid, chunks } = snapshot.info;
   try {
-    const out = createWriteStream(file);
+    // Room for a few chunks: the next one is hashed while the last is written, not after.
+    const out = createWriteStream(file, { highWaterMark: 1 << 20 });
     const closed = new Promise<void>((resolve, reject) => {
       out.once("close", resolve);
       out.once("error", reject);

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { tempDir } from "../harness/tmp.js";
@@ -159,6 +159,12 @@ describe("replica file", () => {
     await replica.recordFreshness(Date.now());
     const file = join(dirname(path), "snapshot.db");
     await replica.snapshotTo(file);
+    // In WAL mode already (file format bytes 18 and 19): adopting it writes nothing to it.
+    const header = Buffer.alloc(20);
+    const fd = openSync(file, "r");
+    readSync(fd, header, 0, 20, 0);
+    closeSync(fd);
+    expect([header[18], header[19]]).toEqual([2, 2]);
     const restoredPath = join(dirname(path), "restored.db");
     const other = Replica.open(restoredPath, silentLogger());
     expect(await other.restore(file)).toMatchObject({ revision: ids.length });

@@ -326,14 +326,19 @@ export class Replica {
    */
   async adopt(next: Replica): Promise<void> {
     await next.writer.close();
-    await this.writer.close();
-    this.incarnation++;
     // The last connection to close checkpoints its WAL into the file and deletes it.
     if (next.db.open) next.db.close();
+    await this.replaceFile(next.path);
+  }
+
+  /** Closes this replica's connections, renames `file` over its file and reopens it. */
+  private async replaceFile(file: string): Promise<void> {
+    await this.writer.close();
+    this.incarnation++;
     if (this.db.open) this.db.close();
     for (const suffix of ["-wal", "-shm", "-journal"]) rmSync(this.path + suffix, { force: true });
-    renameSync(next.path, this.path);
-    for (const suffix of ["-wal", "-shm", "-journal"]) rmSync(next.path + suffix, { force: true });
+    renameSync(file, this.path);
+    for (const suffix of ["-wal", "-shm", "-journal"]) rmSync(file + suffix, { force: true });
     this.load();
   }
 
@@ -448,10 +453,11 @@ export class Replica {
     if (this.revisionValue > 0) throw new Error("a snapshot is only restored into an empty replica");
     const problem = snapshotFileProblem(file);
     if (problem !== undefined) throw new Error(`not a replica snapshot: ${problem}`);
-    const next = new Replica(file, this.logger);
-    // Written by an older producer, it may carry the producer's freshness: not this sidecar's.
-    await next.recordFreshness(undefined);
-    await this.adopt(next);
+    // Nothing is written to the file before it is this replica's: a write there would be synced,
+    // flushing gigabytes just downloaded on the critical path. Writes here commit to the WAL.
+    await this.replaceFile(file);
+    // One written by an older producer may carry that process's freshness: never this sidecar's.
+    await this.recordFreshness(undefined);
     return { revision: this.revisionValue, streamCreated: this.streamCreatedValue };
   }
 

@@ -151,10 +151,12 @@ const snapshot = (file) => {
   // This thread is the only writer: nothing commits between the read above and the copy.
   db.prepare("VACUUM INTO ?").run(file);
   // A restoring sidecar takes the file as its replica as it is (its SHA-256 proves it is these
-  // bytes), so it is made fit here, where a quota does not count: no freshness of this process's,
-  // and a structure check of every page.
+  // bytes), so it is made fit here, where a quota does not count: in WAL mode already (VACUUM INTO
+  // writes rollback mode, and switching a file's mode is a synced write), no freshness of this
+  // process's, and a structure check of every page.
   const copy = new Database(file);
   try {
+    copy.pragma("journal_mode = WAL");
     copy.exec("UPDATE freshness SET current_at_ms = NULL");
     const problems = /** @type {Record<string, unknown>[]} */ (copy.pragma("quick_check(20)")).map((r) => String(Object.values(r)[0]));
     if (problems.length !== 1 || problems[0] !== "ok")
