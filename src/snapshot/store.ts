@@ -3,7 +3,7 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { rm, stat } from "node:fs/promises";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { StorageType, type JetStreamClient, type JetStreamManager, type ObjectInfo } from "nats";
+import { AckPolicy, DeliverPolicy, StorageType, nanos, type JetStreamClient, type JetStreamManager, type ObjectInfo } from "nats";
 import { isStreamNotFound } from "../replication/connection.js";
 
 /**
@@ -105,6 +105,12 @@ function parseMeta(m: Record<string, string> | undefined): SnapshotMeta | undefi
   return { revision, schemaVersion, size, sha256, streamCreated };
 }
 
+/** Chunks (128 KiB) asked for at once: what a download holds in memory, at most. */
+const FETCH_CHUNKS = 32;
+/** Under a CPU quota each chunk waits for the governor; fewer held meanwhile. */
+const FETCH_CHUNKS_UNDER_QUOTA = 8;
+const FETCH_EXPIRES_MS = 5_000;
+
 /**
  * Downloads a snapshot to `file` and checks it is exactly what its metadata declares (chunk
  * count, size and SHA-256). Throws, with the file removed, if not. The chunks are read with an
@@ -125,22 +131,49 @@ export async function downloadSnapshot(js: JetStreamClient, snapshot: StoredSnap
     const hash = createHash("sha256");
     let bytes = 0;
     let received = 0;
+    let consumerName: string | undefined;
     try {
       if (chunks > 0) {
-        const consumer = await js.consumers.get(SNAPSHOT_STREAM, { filterSubjects: `$O.${SNAPSHOT_BUCKET}.C.${nuid}` });
-        const messages = await consumer.consume({ max_messages: admit ? 8 : 64, idle_heartbeat: 5_000 });
-        for await (const m of messages) {
-          await admit?.();
-          hash.update(m.data);
-          bytes += m.data.length;
-          if (!out.write(m.data)) await new Promise<void>((resolve) => out.once("drain", () => resolve()));
-          if (++received >= chunks || m.info.pending === 0) break;
+        // A plain ephemeral consumer (no acks, removed by the server when idle): an ordered one
+        // is re-created per fetch, and after some thousands of chunks its fetches came back empty.
+        const jsm = await js.jetstreamManager();
+        const created = await jsm.consumers.add(SNAPSHOT_STREAM, {
+          filter_subject: `$O.${SNAPSHOT_BUCKET}.C.${nuid}`,
+          ack_policy: AckPolicy.None,
+          deliver_policy: DeliverPolicy.All,
+          mem_storage: true,
+          inactive_threshold: nanos(30_000),
+        });
+        consumerName = created.name;
+        const consumer = await js.consumers.get(SNAPSHOT_STREAM, created.name);
+        // Fetches, not consume(): consume() pulls again as messages arrive, not as they are
+        // written, so a slower disk or hash let gigabytes pile up in memory (1.1 GiB of RSS for a
+        // 1 GB snapshot). A fetch's chunks are all written before the next is asked for.
+        const perFetch = admit ? FETCH_CHUNKS_UNDER_QUOTA : FETCH_CHUNKS;
+        let more = true;
+        while (more && received < chunks) {
+          const batch = await consumer.fetch({ max_messages: Math.min(perFetch, chunks - received), expires: FETCH_EXPIRES_MS });
+          let got = 0;
+          for await (const m of batch) {
+            got++;
+            await admit?.();
+            hash.update(m.data);
+            bytes += m.data.length;
+            if (!out.write(m.data)) await new Promise<void>((resolve) => out.once("drain", () => resolve()));
+            // The object's last chunk: a truncated object ends here, not at the fetch's expiry.
+            if (++received >= chunks || m.info.pending === 0) {
+              more = false;
+              batch.stop();
+              break;
+            }
+          }
+          if (got === 0) more = false;
         }
-        messages.stop();
       }
     } finally {
       out.end();
       await closed;
+      if (consumerName) void js.jetstreamManager().then((jsm) => jsm.consumers.delete(SNAPSHOT_STREAM, consumerName ?? "")).catch(() => undefined);
     }
     if (received !== chunks) throw new Error(`it has ${received} chunks, the object store says ${chunks}`);
     if (bytes !== snapshot.meta.size) throw new Error(`it is ${bytes} bytes, its metadata says ${snapshot.meta.size} (truncated?)`);
