@@ -82,8 +82,9 @@ replica:
   dir: /var/lib/proofgate-replica
   file: replica.db
   # The replica's volume. An emptyDir survives container restarts (warm restart in about a
-  # second); a new pod bootstraps from the state stream (about 70 s at 1M customers on 2 vCPUs,
-  # BENCHMARKS.md) and is not ready until it has. The file is about 550 MiB at 1M customers.
+  # second); a new pod restores the writer's newest replica snapshot (4.5 s at 1M customers) or,
+  # without one, replays the state stream (about 100 s at 1M on 2 vCPUs, BENCHMARKS.md), and is
+  # not ready until it has caught up. The file is about 400-460 MiB at 1M customers.
   # Replace the whole map to use another volume type, e.g. {persistentVolumeClaim: {claimName: x}}.
   volume:
     emptyDir:
@@ -113,8 +114,9 @@ logLevel: info
 # Node's flags for the sidecar (NODE_OPTIONS): a small young generation keeps the resting RSS
 # low (docs/sidecar.md, "Memory"). Empty: Node's defaults.
 nodeOptions: "--max-semi-space-size=2"
-# Measured (BENCHMARKS.md, 1M customers): RSS 198 MiB at rest, 257 MiB at most under load.
-# Far fewer customers need less; lower both after watching process_resident_memory_bytes.
+# Measured (BENCHMARKS.md, with nodeOptions below): RSS at rest 129 MiB restored from a snapshot
+# and 148 MiB after a full replay at 1M customers (it does not grow with the region), about 220 MiB
+# under load. Lower both after watching process_resident_memory_bytes.
 resources:
   requests:
     cpu: 100m
