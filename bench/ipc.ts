@@ -4,6 +4,8 @@
  * messages over the IPC channel. Children may also emit events (progress samples).
  */
 import { fork, type ChildProcess } from "node:child_process";
+import { writeFile } from "node:fs/promises";
+import { Session } from "node:inspector/promises";
 import { fileURLToPath } from "node:url";
 
 interface Request {
@@ -110,6 +112,30 @@ export class Child {
 }
 
 /** In a child: answer requests with `handlers`; `exit` calls `close` (if any) then exits. */
+/**
+ * Every role also answers `profileStart` and `profileStop({ file })`: a CPU profile of the role's
+ * main thread over exactly one window (what `--profile` cannot separate from start-up), written
+ * as a .cpuprofile.
+ */
+let profiler: Session | undefined;
+const profiling: Handlers = {
+  profileStart: async () => {
+    profiler ??= new Session();
+    profiler.connect();
+    await profiler.post("Profiler.enable");
+    await profiler.post("Profiler.start");
+    return {};
+  },
+  profileStop: async (a: { file: string }) => {
+    if (!profiler) throw new Error("profileStart first");
+    const { profile } = await profiler.post("Profiler.stop");
+    profiler.disconnect();
+    profiler = undefined;
+    await writeFile(a.file, JSON.stringify(profile));
+    return { file: a.file };
+  },
+};
+
 export function serve(handlers: Handlers, close?: () => Promise<void>): void {
   const send = (m: Reply | Event): void => {
     if (process.connected) process.send?.(m);
@@ -126,7 +152,7 @@ export function serve(handlers: Handlers, close?: () => Promise<void>): void {
       })();
       return;
     }
-    const h = handlers[m.op];
+    const h = handlers[m.op] ?? profiling[m.op];
     if (!h) {
       send({ id: m.id, ok: false, error: `unknown op ${m.op}` });
       return;
