@@ -443,8 +443,8 @@ export class Replica {
 
   /**
    * Makes a snapshot file (a replica file of this schema, as written by `snapshotTo`) this empty
-   * replica: the file is checked to be one, opened as a replica and adopted (renamed over this
-   * one's file), so a restore costs a rename, not a copy of every document. Rejects, leaving the
+   * replica: the file is checked to be one, renamed over this replica's file and reopened, so a
+   * restore costs a rename, not a copy of every document. Rejects, leaving the
    * replica empty and the file where it is, if the replica is not empty or the file is not a
    * readable snapshot of this schema. The file's integrity is the caller's to prove (its SHA-256)
    * and its structure the producer's (`snapshotTo` checks the copy).
