@@ -113,15 +113,16 @@ const FETCH_EXPIRES_MS = 5_000;
 
 /**
  * Downloads a snapshot to `file` and checks it is exactly what its metadata declares (chunk
- * count, size and SHA-256). Throws, with the file removed, if not. The chunks are read with an
- * ordered consumer straight from the bucket's stream rather than through the client's `get`,
- * which checks its own digest in JavaScript at a few MB/s; the SHA-256 here is Node's. `admit`,
+ * count, size and SHA-256). Throws, with the file removed, if not. The chunks are read with a
+ * consumer straight from the bucket's stream rather than through the client's `get`, which
+ * checks its own digest in JavaScript at a few MB/s; the SHA-256 here is Node's. `admit`,
  * when given, is awaited before each chunk is taken (a CPU governor under a pod's quota: hashing
  * and writing are the main thread's work, and checks share it).
  */
 export async function downloadSnapshot(js: JetStreamClient, snapshot: StoredSnapshot, file: string, admit?: () => Promise<void>): Promise<{ bytes: number }> {
   const { nuid, chunks } = snapshot.info;
   try {
+    const jsm = await js.jetstreamManager();
     // Room for a few chunks: the next one is hashed while the last is written, not after.
     const out = createWriteStream(file, { highWaterMark: 1 << 20 });
     const closed = new Promise<void>((resolve, reject) => {
@@ -136,7 +137,6 @@ export async function downloadSnapshot(js: JetStreamClient, snapshot: StoredSnap
       if (chunks > 0) {
         // A plain ephemeral consumer (no acks, removed by the server when idle): an ordered one
         // is re-created per fetch, and after some thousands of chunks its fetches came back empty.
-        const jsm = await js.jetstreamManager();
         const created = await jsm.consumers.add(SNAPSHOT_STREAM, {
           filter_subject: `$O.${SNAPSHOT_BUCKET}.C.${nuid}`,
           ack_policy: AckPolicy.None,
@@ -173,7 +173,8 @@ export async function downloadSnapshot(js: JetStreamClient, snapshot: StoredSnap
     } finally {
       out.end();
       await closed;
-      if (consumerName) void js.jetstreamManager().then((jsm) => jsm.consumers.delete(SNAPSHOT_STREAM, consumerName ?? "")).catch(() => undefined);
+      // Not awaited: the server removes an idle consumer by itself; deleting is a courtesy.
+      if (consumerName) void jsm.consumers.delete(SNAPSHOT_STREAM, consumerName).catch(() => undefined);
     }
     if (received !== chunks) throw new Error(`it has ${received} chunks, the object store says ${chunks}`);
     if (bytes !== snapshot.meta.size) throw new Error(`it is ${bytes} bytes, its metadata says ${snapshot.meta.size} (truncated?)`);
