@@ -276,8 +276,8 @@ export class Replica {
    */
   async recover(): Promise<void> {
     this.incarnation++;
-    // The writer thread may be stuck on the corrupt file: stop it rather than wait for it.
-    await this.writer.terminate();
+    // Writes queued behind the corruption fail fast; only then is the thread's connection closed.
+    await this.writer.close();
     if (this.db.open) this.db.close();
     setAside(this.path, this.logger, this.corruption ?? "corrupt");
     this.load();

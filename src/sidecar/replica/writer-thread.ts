@@ -166,13 +166,12 @@ export class ReplicaWriter {
     });
   }
 
-  /** Ends the thread at once; queued writes fail. */
-  async terminate(): Promise<void> {
-    this.closed ??= this.worker.terminate().then(() => undefined);
-    await this.closed;
-  }
-
-  /** Lets queued writes finish, closes the thread's connection and ends the thread. */
+  /**
+   * Lets queued writes finish, closes the thread's connection and ends the thread. There is no
+   * "end it now": terminating a thread while SQLite is inside a statement aborts the whole process
+   * when that statement then fails (better-sqlite3 builds its error in a dying isolate), so even
+   * a corrupt file's thread is asked to close, which it does as fast as SQLite reports errors.
+   */
   close(): Promise<void> {
     this.closed ??= (async () => {
       if (this.failed) {

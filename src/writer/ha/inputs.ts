@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
-import { DiscardPolicy, headers, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager, type StreamConfig } from "nats";
+import { setTimeout as delay } from "node:timers/promises";
+import { DiscardPolicy, ErrorCode, headers, NatsError, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager, type PubAck, type StreamConfig } from "nats";
 import { errorMessage, InvalidArgumentError, UnavailableError } from "../../errors/index.js";
 import { Catalog } from "../../gen/proofgate/v1/catalog.js";
 import { Override } from "../../gen/proofgate/v1/document.js";
@@ -122,6 +123,9 @@ export function decodeAdminCommand(bytes: Uint8Array): AdminCommand {
 
 /** Room kept for headers below the server's max_payload. */
 const HEADER_ROOM = 1_024;
+/** How often a publish that found no stream leader is sent again. */
+const NO_LEADER_RETRY_MS = 250;
+const NO_RESPONDERS: string = ErrorCode.NoResponders;
 
 /**
  * Appends one input to the input stream and returns its sequence. Nats-Msg-Id is a digest of the
@@ -147,7 +151,22 @@ export async function appendInput(
     digest.update(`\0${k}=${v}`);
   }
   try {
-    const ack = await js.publish(subject, data, { headers: h, msgID: digest.digest("base64url"), timeout: timeoutMs });
+    const msgID = digest.digest("base64url");
+    // 503 is "no responders": the stream is electing a leader (a node just lost or a stream just
+    // created). That takes a few seconds and resends are stored once, so it is ridden out here,
+    // for up to half the call's time, instead of failing every caller in the meantime.
+    const end = Date.now() + timeoutMs;
+    const patience = end - timeoutMs / 2;
+    let ack: PubAck;
+    for (;;) {
+      try {
+        ack = await js.publish(subject, data, { headers: h, msgID, timeout: Math.max(1, end - Date.now()) });
+        break;
+      } catch (err) {
+        if (!(err instanceof NatsError && err.code === NO_RESPONDERS) || Date.now() + NO_LEADER_RETRY_MS > patience) throw err;
+        await delay(NO_LEADER_RETRY_MS);
+      }
+    }
     return { seq: ack.seq, duplicate: ack.duplicate };
   } catch (err) {
     // A timeout leaves the outcome open (the client may still deliver it after a reconnect).
