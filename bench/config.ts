@@ -26,6 +26,11 @@ export interface Config {
     readonly transports: readonly ("tcp" | "unix")[];
     /** Customers asked about in the hot-set rows (and the client's hot set): the first N, as a product service's active sessions would. */
     readonly hotSet: number;
+    /**
+     * Each scenario runs as this many echo/sidecar pairs, alternating, each a share of `durationMs`, and is reported pooled:
+     * the machine's speed drifts by more than the ratios judged, and alternating gives both sides the same drift.
+     */
+    readonly rounds: number;
   };
   readonly warmRestarts: number;
   /** Cold sidecars started at once in the herd (snapshot and herd suites); 0: no herd (`--herd`). */
@@ -63,7 +68,7 @@ export function config(quick: boolean, customers?: number): Config {
       burstRate: 5_000,
       backgroundRate: 1_000,
       restMs: 1_000,
-      check: { durationMs: 700, warmupMs: 200, concurrency: 16, rates: [500, 2_000], sustainFractions: [0.2, 0.5, 0.8], transports: ["tcp", "unix"], hotSet: 1_000 },
+      check: { durationMs: 700, warmupMs: 200, concurrency: 16, rates: [500, 2_000], sustainFractions: [0.2, 0.5, 0.8], transports: ["tcp", "unix"], hotSet: 1_000, rounds: 3 },
       warmRestarts: 1,
       herd: 4,
       // Checks at 250/s: on a busy machine 1,000/s alone costs most of a 500m quota (see BENCHMARKS.md).
@@ -83,7 +88,7 @@ export function config(quick: boolean, customers?: number): Config {
     burstRate: 5_000,
     backgroundRate: 1_000,
     restMs: 3_000,
-    check: { durationMs: 8_000, warmupMs: 2_000, concurrency: 16, rates: [500, 2_000], sustainFractions: [0.1, 0.2, 0.4, 0.6, 0.8, 1], transports: ["tcp", "unix"], hotSet: 1_000 },
+    check: { durationMs: 8_000, warmupMs: 2_000, concurrency: 16, rates: [500, 2_000], sustainFractions: [0.1, 0.2, 0.4, 0.6, 0.8, 1], transports: ["tcp", "unix"], hotSet: 1_000, rounds: 4 },
     warmRestarts: 3,
     herd: 20,
     pod: { cpuMillis: 500, memoryBytes: 384 * 2 ** 20, atRestMs: 10_000, rate: 1_000 },

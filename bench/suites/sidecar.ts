@@ -40,8 +40,10 @@ export interface Scenario {
   readonly hotSet?: number;
   readonly sidecar: Window;
   readonly echo: Window;
-  /** sidecar / echo. */
+  /** sidecar / echo, pooled over the rounds. */
   readonly ratio: { p50: number; p90: number; p99: number; p999: number; throughput: number; serverCpuPerCall: number };
+  /** sidecar / echo in each echo/sidecar pair, in order: how far the machine moved the ratio within the scenario. */
+  readonly rounds: readonly { p50: number; p99: number; serverCpuPerCall: number }[];
 }
 
 export interface SustainStep {
@@ -171,6 +173,38 @@ export function window(r: RunResult, loopDelay?: Window["loopDelay"], cpuPerCall
   };
 }
 
+/** One load run and the CPU time (ms) the server and the client used during it. */
+interface Measured {
+  readonly r: RunResult;
+  readonly serverMs: number;
+  readonly clientMs: number;
+}
+
+/** Runs of one scenario as one window: histograms merged, counts and CPU time summed. */
+function pooled(runs: readonly Measured[]): Window {
+  const first = runs[0];
+  if (!first) throw new Error("no runs to pool");
+  const hist = Histogram.fromJSON(first.r.hist);
+  const lags = runs.flatMap((m) => (m.r.lag ? [Histogram.fromJSON(m.r.lag)] : []));
+  const statuses: Record<string, number> = {};
+  let completed = 0, windowMs = 0, errors = 0, dropped = 0, answered = 0, serverMs = 0, clientMs = 0;
+  for (const [k, m] of runs.entries()) {
+    if (k > 0) hist.merge(Histogram.fromJSON(m.r.hist));
+    for (const [status, n] of Object.entries(m.r.statuses)) statuses[status] = (statuses[status] ?? 0) + n;
+    completed += m.r.completed;
+    windowMs += m.r.windowMs;
+    errors += m.r.errors;
+    dropped += m.r.dropped;
+    answered += m.r.answered;
+    serverMs += m.serverMs;
+    clientMs += m.clientMs;
+  }
+  const lag = lags.reduce<Histogram | undefined>((acc, h) => (acc ? acc.merge(h) : h), undefined);
+  const r: RunResult = { hist: hist.toJSON(), ...(lag ? { lag: lag.toJSON() } : {}), throughput: (completed / Math.max(1, windowMs)) * 1000, completed, errors, dropped, windowMs, statuses, answered };
+  const per = (ms: number): number => round((ms * 1000) / Math.max(1, answered), 1);
+  return window(r, undefined, { server_us: per(serverMs), client_us: per(clientMs) });
+}
+
 const ratio = (a: number, b: number): number => (b > 0 ? Math.round((a / b) * 100) / 100 : NaN);
 
 /** The sidecar's window over the echo's, figure by figure. */
@@ -277,16 +311,13 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       });
     }, 200);
     const pids = { sidecar: sidecar.pid, echo: echo.pid };
-    /** One run, with the CPU time both sides used per call. */
+    /** One run on its own (the sustainable-rate ladder), with the CPU time both sides used per call. */
     const run = async (server: "sidecar" | "echo", transport: "tcp" | "unix", plan: RunPlan): Promise<Window> => {
       await load.call("connect", { address: addresses[server][transport], customers: cfg.customers });
-      // Hot-set rows measure the steady state: every answer of the hot set asked once before (not counted).
-      if (plan.hotSet && server === "sidecar") await load.call("prime", { hotSet: plan.hotSet });
       const s0 = cpuMsOf(pids[server]);
       const c0 = cpuMsOf(load.pid);
       const r = await load.call<RunResult>("run", plan);
-      const per = (ms: number): number => round((ms * 1000) / Math.max(1, r.answered), 1);
-      return window(r, undefined, { server_us: per(cpuMsOf(pids[server]) - s0), client_us: per(cpuMsOf(load.pid) - c0) });
+      return pooled([{ r, serverMs: cpuMsOf(pids[server]) - s0, clientMs: cpuMsOf(load.pid) - c0 }]);
     };
     const base = { durationMs: cfg.check.durationMs, warmupMs: cfg.check.warmupMs };
     const plans: { name: string; plan: RunPlan }[] = [
@@ -310,9 +341,16 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
     const scenarios: Scenario[] = [];
     for (const transport of cfg.check.transports) {
       for (const { name, plan } of plans) {
-        // Echo first, then the sidecar, back to back: both see the same machine state.
-        const e = await run("echo", transport, plan);
-        const s = await run("sidecar", transport, plan);
+        const servers = { sidecar: { address: addresses.sidecar[transport], pid: sidecar.pid }, echo: { address: addresses.echo[transport], pid: echo.pid } };
+        // Hot-set rows measure the steady state: every answer of the hot set asked once before (not counted).
+        const hotSet = plan.hotSet;
+        const prime = hotSet
+          ? async (): Promise<void> => {
+              await load.call("prime", { hotSet });
+            }
+          : undefined;
+        const pair = await runPair(load, servers, cfg.customers, cfg.check.rounds, plan, prime);
+        const { sidecar: s, echo: e } = pair;
         const sc: Scenario = {
           name,
           transport,
@@ -321,9 +359,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
           ...(plan.concurrency ? { concurrency: plan.concurrency } : {}),
           ...(plan.rate ? { rate: plan.rate } : {}),
           ...(plan.hotSet ? { hotSet: plan.hotSet } : {}),
-          sidecar: s,
-          echo: e,
-          ratio: ratios(s, e),
+          ...pair,
         };
         scenarios.push(sc);
         log(
@@ -436,33 +472,50 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
   }
 }
 
-/** One scenario: the server and its echo floor, back to back, with the CPU both sides used per call. */
+/** Where one scenario's two servers listen, and their processes (for CPU time). */
+interface PairServers {
+  readonly sidecar: { readonly address: string; readonly pid: number };
+  readonly echo: { readonly address: string; readonly pid: number };
+}
+
+/**
+ * One scenario: the sidecar and its echo floor in `rounds` short pairs, alternating (echo first) so
+ * that both see the same machine, pooled after; `prime` runs before each sidecar round.
+ */
 async function runPair(
   load: Child,
-  servers: { sidecar: { address: string; pid: number }; echo: { address: string; pid: number } },
+  servers: PairServers,
   customers: number,
-  name: string,
+  rounds: number,
   plan: RunPlan,
-): Promise<Scenario> {
-  const one = async (server: "sidecar" | "echo"): Promise<Window> => {
+  prime?: () => Promise<void>,
+): Promise<Pick<Scenario, "sidecar" | "echo" | "ratio" | "rounds">> {
+  const measure = async (server: "sidecar" | "echo", share: RunPlan): Promise<Measured> => {
     await load.call("connect", { address: servers[server].address, customers });
+    if (server === "sidecar") await prime?.();
     const s0 = cpuMsOf(servers[server].pid);
     const c0 = cpuMsOf(load.pid);
-    const r = await load.call<RunResult>("run", plan);
-    const per = (ms: number): number => round((ms * 1000) / Math.max(1, r.answered), 1);
-    return window(r, undefined, { server_us: per(cpuMsOf(servers[server].pid) - s0), client_us: per(cpuMsOf(load.pid) - c0) });
+    const r = await load.call<RunResult>("run", share);
+    return { r, serverMs: cpuMsOf(servers[server].pid) - s0, clientMs: cpuMsOf(load.pid) - c0 };
   };
-  const e = await one("echo");
-  const s = await one("sidecar");
+  const echoes: Measured[] = [];
+  const sidecars: Measured[] = [];
+  for (let k = 0; k < rounds; k++) {
+    // Later rounds need less warm-up: only the connection is new.
+    const share = { ...plan, durationMs: Math.round(plan.durationMs / rounds), warmupMs: k === 0 ? plan.warmupMs : Math.round(plan.warmupMs / 4) };
+    echoes.push(await measure("echo", share));
+    sidecars.push(await measure("sidecar", share));
+  }
+  const e = pooled(echoes);
+  const s = pooled(sidecars);
   return {
-    name,
-    transport: "tcp",
-    rpc: plan.rpc,
-    mode: plan.mode,
-    ...(plan.concurrency ? { concurrency: plan.concurrency } : {}),
     sidecar: s,
     echo: e,
     ratio: ratios(s, e),
+    rounds: sidecars.map((sk, k) => {
+      const r = ratios(pooled([sk]), pooled([echoes[k] as Measured]));
+      return { p50: r.p50, p99: r.p99, serverCpuPerCall: r.serverCpuPerCall };
+    }),
   };
 }
 
@@ -500,7 +553,7 @@ async function extAuthzScenarios(
   const n = cfg.check.concurrency;
   const scenarios: Scenario[] = [];
   const run = async (name: string, plan: RunPlan): Promise<void> => {
-    const sc = await runPair(load, servers, cfg.customers, name, plan);
+    const sc: Scenario = { name, transport: "tcp", rpc: plan.rpc, mode: plan.mode, ...(plan.concurrency ? { concurrency: plan.concurrency } : {}), ...(await runPair(load, servers, cfg.customers, cfg.check.rounds, plan)) };
     scenarios.push(sc);
     log(`  ${name.padEnd(36)} sidecar p50 ${sc.sidecar.latency.p50_us} p99 ${sc.sidecar.latency.p99_us} µs ${sc.sidecar.throughput}/s | echo p50 ${sc.echo.latency.p50_us} p99 ${sc.echo.latency.p99_us} µs`);
   };
