@@ -28,6 +28,23 @@ describe("replica file", () => {
     const r = decodeStateRecord(customerSubject(id), encodeDocumentRecord(AccessDocument.encode(paidCustomer(id, plan, 0)).finish()));
     return r;
   };
+  /**
+   * A replica file of `customers` documents with `noise` random bytes in the middle of its
+   * documents' B-tree (the header and schema intact); returns the customer ids.
+   */
+  const corruptReplica = async (path: string, customers: number, noise: number): Promise<string[]> => {
+    const first = Replica.open(path, silentLogger());
+    const ids = Array.from({ length: customers }, (_, i) => `cus_${i}`);
+    await first.apply(
+      ids.map((id, i) => ({ seq: i + 1, record: doc(id) })),
+      ids.length,
+    );
+    await first.close();
+    const fd = openSync(path, "r+");
+    writeSync(fd, randomBytes(noise), 0, noise, Math.floor(statSync(path).size / 2 / 8192) * 8192);
+    closeSync(fd);
+    return ids;
+  };
 
   it("applies documents, tombstones and catalogs with their revision (on its writer thread), and reopens warm", async () => {
     const { path } = open();
@@ -103,18 +120,7 @@ describe("replica file", () => {
 
   it("a read that hits a corrupt page is refused as UNAVAILABLE, reported once, and recover() sets the file aside for an empty replica", async () => {
     const { path } = open();
-    const first = Replica.open(path, silentLogger());
-    const ids = Array.from({ length: 2_000 }, (_, i) => `cus_${i}`);
-    await first.apply(
-      ids.map((id, i) => ({ seq: i + 1, record: doc(id) })),
-      ids.length,
-    );
-    await first.close();
-    // 64 KiB of noise in the middle of the documents' B-tree; the header and schema stay intact.
-    const fd = openSync(path, "r+");
-    const at = Math.floor(statSync(path).size / 2 / 8192) * 8192;
-    writeSync(fd, randomBytes(64 * 1024), 0, 64 * 1024, at);
-    closeSync(fd);
+    const ids = await corruptReplica(path, 2_000, 64 * 1024);
 
     const replica = Replica.open(path, silentLogger());
     expect(replica.setAsideAtOpen).toBeUndefined();
@@ -141,20 +147,11 @@ describe("replica file", () => {
 
   it("recover() while the writer thread is still reading the corrupt file lets it finish: the process survives and the new replica takes writes", async () => {
     const { path } = open();
-    const first = Replica.open(path, silentLogger());
-    const ids = Array.from({ length: 40_000 }, (_, i) => `cus_${i}`);
-    await first.apply(
-      ids.map((id, i) => ({ seq: i + 1, record: doc(id) })),
-      ids.length,
-    );
-    await first.close();
-    const fd = openSync(path, "r+");
-    writeSync(fd, randomBytes(128 * 1024), 0, 128 * 1024, Math.floor(statSync(path).size / 2 / 8192) * 8192);
-    closeSync(fd);
+    await corruptReplica(path, 4_000, 128 * 1024);
     // recover() used to kill the thread, which aborts the process when the statement it is in then
     // fails (better-sqlite3 cannot build the error in a dying isolate). Each round races a check
     // with a recovery; the abort needs the kill inside a failing statement, so it is rare here.
-    for (let round = 0; round < 30; round++) {
+    for (let round = 0; round < 5; round++) {
       const replica = Replica.open(path, silentLogger());
       const checking = replica.verify().catch((err: unknown) => err);
       await replica.recover();
