@@ -284,6 +284,10 @@ export class Ledger {
       db.pragma("synchronous = FULL");
       // Erasure must not leave a customer's bytes in free pages.
       db.pragma("secure_delete = ON");
+      // Every event runs in its own savepoint, whose undo pages (about 20 per event) SQLite keeps in a
+      // statement journal that spills to a temporary file past 64 KiB: ~40 writes per event to disk.
+      // In memory it is emptied at each savepoint's release, so it stays one event's size.
+      db.pragma("temp_store = MEMORY");
       migrate(db);
       return new Ledger(db);
     } catch (err) {
