@@ -180,6 +180,16 @@ interface Measured {
   readonly clientMs: number;
 }
 
+/** One load run against the server at `server.address` (after `prime`), with the CPU time it and the client used. */
+async function measure(load: Child, server: { readonly address: string; readonly pid: number }, customers: number, plan: RunPlan, prime?: () => Promise<void>): Promise<Measured> {
+  await load.call("connect", { address: server.address, customers });
+  await prime?.();
+  const s0 = cpuMsOf(server.pid);
+  const c0 = cpuMsOf(load.pid);
+  const r = await load.call<RunResult>("run", plan);
+  return { r, serverMs: cpuMsOf(server.pid) - s0, clientMs: cpuMsOf(load.pid) - c0 };
+}
+
 /** Runs of one scenario as one window: histograms merged, counts and CPU time summed. */
 function pooled(runs: readonly Measured[]): Window {
   const first = runs[0];
@@ -312,13 +322,8 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
     }, 200);
     const pids = { sidecar: sidecar.pid, echo: echo.pid };
     /** One run on its own (the sustainable-rate ladder), with the CPU time both sides used per call. */
-    const run = async (server: "sidecar" | "echo", transport: "tcp" | "unix", plan: RunPlan): Promise<Window> => {
-      await load.call("connect", { address: addresses[server][transport], customers: cfg.customers });
-      const s0 = cpuMsOf(pids[server]);
-      const c0 = cpuMsOf(load.pid);
-      const r = await load.call<RunResult>("run", plan);
-      return pooled([{ r, serverMs: cpuMsOf(pids[server]) - s0, clientMs: cpuMsOf(load.pid) - c0 }]);
-    };
+    const run = async (server: "sidecar" | "echo", transport: "tcp" | "unix", plan: RunPlan): Promise<Window> =>
+      pooled([await measure(load, { address: addresses[server][transport], pid: pids[server] }, cfg.customers, plan)]);
     const base = { durationMs: cfg.check.durationMs, warmupMs: cfg.check.warmupMs };
     const plans: { name: string; plan: RunPlan }[] = [
       { name: "Check closed c=1", plan: { ...base, rpc: "check", mode: "closed", concurrency: 1 } },
@@ -490,21 +495,13 @@ async function runPair(
   plan: RunPlan,
   prime?: () => Promise<void>,
 ): Promise<Pick<Scenario, "sidecar" | "echo" | "ratio" | "rounds">> {
-  const measure = async (server: "sidecar" | "echo", share: RunPlan): Promise<Measured> => {
-    await load.call("connect", { address: servers[server].address, customers });
-    if (server === "sidecar") await prime?.();
-    const s0 = cpuMsOf(servers[server].pid);
-    const c0 = cpuMsOf(load.pid);
-    const r = await load.call<RunResult>("run", share);
-    return { r, serverMs: cpuMsOf(servers[server].pid) - s0, clientMs: cpuMsOf(load.pid) - c0 };
-  };
   const echoes: Measured[] = [];
   const sidecars: Measured[] = [];
   for (let k = 0; k < rounds; k++) {
     // Later rounds need less warm-up: only the connection is new.
     const share = { ...plan, durationMs: Math.round(plan.durationMs / rounds), warmupMs: k === 0 ? plan.warmupMs : Math.round(plan.warmupMs / 4) };
-    echoes.push(await measure("echo", share));
-    sidecars.push(await measure("sidecar", share));
+    echoes.push(await measure(load, servers.echo, customers, share));
+    sidecars.push(await measure(load, servers.sidecar, customers, share, prime));
   }
   const e = pooled(echoes);
   const s = pooled(sidecars);
