@@ -46,5 +46,14 @@ export function cpuMsOf(pid: number): number {
   }
 }
 
+/** The machine's CPU time so far (ms, all cores): busy and in all. */
+export function machineCpuMs(): { busy: number; total: number } {
+  const fields = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "").trim().split(/\s+/).slice(1).map(Number);
+  const total = fields.reduce((a, b) => a + b, 0);
+  // idle and iowait are the time no task ran.
+  const idle = (fields[3] ?? 0) + (fields[4] ?? 0);
+  return { busy: ((total - idle) * 1000) / TICKS_PER_SECOND, total: (total * 1000) / TICKS_PER_SECOND };
+}
+
 /** USER_HZ: 100 on every Linux the benchmark targets. */
 const TICKS_PER_SECOND = 100;

@@ -9,7 +9,7 @@ import type { Config } from "../config.js";
 import { Histogram, type HistogramJson, type Summary } from "../histogram.js";
 import type { E2eResult } from "../roles/drive.js";
 import type { HistoryRow } from "../roles/history.js";
-import { cpuMsOf, round, rssOf } from "../util.js";
+import { cpuMsOf, machineCpuMs, round, rssOf } from "../util.js";
 import { roles, type Env } from "./sidecar.js";
 
 export interface E2eRun {
@@ -24,8 +24,10 @@ export interface E2eRun {
   /** Published → document on PROOFGATE_STATE (writer), and from there → Check shows it (sidecar). */
   readonly stages: { readonly writer: Summary; readonly sidecar: Summary };
   readonly sustainable: boolean;
-  /** CPU time per offered event (µs) of the writer and of the sidecar process over the run. */
-  readonly cpuPerEvent_us?: { readonly writer: number; readonly sidecar: number };
+  /** CPU time per offered event (µs) of each process over the run: writer, sidecar, nats-server and the load driver. */
+  readonly cpuPerEvent_us?: { readonly writer: number; readonly sidecar: number; readonly nats?: number; readonly driver?: number };
+  /** Share of the whole machine's CPU time (all cores) that was busy over the run, in percent. */
+  readonly machineBusy_pct?: number;
   /** The writer's event-loop delay over the run: how long events waited behind synchronous ledger work. */
   readonly writerLoopDelay?: { readonly p50_ms: number; readonly p99_ms: number; readonly max_ms: number };
 }
@@ -97,17 +99,35 @@ export async function writerSuite(cfg: Config, env: Env): Promise<WriterResults>
     await sidecar.call("ready");
     const e2e = async (rate: number, durationMs: number): Promise<E2eRun> => {
       await writer.call("loopDelayStart");
-      const cpu0 = { writer: cpuMsOf(writer.pid), sidecar: cpuMsOf(sidecar.pid) };
+      const pids = { writer: writer.pid, sidecar: sidecar.pid, nats: nats.pid ?? 0, driver: drive.pid };
+      const cpuNow = (): Record<keyof typeof pids, number> =>
+        ({ writer: cpuMsOf(pids.writer), sidecar: cpuMsOf(pids.sidecar), nats: cpuMsOf(pids.nats), driver: cpuMsOf(pids.driver) });
+      const cpu0 = cpuNow();
+      const machine0 = machineCpuMs();
       const raw = await drive.call<E2eResult>("e2e", { rate, durationMs, offset: 0, customers: cfg.e2e.customers, timeoutMs: 10_000 });
+      const cpu1 = cpuNow();
+      const machine1 = machineCpuMs();
       const perEvent = (ms: number): number => round((ms * 1000) / Math.max(1, raw.offered), 0);
-      const cpuPerEvent_us = { writer: perEvent(cpuMsOf(writer.pid) - cpu0.writer), sidecar: perEvent(cpuMsOf(sidecar.pid) - cpu0.sidecar) };
+      const cpuPerEvent_us = {
+        writer: perEvent(cpu1.writer - cpu0.writer),
+        sidecar: perEvent(cpu1.sidecar - cpu0.sidecar),
+        nats: perEvent(cpu1.nats - cpu0.nats),
+        driver: perEvent(cpu1.driver - cpu0.driver),
+      };
+      const machineBusy_pct = round((100 * (machine1.busy - machine0.busy)) / Math.max(1, machine1.total - machine0.total), 1);
       const loop = await writer.call<{ p50_ms: number; p99_ms: number; max_ms: number }>("loopDelayStop");
-      const r: E2eRun = { ...e2eRun(raw), cpuPerEvent_us, writerLoopDelay: { p50_ms: round(loop.p50_ms, 2), p99_ms: round(loop.p99_ms, 2), max_ms: round(loop.max_ms, 2) } };
+      const r: E2eRun = {
+        ...e2eRun(raw),
+        cpuPerEvent_us,
+        machineBusy_pct,
+        writerLoopDelay: { p50_ms: round(loop.p50_ms, 2), p99_ms: round(loop.p99_ms, 2), max_ms: round(loop.max_ms, 2) },
+      };
       const ms = (x: number): string => (x / 1000).toFixed(1);
       log(
         `  ${rate}/s: p50 ${ms(r.latency.p50_us)} ms, p99 ${ms(r.latency.p99_us)} ms, max ${ms(r.latency.max_us)} ms (${r.seen}/${r.offered} seen); ` +
           `writer stage p50 ${ms(r.stages.writer.p50_us)} p99 ${ms(r.stages.writer.p99_us)} ms (writer loop delay p99 ${r.writerLoopDelay?.p99_ms} max ${r.writerLoopDelay?.max_ms} ms), ` +
-          `sidecar stage p50 ${ms(r.stages.sidecar.p50_us)} p99 ${ms(r.stages.sidecar.p99_us)} ms; CPU per event: writer ${cpuPerEvent_us.writer} µs, sidecar ${cpuPerEvent_us.sidecar} µs`,
+          `sidecar stage p50 ${ms(r.stages.sidecar.p50_us)} p99 ${ms(r.stages.sidecar.p99_us)} ms; CPU per event: writer ${cpuPerEvent_us.writer} µs, sidecar ${cpuPerEvent_us.sidecar} µs, ` +
+          `nats-server ${cpuPerEvent_us.nats} µs, load driver ${cpuPerEvent_us.driver} µs; machine ${machineBusy_pct}% busy`,
       );
       return r;
     };

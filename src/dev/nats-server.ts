@@ -68,6 +68,11 @@ export class NatsServer {
     return this.child !== undefined;
   }
 
+  /** The server's process id while it runs (benchmarks read its CPU time). */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
   async start(): Promise<void> {
     if (this.child) throw new Error("nats-server already running");
     const config: string[] = [];
