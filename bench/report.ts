@@ -186,7 +186,7 @@ export function render(cfg: Config, r: Results, v: Verdict[]): string {
         const xs = sc.rounds.map(pick);
         return xs.length > 1 ? `${Math.min(...xs)}–${Math.max(...xs)}×` : "";
       };
-      rows.push([`${sc.transport} ${sc.name}`, "sidecar", ...lat(sc.sidecar), cpu(sc.sidecar), `${sc.ratio.p50}× / ${sc.ratio.p99}× / ${sc.ratio.serverCpuPerCall}×`, `${spread((r) => r.p50)} / ${spread((r) => r.serverCpuPerCall)}`]);
+      rows.push([`${sc.transport} ${sc.name}${sc.interleaved ? " (interleaved)" : ""}`, "sidecar", ...lat(sc.sidecar), cpu(sc.sidecar), `${sc.ratio.p50}× / ${sc.ratio.p99}× / ${sc.ratio.serverCpuPerCall}×`, `${spread((r) => r.p50)} / ${spread((r) => r.serverCpuPerCall)}`]);
       rows.push(["", "echo", ...lat(sc.echo), cpu(sc.echo), "", ""]);
     }
     parts.push(

@@ -40,6 +40,12 @@ export interface RunPlan {
   readonly hotSet?: number;
 }
 
+/** Two servers measured together: what `runInterleaved` answers, one result per server. */
+export interface InterleavedResult {
+  readonly a: RunResult;
+  readonly b: RunResult;
+}
+
 export interface RunResult {
   readonly hist: HistogramJson;
   readonly lag?: HistogramJson;
@@ -72,8 +78,71 @@ function authzStatus(res: AuthzResponse | undefined): string | undefined {
   return headers.find((h) => h.header.key === "x-proofgate-status")?.header.value ?? (r.ok_response ? "200" : "denied");
 }
 
+/** One server's answers from `windowStart` on; `mark` hands them out and starts a new window. */
+function recorder(windowStart: number, openLoop: boolean, endAt: number | undefined) {
+  const hist = new Histogram();
+  const lags = new Histogram();
+  let statuses: Record<string, number> = {};
+  let completed = 0;
+  let errors = 0;
+  let dropped = 0;
+  let firstError: string | undefined;
+  /** Every call answered since the start, warm-up included (for CPU per call). */
+  let answered = 0;
+  return {
+    record(t0: number, err: grpc.ServiceError | null, status: string | undefined): void {
+      const t1 = performance.now();
+      answered++;
+      if (t0 < windowStart) return;
+      if (err) {
+        errors++;
+        firstError ??= `${err.code}: ${err.details}`;
+        return;
+      }
+      hist.record((t1 - t0) * 1e6);
+      completed++;
+      const s = status ?? "?";
+      statuses[s] = (statuses[s] ?? 0) + 1;
+    },
+    /** Open loop: how late the client sent a call it meant to send at `intended`. */
+    lag(intended: number, sent: number): void {
+      if (intended >= windowStart) lags.record((sent - intended) * 1e6);
+    },
+    drop(): void {
+      dropped++;
+    },
+    mark(): RunResult {
+      const now = performance.now();
+      const windowMs = (endAt === undefined ? now : Math.min(now, endAt)) - windowStart;
+      const out: RunResult = {
+        hist: hist.toJSON(),
+        lag: openLoop ? lags.toJSON() : undefined,
+        throughput: (completed / windowMs) * 1000,
+        completed,
+        errors,
+        ...(firstError ? { firstError } : {}),
+        dropped,
+        windowMs,
+        statuses,
+        answered,
+      } as RunResult;
+      hist.reset();
+      lags.reset();
+      completed = 0;
+      errors = 0;
+      dropped = 0;
+      firstError = undefined;
+      statuses = {};
+      windowStart = now;
+      return out;
+    },
+  };
+}
+
 export function start(): void {
   let client: CheckServiceClient | undefined;
+  /** The second server of an interleaved run (the echo floor). */
+  let other: CheckServiceClient | undefined;
   let authz: AuthzClient | undefined;
   let address = "";
   let tokens: string[] = [];
@@ -117,7 +186,7 @@ export function start(): void {
     return authz;
   };
   const name = (s: AccessStatus | undefined): string | undefined => (s === undefined ? undefined : statusName(s));
-  const call = (rpc: Rpc, hotSet: number | undefined): Call => {
+  const call = (rpc: Rpc, hotSet: number | undefined, cl: CheckServiceClient = c()): Call => {
     if (rpc === "authz" || rpc === "authz-jwt") {
       const cl = authzClient();
       const jwt = rpc === "authz-jwt";
@@ -128,7 +197,6 @@ export function start(): void {
         cl.Check(authzRequest(req.customerId, req.feature, req.quantity, auth), (err, res) => cb(err, authzStatus(res)));
       };
     }
-    const cl = c();
     const pool = Math.min(hotSet ?? customers, customers);
     if (rpc === "check") return (cb) => cl.check(checkRequest(pool), (err, res: CheckResponse | undefined) => cb(err, name(res?.status)));
     return (cb) => cl.checkBatch(batchRequest(pool), (err, res: CheckBatchResponse | undefined) => cb(err, name(res?.results[0]?.status)));
@@ -136,40 +204,17 @@ export function start(): void {
 
   /** Runs until `endAt` (ms) or forever when undefined; measures from `measureFrom`. */
   function runner(plan: Omit<RunPlan, "durationMs" | "warmupMs">, measureFrom: number, endAt: number | undefined, done: () => void) {
-    const hist = new Histogram();
-    const lag = new Histogram();
-    let statuses: Record<string, number> = {};
-    let completed = 0;
-    let errors = 0;
-    let dropped = 0;
-    let firstError: string | undefined;
-    /** Every call answered since the start, warm-up included (for CPU per call). */
-    let answered = 0;
+    const rec = recorder(measureFrom, plan.mode === "rate", endAt);
     let outstanding = 0;
     let stopped = false;
-    let windowStart = measureFrom;
     const fire = call(plan.rpc, plan.hotSet);
-    const record = (t0: number, err: grpc.ServiceError | null, status: string | undefined): void => {
-      const t1 = performance.now();
-      answered++;
-      if (t0 < windowStart) return;
-      if (err) {
-        errors++;
-        firstError ??= `${err.code}: ${err.details}`;
-        return;
-      }
-      hist.record((t1 - t0) * 1e6);
-      completed++;
-      const s = status ?? "?";
-      statuses[s] = (statuses[s] ?? 0) + 1;
-    };
     const finished = (): boolean => stopped || (endAt !== undefined && performance.now() >= endAt);
     if (plan.mode === "closed") {
       let active = plan.concurrency ?? 1;
       const loop = (): void => {
         const t0 = performance.now();
         fire((err, status) => {
-          record(t0, err, status);
+          rec.record(t0, err, status);
           if (!finished()) loop();
           else if (--active === 0) done();
         });
@@ -189,15 +234,15 @@ export function start(): void {
           const intended = begin + i * interval;
           i++;
           if (outstanding >= MAX_OUTSTANDING) {
-            dropped++;
+            rec.drop();
             continue;
           }
           outstanding++;
           const t0 = performance.now();
-          if (intended >= windowStart) lag.record((t0 - intended) * 1e6);
+          rec.lag(intended, t0);
           fire((err, status) => {
             outstanding--;
-            record(t0, err, status);
+            rec.record(t0, err, status);
             if (timerDone) maybeDone();
           });
         }
@@ -214,32 +259,35 @@ export function start(): void {
       stop: () => {
         stopped = true;
       },
-      mark: (): RunResult => {
-        const now = performance.now();
-        const windowMs = (endAt === undefined ? now : Math.min(now, endAt)) - windowStart;
-        const out: RunResult = {
-          hist: hist.toJSON(),
-          lag: plan.mode === "rate" ? lag.toJSON() : undefined,
-          throughput: (completed / windowMs) * 1000,
-          completed,
-          errors,
-          ...(firstError ? { firstError } : {}),
-          dropped,
-          windowMs,
-          statuses,
-          answered,
-        } as RunResult;
-        hist.reset();
-        lag.reset();
-        completed = 0;
-        errors = 0;
-        dropped = 0;
-        firstError = undefined;
-        statuses = {};
-        windowStart = now;
-        return out;
-      },
+      mark: (): RunResult => rec.mark(),
     };
+  }
+
+  /**
+   * One call at a time, alternating call by call between the sidecar (`client`) and the second
+   * server (`other`): both are measured over the same moments of the machine, so its drift, which
+   * moves whole windows by more than the margins judged, cancels out of their ratio. Each server
+   * is idle while the other answers, so the CPU time of each process is its own calls'.
+   */
+  function interleaved(plan: Omit<RunPlan, "durationMs" | "warmupMs">, measureFrom: number, endAt: number, done: () => void) {
+    const second = other;
+    if (!second) throw new Error("not connected to a second server (connectSecond)");
+    const sides = [
+      { fire: call(plan.rpc, plan.hotSet), rec: recorder(measureFrom, false, endAt) },
+      { fire: call(plan.rpc, plan.hotSet, second), rec: recorder(measureFrom, false, endAt) },
+    ] as const;
+    let k = 0;
+    const loop = (): void => {
+      const side = sides[k++ % 2] as (typeof sides)[number];
+      const t0 = performance.now();
+      side.fire((err, status) => {
+        side.rec.record(t0, err, status);
+        if (performance.now() < endAt) loop();
+        else done();
+      });
+    };
+    loop();
+    return { mark: (): InterleavedResult => ({ a: sides[0].rec.mark(), b: sides[1].rec.mark() }) };
   }
 
   serve(
@@ -255,6 +303,21 @@ export function start(): void {
         await new Promise<void>((resolve, reject) => cl.waitForReady(Date.now() + 10_000, (err) => (err ? reject(err) : resolve())));
         return {};
       },
+      /** A second server for `runInterleaved`, beside the one `connect` named. */
+      connectSecond: async (a: { address: string }) => {
+        other?.close();
+        other = new CheckServiceClient(a.address, grpc.credentials.createInsecure());
+        const cl = other;
+        await new Promise<void>((resolve, reject) => cl.waitForReady(Date.now() + 10_000, (err) => (err ? reject(err) : resolve())));
+        return {};
+      },
+      /** A closed loop of one call at a time, alternating between the two servers (see `interleaved`). */
+      runInterleaved: (plan: RunPlan) =>
+        new Promise<InterleavedResult>((resolve) => {
+          const t = performance.now();
+          let h: { mark: () => InterleavedResult } | undefined = undefined;
+          h = interleaved(plan, t + plan.warmupMs, t + plan.warmupMs + plan.durationMs, () => resolve(h?.mark() as InterleavedResult));
+        }),
       run: (plan: RunPlan) =>
         new Promise<RunResult>((resolve) => {
           const t = performance.now();
@@ -359,6 +422,7 @@ export function start(): void {
     () => {
       background?.stop();
       client?.close();
+      other?.close();
       authz?.close();
       return Promise.resolve();
     },

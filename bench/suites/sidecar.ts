@@ -12,7 +12,7 @@ import { NatsServer } from "#proofgate/dev/nats-server.js";
 import type { Config } from "../config.js";
 import { Histogram, type Summary } from "../histogram.js";
 import { Child } from "../ipc.js";
-import type { RunPlan, RunResult, Rpc } from "../roles/load.js";
+import type { InterleavedResult, RunPlan, RunResult, Rpc } from "../roles/load.js";
 import type { ClientPlan, ClientRun } from "../roles/client.js";
 import { cpuMsOf, round, rssOf, sleep } from "../util.js";
 import { benchRules } from "../extauthz.js";
@@ -44,6 +44,8 @@ export interface Scenario {
   readonly ratio: { p50: number; p90: number; p99: number; p999: number; throughput: number; serverCpuPerCall: number };
   /** sidecar / echo in each echo/sidecar pair, in order: how far the machine moved the ratio within the scenario. */
   readonly rounds: readonly { p50: number; p99: number; serverCpuPerCall: number }[];
+  /** The two servers took turns call by call (one call at a time), rather than window by window. */
+  readonly interleaved?: boolean;
 }
 
 export interface SustainStep {
@@ -484,8 +486,11 @@ interface PairServers {
 }
 
 /**
- * One scenario: the sidecar and its echo floor in `rounds` short pairs, alternating (echo first) so
- * that both see the same machine, pooled after; `prime` runs before each sidecar round.
+ * One scenario: the sidecar and its echo floor in `rounds` short pairs, pooled after; `prime` runs
+ * before each sidecar round. One call at a time, the two servers take turns call by call within
+ * each round (`runInterleaved`), so both are measured over the same moments of the machine; under
+ * more load than that they would share the machine's cores, so each round runs the echo, then the
+ * sidecar, alternating windows instead.
  */
 async function runPair(
   load: Child,
@@ -494,14 +499,21 @@ async function runPair(
   rounds: number,
   plan: RunPlan,
   prime?: () => Promise<void>,
-): Promise<Pick<Scenario, "sidecar" | "echo" | "ratio" | "rounds">> {
+): Promise<Pick<Scenario, "sidecar" | "echo" | "ratio" | "rounds" | "interleaved">> {
   const echoes: Measured[] = [];
   const sidecars: Measured[] = [];
+  const interleaved = plan.mode === "closed" && (plan.concurrency ?? 1) === 1;
   for (let k = 0; k < rounds; k++) {
     // Later rounds need less warm-up: only the connection is new.
     const share = { ...plan, durationMs: Math.round(plan.durationMs / rounds), warmupMs: k === 0 ? plan.warmupMs : Math.round(plan.warmupMs / 4) };
-    echoes.push(await measure(load, servers.echo, customers, share));
-    sidecars.push(await measure(load, servers.sidecar, customers, share, prime));
+    if (interleaved) {
+      const [s, e] = await measureInterleaved(load, servers, customers, share, prime);
+      sidecars.push(s);
+      echoes.push(e);
+    } else {
+      echoes.push(await measure(load, servers.echo, customers, share));
+      sidecars.push(await measure(load, servers.sidecar, customers, share, prime));
+    }
   }
   const e = pooled(echoes);
   const s = pooled(sidecars);
@@ -513,7 +525,28 @@ async function runPair(
       const r = ratios(pooled([sk]), pooled([echoes[k] as Measured]));
       return { p50: r.p50, p99: r.p99, serverCpuPerCall: r.serverCpuPerCall };
     }),
+    interleaved,
   };
+}
+
+/**
+ * One interleaved round (see `runPair`): the sidecar's and the echo's calls and each process's CPU
+ * time over the same window. The client's CPU time is split between them by calls.
+ */
+async function measureInterleaved(load: Child, servers: PairServers, customers: number, plan: RunPlan, prime?: () => Promise<void>): Promise<[Measured, Measured]> {
+  await load.call("connect", { address: servers.sidecar.address, customers });
+  await load.call("connectSecond", { address: servers.echo.address });
+  await prime?.();
+  const s0 = cpuMsOf(servers.sidecar.pid);
+  const e0 = cpuMsOf(servers.echo.pid);
+  const c0 = cpuMsOf(load.pid);
+  const { a, b } = await load.call<InterleavedResult>("runInterleaved", plan);
+  const clientMs = cpuMsOf(load.pid) - c0;
+  const share = (r: RunResult): number => (clientMs * r.answered) / Math.max(1, a.answered + b.answered);
+  return [
+    { r: a, serverMs: cpuMsOf(servers.sidecar.pid) - s0, clientMs: share(a) },
+    { r: b, serverMs: cpuMsOf(servers.echo.pid) - e0, clientMs: share(b) },
+  ];
 }
 
 /**
