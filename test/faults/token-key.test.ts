@@ -82,7 +82,12 @@ test("a sidecar with another key refuses the stream; a rotation republishes unde
   client = new WriterClient(writer.grpcAddress);
   await waitFor(() => /holds subjects made with customer token key k1:\S+, this writer's key is k1:/.test(writer.output()), "the writer refuses the stream made with the old key", 30_000);
   await jsm.streams.delete(STATE_STREAM);
-  await waitFor(async () => (await lastState(jsm, CUSTOMER_SUBJECT_PREFIX + hmac(K2, "alice@example.com")))?.record.record?.$case === "document", "republished under the new key", 30_000);
+  await waitFor(async () => (await lastState(jsm, CUSTOMER_SUBJECT_PREFIX + hmac(K2, "alice@example.com")))?.record.record?.$case === "document", "republished under the new key", 30_000).catch(
+    (err: unknown) => {
+      // Once in a CI run this took longer than 30 s: say what the writer was doing meanwhile.
+      throw new Error(`${err instanceof Error ? err.message : String(err)}\nwriter output (last 4,000 characters):\n${writer.output().slice(-4_000)}`);
+    },
+  );
   expect(await lastState(jsm, CUSTOMER_SUBJECT_PREFIX + hmac(K1, "alice@example.com"))).toBeUndefined();
 
   // A sidecar with the new key serves the customer; the audit written under K1 is still found.
