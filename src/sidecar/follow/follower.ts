@@ -520,6 +520,10 @@ export class Follower {
       this.logger.error({ err: errorMessage(err), problem }, "cannot replace the corrupt replica file");
       throw err;
     }
+    // A heartbeat that came while the corrupt file was closing was judged against that file's
+    // revision and may have confirmed it current: the new replica is empty, and current for none.
+    this.freshness.reset();
+    this.freshness.forgetHead();
     this.pipeline = this.newPipeline(this.replica);
     this.options.onRevision(this.replica.revision);
     this.requestRestart("replica corrupt");
