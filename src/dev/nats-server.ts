@@ -98,6 +98,11 @@ export class NatsServer {
     };
     child.stdout.on("data", onData);
     child.stderr.on("data", onData);
+    // An exit nobody asked for (`stop` forgets the child first) is part of the log: it is what a
+    // failing test or `proofgate dev` needs to see.
+    child.once("exit", (code, signal) => {
+      if (this.child === child) this.logLines.push(`[nats-server pid ${child.pid ?? "?"} exited: code ${code}, signal ${signal}]\n`);
+    });
     try {
       this.port = await new Promise<number>((resolve, reject) => {
         let timer: NodeJS.Timeout | undefined;

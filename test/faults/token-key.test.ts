@@ -85,7 +85,9 @@ test("a sidecar with another key refuses the stream; a rotation republishes unde
   await waitFor(async () => (await lastState(jsm, CUSTOMER_SUBJECT_PREFIX + hmac(K2, "alice@example.com")))?.record.record?.$case === "document", "republished under the new key", 30_000).catch(
     (err: unknown) => {
       // Once in a CI run this took longer than 30 s: say what the writer was doing meanwhile.
-      throw new Error(`${err instanceof Error ? err.message : String(err)}\nwriter output (last 4,000 characters):\n${writer.output().slice(-4_000)}`);
+      throw new Error(
+        `${err instanceof Error ? err.message : String(err)}\nwriter output (last 4,000 characters):\n${writer.output().slice(-4_000)}\nnats-server log (last 2,000 characters):\n${nats.log().slice(-2_000)}`,
+      );
     },
   );
   expect(await lastState(jsm, CUSTOMER_SUBJECT_PREFIX + hmac(K1, "alice@example.com"))).toBeUndefined();
