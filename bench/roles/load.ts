@@ -186,7 +186,8 @@ export function start(): void {
     return authz;
   };
   const name = (s: AccessStatus | undefined): string | undefined => (s === undefined ? undefined : statusName(s));
-  const call = (rpc: Rpc, hotSet: number | undefined, cl: CheckServiceClient = c()): Call => {
+  /** One call of `rpc` to `to` (the sidecar unless given: the echo of an interleaved run). */
+  const call = (rpc: Rpc, hotSet: number | undefined, to?: CheckServiceClient): Call => {
     if (rpc === "authz" || rpc === "authz-jwt") {
       const cl = authzClient();
       const jwt = rpc === "authz-jwt";
@@ -197,6 +198,7 @@ export function start(): void {
         cl.Check(authzRequest(req.customerId, req.feature, req.quantity, auth), (err, res) => cb(err, authzStatus(res)));
       };
     }
+    const cl = to ?? c();
     const pool = Math.min(hotSet ?? customers, customers);
     if (rpc === "check") return (cb) => cl.check(checkRequest(pool), (err, res: CheckResponse | undefined) => cb(err, name(res?.status)));
     return (cb) => cl.checkBatch(batchRequest(pool), (err, res: CheckBatchResponse | undefined) => cb(err, name(res?.results[0]?.status)));
