@@ -14,6 +14,9 @@ import { AccessDocument } from "../../src/gen/proofgate/v1/document.js";
 import { CATALOG_SUBJECT, customerSubject, customerToken } from "../../src/replication/subjects.js";
 import { silentLogger } from "../../src/observability/logger.js";
 import { InvalidArgumentError, UnavailableError } from "../../src/errors/index.js";
+import { Follower } from "../../src/sidecar/follow/follower.js";
+import { SidecarMetrics } from "../../src/sidecar/metrics.js";
+import { createRegistry } from "../../src/observability/metrics.js";
 
 
 describe("replica file", () => {
@@ -362,5 +365,58 @@ describe("min_revision waiters", () => {
     const released = w.wait(100, 60_000);
     w.releaseAll();
     expect(await released).toBe(false);
+  });
+});
+
+describe("recovery from a corrupt replica", () => {
+  it("forgets a heartbeat that confirmed the corrupt file while it was being replaced: the new, empty replica is not current", async () => {
+    const d = tempDir();
+    try {
+      const replica = Replica.open(join(d.path, "replica.db"), silentLogger());
+      const doc = decodeStateRecord(customerSubject("a"), encodeDocumentRecord(AccessDocument.encode(paidCustomer("a", "basic", 0)).finish()));
+      await replica.apply([{ seq: 1, record: doc }], 5);
+      expect(replica.revision).toBe(5);
+      const freshness = new Freshness();
+      const metrics = new SidecarMetrics(createRegistry(), { revision: () => 0, head: () => 0, ageSeconds: () => 0, heartbeatAgeSeconds: () => 0, stale: () => false, ready: () => false, connected: () => false });
+      let recovered!: () => void;
+      const done = new Promise<void>((resolve) => (recovered = resolve));
+      // Not started: no NATS; the test plays the heartbeat the follower would have received.
+      const follower = new Follower(replica, freshness, metrics, silentLogger(), {
+        natsUrl: "nats://127.0.0.1:1",
+        natsCreds: "",
+        natsUser: "",
+        natsPassword: "",
+        natsToken: "",
+        offlineReadyAfterMs: 60_000,
+        coherencyWindowMs: () => 60_000,
+        onRevision: () => recovered(),
+        onReady: () => undefined,
+      });
+      // Recovery waits here, as it waits for the old file's writer thread to close.
+      let release!: () => void;
+      const closing = new Promise<void>((resolve) => (release = resolve));
+      const recover = replica.recover.bind(replica);
+      let entered!: () => void;
+      const inRecovery = new Promise<void>((resolve) => (entered = resolve));
+      replica.recover = async () => {
+        entered();
+        await closing;
+        await recover();
+      };
+      expect(replica.noteCorruption(new Database.SqliteError("database disk image is malformed", "SQLITE_CORRUPT"), "reading")).toBe(true);
+      await inRecovery;
+      expect(freshness.isStale(performance.now(), 60_000)).toBe(true);
+      // A heartbeat at the old file's revision: it confirms the file being replaced.
+      freshness.heartbeat(replica.revision, performance.now(), replica.revision);
+      expect(freshness.isStale(performance.now(), 60_000)).toBe(false);
+      release();
+      await done;
+      expect(replica.revision).toBe(0);
+      expect(freshness.isStale(performance.now(), 60_000)).toBe(true);
+      await follower.close();
+      await replica.close();
+    } finally {
+      d.dispose();
+    }
   });
 });
