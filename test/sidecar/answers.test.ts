@@ -246,6 +246,8 @@ describe("the answer cache (Check, CheckBatch, ListEntitlements)", () => {
         const body = (...parts: (string | number)[]): Uint8Array => Buffer.from(parts.join("/"));
         for (const o of ops) {
           const id = `c${o.customer}`;
+          // Asked about twice: the second ask keeps the customer's answers.
+          cache.customer(id, catalog, 0, 1, () => [1, null]);
           const c = cache.customer(id, catalog, 0, 1, () => [1, null]);
           if (o.list) {
             expect(hex(cache.list(c, () => ({ statuses: [AccessStatus.ACCESS_STATUS_GRANTED, AccessStatus.ACCESS_STATUS_BLOCKED], body: body(id, "list") })).body)).toBe(hex(body(id, "list")));
@@ -265,13 +267,33 @@ describe("the answer cache (Check, CheckBatch, ListEntitlements)", () => {
   it("keeps the customers asked about most recently", () => {
     const cache = new AnswerCache({ customers: 2, answers: 100 });
     const ask = (id: string): void => void cache.customer(id, catalog, 0, 1, () => [1, null]);
-    ask("a");
-    ask("b");
-    ask("a");
-    ask("c");
+    // Each asked about twice (the second ask keeps a customer), then "a" again.
+    for (const id of ["a", "a", "b", "b", "a", "c", "c"]) ask(id);
     expect(cache.confirmed("a", catalog, 0, 1)).toBeDefined();
     expect(cache.confirmed("b", catalog, 0, 1)).toBeUndefined();
     expect(cache.confirmed("c", catalog, 0, 1)).toBeDefined();
+  });
+
+  it("keeps nothing for a customer asked about once, and keeps it from the second ask", () => {
+    const cache = new AnswerCache({ customers: 4, answers: 100 });
+    let reads = 0;
+    const ask = (id: string): void => {
+      const c = cache.customer(id, catalog, 0, 1, () => (reads++, [1, null]));
+      cache.check(c, "f", () => ({ status: AccessStatus.ACCESS_STATUS_UNKNOWN_CUSTOMER, body: Buffer.from(id) }));
+    };
+    ask("once");
+    expect(cache.confirmed("once", catalog, 0, 1)).toBeUndefined();
+    expect(cache.size).toEqual({ customers: 0, answers: 0 });
+    ask("once");
+    expect(cache.confirmed("once", catalog, 0, 1)?.checks.get("f")).toEqual({ status: AccessStatus.ACCESS_STATUS_UNKNOWN_CUSTOMER, body: Buffer.from("once") });
+    ask("once");
+    expect(reads).toBe(2);
+    // Four first asks (the bound) forget that "a" was asked about before them: "a" is asked about once again.
+    ask("a");
+    for (const id of ["b", "c", "d", "e"]) ask(id);
+    ask("a");
+    expect(cache.confirmed("a", catalog, 0, 1)).toBeUndefined();
+    expect(cache.size).toEqual({ customers: 1, answers: 1 });
   });
 
   it("frames a batch of cached bodies exactly as CheckBatchResponse.encode writes it", () => {

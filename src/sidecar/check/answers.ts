@@ -38,6 +38,8 @@ export class CustomerAnswers {
   list: ListAnswer | undefined;
   /** When it was last put at the end of the cache's order (AnswerCache's clock). */
   moved = 0;
+  /** False for a customer seen once: answered from its document, nothing kept (see AnswerCache.customer). */
+  kept = true;
 
   constructor(
     readonly catalog: CatalogIndex,
@@ -68,6 +70,8 @@ export class AnswerCache {
   private decoded: { entry: CustomerAnswers; doc: AccessDocument | undefined } | undefined;
   /** Customers put at the end so far (a clock for `touch`). */
   private moves = 0;
+  /** Customers asked about once lately and not kept: the second ask keeps them. */
+  private seenOnce = new Set<string>();
 
   constructor(private readonly max = { customers: MAX_CUSTOMERS, answers: MAX_ANSWERS }) {}
 
@@ -107,6 +111,14 @@ export class AnswerCache {
     }
     if (c) this.remove(customerId, c);
     const doc = raw ? AccessDocument.decode(raw) : undefined;
+    if (!c && !this.secondAsk(customerId)) {
+      // A customer asked about once is answered and forgotten: keeping its answers would evict a
+      // customer asked about often, and would move objects into the old generation for nothing.
+      c = new CustomerAnswers(catalog, rev, raw, atMs, atMs);
+      c.kept = false;
+      this.decoded = { entry: c, doc };
+      return c;
+    }
     c = new CustomerAnswers(catalog, rev, raw, atMs, answersHoldUntil(doc, catalog, atMs));
     this.decoded = { entry: c, doc };
     if (this.customers.size >= this.max.customers) this.evictLeastRecent(c);
@@ -120,6 +132,7 @@ export class AnswerCache {
     let a = c.checks.get(key);
     if (a) return a;
     a = compute(this.doc(c));
+    if (!c.kept) return a;
     this.added(c, 1);
     c.checks.set(key, a);
     return a;
@@ -129,6 +142,7 @@ export class AnswerCache {
   list(c: CustomerAnswers, compute: (doc: AccessDocument | undefined) => ListAnswer): ListAnswer {
     if (c.list) return c.list;
     const a = compute(this.doc(c));
+    if (!c.kept) return a;
     this.added(c, Math.max(1, a.statuses.length));
     c.list = a;
     return a;
@@ -148,6 +162,18 @@ export class AnswerCache {
     this.customers.delete(customerId);
     this.customers.set(customerId, c);
     c.moved = ++this.moves;
+  }
+
+  /**
+   * Whether the customer was asked about once already, lately: "lately" is since the set of
+   * such customers last filled up (the customers' bound) and was emptied, so a customer asked
+   * about twice within a few thousand other first asks is kept.
+   */
+  private secondAsk(customerId: string): boolean {
+    if (this.seenOnce.delete(customerId)) return true;
+    if (this.seenOnce.size >= this.max.customers) this.seenOnce = new Set();
+    this.seenOnce.add(customerId);
+    return false;
   }
 
   private doc(c: CustomerAnswers): AccessDocument | undefined {
