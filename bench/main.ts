@@ -39,8 +39,8 @@ const USAGE = `usage: npm run bench [-- options]
   --e2e-rates LIST   writer group: event → enforcement rates (events/s), e.g. 200,1000 (default 200 then a ladder)
   --keep             keep the temporary directory (replica, ledger, service logs)
   --sidecar-node-options=FLAGS
-                     node flags for the sidecar processes (default: the Helm chart's, "${SIDECAR_NODE_OPTIONS}";
-                     "" for Node's defaults; recorded in the results)`;
+                     node flags for the sidecar processes and their echo floor (default: the Helm chart's,
+                     "${SIDECAR_NODE_OPTIONS}"; "" for Node's defaults; recorded in the results)`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -97,7 +97,9 @@ async function main(): Promise<void> {
     dir,
     log,
     execArgv: (role) => [
-      ...(role === "sidecar" ? sidecarNodeOptions : []),
+      // The echo floor runs as the sidecar does (same V8 flags, as it has the same server options):
+      // the ratio is then proofgate's work, not a memory setting (whose cost BENCHMARKS.md shows apart).
+      ...(role === "sidecar" || role === "echo" ? sidecarNodeOptions : []),
       // Node's own file names (process and thread ids): a worker thread writes its own profile.
       ...(profiled.has(role) ? ["--cpu-prof", `--cpu-prof-dir=${join(profileDir, role)}`] : []),
     ],

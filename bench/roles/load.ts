@@ -144,7 +144,10 @@ export function start(): void {
   /** The second server of an interleaved run (the echo floor). */
   let other: CheckServiceClient | undefined;
   let authz: AuthzClient | undefined;
+  /** The second server's ext_authz client (`connectSecond`'s address). */
+  let otherAuthz: AuthzClient | undefined;
   let address = "";
+  let otherAddress = "";
   let tokens: string[] = [];
   let customers = 1;
   let background: { stop: () => void; mark: () => RunResult } | undefined;
@@ -178,18 +181,20 @@ export function start(): void {
     if (!client) throw new Error("not connected");
     return client;
   };
-  const authzClient = (): AuthzClient => {
-    if (!authz) {
-      const Ctor = grpc.makeGenericClientConstructor(authorizationService(), "Authorization");
-      authz = new Ctor(address, grpc.credentials.createInsecure()) as unknown as AuthzClient;
-    }
-    return authz;
+  const newAuthzClient = (at: string): AuthzClient => {
+    const Ctor = grpc.makeGenericClientConstructor(authorizationService(), "Authorization");
+    return new Ctor(at, grpc.credentials.createInsecure()) as unknown as AuthzClient;
+  };
+  /** The sidecar's ext_authz client, or the second server's. */
+  const authzClient = (second: boolean): AuthzClient => {
+    if (second) return (otherAuthz ??= newAuthzClient(otherAddress));
+    return (authz ??= newAuthzClient(address));
   };
   const name = (s: AccessStatus | undefined): string | undefined => (s === undefined ? undefined : statusName(s));
   /** One call of `rpc` to `to` (the sidecar unless given: the echo of an interleaved run). */
   const call = (rpc: Rpc, hotSet: number | undefined, to?: CheckServiceClient): Call => {
     if (rpc === "authz" || rpc === "authz-jwt") {
-      const cl = authzClient();
+      const cl = authzClient(to !== undefined);
       const jwt = rpc === "authz-jwt";
       if (jwt && tokens.length === 0) throw new Error("no tokens: connect with jwt");
       return (cb) => {
@@ -266,29 +271,81 @@ export function start(): void {
   }
 
   /**
-   * One call at a time, alternating call by call between the sidecar (`client`) and the second
-   * server (`other`): both are measured over the same moments of the machine, so its drift, which
-   * moves whole windows by more than the margins judged, cancels out of their ratio. Each server
-   * is idle while the other answers, so the CPU time of each process is its own calls'.
+   * The sidecar (`client`) and the second server (`other`) measured over the same moments of the
+   * machine, so its drift, which moves whole windows by more than the margins judged, cancels out
+   * of their ratio. One call at a time, the calls alternate between them: each server is idle
+   * while the other answers. With more in flight, or at a rate, both are loaded at once
+   * (`concurrency` calls in flight to each, or the rate offered to each) and share the cores.
+   * Either way each process's CPU time is its own calls'.
    */
   function interleaved(plan: Omit<RunPlan, "durationMs" | "warmupMs">, measureFrom: number, endAt: number, done: () => void) {
     const second = other;
     if (!second) throw new Error("not connected to a second server (connectSecond)");
+    const openLoop = plan.mode === "rate";
     const sides = [
-      { fire: call(plan.rpc, plan.hotSet), rec: recorder(measureFrom, false, endAt) },
-      { fire: call(plan.rpc, plan.hotSet, second), rec: recorder(measureFrom, false, endAt) },
+      { fire: call(plan.rpc, plan.hotSet), rec: recorder(measureFrom, openLoop, endAt) },
+      { fire: call(plan.rpc, plan.hotSet, second), rec: recorder(measureFrom, openLoop, endAt) },
     ] as const;
-    let k = 0;
-    const loop = (): void => {
-      const side = sides[k++ % 2] as (typeof sides)[number];
-      const t0 = performance.now();
-      side.fire((err, status) => {
-        side.rec.record(t0, err, status);
-        if (performance.now() < endAt) loop();
-        else done();
-      });
-    };
-    loop();
+    const concurrency = plan.concurrency ?? 1;
+    if (openLoop) {
+      // Each server offered the rate, the two calls of one instant sent together; which goes first alternates.
+      const interval = 1000 / (plan.rate ?? 1);
+      const begin = performance.now();
+      let i = 0;
+      let outstanding = 0;
+      let timerDone = false;
+      const pump = (): void => {
+        const t = performance.now();
+        while (begin + i * interval <= t) {
+          const intended = begin + i * interval;
+          for (const side of i++ % 2 === 0 ? sides : ([sides[1], sides[0]] as const)) {
+            if (outstanding >= MAX_OUTSTANDING) {
+              side.rec.drop();
+              continue;
+            }
+            outstanding++;
+            const t0 = performance.now();
+            side.rec.lag(intended, t0);
+            side.fire((err, status) => {
+              outstanding--;
+              side.rec.record(t0, err, status);
+              if (timerDone && outstanding === 0) done();
+            });
+          }
+        }
+        if (performance.now() >= endAt) {
+          timerDone = true;
+          if (outstanding === 0) done();
+          return;
+        }
+        setTimeout(pump, Math.max(0, begin + i * interval - performance.now() - 0.2));
+      };
+      pump();
+    } else if (concurrency === 1) {
+      let k = 0;
+      const loop = (): void => {
+        const side = sides[k++ % 2] as (typeof sides)[number];
+        const t0 = performance.now();
+        side.fire((err, status) => {
+          side.rec.record(t0, err, status);
+          if (performance.now() < endAt) loop();
+          else done();
+        });
+      };
+      loop();
+    } else {
+      // Side by side: `concurrency` calls always in flight to each server at once.
+      let running = 2 * concurrency;
+      const loop = (side: (typeof sides)[number]): void => {
+        const t0 = performance.now();
+        side.fire((err, status) => {
+          side.rec.record(t0, err, status);
+          if (performance.now() < endAt) loop(side);
+          else if (--running === 0) done();
+        });
+      };
+      for (let i = 0; i < concurrency; i++) for (const side of sides) loop(side);
+    }
     return { mark: (): InterleavedResult => ({ a: sides[0].rec.mark(), b: sides[1].rec.mark() }) };
   }
 
@@ -308,12 +365,15 @@ export function start(): void {
       /** A second server for `runInterleaved`, beside the one `connect` named. */
       connectSecond: async (a: { address: string }) => {
         other?.close();
+        otherAuthz?.close();
+        otherAuthz = undefined;
+        otherAddress = a.address;
         other = new CheckServiceClient(a.address, grpc.credentials.createInsecure());
         const cl = other;
         await new Promise<void>((resolve, reject) => cl.waitForReady(Date.now() + 10_000, (err) => (err ? reject(err) : resolve())));
         return {};
       },
-      /** A closed loop of one call at a time, alternating between the two servers (see `interleaved`). */
+      /** Both servers over the same window: one call at a time, alternating; or `concurrency` in flight, or the rate, to each at once (see `interleaved`). */
       runInterleaved: (plan: RunPlan) =>
         new Promise<InterleavedResult>((resolve) => {
           const t = performance.now();
@@ -361,7 +421,7 @@ export function start(): void {
       /** One ext_authz call (`authz` or `authz-jwt`): its answer, e.g. to see a rules change in force or to give the echo floor a typical answer. */
       authzOnce: (a: { rpc: Rpc }) =>
         new Promise<{ status: string | undefined; response: AuthzResponse | undefined }>((resolve, reject) => {
-          const cl = authzClient();
+          const cl = authzClient(false);
           const req = checkRequest();
           const auth = a.rpc === "authz-jwt" ? `Bearer ${tokens[0] ?? ""}` : undefined;
           cl.Check(authzRequest(req.customerId, "api-access", undefined, auth), (err, res) => (err ? reject(err) : resolve({ status: authzStatus(res), response: res })));

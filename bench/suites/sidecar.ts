@@ -44,7 +44,7 @@ export interface Scenario {
   readonly ratio: { p50: number; p90: number; p99: number; p999: number; throughput: number; serverCpuPerCall: number };
   /** sidecar / echo in each echo/sidecar pair, in order: how far the machine moved the ratio within the scenario. */
   readonly rounds: readonly { p50: number; p99: number; serverCpuPerCall: number }[];
-  /** The two servers took turns call by call (one call at a time), rather than window by window. */
+  /** The two servers were measured over the same moments (closed loop: `runInterleaved`), rather than window by window. */
   readonly interleaved?: boolean;
 }
 
@@ -486,11 +486,10 @@ interface PairServers {
 }
 
 /**
- * One scenario: the sidecar and its echo floor in `rounds` short pairs, pooled after; `prime` runs
- * before each sidecar round. One call at a time, the two servers take turns call by call within
- * each round (`runInterleaved`), so both are measured over the same moments of the machine; under
- * more load than that they would share the machine's cores, so each round runs the echo, then the
- * sidecar, alternating windows instead.
+ * One scenario: the sidecar and its echo floor in `rounds` short rounds, pooled after; `prime`
+ * runs before each round. Both servers are measured over the same moments of the machine within
+ * each round (`runInterleaved`: one call at a time they take turns call by call; with more in
+ * flight, or at a rate, both are loaded at once).
  */
 async function runPair(
   load: Child,
@@ -502,18 +501,12 @@ async function runPair(
 ): Promise<Pick<Scenario, "sidecar" | "echo" | "ratio" | "rounds" | "interleaved">> {
   const echoes: Measured[] = [];
   const sidecars: Measured[] = [];
-  const interleaved = plan.mode === "closed" && (plan.concurrency ?? 1) === 1;
   for (let k = 0; k < rounds; k++) {
     // Later rounds need less warm-up: only the connection is new.
     const share = { ...plan, durationMs: Math.round(plan.durationMs / rounds), warmupMs: k === 0 ? plan.warmupMs : Math.round(plan.warmupMs / 4) };
-    if (interleaved) {
-      const [s, e] = await measureInterleaved(load, servers, customers, share, prime);
-      sidecars.push(s);
-      echoes.push(e);
-    } else {
-      echoes.push(await measure(load, servers.echo, customers, share));
-      sidecars.push(await measure(load, servers.sidecar, customers, share, prime));
-    }
+    const [s, e] = await measureInterleaved(load, servers, customers, share, prime);
+    sidecars.push(s);
+    echoes.push(e);
   }
   const e = pooled(echoes);
   const s = pooled(sidecars);
@@ -525,7 +518,7 @@ async function runPair(
       const r = ratios(pooled([sk]), pooled([echoes[k] as Measured]));
       return { p50: r.p50, p99: r.p99, serverCpuPerCall: r.serverCpuPerCall };
     }),
-    interleaved,
+    interleaved: true,
   };
 }
 
