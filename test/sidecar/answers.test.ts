@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import fc from "fast-check";
 import { join } from "node:path";
 import { CatalogIndex } from "../../src/catalog/index.js";
@@ -272,6 +272,25 @@ describe("the answer cache (Check, CheckBatch, ListEntitlements)", () => {
     expect(cache.confirmed("a", catalog, 0, 1)).toBeDefined();
     expect(cache.confirmed("b", catalog, 0, 1)).toBeUndefined();
     expect(cache.confirmed("c", catalog, 0, 1)).toBeDefined();
+  });
+
+  it("reads a batch's customer once, and keeps its answers from the second batch about it", async () => {
+    const customerId = "cus_batch_once";
+    await put(customerId, foldDocument(customerId, [], []));
+    clock = Date.UTC(2026, 0, 1);
+    current();
+    const h = newHandler();
+    const reads = vi.spyOn(replica, "lookup");
+    try {
+      const batch: CheckBatchRequest = { checks: checksOf(customerId), minRevision: undefined };
+      const evaluated = hex(CheckBatchResponse.encode(h.checkBatch(batch) as CheckBatchResponse).finish());
+      for (const expected of [1, 2, 2]) {
+        expect(hex(h.checkBatchWire(batch) as Buffer)).toBe(evaluated);
+        expect(reads).toHaveBeenCalledTimes(expected);
+      }
+    } finally {
+      reads.mockRestore();
+    }
   });
 
   it("keeps nothing for a customer asked about once, and keeps it from the second ask", () => {

@@ -20,7 +20,7 @@ import { unary, type ServiceBinding } from "../../transport/grpc.js";
 import type { Logger } from "../../observability/logger.js";
 import type { Freshness } from "../follow/freshness.js";
 import type { SidecarMetrics } from "../metrics.js";
-import { AnswerCache, LIST_TAIL, batchResponse, withRevision, type CheckAnswer, type ListAnswer } from "./answers.js";
+import { AnswerCache, LIST_TAIL, batchResponse, withRevision, type CheckAnswer, type CustomerAnswers, type ListAnswer } from "./answers.js";
 import type { DecisionLog } from "./decision-log.js";
 import type { RevisionWaiters } from "./revision-waiters.js";
 import { MAX_BATCH, validateCheck, validateCustomerId } from "./validate.js";
@@ -216,9 +216,16 @@ export class CheckHandler {
     if (!all) {
       replica.snapshot(() => {
         revision = replica.readRevision();
+        // A run of checks about one customer is one ask about it: one read, and a customer first
+        // asked about in this batch is not kept on the strength of the batch alone.
+        let customerId: string | undefined;
+        let customer: CustomerAnswers | undefined;
         for (let i = 0; i < n; i++) {
           const c = checks[i] as CheckRequest;
-          const customer = this.answers.customer(c.customerId, catalog, at, revision, () => replica.lookup(c.customerId));
+          if (customer === undefined || c.customerId !== customerId) {
+            customerId = c.customerId;
+            customer = this.answers.customer(c.customerId, catalog, at, revision, () => replica.lookup(c.customerId));
+          }
           answers[i] = this.answers.check(customer, AnswerCache.key(c.feature, c.quantity), (doc) => checkAnswer(evaluate(doc, catalog, c.feature, c.quantity, at)));
         }
       });
