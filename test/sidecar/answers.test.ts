@@ -307,12 +307,17 @@ describe("the answer cache (Check, CheckBatch, ListEntitlements)", () => {
     expect(cache.confirmed("once", catalog, 0, 1)?.checks.get("f")).toEqual({ status: AccessStatus.ACCESS_STATUS_UNKNOWN_CUSTOMER, body: Buffer.from("once") });
     ask("once");
     expect(reads).toBe(2);
+    // Kept customers stay kept when their answers start over (here: another catalog).
+    const other = CatalogIndex.from(demoCatalog());
+    cache.customer("once", other, 0, 1, () => (reads++, [1, null]));
+    expect(cache.confirmed("once", other, 0, 1)).toBeDefined();
+    expect(reads).toBe(3);
     // Four first asks (the bound) forget that "a" was asked about before them: "a" is asked about once again.
     ask("a");
     for (const id of ["b", "c", "d", "e"]) ask(id);
     ask("a");
     expect(cache.confirmed("a", catalog, 0, 1)).toBeUndefined();
-    expect(cache.size).toEqual({ customers: 1, answers: 1 });
+    expect(cache.size).toEqual({ customers: 1, answers: 0 });
   });
 
   it("frames a batch of cached bodies exactly as CheckBatchResponse.encode writes it", () => {
