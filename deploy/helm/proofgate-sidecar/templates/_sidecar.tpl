@@ -114,9 +114,10 @@ logLevel: info
 # Node's flags for the sidecar (NODE_OPTIONS): a small young generation keeps the resting RSS
 # low (docs/sidecar.md, "Memory"). Empty: Node's defaults.
 nodeOptions: "--max-semi-space-size=4"
-# Measured (BENCHMARKS.md, with nodeOptions below): RSS at rest 129 MiB restored from a snapshot
-# and 148 MiB after a full replay at 1M customers (it does not grow with the region), about 220 MiB
-# under load. Lower both after watching process_resident_memory_bytes.
+# Measured (BENCHMARKS.md, with --max-semi-space-size=2; the 4 MiB above rests 2-6 MiB higher): RSS
+# at rest 129 MiB restored from a snapshot and 148 MiB after a full replay at 1M customers (it does
+# not grow with the region), about 220 MiB under load. Lower both after watching
+# process_resident_memory_bytes.
 resources:
   requests:
     cpu: 100m
