@@ -93,7 +93,8 @@ test("a leader paused past its lease publishes nothing when it resumes and steps
   process.kill(old.pid ?? 0, "SIGCONT");
   await waitFor(async () => (await role(old)) === "ready: standby", "the old leader to step down");
   for (const e of traffic.burst(20)) await send(e);
-  await clientOld.publish(traffic.burst(3));
+  // The old leader is still folding what came in while it was frozen.
+  await clientOld.publishRetrying(traffic.burst(3));
 
   const converged = await expectConverged({ nc, jsm, writer: { client: clientNext, httpAddress: next.httpAddress }, sidecars: [], expected: traffic.expected });
   // The old leader, now a standby, holds the same documents and knows where they are.

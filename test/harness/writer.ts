@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { credentials } from "@grpc/grpc-js";
+import { credentials, status, type ServiceError } from "@grpc/grpc-js";
 import { connect, type JetStreamManager, type MsgHdrs, type NatsConnection } from "nats";
 import { demoCatalog } from "../../src/catalog/index.js";
 import {
@@ -178,6 +178,23 @@ export class WriterClient {
 
   publish(events: BillingEvent[]): Promise<PublishResponse> {
     return this.call((md, o, cb) => this.ingest.publish({ events }, md, o, cb));
+  }
+
+  /**
+   * `publish`, sent again while the writer answers UNAVAILABLE (for at most `withinMs`), as a
+   * billing system does: a writer still catching up takes the events and says retrying is safe
+   * (a resend is stored once).
+   */
+  async publishRetrying(events: BillingEvent[], withinMs = 60_000): Promise<PublishResponse> {
+    const deadline = Date.now() + withinMs;
+    for (;;) {
+      try {
+        return await this.publish(events);
+      } catch (err) {
+        if ((err as ServiceError).code !== status.UNAVAILABLE || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
   }
 
   /** Applies the catalog; resolves with the revision. */
