@@ -209,64 +209,78 @@ export function start(): void {
     return (cb) => cl.checkBatch(batchRequest(pool), (err, res: CheckBatchResponse | undefined) => cb(err, name(res?.results[0]?.status)));
   };
 
-  /** Runs until `endAt` (ms) or forever when undefined; measures from `measureFrom`. */
-  function runner(plan: Omit<RunPlan, "durationMs" | "warmupMs">, measureFrom: number, endAt: number | undefined, done: () => void) {
-    const rec = recorder(measureFrom, plan.mode === "rate", endAt);
+  /** One server's calls and where their answers are recorded. */
+  interface Side {
+    readonly fire: Call;
+    readonly rec: ReturnType<typeof recorder>;
+  }
+
+  /** Closed loop: `concurrency` calls always in flight to each side until `finished()`. */
+  function closedLoop(sides: readonly Side[], concurrency: number, finished: () => boolean, done: () => void): void {
+    let running = sides.length * concurrency;
+    const loop = (side: Side): void => {
+      const t0 = performance.now();
+      side.fire((err, status) => {
+        side.rec.record(t0, err, status);
+        if (!finished()) loop(side);
+        else if (--running === 0) done();
+      });
+    };
+    for (let i = 0; i < concurrency; i++) for (const side of sides) loop(side);
+  }
+
+  /**
+   * Open loop: `rate` calls a second offered to each side until `finished()`, the calls of one
+   * instant sent together (which side goes first alternates); `done` once the last is answered.
+   */
+  function openLoop(sides: readonly Side[], rate: number, finished: () => boolean, done: () => void): void {
+    const interval = 1000 / rate;
+    const reversed = [...sides].reverse();
+    const begin = performance.now();
+    let i = 0;
     let outstanding = 0;
-    let stopped = false;
-    const fire = call(plan.rpc, plan.hotSet);
-    const finished = (): boolean => stopped || (endAt !== undefined && performance.now() >= endAt);
-    if (plan.mode === "closed") {
-      let active = plan.concurrency ?? 1;
-      const loop = (): void => {
-        const t0 = performance.now();
-        fire((err, status) => {
-          rec.record(t0, err, status);
-          if (!finished()) loop();
-          else if (--active === 0) done();
-        });
-      };
-      for (let i = 0; i < active; i++) loop();
-    } else {
-      const interval = 1000 / (plan.rate ?? 1);
-      const begin = performance.now();
-      let i = 0;
-      let timerDone = false;
-      const maybeDone = (): void => {
-        if (timerDone && outstanding === 0) done();
-      };
-      const pump = (): void => {
-        const t = performance.now();
-        while (begin + i * interval <= t) {
-          const intended = begin + i * interval;
-          i++;
+    let timerDone = false;
+    const pump = (): void => {
+      const t = performance.now();
+      while (begin + i * interval <= t) {
+        const intended = begin + i * interval;
+        for (const side of i++ % 2 === 0 ? sides : reversed) {
           if (outstanding >= MAX_OUTSTANDING) {
-            rec.drop();
+            side.rec.drop();
             continue;
           }
           outstanding++;
           const t0 = performance.now();
-          rec.lag(intended, t0);
-          fire((err, status) => {
+          side.rec.lag(intended, t0);
+          side.fire((err, status) => {
             outstanding--;
-            rec.record(t0, err, status);
-            if (timerDone) maybeDone();
+            side.rec.record(t0, err, status);
+            if (timerDone && outstanding === 0) done();
           });
         }
-        if (finished()) {
-          timerDone = true;
-          maybeDone();
-          return;
-        }
-        setTimeout(pump, Math.max(0, begin + i * interval - performance.now() - 0.2));
-      };
-      pump();
-    }
+      }
+      if (finished()) {
+        timerDone = true;
+        if (outstanding === 0) done();
+        return;
+      }
+      setTimeout(pump, Math.max(0, begin + i * interval - performance.now() - 0.2));
+    };
+    pump();
+  }
+
+  /** Runs until `endAt` (ms) or forever when undefined; measures from `measureFrom`. */
+  function runner(plan: Omit<RunPlan, "durationMs" | "warmupMs">, measureFrom: number, endAt: number | undefined, done: () => void) {
+    const side: Side = { fire: call(plan.rpc, plan.hotSet), rec: recorder(measureFrom, plan.mode === "rate", endAt) };
+    let stopped = false;
+    const finished = (): boolean => stopped || (endAt !== undefined && performance.now() >= endAt);
+    if (plan.mode === "closed") closedLoop([side], plan.concurrency ?? 1, finished, done);
+    else openLoop([side], plan.rate ?? 1, finished, done);
     return {
       stop: () => {
         stopped = true;
       },
-      mark: (): RunResult => rec.mark(),
+      mark: (): RunResult => side.rec.mark(),
     };
   }
 
@@ -281,70 +295,27 @@ export function start(): void {
   function interleaved(plan: Omit<RunPlan, "durationMs" | "warmupMs">, measureFrom: number, endAt: number, done: () => void) {
     const second = other;
     if (!second) throw new Error("not connected to a second server (connectSecond)");
-    const openLoop = plan.mode === "rate";
+    const rate = plan.mode === "rate";
     const sides = [
-      { fire: call(plan.rpc, plan.hotSet), rec: recorder(measureFrom, openLoop, endAt) },
-      { fire: call(plan.rpc, plan.hotSet, second), rec: recorder(measureFrom, openLoop, endAt) },
+      { fire: call(plan.rpc, plan.hotSet), rec: recorder(measureFrom, rate, endAt) },
+      { fire: call(plan.rpc, plan.hotSet, second), rec: recorder(measureFrom, rate, endAt) },
     ] as const;
+    const finished = (): boolean => performance.now() >= endAt;
     const concurrency = plan.concurrency ?? 1;
-    if (openLoop) {
-      // Each server offered the rate, the two calls of one instant sent together; which goes first alternates.
-      const interval = 1000 / (plan.rate ?? 1);
-      const begin = performance.now();
-      let i = 0;
-      let outstanding = 0;
-      let timerDone = false;
-      const pump = (): void => {
-        const t = performance.now();
-        while (begin + i * interval <= t) {
-          const intended = begin + i * interval;
-          for (const side of i++ % 2 === 0 ? sides : ([sides[1], sides[0]] as const)) {
-            if (outstanding >= MAX_OUTSTANDING) {
-              side.rec.drop();
-              continue;
-            }
-            outstanding++;
-            const t0 = performance.now();
-            side.rec.lag(intended, t0);
-            side.fire((err, status) => {
-              outstanding--;
-              side.rec.record(t0, err, status);
-              if (timerDone && outstanding === 0) done();
-            });
-          }
-        }
-        if (performance.now() >= endAt) {
-          timerDone = true;
-          if (outstanding === 0) done();
-          return;
-        }
-        setTimeout(pump, Math.max(0, begin + i * interval - performance.now() - 0.2));
-      };
-      pump();
-    } else if (concurrency === 1) {
+    if (rate) openLoop(sides, plan.rate ?? 1, finished, done);
+    else if (concurrency > 1) closedLoop(sides, concurrency, finished, done);
+    else {
       let k = 0;
       const loop = (): void => {
-        const side = sides[k++ % 2] as (typeof sides)[number];
+        const side = sides[k++ % 2] as Side;
         const t0 = performance.now();
         side.fire((err, status) => {
           side.rec.record(t0, err, status);
-          if (performance.now() < endAt) loop();
+          if (!finished()) loop();
           else done();
         });
       };
       loop();
-    } else {
-      // Side by side: `concurrency` calls always in flight to each server at once.
-      let running = 2 * concurrency;
-      const loop = (side: (typeof sides)[number]): void => {
-        const t0 = performance.now();
-        side.fire((err, status) => {
-          side.rec.record(t0, err, status);
-          if (performance.now() < endAt) loop(side);
-          else if (--running === 0) done();
-        });
-      };
-      for (let i = 0; i < concurrency; i++) for (const side of sides) loop(side);
     }
     return { mark: (): InterleavedResult => ({ a: sides[0].rec.mark(), b: sides[1].rec.mark() }) };
   }

@@ -95,7 +95,7 @@ export class AnswerCache {
    */
   customer(customerId: string, catalog: CatalogIndex, atMs: number, revision: number, read: () => DocumentRead): CustomerAnswers {
     let c = this.customers.get(customerId);
-    const kept = c !== undefined;
+    const wasKept = c !== undefined;
     if (c && !c.holds(catalog, atMs)) {
       this.remove(customerId, c);
       c = undefined;
@@ -112,7 +112,7 @@ export class AnswerCache {
     }
     if (c) this.remove(customerId, c);
     const doc = raw ? AccessDocument.decode(raw) : undefined;
-    if (!kept && !this.secondAsk(customerId)) {
+    if (!wasKept && !this.secondAsk(customerId)) {
       // A customer asked about once is answered and forgotten: keeping its answers would evict a
       // customer asked about often, and would move objects into the old generation for nothing.
       c = new CustomerAnswers(catalog, rev, raw, atMs, atMs);
