@@ -126,6 +126,17 @@ const profiling: Handlers = {
     await profiler.post("Profiler.start");
     return {};
   },
+  /** A full, compacting garbage collection (the inspector's; no flag needed). */
+  collectGarbage: async () => {
+    const session = new Session();
+    session.connect();
+    try {
+      await session.post("HeapProfiler.collectGarbage");
+    } finally {
+      session.disconnect();
+    }
+    return {};
+  },
   profileStop: async (a: { file: string }) => {
     if (!profiler) throw new Error("profileStart first");
     const { profile } = await profiler.post("Profiler.stop");

@@ -196,6 +196,18 @@ export function render(cfg: Config, r: Results, v: Verdict[]): string {
         rows,
       ),
     );
+    if (s.calibration.length > 0) {
+      parts.push(
+        table(
+          "1a. The method's resolution: a second echo against the echo, measured as the sidecar is (TCP); on a perfect machine every ratio would be 1.00×",
+          ["scenario", "echo ÷ echo, pooled: p50 / p99 / CPU", "each round: p50 / p99 / CPU"],
+          s.calibration.map((c) => {
+            const spread = (xs: number[]): string => `${Math.min(...xs)}–${Math.max(...xs)}×`;
+            return [c.name, `${c.ratio.p50}× / ${c.ratio.p99}× / ${c.ratio.serverCpuPerCall}×`, `${spread(c.rounds.map((r) => r.p50))} / ${spread(c.rounds.map((r) => r.p99))} / ${spread(c.rounds.map((r) => r.serverCpuPerCall))}`];
+          }),
+        ),
+      );
+    }
     const x = s.extAuthz;
     const authzRows: string[][] = [];
     for (const sc of x.scenarios) {

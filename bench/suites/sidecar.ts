@@ -112,6 +112,12 @@ export interface SidecarResults {
   /** Of the sampled answers (answerMix), those marked stale: the latency rows are fresh answers only if this is 0. */
   readonly staleInSample: number;
   readonly scenarios: readonly Scenario[];
+  /**
+   * The method's resolution: a second echo process measured against the echo exactly as the
+   * sidecar is (TCP, same rounds and windows). Its ratios would all be 1.00× on a perfect machine;
+   * how far they stray, pooled and by round, is how far a sidecar ratio can stray for no cause.
+   */
+  readonly calibration: readonly Pick<Scenario, "name" | "ratio" | "rounds">[];
   readonly sustainable: { readonly sidecar: Sustain; readonly echo: Sustain };
   /** `ProofgateClient` in another process: local mode (uniform, hot set) and over gRPC, one call at a time; beside the echo floor of the same run. */
   readonly client: ClientResults;
@@ -348,7 +354,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
     const scenarios: Scenario[] = [];
     for (const transport of cfg.check.transports) {
       for (const { name, plan } of plans) {
-        const servers = { sidecar: { address: addresses.sidecar[transport], pid: sidecar.pid }, echo: { address: addresses.echo[transport], pid: echo.pid } };
+        const servers = { sidecar: { address: addresses.sidecar[transport], child: sidecar }, echo: { address: addresses.echo[transport], child: echo } };
         // Hot-set rows measure the steady state: every answer of the hot set asked once before (not counted).
         const hotSet = plan.hotSet;
         const prime = hotSet
@@ -375,6 +381,22 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
         );
       }
     }
+
+    // ---------------------------------------------------------------- the method's resolution: the echo against a second echo
+    log("echo against a second echo, as the sidecar is measured (TCP): how far a ratio strays for no cause");
+    const echo2 = await fork("echo");
+    const echo2Addr = await echo2.call<{ tcp: string }>("start", { socket: join(env.dir, "echo2.sock"), response: sample.typical });
+    // Warmed as the first echo was by every scenario before (a fresh process's first seconds cost 2–3× while V8 compiles).
+    await load.call("connect", { address: echo2Addr.tcp, customers: cfg.customers });
+    await load.call("run", { ...base, rpc: "check", mode: "closed", concurrency: cfg.check.concurrency, durationMs: cfg.check.durationMs * 2 });
+    const calibration: Pick<Scenario, "name" | "ratio" | "rounds">[] = [];
+    for (const { name, plan } of plans.filter((p) => p.plan.rpc === "check" && !p.plan.hotSet && (p.plan.concurrency !== undefined || p.plan.rate === cfg.check.rates.at(-1)))) {
+      const servers = { sidecar: { address: echo2Addr.tcp, child: echo2 }, echo: { address: addresses.echo.tcp, child: echo } };
+      const { ratio, rounds } = await runPair(load, servers, cfg.customers, cfg.check.rounds, plan);
+      calibration.push({ name, ratio, rounds });
+      log(`  tcp ${name.padEnd(44)} echo ÷ echo p50 ${ratio.p50}× p99 ${ratio.p99}× CPU ${ratio.serverCpuPerCall}× (rounds ${rounds.map((r) => r.serverCpuPerCall).join(", ")})`);
+    }
+    await echo2.stop();
 
     // ---------------------------------------------------------------- the highest sustainable rate, and the highest meeting p99 ≤ 1 ms
     const sustain = async (server: "sidecar" | "echo"): Promise<Sustain> => {
@@ -468,6 +490,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       answerMix: sample.statuses,
       staleInSample: sample.stale,
       scenarios,
+      calibration,
       sustainable,
       client: { ...client, echo: echoC1 },
       warmRestart: { runs, medianReadyMs: median(runs.map((r) => r.readyMs)), medianFromSpawnMs: median(runs.map((r) => r.fromSpawnMs)) },
@@ -479,10 +502,10 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
   }
 }
 
-/** Where one scenario's two servers listen, and their processes (for CPU time). */
+/** Where one scenario's two servers listen, and their processes (for CPU time, and a garbage collection before each round). */
 interface PairServers {
-  readonly sidecar: { readonly address: string; readonly pid: number };
-  readonly echo: { readonly address: string; readonly pid: number };
+  readonly sidecar: { readonly address: string; readonly child: Child };
+  readonly echo: { readonly address: string; readonly child: Child };
 }
 
 /**
@@ -530,15 +553,19 @@ async function measureInterleaved(load: Child, servers: PairServers, customers: 
   await load.call("connect", { address: servers.sidecar.address, customers });
   await load.call("connectSecond", { address: servers.echo.address });
   await prime?.();
-  const s0 = cpuMsOf(servers.sidecar.pid);
-  const e0 = cpuMsOf(servers.echo.pid);
+  // Both start the round with a compacted heap: a process's cost per call depends on the garbage
+  // it still carries from before (the sidecar's bootstrap and bursts, the rounds before), by more
+  // than the margins judged here (BENCHMARKS.md, Method). What the round allocates, it collects.
+  await Promise.all([servers.sidecar.child.call("collectGarbage"), servers.echo.child.call("collectGarbage")]);
+  const s0 = cpuMsOf(servers.sidecar.child.pid);
+  const e0 = cpuMsOf(servers.echo.child.pid);
   const c0 = cpuMsOf(load.pid);
   const { a, b } = await load.call<InterleavedResult>("runInterleaved", plan);
   const clientMs = cpuMsOf(load.pid) - c0;
   const share = (r: RunResult): number => (clientMs * r.answered) / Math.max(1, a.answered + b.answered);
   return [
-    { r: a, serverMs: cpuMsOf(servers.sidecar.pid) - s0, clientMs: share(a) },
-    { r: b, serverMs: cpuMsOf(servers.echo.pid) - e0, clientMs: share(b) },
+    { r: a, serverMs: cpuMsOf(servers.sidecar.child.pid) - s0, clientMs: share(a) },
+    { r: b, serverMs: cpuMsOf(servers.echo.child.pid) - e0, clientMs: share(b) },
   ];
 }
 
@@ -571,7 +598,7 @@ async function extAuthzScenarios(
   const typical = await load.call<{ response: unknown }>("authzOnce", { rpc: "authz" });
   const echo = await fork("echo");
   const echoAddr = await echo.call<{ tcp: string }>("start", { response: a.checkResponse, authzResponse: typical.response });
-  const servers = { sidecar: { address: started.tcp, pid: sidecar.pid }, echo: { address: echoAddr.tcp, pid: echo.pid } };
+  const servers = { sidecar: { address: started.tcp, child: sidecar }, echo: { address: echoAddr.tcp, child: echo } };
   const base = { durationMs: cfg.check.durationMs, warmupMs: cfg.check.warmupMs, mode: "closed" as const };
   const n = cfg.check.concurrency;
   const scenarios: Scenario[] = [];
