@@ -43,6 +43,15 @@ export function start(): void {
         const now = performance.now();
         return { readyMs: now - startedAt, sinceProcessStartMs: process.uptime() * 1000, revision: s().revision };
       },
+      /** Resolves once answers are fresh (a writer heartbeat confirmed the replica current); false after `timeoutMs`. */
+      fresh: async (a: { timeoutMs: number }) => {
+        const until = performance.now() + a.timeoutMs;
+        while (s().stale) {
+          if (performance.now() > until) return { fresh: false };
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        return { fresh: true };
+      },
       waitRevision: async (a: { revision: number; timeoutMs: number }) => {
         const t = performance.now();
         const reached = await s().waitForRevision(a.revision, a.timeoutMs);
