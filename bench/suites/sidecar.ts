@@ -563,8 +563,8 @@ async function measureInterleaved(load: Child, servers: PairServers, customers: 
   await load.call("connectSecond", { address: servers.echo.address });
   await prime?.();
   // Both start the round with a compacted heap: a process's cost per call depends on the garbage
-  // it still carries from before (the sidecar's bootstrap and bursts, the rounds before), by more
-  // than the margins judged here (BENCHMARKS.md, Method). What the round allocates, it collects.
+  // it still carries from earlier rows and rounds, by more than the margins judged here
+  // (BENCHMARKS.md, Method). What the round allocates, it collects.
   await Promise.all([servers.sidecar.child.call("collectGarbage"), servers.echo.child.call("collectGarbage")]);
   const s0 = cpuMsOf(servers.sidecar.child.pid);
   const e0 = cpuMsOf(servers.echo.child.pid);
