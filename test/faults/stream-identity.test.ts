@@ -48,7 +48,8 @@ test("nats-server restarted three times: the sidecar keeps its replica (no rebui
   }
   const rebuilds = (await scrape(sidecar.httpAddress)).split("\n").filter((l) => l.startsWith("proofgate_sidecar_replica_rebuilds_total{"));
   expect(rebuilds).toEqual([]);
-  // Fresh again once a heartbeat confirms the replica after the last restart: answers in between
-  // may be marked stale (the server was down for longer than a heartbeat), but not for long.
+  // Fresh again once a heartbeat confirms the replica after the last restart. In between, answers
+  // may be marked stale: across three restarts no heartbeat may have confirmed it within the
+  // coherency window.
   await waitFor(async () => (await metric(sidecar.httpAddress, "proofgate_sidecar_stale")) === 0, "the sidecar's answers fresh again after the last restart", 15_000);
 });
