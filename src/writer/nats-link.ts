@@ -83,7 +83,9 @@ export class NatsLink {
     } finally {
       this.settingUp = false;
     }
-    if (this.handles) for (const fn of this.readyListeners) fn();
+    // A shutdown may have begun draining the connection while the streams were set up: what a
+    // listener would start on it (a subscription) would throw, and nothing is ready any more.
+    if (this.handles && !nc.isDraining() && !nc.isClosed()) for (const fn of this.readyListeners) fn();
   }
 
   /** Streams may vanish while connected (a server restarted without its store): recreate them. */
