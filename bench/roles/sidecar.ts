@@ -94,10 +94,6 @@ export function start(): void {
         const { writeHeapSnapshot } = await import("node:v8");
         return { path: writeHeapSnapshot(`${a.dir}/sidecar-${process.pid}-${Date.now()}.heapsnapshot`) };
       },
-      gc: () => {
-        (globalThis as { gc?: () => void }).gc?.();
-        return { rss: process.memoryUsage.rss() };
-      },
     },
     async () => {
       clearInterval(watch);
