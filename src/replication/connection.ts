@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { connect, credsAuthenticator, Events, NatsError, type ConnectionOptions, type NatsConnection } from "nats";
+import { connect, credsAuthenticator, Events, NatsError, type ConnectionOptions, type JetStreamManager, type NatsConnection, type StoredMsg } from "nats";
 import { string, type OptionValues } from "../config/options.js";
 import { errorMessage } from "../errors/index.js";
 import type { Logger } from "../observability/logger.js";
@@ -54,6 +54,17 @@ export const JsErrorCode = {
 /** The JetStream API error code an error carries, if it is one. */
 export function jsErrorCode(err: unknown): number | undefined {
   return err instanceof NatsError ? err.api_error?.err_code : undefined;
+}
+
+/**
+ * Direct gets (`$JS.API.DIRECT.GET`): any replica of a stream with `allow_direct` answers, without
+ * the stream leader, so a follower's answer may lag the leader by a moment. They are also the read
+ * a stream's deletion cannot crash: nats-server 2.9.10 panics (nil store in `jsMsgGetRequest`) on a
+ * `STREAM.MSG.GET` that races the deletion of its stream (docs/deployment.md, "NATS versions").
+ * nats.js implements them on its JetStreamManager without declaring them on the interface yet.
+ */
+export function directGets(jsm: JetStreamManager): { getMessage(stream: string, query: { last_by_subj: string } | { seq: number }): Promise<StoredMsg> } | undefined {
+  return (jsm as { direct?: ReturnType<typeof directGets> }).direct;
 }
 
 export const isStreamNotFound = (err: unknown): boolean => jsErrorCode(err) === JsErrorCode.StreamNotFound;

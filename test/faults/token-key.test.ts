@@ -84,9 +84,12 @@ test("a sidecar with another key refuses the stream; a rotation republishes unde
   await jsm.streams.delete(STATE_STREAM);
   await waitFor(async () => (await lastState(jsm, CUSTOMER_SUBJECT_PREFIX + hmac(K2, "alice@example.com")))?.record.record?.$case === "document", "republished under the new key", 30_000).catch(
     (err: unknown) => {
-      // Once in a CI run this took longer than 30 s: say what the writer was doing meanwhile.
+      // Say what the writer and nats-server were doing meanwhile; a crash of the server from its first line.
+      const log = nats.log();
+      const crash = log.search(/^(panic|fatal error):/m);
       throw new Error(
-        `${err instanceof Error ? err.message : String(err)}\nwriter output (last 4,000 characters):\n${writer.output().slice(-4_000)}\nnats-server log (last 2,000 characters):\n${nats.log().slice(-2_000)}`,
+        `${err instanceof Error ? err.message : String(err)}\nwriter output (last 4,000 characters):\n${writer.output().slice(-4_000)}\n` +
+          (crash >= 0 ? `nats-server crashed:\n${log.slice(crash, crash + 3_000)}` : `nats-server log (last 2,000 characters):\n${log.slice(-2_000)}`),
       );
     },
   );

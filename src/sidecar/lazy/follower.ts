@@ -3,7 +3,7 @@ import { ErrorCode, type ConsumerMessages, type JetStreamClient, type JetStreamM
 import { Heartbeat } from "../../gen/proofgate/v1/document.js";
 import { CATALOG_SUBJECT, HEARTBEAT_SUBJECT, STATE_STREAM, customerSubject, tokenOfSubject } from "../../replication/subjects.js";
 import { streamIdentity } from "../../replication/streams.js";
-import { isConsumerNotFound, isStreamNotFound, NatsLifecycle, type NatsOptions } from "../../replication/connection.js";
+import { directGets, isConsumerNotFound, isStreamNotFound, NatsLifecycle, type NatsOptions } from "../../replication/connection.js";
 import { errorMessage } from "../../errors/index.js";
 import type { Logger } from "../../observability/logger.js";
 import { decodeStateRecord } from "../../replication/state-record.js";
@@ -189,7 +189,7 @@ export class LazyFollower {
     });
     const get = async (): Promise<StoredMsg | undefined> => {
       try {
-        const direct = (jsm as DirectGets).direct;
+        const direct = directGets(jsm);
         // A stream created before allow_direct (an older writer) does not answer direct gets
         // (they time out): the stream API answers the same question through the stream's leader.
         if (!this.directAllowed || !direct) return await jsm.streams.getMessage(STATE_STREAM, { last_by_subj: subject });
@@ -504,9 +504,6 @@ export class LazyFollower {
     });
   }
 }
-
-/** nats.js implements direct gets (`$JS.API.DIRECT.GET`) on its JetStreamManager without declaring them on the interface yet. */
-type DirectGets = JetStreamManager & { readonly direct?: { getMessage(stream: string, query: { last_by_subj: string }): Promise<StoredMsg> } };
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;

@@ -9,13 +9,12 @@ import {
   STATE_STREAM,
   customerSubject,
 } from "../../replication/subjects.js";
-import { isStreamNotFound } from "../../replication/connection.js";
 import type { Logger } from "../../observability/logger.js";
 import type { InputPosition, Ledger, OutboxRow } from "../ledger/ledger.js";
 import type { FaultHooks } from "../core.js";
 import type { WriterMetrics } from "../metrics.js";
 import type { NatsLink } from "../nats-link.js";
-import { backoffMs, pause } from "../../replication/connection.js";
+import { backoffMs, directGets, isStreamNotFound, pause } from "../../replication/connection.js";
 import { Signal } from "../signal.js";
 import { encodeCatalogRecord, encodeDocumentRecord } from "../../replication/state-record.js";
 
@@ -279,7 +278,12 @@ export class OutboxPublisher {
     const seen = this.followed;
     if (seen && seen.seq === lastSeq && seen.folded === folded) return;
     if (info.state.messages > 0) {
-      const msg = await handles.jsm.streams.getMessage(STATE_STREAM, { seq: lastSeq }).catch(() => undefined);
+      // A standby asks every 250 ms, so it asks by direct get where it can: the stream API's get
+      // can crash nats-server 2.9.10 when it races the stream's deletion (connection.ts directGets).
+      const direct = info.config.allow_direct ? directGets(handles.jsm) : undefined;
+      const msg = await (direct ?? handles.jsm.streams).getMessage(STATE_STREAM, { seq: lastSeq }).catch(() => undefined);
+      // A replica that has not stored it yet (direct gets need not reach the leader): asked again next time.
+      if (!msg) return;
       const through = msg ? this.localThrough(msg.header.get(HEADER_LEDGER_ID), msg.header.get(HEADER_OUTBOX_ID), msg.header.get(HEADER_INPUT_POSITION)) : 0;
       if (through > 0) {
         const now = this.options.now();
