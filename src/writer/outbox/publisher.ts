@@ -284,7 +284,7 @@ export class OutboxPublisher {
       const msg = await (direct ?? handles.jsm.streams).getMessage(STATE_STREAM, { seq: lastSeq }).catch(() => undefined);
       // A replica that has not stored it yet (direct gets need not reach the leader): asked again next time.
       if (!msg) return;
-      const through = msg ? this.localThrough(msg.header.get(HEADER_LEDGER_ID), msg.header.get(HEADER_OUTBOX_ID), msg.header.get(HEADER_INPUT_POSITION)) : 0;
+      const through = this.localThrough(msg.header.get(HEADER_LEDGER_ID), msg.header.get(HEADER_OUTBOX_ID), msg.header.get(HEADER_INPUT_POSITION));
       if (through > 0) {
         const now = this.options.now();
         this.ledger.transaction(() => this.ledger.markPublishedThrough(through, lastSeq, now));
