@@ -73,7 +73,9 @@ export class NatsLink {
           const jsm = await nc.jetstreamManager();
           await ensureStreams(jsm, this.options.streamReplicas);
           await ensureInputStream(jsm, this.options.streamReplicas);
-          this.handles = { nc, js: nc.jetstream(), jsm };
+          // Ready only if this is still the live connection: a shutdown (close) may have begun
+          // draining it meanwhile, or a reconnect replaced it. A listener would subscribe on it.
+          if (this.lifecycle.up === nc) this.handles = { nc, js: nc.jetstream(), jsm };
           break;
         } catch (err) {
           this.logger.warn({ err: errorMessage(err) }, "cannot set up JetStream streams yet; retrying");
@@ -83,9 +85,7 @@ export class NatsLink {
     } finally {
       this.settingUp = false;
     }
-    // A shutdown may have begun draining the connection while the streams were set up: what a
-    // listener would start on it (a subscription) would throw, and nothing is ready any more.
-    if (this.handles && !nc.isDraining() && !nc.isClosed()) for (const fn of this.readyListeners) fn();
+    if (this.handles?.nc === nc) for (const fn of this.readyListeners) fn();
   }
 
   /** Streams may vanish while connected (a server restarted without its store): recreate them. */
