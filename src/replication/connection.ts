@@ -56,15 +56,23 @@ export function jsErrorCode(err: unknown): number | undefined {
   return err instanceof NatsError ? err.api_error?.err_code : undefined;
 }
 
+/** What reads one stored message: the stream API (`jsm.streams`) or direct gets. */
+export interface MessageGets {
+  getMessage(stream: string, query: { last_by_subj: string } | { seq: number }): Promise<StoredMsg>;
+}
+
 /**
- * Direct gets (`$JS.API.DIRECT.GET`): any replica of a stream with `allow_direct` answers, without
- * the stream leader, so a follower's answer may lag the leader by a moment. They are also the read
- * a stream's deletion cannot crash: nats-server 2.9.10 panics (nil store in `jsMsgGetRequest`) on a
+ * How to read a stream's messages: by direct get (`$JS.API.DIRECT.GET`) when the stream allows
+ * it (`allow_direct`), else through the stream API. Any replica answers a direct get, without the
+ * stream leader, so a follower's answer may lag the leader by a moment; a stream created without
+ * `allow_direct` does not answer them at all (they time out). Direct gets are also the read a
+ * stream's deletion cannot crash: nats-server 2.9.10 panics (nil store in `jsMsgGetRequest`) on a
  * `STREAM.MSG.GET` that races the deletion of its stream (docs/deployment.md, "NATS versions").
- * nats.js implements them on its JetStreamManager without declaring them on the interface yet.
+ * nats.js implements direct gets on its JetStreamManager without declaring them yet.
  */
-export function directGets(jsm: JetStreamManager): { getMessage(stream: string, query: { last_by_subj: string } | { seq: number }): Promise<StoredMsg> } | undefined {
-  return (jsm as { direct?: ReturnType<typeof directGets> }).direct;
+export function messageGets(jsm: JetStreamManager, allowDirect: boolean | undefined): MessageGets {
+  const direct = allowDirect ? (jsm as { direct?: MessageGets }).direct : undefined;
+  return direct ?? jsm.streams;
 }
 
 export const isStreamNotFound = (err: unknown): boolean => jsErrorCode(err) === JsErrorCode.StreamNotFound;

@@ -21,7 +21,7 @@ import type { Catalog } from "../../src/gen/proofgate/v1/catalog.js";
 import { StateRecord } from "../../src/gen/proofgate/v1/document.js";
 import { IngestServiceClient, type PublishResponse } from "../../src/gen/proofgate/v1/ingest.js";
 import { silentLogger, type Logger } from "../../src/observability/logger.js";
-import { directGets } from "../../src/replication/connection.js";
+import { messageGets } from "../../src/replication/connection.js";
 import { STATE_STREAM } from "../../src/replication/subjects.js";
 import { startWriter, writerOptions, type ConsoleAuth, type FaultHooks, type Writer, type WriterOptions } from "../../src/writer/index.js";
 import { unaryCall, type Invoke } from "../../src/transport/grpc-client.js";
@@ -268,13 +268,13 @@ export async function streamLastSeq(jsm: JetStreamManager, stream = STATE_STREAM
 /**
  * The current message on `subject` in PROOFGATE_STATE, decoded, or undefined. Read by direct get:
  * tests poll this while the stream is deleted and recreated, which the stream API's get can crash
- * nats-server 2.9.10 on (`directGets`). The info first: a direct get of a missing stream waits out
+ * nats-server 2.9.10 on (`messageGets`). The info first: a direct get of a missing stream waits out
  * its timeout instead of failing.
  */
 export async function lastState(jsm: JetStreamManager, subject: string): Promise<StateMessage | undefined> {
   try {
-    const direct = (await jsm.streams.info(STATE_STREAM)).config.allow_direct ? directGets(jsm) : undefined;
-    const m = await (direct ?? jsm.streams).getMessage(STATE_STREAM, { last_by_subj: subject });
+    const { allow_direct } = (await jsm.streams.info(STATE_STREAM)).config;
+    const m = await messageGets(jsm, allow_direct).getMessage(STATE_STREAM, { last_by_subj: subject });
     return { seq: m.seq, subject: m.subject, data: m.data, record: StateRecord.decode(m.data), headers: m.header };
   } catch {
     return undefined;

@@ -3,7 +3,7 @@ import { ErrorCode, type ConsumerMessages, type JetStreamClient, type JetStreamM
 import { Heartbeat } from "../../gen/proofgate/v1/document.js";
 import { CATALOG_SUBJECT, HEARTBEAT_SUBJECT, STATE_STREAM, customerSubject, tokenOfSubject } from "../../replication/subjects.js";
 import { streamIdentity } from "../../replication/streams.js";
-import { directGets, isConsumerNotFound, isStreamNotFound, NatsLifecycle, type NatsOptions } from "../../replication/connection.js";
+import { messageGets, isConsumerNotFound, isStreamNotFound, NatsLifecycle, type NatsOptions } from "../../replication/connection.js";
 import { errorMessage } from "../../errors/index.js";
 import type { Logger } from "../../observability/logger.js";
 import { decodeStateRecord } from "../../replication/state-record.js";
@@ -189,11 +189,8 @@ export class LazyFollower {
     });
     const get = async (): Promise<StoredMsg | undefined> => {
       try {
-        const direct = directGets(jsm);
-        // A stream created before allow_direct (an older writer) does not answer direct gets
-        // (they time out): the stream API answers the same question through the stream's leader.
-        if (!this.directAllowed || !direct) return await jsm.streams.getMessage(STATE_STREAM, { last_by_subj: subject });
-        return await direct.getMessage(STATE_STREAM, { last_by_subj: subject });
+        // A stream created before allow_direct (an older writer) is read through the stream API.
+        return await messageGets(jsm, this.directAllowed).getMessage(STATE_STREAM, { last_by_subj: subject });
       } catch (err) {
         if (isNoMessage(err)) return undefined;
         throw err;

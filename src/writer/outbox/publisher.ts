@@ -14,7 +14,7 @@ import type { InputPosition, Ledger, OutboxRow } from "../ledger/ledger.js";
 import type { FaultHooks } from "../core.js";
 import type { WriterMetrics } from "../metrics.js";
 import type { NatsLink } from "../nats-link.js";
-import { backoffMs, directGets, isStreamNotFound, pause } from "../../replication/connection.js";
+import { backoffMs, isStreamNotFound, messageGets, pause } from "../../replication/connection.js";
 import { Signal } from "../signal.js";
 import { encodeCatalogRecord, encodeDocumentRecord } from "../../replication/state-record.js";
 
@@ -279,9 +279,8 @@ export class OutboxPublisher {
     if (seen && seen.seq === lastSeq && seen.folded === folded) return;
     if (info.state.messages > 0) {
       // A standby asks every 250 ms, so it asks by direct get where it can: the stream API's get
-      // can crash nats-server 2.9.10 when it races the stream's deletion (connection.ts directGets).
-      const direct = info.config.allow_direct ? directGets(handles.jsm) : undefined;
-      const msg = await (direct ?? handles.jsm.streams).getMessage(STATE_STREAM, { seq: lastSeq }).catch(() => undefined);
+      // can crash nats-server 2.9.10 when it races the stream's deletion (messageGets).
+      const msg = await messageGets(handles.jsm, info.config.allow_direct).getMessage(STATE_STREAM, { seq: lastSeq }).catch(() => undefined);
       // A replica that has not stored it yet (direct gets need not reach the leader): asked again next time.
       if (!msg) return;
       const through = this.localThrough(msg.header.get(HEADER_LEDGER_ID), msg.header.get(HEADER_OUTBOX_ID), msg.header.get(HEADER_INPUT_POSITION));
