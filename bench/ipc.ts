@@ -118,6 +118,7 @@ export class Child {
  * as a .cpuprofile.
  */
 let profiler: Session | undefined;
+let heapSampler: Session | undefined;
 const profiling: Handlers = {
   profileStart: async () => {
     profiler ??= new Session();
@@ -136,6 +137,37 @@ const profiling: Handlers = {
       session.disconnect();
     }
     return {};
+  },
+  /**
+   * Sampling heap profile: allocations (every `intervalBytes` on average) with their stacks.
+   * `survivors`: only objects that outlived a young-generation collection (the ones that cost
+   * copying and marking), whether or not a full collection took them since.
+   */
+  heapSampleStart: async (a: { intervalBytes?: number; survivors?: boolean }) => {
+    heapSampler ??= new Session();
+    heapSampler.connect();
+    await heapSampler.post("HeapProfiler.enable");
+    await heapSampler.post("HeapProfiler.startSampling", {
+      samplingInterval: a.intervalBytes ?? 4096,
+      ...(a.survivors ? { includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: false } : {}),
+    } as never);
+    return {};
+  },
+  /** Ends the sampling: the estimated bytes sampled (and the profile in `file`, if given). */
+  heapSampleStop: async (a: { file?: string }) => {
+    if (!heapSampler) throw new Error("heapSampleStart first");
+    const { profile } = await heapSampler.post("HeapProfiler.stopSampling");
+    heapSampler.disconnect();
+    heapSampler = undefined;
+    if (a.file) await writeFile(a.file, JSON.stringify(profile));
+    // Node sizes are V8's estimates of all bytes allocated there (samples scaled by the interval).
+    let bytes = 0;
+    const walk = (n: { selfSize: number; children: readonly typeof n[] }): void => {
+      bytes += n.selfSize;
+      for (const c of n.children) walk(c);
+    };
+    walk(profile.head);
+    return { file: a.file, bytes };
   },
   profileStop: async (a: { file: string }) => {
     if (!profiler) throw new Error("profileStart first");

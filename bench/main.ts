@@ -11,7 +11,10 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { natsServerAvailable, NATS_INSTALL_HINT } from "#proofgate/dev/nats-server.js";
-import { SIDECAR_NODE_OPTIONS } from "#proofgate/sidecar/options.js";
+import { SIDECAR_NODE_OPTIONS, SIDECAR_V8_FLAGS } from "#proofgate/sidecar/options.js";
+
+/** A deployed sidecar's flags: the Helm chart's NODE_OPTIONS and the V8 flags `proofgate sidecar` sets on itself. */
+const SIDECAR_FLAGS = `${SIDECAR_NODE_OPTIONS} ${SIDECAR_V8_FLAGS}`;
 import { config } from "./config.js";
 import { Child } from "./ipc.js";
 import { busyCpu, cpuSnapshot, machine, othersBusy, versions } from "./machine.js";
@@ -39,8 +42,8 @@ const USAGE = `usage: npm run bench [-- options]
   --e2e-rates LIST   writer group: event → enforcement rates (events/s), e.g. 200,1000 (default 200 then a ladder)
   --keep             keep the temporary directory (replica, ledger, service logs)
   --sidecar-node-options=FLAGS
-                     node flags for the sidecar processes and their echo floor (default: the Helm chart's,
-                     "${SIDECAR_NODE_OPTIONS}"; "" for Node's defaults; recorded in the results)`;
+                     node flags for the sidecar processes and their echo floor (default: a deployed sidecar's,
+                     "${SIDECAR_FLAGS}"; "" for Node's defaults; recorded in the results)`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -54,7 +57,7 @@ async function main(): Promise<void> {
       keep: { type: "boolean", default: false },
       "e2e-only": { type: "boolean", default: false },
       "e2e-rates": { type: "string" },
-      "sidecar-node-options": { type: "string", default: SIDECAR_NODE_OPTIONS },
+      "sidecar-node-options": { type: "string", default: SIDECAR_FLAGS },
       help: { type: "boolean", default: false },
     },
     strict: true,

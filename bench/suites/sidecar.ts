@@ -19,7 +19,7 @@ import { benchRules } from "../extauthz.js";
 
 export interface Window {
   readonly latency: Summary;
-  /** CPU time the server process (sidecar or echo) used per call, and the client process, in µs (whole run, warm-up included). */
+  /** CPU time the server process (sidecar or echo) used per call, and the client process, in µs (side-by-side rows: the measured calls only; others: the whole run, warm-up included). */
   readonly cpuPerCall?: { readonly server_us: number; readonly client_us: number };
   readonly throughput: number;
   readonly errors: number;
@@ -44,6 +44,11 @@ export interface Scenario {
   readonly ratio: { p50: number; p90: number; p99: number; p999: number; throughput: number; serverCpuPerCall: number };
   /** sidecar / echo in each echo/sidecar pair, in order: how far the machine moved the ratio within the scenario. */
   readonly rounds: readonly { p50: number; p99: number; serverCpuPerCall: number }[];
+  /**
+   * Measured on the sidecar that bootstrapped the replica and answered checks through the bursts
+   * (not restarted), as a production sidecar always is; the other rows use one restarted on its replica.
+   */
+  readonly aged?: boolean;
   /** The two servers were measured over the same moments (closed loop: `runInterleaved`), rather than window by window. */
   readonly interleaved?: boolean;
 }
@@ -112,6 +117,11 @@ export interface SidecarResults {
   /** Of the sampled answers (answerMix), those marked stale: the latency rows are fresh answers only if this is 0. */
   readonly staleInSample: number;
   readonly scenarios: readonly Scenario[];
+  /**
+   * Bytes per call that outlived a young-generation collection (`survivorsPerCall`): on the sidecar
+   * with the bursts behind it (the `aged` row) and on the one restarted on its replica.
+   */
+  readonly survivors: { readonly agedBytesPerCall: number; readonly restartedBytesPerCall: number };
   /**
    * The method's resolution: a second echo process measured against the echo exactly as the
    * sidecar is (TCP, same rounds and windows). Its ratios would all be 1.00× on a perfect machine;
@@ -312,6 +322,12 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
     const heapAtRest = await sidecar.call<{ heapTotal: number; heapUsed: number; external: number }>("status");
     const replica = { fileBytes: fileSize(replicaPath), walBytes: fileSize(`${replicaPath}-wal`) };
 
+    // ---------------------------------------------------------------- the hot set on the sidecar with that history
+    // What a production sidecar is: it answered checks while updates arrived. Calls slowed by a burst outlive young-generation
+    // collections, and V8 may then allocate some of grpc-js's and Node's per-call objects in the old generation for good
+    // (BENCHMARKS.md, "Per-call objects born old"). One row, beside a fresh echo, before the restart below.
+    const { scenario: aged, survivorBytesPerCall: agedSurvivors } = await agedHotSet(cfg, env, fork, load, started.tcp, sidecar);
+
     // ---------------------------------------------------------------- Check latency: sidecar vs echo floor
     // Measured on a sidecar restarted on its warm replica, as the echo starts fresh: two processes of one age
     // (BENCHMARKS.md, Method: a process's cost per call depends on what it did before, here a bootstrap and two bursts).
@@ -327,6 +343,8 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       { n: cfg.quick ? 1_000 : 5_000 },
     );
     log(`  sampled ${(cfg.quick ? 1_000 : 5_000).toLocaleString("en")} answers before the latency runs: ${sample.stale} stale`);
+    const survivors = { agedBytesPerCall: agedSurvivors, restartedBytesPerCall: await survivorsPerCall(cfg, load, started.tcp, sidecar) };
+    log(`  outlived a young-generation collection, per hot-set call: ${survivors.agedBytesPerCall} B not restarted, ${survivors.restartedBytesPerCall} B restarted`);
     const echo = await fork("echo");
     const echoSocket = join(env.dir, "echo.sock");
     const echoAddr = await echo.call<{ tcp: string; unix: string }>("start", { socket: echoSocket, response: sample.typical });
@@ -360,7 +378,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       { name: `CheckBatch(10) closed c=1, ${hotName}`, plan: { ...hot, rpc: "batch", mode: "closed", concurrency: 1 } },
       { name: `CheckBatch(10) closed c=${cfg.check.concurrency}, ${hotName}`, plan: { ...hot, rpc: "batch", mode: "closed", concurrency: cfg.check.concurrency } },
     );
-    const scenarios: Scenario[] = [];
+    const scenarios: Scenario[] = [aged];
     for (const transport of cfg.check.transports) {
       for (const { name, plan } of plans) {
         const servers = { sidecar: { address: addresses.sidecar[transport], child: sidecar }, echo: { address: addresses.echo[transport], child: echo } };
@@ -499,6 +517,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       answerMix: sample.statuses,
       staleInSample: sample.stale,
       scenarios,
+      survivors,
       calibration,
       sustainable,
       client: { ...client, echo: echoC1 },
@@ -566,16 +585,73 @@ async function measureInterleaved(load: Child, servers: PairServers, customers: 
   // it still carries from earlier rows and rounds, by more than the margins judged here
   // (BENCHMARKS.md, Method). What the round allocates, it collects.
   await Promise.all([servers.sidecar.child.call("collectGarbage"), servers.echo.child.call("collectGarbage")]);
+  // The warm-up runs before the CPU clocks start, so CPU per call is the measured calls' alone, as
+  // latency is: a round's warm-up also carries the collection's aftermath (concurrent sweeping).
+  if (plan.warmupMs > 0) await load.call<InterleavedResult>("runInterleaved", { ...plan, durationMs: plan.warmupMs, warmupMs: 0 });
   const s0 = cpuMsOf(servers.sidecar.child.pid);
   const e0 = cpuMsOf(servers.echo.child.pid);
   const c0 = cpuMsOf(load.pid);
-  const { a, b } = await load.call<InterleavedResult>("runInterleaved", plan);
+  const { a, b } = await load.call<InterleavedResult>("runInterleaved", { ...plan, warmupMs: 0 });
   const clientMs = cpuMsOf(load.pid) - c0;
   const share = (r: RunResult): number => (clientMs * r.answered) / Math.max(1, a.answered + b.answered);
   return [
     { r: a, serverMs: cpuMsOf(servers.sidecar.child.pid) - s0, clientMs: share(a) },
     { r: b, serverMs: cpuMsOf(servers.echo.child.pid) - e0, clientMs: share(b) },
   ];
+}
+
+/**
+ * `Check` one at a time over TCP about the hot set, on the sidecar that bootstrapped the replica
+ * and answered checks through the bursts, beside an echo of its own (started now, so as fresh as
+ * the echo of the other rows).
+ */
+async function agedHotSet(
+  cfg: Config,
+  env: Env,
+  fork: (role: string) => Promise<Child>,
+  load: Child,
+  address: string,
+  sidecar: Child,
+): Promise<{ scenario: Scenario; survivorBytesPerCall: number }> {
+  await load.call("connect", { address, customers: cfg.customers });
+  const { typical } = await load.call<{ typical: Uint8Array }>("sample", { n: 1_000 });
+  const echo = await fork("echo");
+  try {
+    const echoAddr = await echo.call<{ tcp: string }>("start", { socket: join(env.dir, "echo-aged.sock"), response: typical });
+    const hotSet = cfg.check.hotSet;
+    const name = `Check closed c=1, hot set of ${hotSet.toLocaleString("en")}, not restarted after the bursts`;
+    const plan: RunPlan = { durationMs: cfg.check.durationMs, warmupMs: cfg.check.warmupMs, hotSet, rpc: "check", mode: "closed", concurrency: 1 };
+    const servers = { sidecar: { address, child: sidecar }, echo: { address: echoAddr.tcp, child: echo } };
+    const pair = await runPair(load, servers, cfg.customers, cfg.check.rounds, plan, async () => {
+      await load.call("prime", { hotSet });
+    });
+    const { sidecar: s, echo: e } = pair;
+    env.log(
+      `  tcp ${name.padEnd(44)} sidecar p50 ${s.latency.p50_us} p99 ${s.latency.p99_us} µs ${s.cpuPerCall?.server_us} µs CPU/call | ` +
+        `echo p50 ${e.latency.p50_us} p99 ${e.latency.p99_us} µs ${e.cpuPerCall?.server_us} µs CPU/call (rounds ${pair.rounds.map((r) => r.serverCpuPerCall).join(", ")})`,
+    );
+    const scenario: Scenario = { name, transport: "tcp", rpc: "check", mode: "closed", concurrency: 1, hotSet, aged: true, ...pair };
+    return { scenario, survivorBytesPerCall: await survivorsPerCall(cfg, load, address, sidecar) };
+  } finally {
+    await echo.stop();
+  }
+}
+
+/**
+ * Bytes per call of the objects that outlived a young-generation collection, `Check` one at a
+ * time about the hot set (V8's sampling heap profiler, objects a scavenge let go not counted):
+ * what each call leaves the collector to copy, promote and mark. Slower calls do not change it,
+ * so it tells a process's history apart where CPU time per call is too noisy to.
+ */
+async function survivorsPerCall(cfg: Config, load: Child, address: string, sidecar: Child): Promise<number> {
+  const hotSet = cfg.check.hotSet;
+  await load.call("connect", { address, customers: cfg.customers });
+  await load.call("prime", { hotSet });
+  await sidecar.call("collectGarbage");
+  await sidecar.call("heapSampleStart", { survivors: true, intervalBytes: 16_384 });
+  const r = await load.call<RunResult>("run", { rpc: "check", mode: "closed", concurrency: 1, durationMs: Math.round(cfg.check.durationMs / 2), warmupMs: 0, hotSet });
+  const { bytes } = await sidecar.call<{ bytes: number }>("heapSampleStop", {});
+  return round(bytes / Math.max(1, r.answered), 0);
 }
 
 /**

@@ -1,6 +1,7 @@
 import { describeOptions, loadOptions } from "../config/options.js";
 import { createLogger } from "../observability/logger.js";
 import { sidecarOptionSpec, startSidecar } from "../sidecar/index.js";
+import { applySidecarV8Flags } from "../sidecar/options.js";
 import { removeReadyFile, writeReadyFile } from "../transport/ready-file.js";
 import { untilStopSignal } from "./signals.js";
 
@@ -21,6 +22,7 @@ export async function run(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
+  applySidecarV8Flags();
   const options = loadOptions(sidecarOptionSpec, argv);
   const logger = createLogger({ level: options.logLevel, name: "proofgate-sidecar" });
   const sidecar = await startSidecar(options, logger);

@@ -1,3 +1,4 @@
+import v8 from "node:v8";
 import { InvalidArgumentError } from "../errors/index.js";
 import { boolean, duration, integer, logLevel, oneOf, optionDefaults, string, type Option, type OptionValues } from "../config/options.js";
 import { natsOptionSpec } from "../replication/connection.js";
@@ -37,6 +38,21 @@ const byteSize = (description: string, def: number, min: number): Option<number>
  * as often (docs/sidecar.md, "Memory").
  */
 export const SIDECAR_NODE_OPTIONS = "--max-semi-space-size=4";
+
+/**
+ * V8 flags a sidecar process sets on itself at start (`applySidecarV8Flags`), because
+ * NODE_OPTIONS refuses them. Allocation-site pretenuring off: calls slowed by a burst of updates
+ * outlive young-generation collections, so V8 decides to allocate some of Node's and grpc-js's
+ * per-call objects (a stream's listener table, a call's listener) in the old generation; from then
+ * on each call's short-lived objects hang off old ones and survive until a full collection
+ * (docs/sidecar.md, "V8's pretenuring, and no channelz").
+ */
+export const SIDECAR_V8_FLAGS = "--no-allocation-site-pretenuring";
+
+/** Sets SIDECAR_V8_FLAGS in this process: at its start, before it answers a call. */
+export function applySidecarV8Flags(): void {
+  v8.setFlagsFromString(SIDECAR_V8_FLAGS);
+}
 
 export const SIDECAR_MODES = ["full", "lazy"] as const;
 export type SidecarMode = (typeof SIDECAR_MODES)[number];

@@ -32,6 +32,24 @@ const ALL_STREAMS = [...STREAMS, BILLING_STREAM, DEADLETTER_STREAM, AUDIT_STREAM
 
 const pace = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** Who leads each stream and the input stream's consumers, and which replicas lag: said when a takeover does not come. */
+async function clusterState(jsm: JetStreamManager): Promise<string> {
+  const lines: string[] = [];
+  for (const name of ALL_STREAMS) {
+    const c = await jsm.streams
+      .info(name)
+      .then((i) => i.cluster)
+      .catch((err: unknown) => String(err));
+    lines.push(typeof c === "string" || !c ? `${name}: ${c ?? "no cluster info"}` : `${name}: leader ${c.leader ?? "none"}, replicas ${(c.replicas ?? []).map((r) => `${r.name}${r.offline ? " offline" : r.current ? "" : " lagging"}`).join(", ")}`);
+  }
+  const consumers = await jsm.consumers
+    .list(INPUT_STREAM)
+    .next()
+    .catch(() => []);
+  for (const ci of consumers) lines.push(`${INPUT_STREAM} consumer ${ci.name}: leader ${ci.cluster?.leader ?? "none"}, delivered ${ci.delivered.stream_seq}, pending ${ci.num_pending}`);
+  return lines.join("\n");
+}
+
 /** Every replica of every stream that matters is on line and current (a node can be lost again). */
 async function fullyReplicated(jsm: JetStreamManager): Promise<boolean> {
   for (const name of ALL_STREAMS) {
@@ -115,8 +133,9 @@ test("one NATS node and the leading writer killed together, three times: the sta
     const killedAt = performance.now();
     await Promise.all([node.stop("SIGKILL"), writers.kill(victim)]);
     killedNodes.push(`${nodeName} (${stream} leader)`);
-    await waitFor(async () => (await writers.role(other)) === "ready: leader", `round ${k + 1}: ${other.name} to take over with ${nodeName} down`, 60_000).catch((err: unknown) => {
-      throw new Error(`${String(err)}\n${other.name}'s log:\n${other.proc.output().slice(-6000)}`);
+    await waitFor(async () => (await writers.role(other)) === "ready: leader", `round ${k + 1}: ${other.name} to take over with ${nodeName} down`, 60_000).catch(async (err: unknown) => {
+      const state = await clusterState(jsm).catch((e: unknown) => `cluster state unavailable: ${String(e)}`);
+      throw new Error(`${String(err)}\nthe cluster as the test's connection sees it:\n${state}\n${other.name}'s log:\n${other.proc.output().slice(-6000)}`);
     });
     takeovers.push(Math.round(performance.now() - killedAt));
     // Both come back: the node catches its replicas up, the writer stands by on its own ledger.

@@ -258,7 +258,10 @@ export class InputFold {
       const messages = await Promise.race([
         consuming,
         pause(ATTACH_TIMEOUT_MS).then((): never => {
-          throw new Error(`no consumer on ${INPUT_STREAM} after ${ATTACH_TIMEOUT_MS} ms (a JetStream leader election?)`);
+          // The server asked, and the stream's leader as it saw it: what tells a slow election from a lost node.
+          throw new Error(
+            `no consumer on ${INPUT_STREAM} after ${ATTACH_TIMEOUT_MS} ms (a JetStream leader election?); asked server ${handles.nc.info?.server_name ?? "?"}, stream leader ${info.cluster?.leader ?? "none"}`,
+          );
         }),
       ]);
       if (superseded()) {
