@@ -64,11 +64,21 @@ export interface RunResult {
 
 const BATCH = 10;
 const MAX_OUTSTANDING = 20_000;
+/**
+ * Every call's deadline: a call that gets no answer (a stalled connection) ends as an error
+ * rather than holding its run open for good. Far above any latency a run records.
+ */
+const CALL_DEADLINE_MS = 30_000;
+const NO_METADATA = new grpc.Metadata();
+const deadline = (): grpc.CallOptions => ({ deadline: Date.now() + CALL_DEADLINE_MS });
 
 /** The answer's status: the AccessStatus name, or for ext_authz its x-proofgate-status (HTTP code when absent). */
 type Call = (cb: (err: grpc.ServiceError | null, status: string | undefined) => void) => void;
 
-type AuthzClient = grpc.Client & { Check: (req: AuthzRequest, cb: (err: grpc.ServiceError | null, res: AuthzResponse | undefined) => void) => void };
+type AuthzCallback = (err: grpc.ServiceError | null, res: AuthzResponse | undefined) => void;
+type AuthzClient = grpc.Client & {
+  Check: ((req: AuthzRequest, cb: AuthzCallback) => void) & ((req: AuthzRequest, md: grpc.Metadata, options: grpc.CallOptions, cb: AuthzCallback) => void);
+};
 
 function authzStatus(res: AuthzResponse | undefined): string | undefined {
   if (!res) return undefined;
@@ -200,13 +210,13 @@ export function start(): void {
       return (cb) => {
         const req = checkRequest();
         const auth = jwt ? `Bearer ${tokens[Math.floor(r() * tokens.length)] ?? ""}` : undefined;
-        cl.Check(authzRequest(req.customerId, req.feature, req.quantity, auth), (err, res) => cb(err, authzStatus(res)));
+        cl.Check(authzRequest(req.customerId, req.feature, req.quantity, auth), NO_METADATA, deadline(), (err, res) => cb(err, authzStatus(res)));
       };
     }
     const cl = to ?? c();
     const pool = Math.min(hotSet ?? customers, customers);
-    if (rpc === "check") return (cb) => cl.check(checkRequest(pool), (err, res: CheckResponse | undefined) => cb(err, name(res?.status)));
-    return (cb) => cl.checkBatch(batchRequest(pool), (err, res: CheckBatchResponse | undefined) => cb(err, name(res?.results[0]?.status)));
+    if (rpc === "check") return (cb) => cl.check(checkRequest(pool), NO_METADATA, deadline(), (err, res: CheckResponse | undefined) => cb(err, name(res?.status)));
+    return (cb) => cl.checkBatch(batchRequest(pool), NO_METADATA, deadline(), (err, res: CheckBatchResponse | undefined) => cb(err, name(res?.results[0]?.status)));
   };
 
   /** One server's calls and where their answers are recorded. */

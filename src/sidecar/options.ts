@@ -45,7 +45,7 @@ export const SIDECAR_NODE_OPTIONS = "--max-semi-space-size=4";
  * outlive young-generation collections, so V8 decides to allocate some of Node's and grpc-js's
  * per-call objects (a stream's listener table, a call's listener) in the old generation; from then
  * on each call's short-lived objects hang off old ones and survive until a full collection
- * (docs/sidecar.md, "V8's pretenuring, and no channelz").
+ * (docs/sidecar.md, "V8's pretenuring").
  */
 export const SIDECAR_V8_FLAGS = "--no-allocation-site-pretenuring";
 

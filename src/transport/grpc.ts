@@ -101,14 +101,10 @@ function loadReflection(): protoLoader.PackageDefinition {
   return reflectionDefinition;
 }
 
-/**
- * Options of every proofgate gRPC server (the benchmark's echo floor uses them too). No channelz:
- * proofgate serves no channelz service, and its call tracking costs every call.
- */
+/** Options of every proofgate gRPC server (the benchmark's echo floor uses them too). */
 export const GRPC_SERVER_OPTIONS: grpc.ServerOptions = {
   "grpc.max_receive_message_length": 16 * 1024 * 1024,
   "grpc.keepalive_permit_without_calls": 1,
-  "grpc.enable_channelz": 0,
 };
 
 /** A grpc-js server with `grpc.health.v1.Health` and server reflection, bound to one or more addresses. */

@@ -113,7 +113,7 @@ decisionLogSample: "0"
 logLevel: info
 # Node's flags for the sidecar (NODE_OPTIONS): a small young generation keeps the resting RSS
 # low (docs/sidecar.md, "Memory"). Empty: Node's defaults. The sidecar turns V8's pretenuring off
-# itself, which NODE_OPTIONS cannot carry (docs/sidecar.md, "V8's pretenuring, and no channelz").
+# itself, which NODE_OPTIONS cannot carry (docs/sidecar.md, "V8's pretenuring").
 nodeOptions: "--max-semi-space-size=4"
 # Measured (BENCHMARKS.md, with --max-semi-space-size=2; the 4 MiB above rests 2-6 MiB higher): RSS
 # at rest 129 MiB restored from a snapshot and 148 MiB after a full replay at 1M customers (it does
