@@ -12,9 +12,6 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { natsServerAvailable, NATS_INSTALL_HINT } from "#proofgate/dev/nats-server.js";
 import { SIDECAR_NODE_OPTIONS, SIDECAR_V8_FLAGS } from "#proofgate/sidecar/options.js";
-
-/** A deployed sidecar's flags: the Helm chart's NODE_OPTIONS and the V8 flags `proofgate sidecar` sets on itself. */
-const SIDECAR_FLAGS = `${SIDECAR_NODE_OPTIONS} ${SIDECAR_V8_FLAGS}`;
 import { config } from "./config.js";
 import { Child } from "./ipc.js";
 import { busyCpu, cpuSnapshot, machine, othersBusy, versions } from "./machine.js";
@@ -27,6 +24,8 @@ import { podSuite } from "./suites/pod.js";
 import { herdSuite } from "./suites/herd.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+/** A deployed sidecar's flags: the Helm chart's NODE_OPTIONS and the V8 flags `proofgate sidecar` sets on itself. */
+const SIDECAR_FLAGS = `${SIDECAR_NODE_OPTIONS} ${SIDECAR_V8_FLAGS}`;
 const GROUPS = ["eval", "sidecar", "snapshot", "lazy", "writer", "pod", "herd"] as const;
 
 const USAGE = `usage: npm run bench [-- options]
