@@ -101,10 +101,22 @@ function loadReflection(): protoLoader.PackageDefinition {
   return reflectionDefinition;
 }
 
+/**
+ * Streams one client connection may have open at once; a client's further calls wait in its own
+ * queue (under their deadlines) until one ends. Node's HTTP/2 stops reading a connection while a
+ * write of its own is pending, so when a client sends requests faster than they are answered,
+ * both peers can end up writing into a full socket and neither reads again: the connection
+ * stalls for good (seen over a unix socket, whose buffer is small). Bounding the client's
+ * unanswered requests keeps what it can write below that buffer. 100 is HTTP/2's recommended
+ * minimum (RFC 9113, section 6.5.2) and far above what one caller needs to fill the cores.
+ */
+export const MAX_CONCURRENT_STREAMS = 100;
+
 /** Options of every proofgate gRPC server (the benchmark's echo floor uses them too). */
 export const GRPC_SERVER_OPTIONS: grpc.ServerOptions = {
   "grpc.max_receive_message_length": 16 * 1024 * 1024,
   "grpc.keepalive_permit_without_calls": 1,
+  "grpc.max_concurrent_streams": MAX_CONCURRENT_STREAMS,
 };
 
 /** A grpc-js server with `grpc.health.v1.Health` and server reflection, bound to one or more addresses. */

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
+import * as http2 from "node:http2";
+import * as net from "node:net";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -7,6 +9,7 @@ import { NatsServer } from "../harness/nats.js";
 import { tempDir } from "../harness/tmp.js";
 import { CheckClient, StatePublisher, httpGet, paidCustomer, spawnSidecar, testCatalog, waitFor } from "../harness/sidecar.js";
 import { AccessStatus } from "../../src/gen/proofgate/v1/check.js";
+import { MAX_CONCURRENT_STREAMS } from "../../src/transport/grpc.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const bin = join(ROOT, "bin/proofgate.js");
@@ -77,5 +80,37 @@ describe("proofgate sidecar (child process)", () => {
     expect(await proc.stop("SIGTERM")).toBe(0);
     expect(proc.output()).toContain("sidecar stopped");
     expect(existsSync(socket)).toBe(false);
+  });
+
+  /*
+   * Node's HTTP/2 stops reading a connection while one of its writes is pending. A client that
+   * sends requests faster than the sidecar answers can fill a unix socket's small buffer both
+   * ways; then each side waits for the other to read and the connection stalls (both receive
+   * queues full, neither process busy). Whether a given burst stalls depends on scheduling, so
+   * this test checks what prevents it, the stream limit the sidecar announces, and that a burst
+   * beyond the limit waits in the client's queue rather than failing.
+   */
+  it("bounds the streams of one unix-socket connection, and queues a burst beyond the bound", async () => {
+    const socket = join(dir.path, "burst.sock");
+    const id = "cus_burst";
+    const rev = await pub.document(paidCustomer(id, "premium", Date.now()));
+    const proc = await spawnSidecar(["--nats-url", nats.url, "--replica", join(dir.path, "burst-replica.db"), "--grpc-listen", "127.0.0.1:0", "--grpc-socket", socket, "--http-listen", "127.0.0.1:0"]);
+    const session = http2.connect("http://localhost", { createConnection: () => net.connect(socket) });
+    const client = new CheckClient(`unix:${socket}`);
+    try {
+      const settings = await new Promise<http2.Settings>((resolve, reject) => {
+        session.once("remoteSettings", resolve);
+        session.once("error", reject);
+      });
+      expect(settings.maxConcurrentStreams).toBe(MAX_CONCURRENT_STREAMS);
+      expect((await client.check({ customerId: id, feature: "api-access", minRevision: rev })).status).toBe(AccessStatus.ACCESS_STATUS_GRANTED);
+      const burst = await Promise.allSettled(Array.from({ length: 10 * MAX_CONCURRENT_STREAMS }, () => client.check({ customerId: id, feature: "api-access" })));
+      const failed = burst.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+      expect(failed.length, String(failed[0]?.reason)).toBe(0);
+    } finally {
+      session.destroy();
+      client.close();
+    }
+    expect(await proc.stop("SIGTERM")).toBe(0);
   });
 });
