@@ -45,7 +45,8 @@ describe("sidecar replicas", () => {
     live = await startSidecarProcess("live", nats.url, join(dir, "live.db"));
     // A few thousand customers: every one subscribed, two in three paid, some upgraded.
     await publish(seedEvents(SEEDED));
-  });
+    // Thousands of durable events through a writer: on a loaded CI machine this alone has taken a minute.
+  }, 180_000);
 
   afterAll(async () => {
     for (const s of stopped) await s.stop("SIGKILL");
