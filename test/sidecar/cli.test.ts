@@ -83,12 +83,9 @@ describe("proofgate sidecar (child process)", () => {
   });
 
   /*
-   * Node's HTTP/2 stops reading a connection while one of its writes is pending. A client that
-   * sends requests faster than the sidecar answers can fill a unix socket's small buffer both
-   * ways; then each side waits for the other to read and the connection stalls (both receive
-   * queues full, neither process busy). Whether a given burst stalls depends on scheduling, so
-   * this test checks what prevents it, the stream limit the sidecar announces, and that a burst
-   * beyond the limit waits in the client's queue rather than failing.
+   * What prevents the stall described at MAX_CONCURRENT_STREAMS: the limit the sidecar announces,
+   * and a burst beyond it queued by the client, not refused. (Whether a burst stalls depends on
+   * scheduling, so the stall itself cannot be shown on demand.)
    */
   it("bounds the streams of one unix-socket connection, and queues a burst beyond the bound", async () => {
     const socket = join(dir.path, "burst.sock");
