@@ -208,18 +208,16 @@ export function render(cfg: Config, r: Results, v: Verdict[]): string {
         ),
       );
     }
-    if (s.survivors as SidecarResults["survivors"] | undefined) {
-      parts.push(
-        table(
-          "1c. What one Check leaves the collector: bytes per call that outlived a young-generation collection (hot set, one at a time, TCP)",
-          ["sidecar", "bytes per call"],
-          [
-            ["not restarted: bootstrapped the replica, answered checks through the bursts", fmt(s.survivors.agedBytesPerCall)],
-            ["restarted on its replica", fmt(s.survivors.restartedBytesPerCall)],
-          ],
-        ),
-      );
-    }
+    parts.push(
+      table(
+        "1c. What one Check leaves the collector: bytes per call that outlived a young-generation collection (hot set, one at a time, TCP)",
+        ["sidecar", "bytes per call"],
+        [
+          ["not restarted: bootstrapped the replica, answered checks through the bursts", fmt(s.survivors.agedBytesPerCall)],
+          ["restarted on its replica", fmt(s.survivors.restartedBytesPerCall)],
+        ],
+      ),
+    );
     const x = s.extAuthz;
     const authzRows: string[][] = [];
     for (const sc of x.scenarios) {

@@ -343,7 +343,7 @@ export async function sidecarSuite(cfg: Config, env: Env): Promise<SidecarResult
       { n: cfg.quick ? 1_000 : 5_000 },
     );
     log(`  sampled ${(cfg.quick ? 1_000 : 5_000).toLocaleString("en")} answers before the latency runs: ${sample.stale} stale`);
-    const survivors = { agedBytesPerCall: agedSurvivors, restartedBytesPerCall: await survivorsPerCall(cfg, load, started.tcp, sidecar) };
+    const survivors = { agedBytesPerCall: agedSurvivors, restartedBytesPerCall: await survivorsPerCall(cfg, load, sidecar) };
     log(`  outlived a young-generation collection, per hot-set call: ${survivors.agedBytesPerCall} B not restarted, ${survivors.restartedBytesPerCall} B restarted`);
     const echo = await fork("echo");
     const echoSocket = join(env.dir, "echo.sock");
@@ -631,7 +631,7 @@ async function agedHotSet(
         `echo p50 ${e.latency.p50_us} p99 ${e.latency.p99_us} µs ${e.cpuPerCall?.server_us} µs CPU/call (rounds ${pair.rounds.map((r) => r.serverCpuPerCall).join(", ")})`,
     );
     const scenario: Scenario = { name, transport: "tcp", rpc: "check", mode: "closed", concurrency: 1, hotSet, aged: true, ...pair };
-    return { scenario, survivorBytesPerCall: await survivorsPerCall(cfg, load, address, sidecar) };
+    return { scenario, survivorBytesPerCall: await survivorsPerCall(cfg, load, sidecar) };
   } finally {
     await echo.stop();
   }
@@ -641,11 +641,11 @@ async function agedHotSet(
  * Bytes per call of the objects that outlived a young-generation collection, `Check` one at a
  * time about the hot set (V8's sampling heap profiler, objects a scavenge let go not counted):
  * what each call leaves the collector to copy, promote and mark. Slower calls do not change it,
- * so it tells a process's history apart where CPU time per call is too noisy to.
+ * so it tells a process's history apart where CPU time per call is too noisy to. `load` is
+ * connected to `sidecar`.
  */
-async function survivorsPerCall(cfg: Config, load: Child, address: string, sidecar: Child): Promise<number> {
+async function survivorsPerCall(cfg: Config, load: Child, sidecar: Child): Promise<number> {
   const hotSet = cfg.check.hotSet;
-  await load.call("connect", { address, customers: cfg.customers });
   await load.call("prime", { hotSet });
   await sidecar.call("collectGarbage");
   await sidecar.call("heapSampleStart", { survivors: true, intervalBytes: 16_384 });
